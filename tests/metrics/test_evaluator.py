@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from tests.distributed import run_distributed
+from vlr.metrics import RetrievalEvaluator, neighbourhood_overlap, retrieval_metrics
+
+N_IMG, CAPS = 41, 3  # odd sizes: DistributedSampler pads with repeats on 2 ranks
+N_TXT = N_IMG * CAPS - 2  # the last image gets one caption
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    t2i = torch.arange(N_IMG).repeat_interleave(CAPS)[:N_TXT]
+    img = torch.nn.functional.normalize(torch.randn(N_IMG, 8, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(img[t2i] + torch.randn(N_TXT, 8, generator=g), dim=-1)
+    labels = torch.randint(0, 5, (N_IMG,), generator=g)
+    rel = torch.rand(N_TXT, N_IMG, generator=g)
+    img_ref = torch.randn(N_IMG, 8, generator=g)
+    txt_ref = torch.randn(N_TXT, 8, generator=g)
+    return img, txt, t2i, labels, rel, img_ref, txt_ref
+
+
+def _evaluate(rank: int, world_size: int, batch: int) -> dict:
+    img, txt, t2i, labels, rel, img_ref, txt_ref = _data()
+    ev = RetrievalEvaluator(t2i, image_labels=labels, relevance=rel, ndcg_ks=(5, 10), overlap_ks=(3, 5))
+    for n, kind, emb, ref in ((N_IMG, "image", img, img_ref), (N_TXT, "text", txt, txt_ref)):
+        if world_size > 1:
+            idx = torch.tensor(list(DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=False)))
+        else:
+            idx = torch.arange(n)
+        for b in idx.split(batch):
+            ev.update(**{f"{kind}_emb": emb[b], f"{kind}_idx": b, f"{kind}_ref": ref[b]})
+    return ev.compute()
+
+
+def _worker(rank, world_size, out_path):
+    result = _evaluate(rank, world_size, batch=4)
+    with open(f"{out_path}.{rank}", "w") as fh:
+        json.dump(result, fh)
+
+
+def test_single_process_equals_functional():
+    img, txt, t2i, labels, rel, img_ref, txt_ref = _data()
+    got = _evaluate(0, 1, batch=5)
+    want = retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ndcg_ks=(5, 10))
+    for k in (3, 5):
+        want[f"image/overlap@{k}"] = neighbourhood_overlap(img, img_ref, k)
+        want[f"text/overlap@{k}"] = neighbourhood_overlap(txt, txt_ref, k)
+    assert got == want
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_exactly(tmp_path):
+    out = tmp_path / "metrics"
+    run_distributed(_worker, 2, str(out))
+    one = _evaluate(0, 1, batch=4)
+    for rank in range(2):
+        two = json.loads((tmp_path / f"metrics.{rank}").read_text())
+        assert two == one  # exact: padding duplicates dropped, same rows, same order
+
+
+def test_missing_items_are_reported():
+    t2i = torch.tensor([0, 0, 1, 1, 2])
+    ev = RetrievalEvaluator(t2i)
+    ev.update(image_emb=torch.randn(2, 4), image_idx=torch.tensor([0, 2]))
+    ev.update(text_emb=torch.randn(5, 4), text_idx=torch.arange(5))
+    with pytest.raises(RuntimeError, match=r"saw 2 distinct images but the split has 3; missing indices \(first 10\): \[1\]"):
+        ev.compute()

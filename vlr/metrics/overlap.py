@@ -1,0 +1,32 @@
+"""Structure preservation: how many of each item's neighbours survive training."""
+
+from __future__ import annotations
+
+import torch
+
+from vlr.metrics.ranking import top_k_indices
+
+
+@torch.no_grad()
+def neighbourhood_overlap(emb: torch.Tensor, reference_emb: torch.Tensor, k: int) -> float:
+    """Mean fraction of each item's top-k neighbours (self excluded) that are also its
+    top-k neighbours under ``reference_emb``. Inner-product similarity; 1.0 = identical structure."""
+    emb, reference_emb = torch.as_tensor(emb), torch.as_tensor(reference_emb)
+    if emb.ndim != 2 or reference_emb.ndim != 2 or emb.shape[0] != reference_emb.shape[0]:
+        raise ValueError(
+            f"emb and reference_emb must be 2-D with the same number of rows, got {tuple(emb.shape)} and {tuple(reference_emb.shape)}"
+        )
+    if emb.shape[0] < 2:
+        raise ValueError("neighbourhood_overlap needs at least 2 items")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
+    reference_emb = reference_emb.to(emb.device)
+    reference_emb = reference_emb.float() if reference_emb.dtype in (torch.float16, torch.bfloat16) else reference_emb
+    a = top_k_indices(emb, k)
+    b = top_k_indices(reference_emb, k)
+    shared = torch.zeros(a.shape[0], device=a.device)
+    for start in range(0, a.shape[0], 4096):
+        aa, bb = a[start : start + 4096], b[start : start + 4096]
+        shared[start : start + 4096] = (aa[:, :, None] == bb[:, None, :]).any(dim=2).sum(dim=1).float()
+    return float((shared / a.shape[1]).mean())

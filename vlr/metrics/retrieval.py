@@ -1,0 +1,188 @@
+"""`retrieval_metrics`: every retrieval number vlr reports, from embeddings.
+
+Cross-modal numbers follow VSE-infinity's ``lib/evaluation.py`` (the reference the
+papers compare against); single-modal recall and NDCG follow ``shared/DESIGN.md`` §3.
+Scores are inner products of the embeddings as given: the caller normalises.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from vlr.metrics.ranking import best_positive_rank, ndcg, padded_groups
+
+
+def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [items, dim], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} has non-finite values (rows {bad}...)")
+    return x
+
+
+def _recall_summary(prefix: str, ranks: torch.Tensor, ks: Sequence[int], with_medr: bool) -> dict[str, float]:
+    r = ranks.cpu().numpy()
+    out = {f"{prefix}/R@{k}": float(100.0 * np.mean(r < k)) for k in ks}
+    if with_medr:
+        out[f"{prefix}/medr"] = float(np.floor(np.median(r)) + 1)
+        out[f"{prefix}/meanr"] = float(r.mean() + 1)
+    return out
+
+
+def _rsum_part(ranks: torch.Tensor) -> float:
+    """R@1 + R@5 + R@10 of one direction, whatever ``ks`` the caller asked to report."""
+    return float(sum(100.0 * (ranks < k).double().mean() for k in (1, 5, 10)))
+
+
+def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds):
+    num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
+    if image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(
+            f"embedding dimensions differ: image_emb has dim {image_emb.shape[1]}, text_emb has dim {text_emb.shape[1]}"
+        )
+    if text_to_image.ndim != 1 or text_to_image.shape[0] != num_texts:
+        raise ValueError(
+            f"text_to_image must be 1-D with one entry per caption ({num_texts}), got shape {tuple(text_to_image.shape)}"
+        )
+    bad = ((text_to_image < 0) | (text_to_image >= num_images)).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(
+            f"text_to_image[{i}] = {int(text_to_image[i])} points to a missing image "
+            f"(there are {num_images} images); {bad.numel()} caption(s) affected"
+        )
+    counts = torch.bincount(text_to_image, minlength=num_images)
+    if (counts == 0).any():
+        i = int((counts == 0).nonzero()[0])
+        raise ValueError(f"image {i} has no caption in text_to_image; every image needs at least one")
+    if folds < 1 or num_images % folds:
+        raise ValueError(f"folds={folds} does not divide the {num_images} images into equal consecutive blocks")
+    if image_labels is not None and image_labels.shape[0] != num_images:
+        raise ValueError(f"image_labels has {image_labels.shape[0]} rows but there are {num_images} images")
+    if image_labels is not None and image_labels.ndim not in (1, 2):
+        raise ValueError(f"image_labels must be 1-D class ids or a 2-D multi-hot matrix, got {image_labels.ndim}-D")
+    if relevance is not None and tuple(relevance.shape) != (num_texts, num_images):
+        raise ValueError(
+            f"relevance must be [num_captions, num_images] = [{num_texts}, {num_images}], got {tuple(relevance.shape)}"
+        )
+
+
+def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks) -> dict[str, float]:
+    dev = image_emb.device
+    num_images = image_emb.shape[0]
+    out: dict[str, float] = {}
+
+    # i2t: best rank among the image's captions; t2i: rank of the caption's image.
+    captions_of = padded_groups(t2i, num_images)  # [num_images, max captions per image]
+    i2t, _ = best_positive_rank(image_emb, text_emb, captions_of)
+    t2i_ranks, _ = best_positive_rank(text_emb, image_emb, t2i[:, None])
+    out |= _recall_summary("i2t", i2t, ks, with_medr=True)
+    out |= _recall_summary("t2i", t2i_ranks, ks, with_medr=True)
+    out["rsum"] = _rsum_part(i2t) + _rsum_part(t2i_ranks)
+
+    # t2t: each caption queries the other captions; relevant = the other captions of its image.
+    # Captions whose image has no other caption have nothing to find and are left out.
+    self_t = torch.arange(text_emb.shape[0], device=dev)
+    t2t, valid = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
+    if valid.any():
+        out |= _recall_summary("t2t", t2t[valid], ks, with_medr=False)
+    rsum_single = _rsum_part(t2t[valid]) if valid.any() else 0.0
+
+    if image_labels is not None:
+        labels = image_labels.to(dev)
+        if labels.ndim == 1:
+            pos = lambda q: labels[q][:, None] == labels[None, :]  # noqa: E731
+        else:
+            lf = labels.to(torch.float32)
+            pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
+        self_i = torch.arange(num_images, device=dev)
+        i2i, valid = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
+        if valid.any():
+            out |= _recall_summary("i2i", i2i[valid], ks, with_medr=False)
+            rsum_single += _rsum_part(i2i[valid])
+    out["rsum_single"] = rsum_single
+
+    if relevance is not None:
+        rel = relevance.to(dev)
+        # The "first caption" of an image is its lowest caption index.
+        first = torch.full((num_images,), t2i.numel(), dtype=torch.long, device=dev)
+        first = first.scatter_reduce(0, t2i, torch.arange(t2i.numel(), device=dev), reduce="amin")
+        self_i = torch.arange(num_images, device=dev)
+        i2i_ndcg = ndcg(image_emb, image_emb, lambda q: rel[first[q]], self_i, tuple(ndcg_ks))
+        t2t_ndcg = ndcg(text_emb[first], text_emb, lambda q: rel[:, q].T, first, tuple(ndcg_ks))
+        for k in ndcg_ks:
+            out[f"i2i/NDCG@{k}"] = float(100.0 * i2i_ndcg[k].mean())
+            out[f"t2t/NDCG@{k}"] = float(100.0 * t2t_ndcg[k].mean())
+    return out
+
+
+@torch.no_grad()
+def retrieval_metrics(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    *,
+    image_labels: torch.Tensor | None = None,
+    folds: int = 1,
+    ks: Sequence[int] = (1, 5, 10),
+    relevance: torch.Tensor | None = None,
+    ndcg_ks: Sequence[int] = (10, 20, 50),
+) -> dict[str, float]:
+    """Cross-modal and single-modal retrieval metrics.
+
+    Args:
+        image_emb: [num_images, d] image embeddings (one per unique image).
+        text_emb: [num_captions, d] caption embeddings.
+        text_to_image: [num_captions] index of each caption's image; any number of captions per image.
+        image_labels: 1-D class ids (same class = relevant) or 2-D boolean multi-hot
+            (sharing any label = relevant) for i2i recall.
+        folds: 5 gives the COCO 1K protocol: consecutive image blocks, captions follow
+            their image, every metric is the mean over folds.
+        ks: recall cut-offs.
+        relevance: [num_captions, num_images] graded relevance (``rouge_l_relevance``) for
+            i2i/t2t NDCG.
+        ndcg_ks: NDCG cut-offs.
+
+    Keys: ``{i2t,t2i}/R@k``, ``{i2t,t2i}/{medr,meanr}``, ``rsum``, ``t2t/R@k``,
+    ``i2i/R@k`` (with labels), ``rsum_single``, ``{i2i,t2t}/NDCG@k`` (with relevance).
+    Ties are broken in the query's favour (a positive tied with a negative ranks first).
+    """
+    image_emb = _as_float("image_emb", image_emb)
+    text_emb = _as_float("text_emb", text_emb).to(image_emb.device, image_emb.dtype)
+    t2i = torch.as_tensor(text_to_image).long().to(image_emb.device)
+    labels = None if image_labels is None else torch.as_tensor(image_labels)
+    if labels is not None and labels.ndim == 2:
+        labels = labels.bool()
+    rel = None if relevance is None else torch.as_tensor(relevance)
+    _validate(image_emb, text_emb, t2i, labels, rel, folds)
+
+    if folds == 1:
+        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks)
+
+    block = image_emb.shape[0] // folds
+    per_fold: dict[str, list[float]] = defaultdict(list)
+    for f in range(folds):
+        lo, hi = f * block, (f + 1) * block
+        cap = ((t2i >= lo) & (t2i < hi)).nonzero().flatten()
+        fold = _single_split(
+            image_emb[lo:hi],
+            text_emb[cap],
+            t2i[cap] - lo,
+            None if labels is None else labels[lo:hi],
+            None if rel is None else rel[cap.cpu()][:, lo:hi],
+            ks,
+            ndcg_ks,
+        )
+        for key, value in fold.items():
+            per_fold[key].append(value)
+    return {key: float(np.mean(values)) for key, values in per_fold.items()}
