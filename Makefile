@@ -1,0 +1,35 @@
+# Daily verbs. Each target that runs code depends on `venv`, so it works alone on a fresh clone.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: venv train test test-fast bench eval clean
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes. torch/torchvision come from the
+# pinned pair in pyproject (CPU or CUDA wheels, whichever pip resolves here).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+train: venv                        ## default job on the embedded synthetic data (ARGS="objective=triplet ...")
+	$(PY) -m vlr.train $(ARGS)
+
+eval: venv                         ## make eval ARGS="ckpt_path=outputs/.../checkpoints/best.ckpt"
+	$(PY) -m vlr.eval $(ARGS)
+
+test: venv                         ## the whole suite, slow tests included (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: venv                    ## skip end-to-end and multi-process tests
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+bench: venv                        ## writes experiments/bench/latest.json and prints a table
+	$(PY) -m experiments.bench.run $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

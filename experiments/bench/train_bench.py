@@ -1,0 +1,95 @@
+"""Lightning training step vs a bare PyTorch loop: same towers, same batches, same optimizer.
+
+Both run the module's own optimizer and schedule on batches already in memory, so
+the difference is the framework (hooks, logging, loop bookkeeping). Steady state:
+the first ``WARMUP`` steps are not timed. Rounds alternate so drift hits both equally.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS, WARMUP, ROUNDS = 12, 3, 3
+
+
+def _model_and_batches(tmp: Path, batch_size: int = 128):
+    from vlr.build import build_data_and_model
+
+    os.environ.setdefault("VLR_ROOT", str(REPO))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["logger=none", f"hydra.run.dir={tmp}", "data.num_workers=0",
+                                          "data.augment=false", "data.shuffle=false"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    datamodule, model = build_data_and_model(cfg)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    batches = [b for _, b in zip(range(STEPS), loader)]
+    assert all(b["images"].shape[0] == batch_size for b in batches)
+    return cfg, model, batches
+
+
+class _StepTimer(pl.Callback):
+    def __init__(self):
+        self.start = self.end = None
+        self.step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == WARMUP:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == STEPS - 1:
+            self.end = time.perf_counter()
+
+
+def _lightning(model, batches) -> float:
+    timer = _StepTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=STEPS, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
+    return (timer.end - timer.start) / (STEPS - WARMUP)
+
+
+def _bare(model, batches) -> float:
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]},
+         {"params": [p for p in model.parameters() if p.requires_grad and p.ndim < 2], "weight_decay": 0.0}],
+        lr=1e-3, weight_decay=0.05,
+    )
+    for i, batch in enumerate(batches):
+        if i == WARMUP:
+            start = time.perf_counter()
+        v = model.embed_images(batch["images"])
+        t = model.embed_texts(batch["input_ids"], batch["attention_mask"])
+        loss = torch.stack(list(model.objective(v, t, batch["image_idx"]).values())).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / (STEPS - WARMUP)
+
+
+def run(tmp: Path) -> dict:
+    cfg, model, batches = _model_and_batches(tmp)
+    bare, light = [], []
+    for _ in range(ROUNDS):
+        bare.append(_bare(model, batches))
+        light.append(_lightning(model, batches))
+    b, l = statistics.median(bare), statistics.median(light)
+    return {
+        "ratios": {"framework_vs_bare": l / b},
+        "figures": {"train_step_bare_seconds": b, "train_step_lightning_seconds": l},
+        "notes": {"framework_vs_bare": f"model=tiny, batch 128, {STEPS - WARMUP} timed steps x {ROUNDS} alternating rounds, median"},
+    }

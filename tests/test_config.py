@@ -1,0 +1,48 @@
+"""Every config group option composes, and the objects it describes instantiate."""
+
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO
+
+CONF = REPO / "conf"
+GROUPS = ["data", "model", "objective", "trainer", "logger", "imbalance", "callbacks", "paths", "hydra", "experiment"]
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides, name="train"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes(group, option):
+    cfg = _compose([f"{group}={option}"])
+    assert OmegaConf.to_container(cfg.model, resolve=True)["_target_"] == "vlr.models.RetrievalModule"
+    assert OmegaConf.to_container(cfg.objective, resolve=True)["name"] == cfg.objective.name
+    assert cfg.data.name
+
+
+@pytest.mark.parametrize("option", _options("objective"))
+def test_objectives_instantiate(option):
+    cfg = _compose([f"objective={option}"])
+    obj = hydra.utils.instantiate(cfg.objective)
+    assert obj.__class__.__module__.startswith("vlr.objectives")
+
+
+def test_logger_list_and_none():
+    assert set(_compose(["logger=[csv,wandb]"]).logger) == {"csv", "wandb"}
+    assert set(_compose([]).logger) == {"csv", "wandb"}
+    assert not _compose(["logger=none"]).get("logger")
+
+
+def test_eval_config_composes():
+    cfg = _compose(["ckpt_path=x.ckpt"], name="eval")
+    assert cfg.from_run and cfg.split == "test"

@@ -1,0 +1,91 @@
+"""A few-step training run through the real CLI, as a user types it."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+SMALL = [
+    "data.num_train=40", "data.num_val=15", "data.num_test=15", "data.batch_size=20",
+    "data.num_workers=0", "trainer.max_epochs=2", "seed=1",
+]
+CROSS = ["i2t", "t2i"]
+
+
+def _check_metrics(metrics: dict, n_test: int):
+    for d in CROSS:
+        for k in (1, 5, 10):
+            assert 0.0 <= metrics[f"test/{d}/R@{k}"] <= 100.0
+        assert 1.0 <= metrics[f"test/{d}/medr"] <= n_test * 5
+    for d in ("t2t", "i2i"):
+        assert 0.0 <= metrics[f"test/{d}/R@1"] <= metrics[f"test/{d}/R@5"] <= metrics[f"test/{d}/R@10"] <= 100.0
+        for k in (10, 20, 50):
+            assert 0.0 <= metrics[f"test/{d}/NDCG@{k}"] <= 100.0
+    assert metrics["test/rsum"] == pytest.approx(sum(metrics[f"test/{d}/R@{k}"] for d in CROSS for k in (1, 5, 10)), abs=1e-3)
+    assert metrics["test/rsum_single"] == pytest.approx(
+        sum(metrics[f"test/{d}/R@{k}"] for d in ("t2t", "i2i") for k in (1, 5, 10)), abs=1e-3
+    )
+    for m in ("image", "text"):
+        assert 0.0 <= metrics[f"test/{m}/overlap@10"] <= 1.0
+
+
+@pytest.mark.slow
+def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "data" / "synthetic" / "dataset_synthetic.json").exists()  # generated on first use
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        assert (run_dir / ".hydra" / name).exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "checkpoints" / "best.ckpt").exists()
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)  # plain data only
+    assert ckpt["epoch"] in (0, 1)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(k.startswith("test/") for k in metrics)
+    _check_metrics(metrics, 15)
+    assert "rsum_single" in proc.stdout and "i2t" in proc.stdout  # the console table
+
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    val = [r for r in rows if r.get("val/rsum")]
+    assert len(val) == 2 and all(math.isfinite(float(r["val/rsum"])) for r in val)
+    assert any(r.get("train/loss/itc_i2t") for r in rows) and any(r.get("train/temperature") for r in rows)
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(wandb_runs) == 1 and wandb_runs[0].stat().st_size > 0
+
+    # vlr.eval on the best checkpoint reproduces the test metrics, reading the run's own config
+    eval_dir = tmp_path / "eval"
+    proc = run_cli("vlr.eval", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "data.num_workers=0",
+                   f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((eval_dir / "metrics.json").read_text())
+    assert again.keys() == metrics.keys()
+    for key in metrics:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_triplet_on_two_ddp_processes_shares_one_run_directory(tmp_path):
+    run_dir = tmp_path / "ddp"
+    proc = run_cli("vlr.train", *SMALL, "objective=triplet", "trainer=ddp_cpu", "logger=csv",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_metrics(json.loads((run_dir / "metrics.json").read_text()), 15)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not list(tmp_path.glob("outputs"))  # the second rank did not make a run directory of its own
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    assert any(r.get("train/loss/triplet_i2t") for r in rows)
+
+
+@pytest.mark.slow
+def test_bad_override_fails_clearly_and_writes_no_metrics(tmp_path):
+    run_dir = tmp_path / "bad"
+    proc = run_cli("vlr.train", *SMALL, "data.batch_size=7", "trainer=ddp_cpu", "logger=none",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "data.batch_size=7 is the global batch and must be divisible by the world size (2 processes)" in proc.stderr
+    assert not (run_dir / "metrics.json").exists()

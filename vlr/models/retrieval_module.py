@@ -1,0 +1,152 @@
+"""`RetrievalModule`: two towers, their projections, an objective, and evaluation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlr.metrics import RetrievalEvaluator
+from vlr.objectives import Objective
+
+
+class DualEncoder(nn.Module):
+    """Image and text towers with linear projections into a shared, L2-normalised space."""
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int):
+        super().__init__()
+        self.image_tower, self.text_tower = image_tower, text_tower
+        self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
+        self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)
+
+    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_tower(input_ids, attention_mask)), dim=-1)
+
+
+class RetrievalModule(pl.LightningModule):
+    """Trains ``encoder`` with ``objective``; validates and tests with `RetrievalEvaluator`.
+
+    ``reference`` is a frozen copy of the encoder as constructed (random or pretrained
+    towers): the neighbourhoods that overlap@k measures preservation against.
+    """
+
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        text_tower: nn.Module,
+        objective: Objective,
+        embed_dim: int = 256,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        evaluation: dict | None = None,
+        tokenizer: dict | None = None,
+    ):
+        super().__init__()
+        # plain data only, so checkpoints load with weights_only=True; the full config lives in .hydra/
+        self.save_hyperparameters(
+            ignore=["image_tower", "text_tower", "objective", "optimizer", "scheduler"], logger=False
+        )
+        self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
+        self.reference = copy.deepcopy(self.encoder).requires_grad_(False).eval()
+        self.objective = objective
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        evaluation = dict(evaluation or {})
+        self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))
+        self.eval_ndcg_ks = tuple(evaluation.get("ndcg_ks", (10, 20, 50)))
+        self.eval_overlap_ks = tuple(evaluation.get("overlap_ks", (10,)))
+        self.evaluators = nn.ModuleDict()
+
+    # -- embedding ----------------------------------------------------------------------
+    def embed_images(self, images):
+        return self.encoder.embed_images(images)
+
+    def embed_texts(self, input_ids, attention_mask):
+        return self.encoder.embed_texts(input_ids, attention_mask)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.reference.eval()  # the reference never trains (no dropout, frozen norms)
+        return self
+
+    # -- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.objective.owns_training_step:
+            terms = self.objective.training_step(self, batch)
+        else:
+            image_emb = self.embed_images(batch["images"])
+            text_emb = self.embed_texts(batch["input_ids"], batch["attention_mask"])
+            terms = self.objective(image_emb, text_emb, batch["image_idx"])
+        loss = torch.stack(list(terms.values())).sum()
+        n = batch["image_idx"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        for name, value in terms.items():
+            self.log(f"train/loss/{name}", value, batch_size=n)
+        for name, value in self.objective.log_values().items():
+            self.log(f"train/{name}", value, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("model.optimizer is not set")
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # biases, norms, temperatures
+        optimizer = self.optimizer_factory(params=[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- evaluation ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if split is None or split in self.evaluators or not hasattr(datamodule, "eval_targets"):
+            return  # fitting from bare dataloaders: no evaluation split to prepare
+        targets = datamodule.eval_targets(split)
+        self.evaluators[split] = RetrievalEvaluator(
+            **targets, ks=self.eval_ks, ndcg_ks=self.eval_ndcg_ks, overlap_ks=self.eval_overlap_ks
+        ).to(self.device)
+
+    @torch.no_grad()
+    def _eval_step(self, split: str, batch: dict) -> None:
+        evaluator = self.evaluators[split]
+        if "images" in batch:
+            images = batch["images"]
+            evaluator.update(
+                image_emb=self.embed_images(images),
+                image_idx=batch["image_idx"],
+                image_ref=self.reference.embed_images(images),
+            )
+        else:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            evaluator.update(
+                text_emb=self.embed_texts(ids, mask),
+                text_idx=batch["caption_idx"],
+                text_ref=self.reference.embed_texts(ids, mask),
+            )
+
+    def _log_evaluation(self, split: str) -> None:
+        evaluator = self.evaluators[split]
+        metrics = evaluator.compute()  # already global: every rank holds the same numbers
+        evaluator.reset()
+        self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._log_evaluation("val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._log_evaluation("test")

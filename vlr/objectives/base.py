@@ -1,0 +1,40 @@
+"""The objective plugin interface.
+
+An objective is a small module over L2-normalised, rank-local embeddings. It
+gathers what it needs with `vlr.distributed` and returns named, already-weighted
+loss terms; the training step optimises their sum and logs each one.
+
+One escape hatch: an objective that must own the whole training step (a meta
+objective that takes a virtual step) sets ``owns_training_step = True`` and
+implements ``training_step(module, batch)``. Nothing else is special-cased.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlr.registry import Registry
+
+OBJECTIVES: Registry = Registry("objective")
+
+
+class Objective(nn.Module):
+    owns_training_step: bool = False
+
+    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, image_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms for one step. ``image_ids[k]`` identifies the image of pair k, so
+        several captions of one image in a (global) batch are recognised as positives."""
+        raise NotImplementedError
+
+    def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not own the training step")
+
+    def log_values(self) -> dict[str, float]:
+        """Scalars worth logging besides the loss terms (temperatures, learned weights)."""
+        return {}
+
+
+def create_objective(name: str, **kwargs) -> Objective:
+    """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` and arguments."""
+    return OBJECTIVES.create(name, **kwargs)

@@ -1,0 +1,39 @@
+"""VSE++ hinge triplet loss, the other hard cross-modal consistency baseline."""
+
+from __future__ import annotations
+
+import torch
+
+from vlr.distributed import gather_no_grad, gather_with_grad
+from vlr.objectives.base import OBJECTIVES, Objective
+
+
+@OBJECTIVES.register("triplet")
+class Triplet(Objective):
+    """Hinge loss with ``margin`` on the hardest negative (``max_violation``) or on all of them.
+
+    Pair k's positive is its own caption/image; other pairs that show the same image are
+    not used as negatives. ``reduction``: ``mean`` over the global batch (default: loss
+    scale independent of batch size) or ``sum`` as VSE++ prints it.
+    """
+
+    def __init__(self, margin: float = 0.2, max_violation: bool = True, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"objective.reduction must be 'mean' or 'sum', got '{reduction}'")
+        self.margin, self.max_violation, self.reduction = margin, max_violation, reduction
+
+    def forward(self, image_emb, text_emb, image_ids):
+        v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
+        scores = v @ t.T
+        diag = scores.diagonal()
+        same = ids[:, None] == ids[None, :]
+        cost_caption = (self.margin + scores - diag[:, None]).clamp(min=0).masked_fill(same, 0)  # image anchors
+        cost_image = (self.margin + scores - diag[None, :]).clamp(min=0).masked_fill(same, 0)  # caption anchors
+        if self.max_violation:
+            cost_caption, cost_image = cost_caption.max(dim=1).values, cost_image.max(dim=0).values
+        reduce = torch.mean if self.reduction == "mean" else torch.sum
+        if self.max_violation:
+            return {"triplet_i2t": reduce(cost_caption), "triplet_t2i": reduce(cost_image)}
+        n = scores.shape[0] if self.reduction == "mean" else 1
+        return {"triplet_i2t": cost_caption.sum() / n, "triplet_t2i": cost_image.sum() / n}

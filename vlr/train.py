@@ -1,0 +1,62 @@
+"""Train, then test the best checkpoint: ``python -m vlr.train [overrides]`` (or ``vlr-train``)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from vlr.build import build_data_and_model
+from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
+
+log = logging.getLogger(__name__)
+# The frozen reference encoder is in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build_data_and_model(cfg)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=instantiate_group(cfg.get("callbacks")),
+        logger=instantiate_group(cfg.get("logger")) or False,
+    )
+    for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint (was validation skipped?); testing the current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        test_metrics = stage_metrics(trainer.callback_metrics, "test")
+        metrics.update(test_metrics)
+        if trainer.is_global_zero:
+            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", test_metrics)
+            print_metrics_table(test_metrics, f"test metrics ({cfg.objective.name} on {cfg.data.name})")
+    return metrics.get(cfg.get("optimized_metric", "")), metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    value, _ = train(cfg)
+    return value
+
+
+if __name__ == "__main__":
+    main()
