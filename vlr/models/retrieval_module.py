@@ -23,6 +23,9 @@ class DualEncoder(nn.Module):
         self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
         self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
 
+    def forward(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_images(images), self.embed_texts(input_ids, attention_mask)
+
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)
 
@@ -70,6 +73,14 @@ class RetrievalModule(pl.LightningModule):
     def embed_texts(self, input_ids, attention_mask):
         return self.encoder.embed_texts(input_ids, attention_mask)
 
+    @torch.no_grad()
+    def teacher_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Reference embeddings of a training batch (``teacher=frozen_init``: the encoder as constructed)."""
+        return {
+            "image": self.reference.embed_images(batch["images"]),
+            "text": self.reference.embed_texts(batch["input_ids"], batch["attention_mask"]),
+        }
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.reference.eval()  # the reference never trains (no dropout, frozen norms)
@@ -82,7 +93,8 @@ class RetrievalModule(pl.LightningModule):
         else:
             image_emb = self.embed_images(batch["images"])
             text_emb = self.embed_texts(batch["input_ids"], batch["attention_mask"])
-            terms = self.objective(image_emb, text_emb, batch["image_idx"])
+            teacher = self.teacher_embeddings(batch) if getattr(self.objective, "needs_teacher", False) else None
+            terms = self.objective(image_emb, text_emb, batch["image_idx"], teacher=teacher)
         loss = torch.stack(list(terms.values())).sum()
         n = batch["image_idx"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)

@@ -1,7 +1,8 @@
-"""Objective plugins, found by name: ``objective=infonce`` / ``triplet`` (add one: a file + a yaml)."""
+"""Objective plugins, found by name: ``objective=infonce`` / ``triplet`` / ``covlr`` (add one: a file + a yaml)."""
 
 from vlr.objectives.base import OBJECTIVES, Objective, create_objective
+from vlr.objectives.covlr import CoVLR
 from vlr.objectives.infonce import InfoNCE
 from vlr.objectives.triplet import Triplet
 
-__all__ = ["OBJECTIVES", "Objective", "create_objective", "InfoNCE", "Triplet"]
+__all__ = ["OBJECTIVES", "Objective", "create_objective", "InfoNCE", "Triplet", "CoVLR"]

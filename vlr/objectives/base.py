@@ -21,10 +21,18 @@ OBJECTIVES: Registry = Registry("objective")
 
 class Objective(nn.Module):
     owns_training_step: bool = False
+    needs_teacher: bool = False  # True: forward also receives the batch's reference embeddings
 
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, image_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        image_ids: torch.Tensor,
+        teacher: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms for one step. ``image_ids[k]`` identifies the image of pair k, so
-        several captions of one image in a (global) batch are recognised as positives."""
+        several captions of one image in a (global) batch are recognised as positives.
+        ``teacher`` holds ``image`` and ``text`` reference embeddings of the same rows."""
         raise NotImplementedError
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ class Triplet(Objective):
             raise ValueError(f"objective.reduction must be 'mean' or 'sum', got '{reduction}'")
         self.margin, self.max_violation, self.reduction = margin, max_violation, reduction
 
-    def forward(self, image_emb, text_emb, image_ids):
+    def forward(self, image_emb, text_emb, image_ids, teacher=None):
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
         scores = v @ t.T
         diag = scores.diagonal()

@@ -1,0 +1,34 @@
+"""`CaptionSplit`: one split of an image-caption dataset as the rest of vlr sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class CaptionSplit:
+    """Unique images and all their captions; caption c belongs to image ``text_to_image[c]``.
+
+    ``tokens`` are the dataset's own word tokens (Karpathy ``tokens``) where given, used
+    for ROUGE-L relevance; ``labels`` are i2i ground truth where the dataset has any
+    (1-D class ids or 2-D multi-hot).
+    """
+
+    name: str
+    image_paths: list[Path]
+    captions: list[str]
+    text_to_image: torch.Tensor
+    tokens: list[list[str]] | None = None
+    labels: torch.Tensor | None = None
+    source: str = ""
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_captions(self) -> int:
+        return len(self.captions)

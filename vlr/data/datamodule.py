@@ -1,0 +1,146 @@
+"""`RetrievalDataModule`: training pairs plus the two evaluation loaders for any data source."""
+
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, DistributedSampler
+
+from vlr.data.corpus import CaptionSplit
+from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
+from vlr.data.sources import SOURCES
+from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from vlr.metrics import rouge_l_relevance
+
+EVAL_SPLITS = {"validate": "val", "fit": "val", "test": "test"}
+
+
+class RetrievalDataModule(pl.LightningDataModule):
+    """Image-caption data for retrieval training and evaluation.
+
+    ``batch_size`` is the **global** training batch: each of the ``world_size``
+    processes loads ``batch_size // world_size``. Evaluation loaders go over unique
+    images and over all captions, every item with its index in the split.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        root: str,
+        annotation: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 2,
+        shuffle: bool = True,
+        augment: bool = True,
+        image_size: int = 224,
+        mean: tuple = IMAGENET_MEAN,
+        std: tuple = IMAGENET_STD,
+        eval_folds: int = 1,
+        cache_dir: str | None = None,
+        **source_kwargs,
+    ):
+        super().__init__()
+        self.name = name
+        self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.shuffle, self.augment = num_workers, shuffle, augment
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        self.eval_folds, self.cache_dir = eval_folds, cache_dir
+        self.tokenizer, self.max_length = None, 32
+        self.splits: dict[str, CaptionSplit] = {}
+
+    # -- data preparation -------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def split(self, name: str) -> CaptionSplit:
+        if name not in self.splits:
+            self.splits[name] = self.source.read(name)
+        return self.splits[name]
+
+    def set_tokenizer(self, tokenizer, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("RetrievalDataModule needs a tokenizer: call set_tokenizer() before fitting")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and must be divisible by the "
+                f"world size ({world} processes)"
+            )
+        self.per_rank_batch = self.batch_size // world
+
+    def eval_targets(self, split_name: str) -> dict:
+        """What the evaluator needs besides embeddings: caption->image map, labels, ROUGE-L relevance."""
+        split = self.split(split_name)
+        relevance = rouge_l_relevance(
+            split.tokens if split.tokens is not None else split.captions,
+            split.text_to_image,
+            num_images=split.num_images,
+            cache_dir=None if self.cache_dir is None else f"{self.cache_dir}/rouge",
+        )
+        return {
+            "text_to_image": split.text_to_image,
+            "image_labels": split.labels,
+            "relevance": relevance,
+            "folds": self.eval_folds,
+        }
+
+    # -- loaders ----------------------------------------------------------------------
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=Collate(self.tokenizer, self.max_length),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        transform = build_transform(self.image_size, True, self.augment, self.mean, self.std)
+        dataset = TrainPairs(self.split("train"), transform)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's own distributed sampler always shuffles training data; ours honours
+            # data.shuffle, so the global batches equal a single process's (Lightning still
+            # calls set_epoch on it). Seeded like Lightning's, from the run seed.
+            sampler = DistributedSampler(
+                dataset,
+                num_replicas=self.trainer.world_size,
+                rank=self.trainer.global_rank,
+                shuffle=self.shuffle,
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            )
+        # drop_last: every step sees a full global batch, so all ranks gather equal shapes
+        return self._loader(dataset, self.per_rank_batch, self.shuffle, True, sampler=sampler)
+
+    def _eval_loaders(self, split_name: str) -> list[DataLoader]:
+        split = self.split(split_name)
+        transform = build_transform(self.image_size, False, False, self.mean, self.std)
+        return [
+            self._loader(EvalImages(split, transform), self.eval_batch_size, False, False),
+            self._loader(EvalCaptions(split), self.eval_batch_size, False, False),
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def train_captions(self) -> list[str]:
+        return self.split("train").captions
+
+    @staticmethod
+    def stage_split(stage: str) -> str:
+        return EVAL_SPLITS[stage]
+
+

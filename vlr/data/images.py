@@ -1,0 +1,21 @@
+"""Image loading with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageLoadError(OSError):
+    """An image file is missing, truncated or not an image."""
+
+
+def load_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageLoadError(f"cannot decode image {path}: {err}") from None

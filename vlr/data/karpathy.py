@@ -1,0 +1,96 @@
+"""Reader for Karpathy split files (``dataset_flickr30k.json``, ``dataset_coco.json``, ...).
+
+Layout: ``images[] {filename, filepath?, split: train|val|test|restval, sentences[] {raw, tokens}}``;
+optional per-image ``label`` (int) or ``labels`` (list of ints) become i2i ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vlr.data.corpus import CaptionSplit
+
+
+class AnnotationError(ValueError):
+    """An annotation file is missing, malformed or does not match the expected schema."""
+
+
+def _load_json(path: Path):
+    if not path.exists():
+        raise AnnotationError(f"annotation file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+
+
+def _field(obj, key, where: str, path: Path, kind=None):
+    if not isinstance(obj, dict) or key not in obj:
+        raise AnnotationError(f"{path}: {where} has no field '{key}'")
+    value = obj[key]
+    if kind is not None and not isinstance(value, kind):
+        raise AnnotationError(f"{path}: {where}.{key} should be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def read_karpathy(
+    path: str | Path, image_root: str | Path, split: str, restval_to_train: bool = True
+) -> CaptionSplit:
+    """One split of a Karpathy JSON; images resolve to ``image_root / filepath / filename``."""
+    path, image_root = Path(path), Path(image_root)
+    data = _load_json(path)
+    images = _field(data, "images", "the top level", path, list)
+    wanted = {split} | ({"restval"} if split == "train" and restval_to_train else set())
+    paths, captions, tokens, t2i, labels = [], [], [], [], []
+    for i, entry in enumerate(images):
+        where = f"images[{i}]"
+        if _field(entry, "split", where, path, str) not in wanted:
+            continue
+        filename = _field(entry, "filename", where, path, str)
+        sentences = _field(entry, "sentences", where, path, list)
+        if not sentences:
+            raise AnnotationError(f"{path}: {where} ({filename}) has no sentences")
+        image_index = len(paths)
+        paths.append(image_root / entry.get("filepath", "") / filename)
+        for j, sent in enumerate(sentences):
+            raw = _field(sent, "raw", f"{where}.sentences[{j}]", path, str)
+            if not raw.strip():
+                raise AnnotationError(f"{path}: {where}.sentences[{j}].raw is an empty caption ({filename})")
+            captions.append(raw.strip())
+            toks = sent.get("tokens")
+            tokens.append([str(t) for t in toks] if isinstance(toks, list) and toks else None)
+            t2i.append(image_index)
+        if "label" in entry:
+            labels.append(int(entry["label"]))
+        elif "labels" in entry:
+            labels.append([int(x) for x in entry["labels"]])
+    if not paths:
+        present = sorted({e.get("split") for e in images if isinstance(e, dict)})
+        raise AnnotationError(f"{path}: split '{split}' has no images (splits present: {present})")
+    label_tensor = _labels(labels, len(paths), path)
+    return CaptionSplit(
+        name=split,
+        image_paths=paths,
+        captions=captions,
+        text_to_image=torch.tensor(t2i, dtype=torch.long),
+        tokens=None if any(t is None for t in tokens) else tokens,
+        labels=label_tensor,
+        source=str(path),
+    )
+
+
+def _labels(labels: list, n: int, path: Path) -> torch.Tensor | None:
+    if not labels:
+        return None
+    if len(labels) != n:
+        raise AnnotationError(f"{path}: only {len(labels)} of {n} images have a label; label all or none")
+    if all(isinstance(x, int) for x in labels):
+        return torch.tensor(labels, dtype=torch.long)
+    num = 1 + max((max(x) if isinstance(x, list) and x else (x if isinstance(x, int) else -1)) for x in labels)
+    out = torch.zeros(n, num, dtype=torch.bool)
+    for i, x in enumerate(labels):
+        out[i, x if isinstance(x, list) else [x]] = True
+    return out

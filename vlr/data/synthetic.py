@@ -1,0 +1,189 @@
+"""The embedded default dataset: small scenes of coloured shapes with template captions.
+
+Written in the Karpathy ``dataset_*.json`` layout (plus ``images/``) so the same
+reader that loads Flickr30K and COCO loads it. Everything is a pure function of
+the seed and the image's (split, index), so growing a split never changes the
+images already in it. Each image records its objects (shape, colour, size,
+position) and a scene-class ``label`` = (shape, colour) of its one large object,
+so single-modal retrieval has ground truth and later imbalance settings can
+control what captions say and what images show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+from PIL import Image, ImageDraw
+
+GENERATOR_VERSION = 1
+ANNOTATION = "dataset_synthetic.json"
+SHAPES = ("circle", "square", "triangle", "diamond")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 60, 170),
+    "orange": (245, 140, 30),
+}
+POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "middle": (0.5, 0.5)}
+POSITION_PHRASE = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "middle": "in the middle",
+}
+SIZES = {"large": 0.42, "small": 0.22}
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+NUM_CLASSES = len(SHAPES) * len(COLOURS)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    size: str
+    position: str
+
+
+def scene_label(obj: SceneObject) -> int:
+    return SHAPES.index(obj.shape) * len(COLOURS) + list(COLOURS).index(obj.colour)
+
+
+def sample_scene(rng: np.random.Generator) -> list[SceneObject]:
+    """One large object and 0-2 small ones, each in its own position."""
+    n = int(rng.integers(1, 4))
+    positions = rng.permutation(list(POSITIONS))[:n]
+    return [
+        SceneObject(
+            shape=str(rng.choice(SHAPES)),
+            colour=str(rng.choice(list(COLOURS))),
+            size="large" if i == 0 else "small",
+            position=str(positions[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def render(objects: list[SceneObject], size: int, rng: np.random.Generator) -> Image.Image:
+    background = tuple(int(c) for c in rng.integers(200, 256, 3))
+    img = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(img)
+    for obj in sorted(objects, key=lambda o: o.size != "large"):  # small objects drawn on top
+        cx, cy = POSITIONS[obj.position]
+        cx, cy = (cx + rng.uniform(-0.04, 0.04)) * size, (cy + rng.uniform(-0.04, 0.04)) * size
+        r = SIZES[obj.size] * size / 2
+        box = (cx - r, cy - r, cx + r, cy + r)
+        colour = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse(box, fill=colour)
+        elif obj.shape == "square":
+            draw.rectangle(box, fill=colour)
+        elif obj.shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+        else:
+            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=colour)
+    noise = rng.normal(0, 6, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def caption_templates(objects: list[SceneObject]) -> list[str]:
+    """Candidate captions; each mentions only attributes of objects in the scene."""
+    big, rest = objects[0], objects[1:]
+    out = [
+        f"{_a(big.size)} {big.colour} {big.shape} {POSITION_PHRASE[big.position]}",
+        f"there is {_a(big.colour)} {big.shape} in the picture",
+        f"{_a(big.shape)} {POSITION_PHRASE[big.position]}",
+        f"an image showing {_a(big.size)} {big.shape}",
+        f"{_a(big.colour)} shape {POSITION_PHRASE[big.position]}",
+        f"{len(objects)} shape{'s' if len(objects) > 1 else ''}, the biggest is {_a(big.colour)} {big.shape}",
+    ]
+    if rest:
+        o = rest[0]
+        out += [
+            f"{_a(big.colour)} {big.shape} and {_a(o.size)} {o.colour} {o.shape}",
+            f"{_a(big.shape)} next to {_a(o.colour)} {o.shape} {POSITION_PHRASE[o.position]}",
+            f"a picture of {_a(o.colour)} {o.shape} and a bigger {big.shape}",
+        ]
+    else:
+        out += [
+            f"a single {big.colour} {big.shape} on a plain background",
+            f"just one {big.shape}, coloured {big.colour}",
+        ]
+    return out
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    num_train: int = 1500
+    num_val: int = 250
+    num_test: int = 250
+    seed: int = 0
+    image_size: int = 64
+    captions_per_image: int = 5
+    version: int = GENERATOR_VERSION
+
+
+def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int, image_dir: Path) -> dict:
+    rng = np.random.default_rng([spec.seed, SPLIT_IDS[split], index])
+    objects = sample_scene(rng)
+    filename = f"{split}_{index:05d}.png"
+    render(objects, spec.image_size, rng).save(image_dir / filename)
+    templates = caption_templates(objects)
+    chosen = rng.choice(len(templates), size=min(spec.captions_per_image, len(templates)), replace=False)
+    sentences = []
+    for k, t in enumerate(chosen):
+        raw = templates[int(t)]
+        sentences.append({"raw": raw, "tokens": raw.replace(",", "").split(), "imgid": imgid, "sentid": sentid + k})
+    return {
+        "filename": filename,
+        "filepath": "images",
+        "split": split,
+        "imgid": imgid,
+        "sentids": [s["sentid"] for s in sentences],
+        "sentences": sentences,
+        "label": scene_label(objects[0]),
+        "objects": [asdict(o) for o in objects],
+    }
+
+
+def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
+    """Write the dataset under ``root`` unless an identical one is already there; returns the JSON path.
+
+    Safe to call from several processes at once (DDP ranks): a file lock serialises
+    them, and the dataset is built in a temporary folder and moved into place, so a
+    reader never sees half a dataset.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        manifest = root / "generator.json"
+        if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec):
+            return root / ANNOTATION
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "images").mkdir(parents=True)
+        images, imgid, sentid = [], 0, 0
+        for split, count in (("train", spec.num_train), ("val", spec.num_val), ("test", spec.num_test)):
+            for i in range(count):
+                entry = _entry(spec, split, i, imgid, sentid, tmp / "images")
+                images.append(entry)
+                imgid += 1
+                sentid += len(entry["sentences"])
+        (tmp / ANNOTATION).write_text(json.dumps({"dataset": "synthetic", "images": images}))
+        (tmp / "generator.json").write_text(json.dumps(asdict(spec)))
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    return root / ANNOTATION

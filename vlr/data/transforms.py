@@ -1,0 +1,26 @@
+"""Image transforms: deterministic for evaluation, light augmentation for training."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transform(
+    image_size: int,
+    train: bool,
+    augment: bool,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+):
+    """Resize + centre crop for eval. Training augmentation is a mild random resized crop only:
+    flips and colour jitter would contradict captions that name sides and colours."""
+    if train and augment:
+        head = [T.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True)]
+    else:
+        head = [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
+    return T.Compose([*head, T.ToTensor(), T.Normalize(mean, std)])

@@ -1,0 +1,48 @@
+"""In-batch relation losses between student embeddings and reference (teacher) embeddings.
+
+Shared by CoVLR's meta-test task and SAD's relational matching. All take the
+(already gathered) student [B, d] and reference [B, d'] rows of the same items.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    n = m.shape[0]
+    return m.masked_select(~torch.eye(n, dtype=torch.bool, device=m.device)).view(n, n - 1)
+
+
+def row_kl(student: torch.Tensor, reference: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """KL(R_ref || R_student), R_ik = softmax over k != i of cosine similarity / temperature; mean over rows."""
+    s = _off_diagonal(F.normalize(student, dim=-1) @ F.normalize(student, dim=-1).T) / temperature
+    r = _off_diagonal(F.normalize(reference, dim=-1) @ F.normalize(reference, dim=-1).T) / temperature
+    log_p_ref, log_p_student = F.log_softmax(r, dim=1), F.log_softmax(s, dim=1)
+    return (log_p_ref.exp() * (log_p_ref - log_p_student)).sum(dim=1).mean()
+
+
+def distance_kl(student: torch.Tensor, reference: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The CoVLR release's relation KD: softmax over all B^2 pairwise L2 distances (+1e-6), KL(P_T || P_S) / B."""
+    b = student.shape[0]
+    d_s = torch.cdist(F.normalize(student, dim=-1), F.normalize(student, dim=-1)).flatten() / temperature
+    d_t = torch.cdist(F.normalize(reference, dim=-1), F.normalize(reference, dim=-1)).flatten() / temperature
+    p_s, p_t = F.softmax(d_s, dim=0) + 1e-6, F.softmax(d_t, dim=0) + 1e-6
+    return (p_t * (p_t.log() - p_s.log())).sum() / b
+
+
+def similarity_mae(student: torch.Tensor, reference: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean absolute difference of the off-diagonal cosine-similarity matrices (divided by temperature)."""
+    s = _off_diagonal(F.normalize(student, dim=-1) @ F.normalize(student, dim=-1).T)
+    r = _off_diagonal(F.normalize(reference, dim=-1) @ F.normalize(reference, dim=-1).T)
+    return (s - r).abs().mean() / temperature
+
+
+RELATION_LOSSES = {"row_kl": row_kl, "distance_kl": distance_kl, "mae": similarity_mae}
+
+
+def relation_loss(kind: str):
+    if kind not in RELATION_LOSSES:
+        raise ValueError(f"objective.relation must be one of {sorted(RELATION_LOSSES)}, got '{kind}'")
+    return RELATION_LOSSES[kind]
