@@ -33,7 +33,7 @@ def _run(tmp_path, name, objective, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr"])
+@pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr", "sad"])
 def test_two_processes_equal_one(tmp_path, objective):
     one, m1 = _run(tmp_path, "one", objective)
     two, m2 = _run(tmp_path, "two", objective, "trainer=ddp_cpu")

@@ -63,5 +63,5 @@ def test_temperature_learnable_or_fixed():
 
 
 def test_unknown_objective_lists_registered_names():
-    with pytest.raises(KeyError, match="unknown objective 'nce'; registered: infonce, triplet"):
+    with pytest.raises(KeyError, match="unknown objective 'nce'; registered: covlr, infonce, sad, triplet"):
         create_objective("nce")

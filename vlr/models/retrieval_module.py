@@ -50,6 +50,7 @@ class RetrievalModule(pl.LightningModule):
         scheduler: Callable | None = None,
         evaluation: dict | None = None,
         tokenizer: dict | None = None,
+        teacher_cache: bool | str = "auto",
     ):
         super().__init__()
         # plain data only, so checkpoints load with weights_only=True; the full config lives in .hydra/
@@ -65,6 +66,10 @@ class RetrievalModule(pl.LightningModule):
         self.eval_ndcg_ks = tuple(evaluation.get("ndcg_ks", (10, 20, 50)))
         self.eval_overlap_ks = tuple(evaluation.get("overlap_ks", (10,)))
         self.evaluators = nn.ModuleDict()
+        if teacher_cache not in (True, False, "auto"):
+            raise ValueError(f"model.teacher_cache must be true, false or auto, got {teacher_cache!r}")
+        self.teacher_cache = teacher_cache
+        self._teacher_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- embedding ----------------------------------------------------------------------
     def embed_images(self, images):
@@ -73,12 +78,44 @@ class RetrievalModule(pl.LightningModule):
     def embed_texts(self, input_ids, attention_mask):
         return self.encoder.embed_texts(input_ids, attention_mask)
 
+    def _use_teacher_cache(self) -> bool:
+        if self.teacher_cache != "auto":
+            return bool(self.teacher_cache)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return datamodule is not None and not getattr(datamodule, "augment", True)
+
+    def _cached_rows(self, kind: str, index: torch.Tensor, compute) -> torch.Tensor:
+        """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
+        rows, filled = self._teacher_rows.get(kind, (None, None))
+        needed = int(index.max()) + 1
+        if rows is None or rows.shape[0] < needed:
+            emb = compute()
+            size = max(needed, 0 if rows is None else rows.shape[0])
+            new_rows = emb.new_zeros(size, emb.shape[1])
+            new_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
+            if rows is not None:
+                new_rows[: rows.shape[0]], new_filled[: rows.shape[0]] = rows, filled
+            rows, filled = new_rows, new_filled
+            rows[index], filled[index] = emb, True
+        elif not bool(filled[index].all()):
+            rows[index], filled[index] = compute(), True
+        self._teacher_rows[kind] = (rows, filled)
+        return rows[index]
+
     @torch.no_grad()
     def teacher_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Reference embeddings of a training batch (``teacher=frozen_init``: the encoder as constructed)."""
+        """Reference embeddings of a training batch (``teacher=frozen_init``: the encoder as constructed).
+
+        The reference is frozen, so without augmentation an item's reference embedding never
+        changes: it is computed once per dataset index and cached (``model.teacher_cache``).
+        """
+        image = lambda: self.reference.embed_images(batch["images"])  # noqa: E731
+        text = lambda: self.reference.embed_texts(batch["input_ids"], batch["attention_mask"])  # noqa: E731
+        if not self._use_teacher_cache():
+            return {"image": image(), "text": text()}
         return {
-            "image": self.reference.embed_images(batch["images"]),
-            "text": self.reference.embed_texts(batch["input_ids"], batch["attention_mask"]),
+            "image": self._cached_rows("image", batch["image_idx"], image),
+            "text": self._cached_rows("text", batch["caption_idx"], text),
         }
 
     def train(self, mode: bool = True):

@@ -23,6 +23,7 @@ from vlr.objectives.infonce import Temperature, contrastive_terms
 from vlr.objectives.relations import relation_loss
 
 VIRTUAL_PARAMS = ("all", "projections")
+PROJECTION_PARAMS = ("image_proj.weight", "image_proj.bias", "text_proj.weight", "text_proj.bias")
 MODALITIES = ("image", "text", "both")
 
 
@@ -65,20 +66,41 @@ class CoVLR(Objective):
         return total
 
     def meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher) -> dict[str, torch.Tensor]:
-        """All terms of one meta step for ``encoder`` (a `DualEncoder`); differentiable w.r.t. its parameters."""
+        """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update.
+
+        First order: grad L_c(theta) is computed once, for every trainable parameter (the
+        objective's temperature included), and reused as the L_c part of the update through
+        ``itc_grad``, a term whose value is 0 and whose gradient is that vector; the
+        ``itc_*`` values are then reported detached. This saves a second backward pass
+        through L_c. Second order keeps the whole graph, since the update differentiates
+        through grad L_c.
+        """
         v, t = encoder(images, input_ids, attention_mask)
         terms = self.consistency(v, t, ids)
         l_c = terms["itc_i2t"] + terms["itc_t2i"]
-        named = {
-            n: p for n, p in encoder.named_parameters()
-            if p.requires_grad and (self.virtual_params == "all" or n.endswith(("image_proj.weight", "image_proj.bias", "text_proj.weight", "text_proj.bias")))
-        }
-        grads = torch.autograd.grad(l_c, list(named.values()), create_graph=self.second_order, retain_graph=True, allow_unused=True)
-        grads = average_gradients(list(grads))
-        fast = {n: p if g is None else p - self.alpha * (g if self.second_order else g.detach()) for (n, p), g in zip(named.items(), grads)}
+        trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
+        extra = [p for p in self.parameters() if p.requires_grad]
+        wanted = trainable if self.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
+        grads = torch.autograd.grad(
+            l_c, [p for _, p in wanted], create_graph=self.second_order, retain_graph=self.second_order, allow_unused=True
+        )
+        grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
+        by_name = dict(zip((n for n, _ in wanted), grads))
+        fast = {}
+        for n, p in trainable:
+            g = by_name[n]
+            steps = g is not None and (self.virtual_params == "all" or n.endswith(PROJECTION_PARAMS))
+            fast[n] = p - self.alpha * g if steps else p
         v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
-        terms["relation"] = self.beta * self.preservation(v_fast, t_fast, teacher)
-        return terms
+        relation = self.beta * self.preservation(v_fast, t_fast, teacher)
+        if self.second_order:
+            return {**terms, "relation": relation}
+        carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads) if g is not None)
+        return {
+            **{k: x.detach() for k, x in terms.items()},
+            "itc_grad": carrier - carrier.detach(),
+            "relation": relation,
+        }
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         teacher = module.teacher_embeddings(batch)

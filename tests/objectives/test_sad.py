@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlr.objectives import create_objective
+
+
+def _setup(**kw):
+    g = torch.Generator().manual_seed(0)
+    v = F.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    t = F.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    u, w = torch.randn(5, 3, generator=g), torch.randn(5, 6, generator=g)
+    ids = torch.tensor([0, 0, 1, 2, 3])
+    torch.manual_seed(0)
+    kw = {"lambda_init": 0.3, **kw}
+    obj = create_objective("sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=6, temperature=0.1,
+                           relation_temperature=0.5, **kw)
+    return obj, v, t, u, w, ids
+
+
+def _relations(x, tau):
+    x = x.double().numpy()
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = x @ x.T / tau
+    return np.array([[s[i, j] for j in range(len(x)) if j != i] for i in range(len(x))])
+
+
+def _soft_ce(student, teacher, head, ids, tau):
+    s = F.normalize(head(student), dim=-1).detach().double().numpy()
+    te = F.normalize(teacher, dim=-1).double().numpy()
+    logits = s @ te.T / tau
+    total = 0.0
+    for i in range(len(ids)):
+        pos = [j for j in range(len(ids)) if ids[j] == ids[i]]
+        log_z = np.log(np.exp(logits[i]).sum())
+        total -= sum(logits[i, j] - log_z for j in pos) / len(pos)
+    return total / len(ids)
+
+
+def test_terms_match_hand_computation():
+    obj, v, t, u, w, ids = _setup()
+    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    assert set(terms) == {"itc_i2t", "itc_t2i", "iic", "ttc", "kd", "kdi", "kdt"}
+    r_s, r_i, r_t = _relations(v + t, 0.5), _relations(u, 0.5), _relations(w, 0.5)
+    r_e = 0.3 * r_t + 0.7 * r_i
+    assert terms["kd"].item() == pytest.approx(2.0 * np.abs(r_s - r_e).mean(), rel=1e-5)
+    assert terms["kdi"].item() == pytest.approx(np.abs(r_i - r_e).mean(), rel=1e-5)
+    assert terms["kdt"].item() == pytest.approx(np.abs(r_t - r_e).mean(), rel=1e-5)
+    ids_l = ids.tolist()
+    assert terms["iic"].item() == pytest.approx(_soft_ce(v, u, obj.image_head, ids_l, 0.07), rel=1e-5)
+    assert terms["ttc"].item() == pytest.approx(2.0 * _soft_ce(t, w, obj.text_head, ids_l, 0.07), rel=1e-5)
+    assert obj.log_values()["lambda"] == pytest.approx(0.3)
+
+
+def test_lambda_only_moves_through_kd_terms():
+    obj, v, t, u, w, ids = _setup()
+    v, t = v.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    (terms["kdi"] + terms["kdt"]).backward()
+    assert v.grad is None and t.grad is None  # the lambda-only terms never touch the student
+    assert obj.fusion.grad is not None
+
+
+@pytest.mark.parametrize("distance", ["mse", "kl", "wasserstein"])
+def test_other_distances_are_zero_for_identical_structure(distance):
+    _, v, t, u, w, ids = _setup()
+    obj = create_objective("sad", embed_dim=4, image_teacher_dim=4, text_teacher_dim=6, distance=distance,
+                           student="image", lambda_init=0.0)
+    terms = obj(v, t, ids, teacher={"image": v * 3.0, "text": w})  # same directions as the student
+    assert obj(v, t, ids, teacher={"image": u @ torch.ones(3, 4), "text": w})["kd"].item() > 1e-3
+    assert terms["kd"].item() == pytest.approx(0.0, abs=1e-5)  # float32 relations scaled by 1/0.07
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="objective.distance must be one of"):
+        _setup(distance="l1")
+    with pytest.raises(ValueError, match=r"objective.weights has unknown terms \['itm'\]"):
+        _setup(weights={"itm": 2.0})
+    obj, v, t, u, w, ids = _setup()
+    with pytest.raises(ValueError, match="objective=sad needs reference embeddings"):
+        obj(v, t, ids)

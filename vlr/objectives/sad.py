@@ -1,0 +1,123 @@
+"""Structure-aware relational distillation ("rebalanced" retrieval, TIP 2024): multi-granularity matching.
+
+- instance level: symmetric InfoNCE (``itc_*``);
+- representation level: one-direction InfoNCE from the student embedding, through a new
+  linear head, to the reference feature of the same modality (``iic``, ``ttc``);
+  positives are pairs of the same image;
+- structure level: the student's off-diagonal in-batch similarity matrix R_S is matched
+  to the fused reference R_E = lambda R_T + (1 - lambda) R_I (``kd``); ``kdi`` and
+  ``kdt`` (R_I and R_T against R_E) only move lambda.
+Default weights are the release's (1 ITC, 1 IIC, 2 TTC, 2 KD, 1 KDI, 1 KDT).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlr.distributed import gather_no_grad, gather_with_grad
+from vlr.objectives.base import OBJECTIVES, Objective
+from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
+from vlr.objectives.relations import _off_diagonal
+
+DEFAULT_WEIGHTS = {"itc": 1.0, "iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
+STUDENTS = ("image", "text", "mean")
+
+
+def _mae(a, b):
+    return (a - b).abs().mean()
+
+
+def _mse(a, b):
+    return (a - b).pow(2).mean()
+
+
+def _row_kl(a, b):
+    """KL(softmax(b) || softmax(a)) per row, averaged (our reading; the release's "kl" differs)."""
+    log_a, log_b = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
+    return (log_b.exp() * (log_b - log_a)).sum(dim=1).mean()
+
+
+def _wasserstein(a, b):
+    """1-D Wasserstein-1 distance between the value distributions of each row, averaged."""
+    return (a.sort(dim=1).values - b.sort(dim=1).values).abs().mean()
+
+
+DISTANCES = {"mae": _mae, "mse": _mse, "kl": _row_kl, "wasserstein": _wasserstein}
+
+
+def relation_matrix(x: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    x = F.normalize(x, dim=-1)
+    return _off_diagonal(x @ x.T) / temperature
+
+
+@OBJECTIVES.register("sad")
+class StructureAwareDistillation(Objective):
+    needs_teacher = True
+
+    def __init__(
+        self,
+        embed_dim: int,
+        image_teacher_dim: int,
+        text_teacher_dim: int,
+        temperature: float = 0.07,
+        learnable_temperature: bool = True,
+        distill_temperature: float = 0.07,
+        relation_temperature: float = 0.07,
+        learnable_relation_temperature: bool = False,
+        lambda_init: float = 0.5,
+        distance: str = "mae",
+        student: str = "mean",
+        weights: dict | None = None,
+    ):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(f"objective.distance must be one of {sorted(DISTANCES)}, got '{distance}'")
+        if student not in STUDENTS:
+            raise ValueError(f"objective.student must be one of {STUDENTS}, got '{student}'")
+        unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.temperature = Temperature(temperature, learnable_temperature)
+        self.relation_temperature = Temperature(relation_temperature, learnable_relation_temperature)
+        self.distill_temperature = distill_temperature
+        self.image_head = nn.Linear(embed_dim, image_teacher_dim)
+        self.text_head = nn.Linear(embed_dim, text_teacher_dim)
+        self.fusion = nn.Parameter(torch.tensor(float(lambda_init)))
+        self.distance, self.student = DISTANCES[distance], student
+
+    def fusion_weight(self) -> torch.Tensor:
+        return self.fusion.clamp(0.0, 1.0)
+
+    def _distill(self, head: nn.Linear, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor):
+        logits = F.normalize(head(student), dim=-1) @ F.normalize(teacher, dim=-1).T / self.distill_temperature
+        return -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
+
+    def forward(self, image_emb, text_emb, image_ids, teacher=None):
+        if teacher is None:
+            raise ValueError("objective=sad needs reference embeddings (objective teacher)")
+        v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
+        u, w = gather_no_grad(teacher["image"]), gather_no_grad(teacher["text"])
+        wt = self.weights
+        terms = {k: wt["itc"] * x for k, x in contrastive_terms(v, t, ids, self.temperature()).items()}
+        targets = same_image_targets(ids)
+        terms["iic"] = wt["iic"] * self._distill(self.image_head, v, u, targets)
+        terms["ttc"] = wt["ttc"] * self._distill(self.text_head, t, w, targets)
+
+        tau, lam = self.relation_temperature(), self.fusion_weight()
+        h = {"image": v, "text": t, "mean": v + t}[self.student]
+        r_s, r_i, r_t = relation_matrix(h, tau), relation_matrix(u, tau), relation_matrix(w, tau)
+        r_e = lam * r_t + (1 - lam) * r_i
+        terms["kd"] = wt["kd"] * self.distance(r_s, r_e)
+        terms["kdi"] = wt["kdi"] * self.distance(r_i, r_e)
+        terms["kdt"] = wt["kdt"] * self.distance(r_t, r_e)
+        return terms
+
+    def log_values(self):
+        return {
+            "temperature": float(self.temperature().detach()),
+            "relation_temperature": float(self.relation_temperature().detach()),
+            "lambda": float(self.fusion_weight().detach()),
+        }
