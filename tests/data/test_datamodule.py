@@ -75,3 +75,8 @@ def test_setup_needs_tokenizer(synthetic_root):
 def test_unknown_source():
     with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: karpathy, synthetic"):
         RetrievalDataModule(name="x", source="flickr", root="/nowhere")
+
+
+def test_unknown_data_option_is_an_error_not_ignored():
+    with pytest.raises(TypeError, match="num_trian"):
+        RetrievalDataModule(name="s", source="synthetic", root="/nowhere", num_trian=10)

@@ -13,8 +13,6 @@ from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from vlr.metrics import rouge_l_relevance
 
-EVAL_SPLITS = {"validate": "val", "fit": "val", "test": "test"}
-
 
 class RetrievalDataModule(pl.LightningDataModule):
     """Image-caption data for retrieval training and evaluation.
@@ -138,9 +136,5 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def train_captions(self) -> list[str]:
         return self.split("train").captions
-
-    @staticmethod
-    def stage_split(stage: str) -> str:
-        return EVAL_SPLITS[stage]
 
 

@@ -16,7 +16,7 @@ SOURCES: Registry = Registry("data source")
 class KarpathySource:
     """A Karpathy ``dataset_*.json`` under ``root`` with images under ``root / filepath``."""
 
-    def __init__(self, root: str, annotation: str, restval_to_train: bool = True, **_):
+    def __init__(self, root: str, annotation: str, restval_to_train: bool = True):
         self.root = Path(root)
         self.annotation = self.root / annotation
         self.restval_to_train = restval_to_train

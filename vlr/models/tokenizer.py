@@ -37,7 +37,6 @@ def build_tokenizer(
     train_texts: list[str] | None = None,
     vocab_size: int = 1000,
     cache_dir: str | Path | None = None,
-    **_,
 ):
     """A transformers tokenizer (``name_or_path``), else a WordPiece trained on ``train_texts``."""
     if name_or_path:
