@@ -87,18 +87,17 @@ class RetrievalModule(pl.LightningModule):
     def _cached_rows(self, kind: str, index: torch.Tensor, compute) -> torch.Tensor:
         """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
         rows, filled = self._teacher_rows.get(kind, (None, None))
-        needed = int(index.max()) + 1
-        if rows is None or rows.shape[0] < needed:
-            emb = compute()
-            size = max(needed, 0 if rows is None else rows.shape[0])
-            new_rows = emb.new_zeros(size, emb.shape[1])
-            new_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
+        if rows is not None and rows.shape[0] > int(index.max()) and bool(filled[index].all()):
+            return rows[index]
+        emb = compute()
+        size = int(index.max()) + 1
+        if rows is None or rows.shape[0] < size:  # grow, keeping what is cached
+            grown = emb.new_zeros(size, emb.shape[1])
+            grown_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
             if rows is not None:
-                new_rows[: rows.shape[0]], new_filled[: rows.shape[0]] = rows, filled
-            rows, filled = new_rows, new_filled
-            rows[index], filled[index] = emb, True
-        elif not bool(filled[index].all()):
-            rows[index], filled[index] = compute(), True
+                grown[: rows.shape[0]], grown_filled[: rows.shape[0]] = rows, filled
+            rows, filled = grown, grown_filled
+        rows[index], filled[index] = emb, True
         self._teacher_rows[kind] = (rows, filled)
         return rows[index]
 

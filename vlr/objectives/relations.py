@@ -15,12 +15,21 @@ def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
     return m.masked_select(~torch.eye(n, dtype=torch.bool, device=m.device)).view(n, n - 1)
 
 
+def relation_matrix(x: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """[B, B-1] cosine similarities of every row to every other row, divided by ``temperature``."""
+    x = F.normalize(x, dim=-1)
+    return _off_diagonal(x @ x.T) / temperature
+
+
+def kl_rows(student_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(reference) || softmax(student)) per row, averaged over rows."""
+    log_p_ref, log_p_student = F.log_softmax(reference_logits, dim=1), F.log_softmax(student_logits, dim=1)
+    return (log_p_ref.exp() * (log_p_ref - log_p_student)).sum(dim=1).mean()
+
+
 def row_kl(student: torch.Tensor, reference: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """KL(R_ref || R_student), R_ik = softmax over k != i of cosine similarity / temperature; mean over rows."""
-    s = _off_diagonal(F.normalize(student, dim=-1) @ F.normalize(student, dim=-1).T) / temperature
-    r = _off_diagonal(F.normalize(reference, dim=-1) @ F.normalize(reference, dim=-1).T) / temperature
-    log_p_ref, log_p_student = F.log_softmax(r, dim=1), F.log_softmax(s, dim=1)
-    return (log_p_ref.exp() * (log_p_ref - log_p_student)).sum(dim=1).mean()
+    return kl_rows(relation_matrix(student, temperature), relation_matrix(reference, temperature))
 
 
 def distance_kl(student: torch.Tensor, reference: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -34,9 +43,7 @@ def distance_kl(student: torch.Tensor, reference: torch.Tensor, temperature: flo
 
 def similarity_mae(student: torch.Tensor, reference: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Mean absolute difference of the off-diagonal cosine-similarity matrices (divided by temperature)."""
-    s = _off_diagonal(F.normalize(student, dim=-1) @ F.normalize(student, dim=-1).T)
-    r = _off_diagonal(F.normalize(reference, dim=-1) @ F.normalize(reference, dim=-1).T)
-    return (s - r).abs().mean() / temperature
+    return (relation_matrix(student) - relation_matrix(reference)).abs().mean() / temperature
 
 
 RELATION_LOSSES = {"row_kl": row_kl, "distance_kl": distance_kl, "mae": similarity_mae}

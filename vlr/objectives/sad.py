@@ -19,7 +19,7 @@ from torch import nn
 from vlr.distributed import gather_no_grad, gather_with_grad
 from vlr.objectives.base import OBJECTIVES, Objective
 from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
-from vlr.objectives.relations import _off_diagonal
+from vlr.objectives.relations import kl_rows, relation_matrix
 
 DEFAULT_WEIGHTS = {"itc": 1.0, "iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
 STUDENTS = ("image", "text", "mean")
@@ -33,23 +33,13 @@ def _mse(a, b):
     return (a - b).pow(2).mean()
 
 
-def _row_kl(a, b):
-    """KL(softmax(b) || softmax(a)) per row, averaged (our reading; the release's "kl" differs)."""
-    log_a, log_b = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
-    return (log_b.exp() * (log_b - log_a)).sum(dim=1).mean()
-
-
 def _wasserstein(a, b):
     """1-D Wasserstein-1 distance between the value distributions of each row, averaged."""
     return (a.sort(dim=1).values - b.sort(dim=1).values).abs().mean()
 
 
-DISTANCES = {"mae": _mae, "mse": _mse, "kl": _row_kl, "wasserstein": _wasserstein}
-
-
-def relation_matrix(x: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
-    x = F.normalize(x, dim=-1)
-    return _off_diagonal(x @ x.T) / temperature
+# "kl": row-softmax KL(R_target || R) -- our reading; the release's cumulative-sum "kl" differs
+DISTANCES = {"mae": _mae, "mse": _mse, "kl": kl_rows, "wasserstein": _wasserstein}
 
 
 @OBJECTIVES.register("sad")

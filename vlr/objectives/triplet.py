@@ -30,10 +30,9 @@ class Triplet(Objective):
         same = ids[:, None] == ids[None, :]
         cost_caption = (self.margin + scores - diag[:, None]).clamp(min=0).masked_fill(same, 0)  # image anchors
         cost_image = (self.margin + scores - diag[None, :]).clamp(min=0).masked_fill(same, 0)  # caption anchors
-        if self.max_violation:
-            cost_caption, cost_image = cost_caption.max(dim=1).values, cost_image.max(dim=0).values
+        if self.max_violation:  # one cost per anchor: its hardest negative, or all its negatives
+            per_image, per_caption = cost_caption.max(dim=1).values, cost_image.max(dim=0).values
+        else:
+            per_image, per_caption = cost_caption.sum(dim=1), cost_image.sum(dim=0)
         reduce = torch.mean if self.reduction == "mean" else torch.sum
-        if self.max_violation:
-            return {"triplet_i2t": reduce(cost_caption), "triplet_t2i": reduce(cost_image)}
-        n = scores.shape[0] if self.reduction == "mean" else 1
-        return {"triplet_i2t": cost_caption.sum() / n, "triplet_t2i": cost_image.sum() / n}
+        return {"triplet_i2t": reduce(per_image), "triplet_t2i": reduce(per_caption)}
