@@ -8,6 +8,7 @@ full-size steps, so under Adam those weights differ by ~lr/10 between *any* two 
 orders (1 vs 2 processes included) while every real gradient agrees.
 """
 
+import csv
 import json
 
 import pytest
@@ -46,12 +47,19 @@ def test_two_processes_equal_one(tmp_path, objective):
         if key.startswith("encoder.") and not torch.equal(w1[key], w1[key.replace("encoder.", "reference.", 1)]):
             moved += 1
     assert moved > 10  # training really changed the weights
-    # Weights differ by rounding (<1e-5); near-tied rankings of 15 barely trained test images
-    # may flip, so the two runs' metrics agree only up to a rank swap. Exact evaluation
-    # equality is checked below on one checkpoint.
     assert m1.keys() == m2.keys()
-    for key in m1:
-        assert m2[key] == pytest.approx(m1[key], abs=1.5), key
+    # The two runs' weights differ by rounding (<1e-5), which can flip near-tied ranks of
+    # barely trained embeddings (one t2t query = 1.33 points), so their metrics are not
+    # compared. What must be exact: the validation the 2-process run logged equals a
+    # 1-process evaluation of the same weights.
+    logged = [r for r in csv.DictReader(open(tmp_path / "two" / "csv" / "metrics.csv")) if r.get("val/rsum")][-1]
+    proc = run_cli("vlr.eval", f"ckpt_path={tmp_path / 'two' / 'checkpoints' / 'last.ckpt'}", "split=val",
+                   "data.num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "val/rsum" in single
+    for key, value in single.items():
+        assert float(logged[key]) == pytest.approx(value, abs=1e-4), key
 
 
 @pytest.mark.slow
