@@ -42,3 +42,29 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
         text=True,
         timeout=timeout,
     )
+
+
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory) -> dict:
+    """Tiny random "pretrained" weights saved locally, as a user's downloads would be:
+    a timm ViT state dict (``timm``), a BERT directory with its tokenizer (``bert``)."""
+    import timm
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from vlr.models.tokenizer import train_wordpiece
+
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **TINY_VIT)
+    torch.save(vit.state_dict(), root / "vit.pth")
+    words = "a an the red green blue yellow purple orange circle square triangle diamond shape left right top bottom middle".split()
+    tokenizer = train_wordpiece([" ".join(words[i:] + words[:i]) for i in range(len(words))], vocab_size=80)
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=48, max_position_embeddings=64), add_pooling_layer=False)
+    bert.save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    return {"timm": root / "vit.pth", "timm_kwargs": TINY_VIT, "bert": root / "bert"}

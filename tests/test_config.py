@@ -18,8 +18,12 @@ def _options(group):
 
 
 def _compose(overrides, name="train"):
+    from hydra.core.hydra_config import HydraConfig
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(name, overrides=overrides, return_hydra_config=True)
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} paths resolve, as under @hydra.main
+    return cfg
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])

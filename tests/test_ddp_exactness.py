@@ -33,10 +33,24 @@ def _run(tmp_path, name, objective, *extra):
     return state, json.loads((run_dir / "metrics.json").read_text())
 
 
+def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
+    """The weights before training: the same config and seed, built in this process."""
+    import lightning.pytorch as pl
+
+    from tests.test_config import _compose
+    from vlr.build import build_data_and_model
+
+    monkeypatch.setenv("VLR_ROOT", str(tmp_path))
+    cfg = _compose([*COMMON, f"objective={objective}"])
+    pl.seed_everything(cfg.seed)
+    return build_data_and_model(cfg)[1].state_dict()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr", "sad"])
-def test_two_processes_equal_one(tmp_path, objective):
+def test_two_processes_equal_one(tmp_path, monkeypatch, objective):
     one, m1 = _run(tmp_path, "one", objective)
+    initial = _initial_weights(tmp_path, monkeypatch, objective)
     two, m2 = _run(tmp_path, "two", objective, "trainer=ddp_cpu")
     assert one["global_step"] == two["global_step"] == 3
     w1, w2 = one["state_dict"], two["state_dict"]
@@ -44,9 +58,14 @@ def test_two_processes_equal_one(tmp_path, objective):
     moved = 0
     for key in w1:
         assert torch.allclose(w1[key].float(), w2[key].float(), atol=1e-5, rtol=0), key
-        if key.startswith("encoder.") and not torch.equal(w1[key], w1[key.replace("encoder.", "reference.", 1)]):
-            moved += 1
-    assert moved > 10  # training really changed the weights
+        moved += key.startswith("encoder.") and not torch.equal(w1[key], initial[key])
+    assert moved > 10  # training really changed the weights (and they started equal)
+    # ...and `initial` is this run's start: the key part of each qkv bias has zero gradient, so SGD keeps it
+    qkv = [k for k in w1 if k.startswith("encoder.") and k.endswith("qkv.bias")]
+    for key in qkv:
+        d = w1[key].numel() // 3
+        assert torch.allclose(w1[key][d : 2 * d], initial[key][d : 2 * d], atol=1e-6), key
+    assert qkv
     assert m1.keys() == m2.keys()
     # The two runs' weights differ by rounding (<1e-5), which can flip near-tied ranks of
     # barely trained embeddings (one t2t query = 1.33 points), so their metrics are not

@@ -83,3 +83,39 @@ def test_image_shows_the_large_objects_colour(synthetic_root):
         target = np.array(COLOURS[big["colour"]], dtype=float)
         close = (np.abs(img - target).max(axis=2) < 40).mean()
         assert close > 0.03, (entry["filename"], big, close)  # the large object covers several % of pixels
+
+
+def test_oracle_reference_encodes_what_each_modality_knows(synthetic_root):
+    """Image rows: every object's attributes (independently recomputed); text rows: only the caption's words."""
+    import torch
+
+    from vlr.data.karpathy import read_karpathy
+    from vlr.reference import load_features
+
+    data = json.loads((synthetic_root / "dataset_synthetic.json").read_text())
+    for split in ("train", "val", "test"):
+        entries = [e for e in data["images"] if e["split"] == split]
+        cs = read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, split)
+        feats = load_features(synthetic_root / "reference", split, cs.num_images, cs.num_captions)
+        shapes, colours, positions = list(SHAPES), list(COLOURS), ["left", "right", "top", "bottom", "middle"]
+        for i, entry in enumerate(entries):
+            want = np.zeros(4 + 6 + 24 + 5, dtype=np.float32)
+            for o in entry["objects"]:
+                w = 1.0 if o["size"] == "large" else 0.5
+                s, c = shapes.index(o["shape"]), colours.index(o["colour"])
+                want[s] += w
+                want[4 + c] += w
+                want[10 + 6 * s + c] += w
+                want[34 + positions.index(o["position"])] += w
+            assert np.allclose(feats["image"][i].numpy(), want), entry["objects"]
+        # two captions share a text-feature direction only through shared words
+        text = torch.nn.functional.normalize(feats["text"], dim=-1)
+        words = [set(t) for t in cs.tokens]
+        sims = text @ text.T
+        for a in range(0, len(words), 7):
+            for b in range(len(words)):
+                assert (sims[a, b] > 1e-6) == bool(words[a] & words[b] & _train_vocab(data)), (cs.captions[a], cs.captions[b])
+
+
+def _train_vocab(data):
+    return {w for e in data["images"] if e["split"] == "train" for s in e["sentences"] for w in s["tokens"]}

@@ -118,29 +118,6 @@ def test_bad_options_are_named():
         create_objective("covlr", relation="cosine")
 
 
-def test_teacher_cache_returns_the_reference_embeddings():
-    from vlr.models import ImageTower, RetrievalModule, TextTower
-
-    torch.manual_seed(0)
-    module = RetrievalModule(
-        ImageTower("vit_tiny_patch16_224", model_kwargs=dict(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)),
-        TextTower(config=dict(model_type="bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=32, max_position_embeddings=16), vocab_size=30),
-        create_objective("covlr"), embed_dim=8, teacher_cache=True,
-    )
-    images, ids = torch.randn(6, 3, 16, 16), torch.randint(0, 30, (6, 5))
-    images[1] = images[0]  # rows 0 and 1 are the same image (index 4)
-    full = {"images": images, "input_ids": ids, "attention_mask": torch.ones(6, 5, dtype=torch.long),
-            "image_idx": torch.tensor([4, 4, 0, 7, 2, 9]), "caption_idx": torch.tensor([20, 21, 1, 35, 10, 45])}
-    want = {"image": module.reference.embed_images(images), "text": module.reference.embed_texts(ids, full["attention_mask"])}
-    for sel in ([0, 1, 2], [3, 4, 5], [5, 0, 3]):  # the cache grows, then serves rows computed earlier
-        part = {k: v[sel] for k, v in full.items()}
-        got = module.teacher_embeddings(part)
-        assert torch.allclose(got["image"], want["image"][sel], atol=1e-6)
-        assert torch.allclose(got["text"], want["text"][sel], atol=1e-6)
-    assert module._teacher_rows["image"][1].sum().item() == 5  # images 0, 2, 4, 7, 9
-
-
 def test_first_order_carrier_gives_the_temperature_its_consistency_gradient():
     enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
     obj = create_objective("covlr", alpha=0.5, beta=2.0, temperature=0.2, learnable_temperature=True).double()

@@ -80,3 +80,31 @@ def test_bad_options():
     obj, v, t, u, w, ids = _setup()
     with pytest.raises(ValueError, match="objective=sad needs reference embeddings"):
         obj(v, t, ids)
+
+
+@pytest.mark.slow
+def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkpoint(tmp_path):
+    import csv
+
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "vlr.train", "objective=sad", "objective.stage1_epochs=2", "trainer.max_epochs=3", "data.num_train=40",
+        "data.num_val=15", "data.num_test=15", "data.batch_size=20", "data.num_workers=0", "logger=csv",
+        "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("train/loss/kd")]
+    by_epoch = {}
+    for r in rows:
+        by_epoch.setdefault(int(r["epoch"]), []).append(r)
+    assert sorted(by_epoch) == [0, 1, 2]
+    for epoch, stage_rows in by_epoch.items():
+        for r in stage_rows:
+            assert float(r["train/stage"]) == (1.0 if epoch < 2 else 2.0)
+            for term in ("kd", "iic", "ttc", "kdi", "kdt"):
+                assert (float(r[f"train/loss/{term}"]) == 0.0) == (epoch < 2), (epoch, term)
+            assert float(r["train/loss/itc_i2t"]) > 0
+    out = proc.stdout + proc.stderr
+    assert "stage 2 starts from the best stage-1 checkpoint" in out and "checkpoints/best.ckpt" in out

@@ -24,6 +24,9 @@ class CaptionSplit:
     tokens: list[list[str]] | None = None
     labels: torch.Tensor | None = None
     source: str = ""
+    # the captions training draws from (None = all); imbalance's fewer_captions keeps a subset
+    # without renumbering, so caption indices still address reference features and the annotation
+    active_captions: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:

@@ -20,6 +20,10 @@ class RetrievalDataModule(pl.LightningDataModule):
     ``batch_size`` is the **global** training batch: each of the ``world_size``
     processes loads ``batch_size // world_size``. Evaluation loaders go over unique
     images and over all captions, every item with its index in the split.
+
+    ``teacher`` / ``teacher_features`` are the reference this data recommends; the
+    objective configs read them (``objective.teacher: ${data.teacher}``), and a command
+    line override of ``objective.teacher`` wins.
     """
 
     def __init__(
@@ -38,26 +42,43 @@ class RetrievalDataModule(pl.LightningDataModule):
         std: tuple = IMAGENET_STD,
         eval_folds: int = 1,
         cache_dir: str | None = None,
+        teacher: str = "frozen_init",
+        teacher_features: str | None = None,
         **source_kwargs,
     ):
         super().__init__()
         self.name = name
+        self.teacher, self.teacher_features = teacher, teacher_features
         self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.shuffle, self.augment = num_workers, shuffle, augment
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
         self.eval_folds, self.cache_dir = eval_folds, cache_dir
         self.tokenizer, self.max_length = None, 32
+        self.imbalance = None
         self.splits: dict[str, CaptionSplit] = {}
 
     # -- data preparation -------------------------------------------------------------
     def prepare_data(self) -> None:
         self.source.prepare()
 
+    def set_imbalance(self, imbalance) -> None:
+        """A `vlr.imbalance.Imbalance` applied to the splits (training only unless it says so)."""
+        self.imbalance, self.splits = imbalance, {}
+
     def split(self, name: str) -> CaptionSplit:
+        """The split as training and evaluation see it (imbalance applied where it applies)."""
         if name not in self.splits:
-            self.splits[name] = self.source.read(name)
+            split = self.source.read(name)
+            if self.imbalance is not None and self.imbalance.applies_to(name):
+                train = split if name == "train" else self.source.read("train")
+                vocab = sorted({w for toks in (train.tokens or [c.split() for c in train.captions]) for w in toks})
+                split = self.imbalance.apply_split(split, vocab)
+            self.splits[name] = split
         return self.splits[name]
+
+    def _degrader(self, split_name: str):
+        return None if self.imbalance is None else self.imbalance.image_degrader(split_name)
 
     def set_tokenizer(self, tokenizer, max_length: int) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
@@ -104,7 +125,7 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         transform = build_transform(self.image_size, True, self.augment, self.mean, self.std)
-        dataset = TrainPairs(self.split("train"), transform)
+        dataset = TrainPairs(self.split("train"), transform, self._degrader("train"))
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # Lightning's own distributed sampler always shuffles training data; ours honours
@@ -124,7 +145,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         split = self.split(split_name)
         transform = build_transform(self.image_size, False, False, self.mean, self.std)
         return [
-            self._loader(EvalImages(split, transform), self.eval_batch_size, False, False),
+            self._loader(EvalImages(split, transform, self._degrader(split_name)), self.eval_batch_size, False, False),
             self._loader(EvalCaptions(split), self.eval_batch_size, False, False),
         ]
 
@@ -135,6 +156,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         return self._eval_loaders("test")
 
     def train_captions(self) -> list[str]:
-        return self.split("train").captions
+        """The training captions before any imbalance: the tokenizer's vocabulary is then the
+        same at every imbalance level of a study."""
+        return self.source.read("train").captions
 
 

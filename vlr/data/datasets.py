@@ -15,30 +15,38 @@ from vlr.data.corpus import CaptionSplit
 from vlr.data.images import load_rgb
 
 
-class TrainPairs(Dataset):
-    """One item per caption: (image, caption, image index, caption index)."""
+def load_image(split: CaptionSplit, i: int, transform: Callable, degrade: Callable | None):
+    """Image ``i`` of the split, weakened by ``degrade(image, i)`` (imbalance) before ``transform``."""
+    image = load_rgb(split.image_paths[i])
+    return transform(image if degrade is None else degrade(image, i))
 
-    def __init__(self, split: CaptionSplit, transform: Callable):
-        self.split, self.transform = split, transform
+
+class TrainPairs(Dataset):
+    """One item per (active) caption: (image, caption, image index, caption index)."""
+
+    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None):
+        self.split, self.transform, self.degrade = split, transform, degrade
+        self.captions = split.active_captions
 
     def __len__(self) -> int:
-        return self.split.num_captions
+        return self.split.num_captions if self.captions is None else len(self.captions)
 
-    def __getitem__(self, c: int):
+    def __getitem__(self, k: int):
+        c = k if self.captions is None else int(self.captions[k])
         i = int(self.split.text_to_image[c])
-        image = self.transform(load_rgb(self.split.image_paths[i]))
+        image = load_image(self.split, i, self.transform, self.degrade)
         return {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
 
 
 class EvalImages(Dataset):
-    def __init__(self, split: CaptionSplit, transform: Callable):
-        self.split, self.transform = split, transform
+    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None):
+        self.split, self.transform, self.degrade = split, transform, degrade
 
     def __len__(self) -> int:
         return self.split.num_images
 
     def __getitem__(self, i: int):
-        return {"image": self.transform(load_rgb(self.split.image_paths[i])), "image_idx": i}
+        return {"image": load_image(self.split, i, self.transform, self.degrade), "image_idx": i}
 
 
 class EvalCaptions(Dataset):

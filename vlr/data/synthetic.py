@@ -21,8 +21,11 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 1
+from vlr.data.synthetic_oracle import write_oracle_reference
+
+GENERATOR_VERSION = 2  # 2: writes the oracle reference features (reference/)
 ANNOTATION = "dataset_synthetic.json"
+REFERENCE_DIR = "reference"  # oracle reference features (see vlr.data.synthetic_oracle)
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
     "red": (220, 40, 40),
@@ -182,6 +185,7 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
                 imgid += 1
                 sentid += len(entry["sentences"])
         (tmp / ANNOTATION).write_text(json.dumps({"dataset": "synthetic", "images": images}))
+        write_oracle_reference(images, tmp / REFERENCE_DIR, SHAPES, COLOURS, POSITIONS)
         (tmp / "generator.json").write_text(json.dumps(asdict(spec)))
         if root.exists():
             shutil.rmtree(root)

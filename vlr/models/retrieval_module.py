@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import logging
 from typing import Callable
 
 import lightning.pytorch as pl
@@ -12,6 +12,9 @@ from torch import nn
 
 from vlr.metrics import RetrievalEvaluator
 from vlr.objectives import Objective
+from vlr.reference import build_reference
+
+log = logging.getLogger(__name__)
 
 
 class DualEncoder(nn.Module):
@@ -36,8 +39,9 @@ class DualEncoder(nn.Module):
 class RetrievalModule(pl.LightningModule):
     """Trains ``encoder`` with ``objective``; validates and tests with `RetrievalEvaluator`.
 
-    ``reference`` is a frozen copy of the encoder as constructed (random or pretrained
-    towers): the neighbourhoods that overlap@k measures preservation against.
+    ``reference`` is the intra-modal reference (``objective.teacher``, see
+    `vlr.reference`): what the structure-preserving objectives distil from and what
+    overlap@k measures preservation against, for every objective alike.
     """
 
     def __init__(
@@ -58,8 +62,9 @@ class RetrievalModule(pl.LightningModule):
             ignore=["image_tower", "text_tower", "objective", "optimizer", "scheduler"], logger=False
         )
         self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
-        self.reference = copy.deepcopy(self.encoder).requires_grad_(False).eval()
+        self.reference = build_reference(objective.teacher, objective.teacher_features, self.encoder)
         self.objective = objective
+        objective.bind_reference(self.reference.image_dim, self.reference.text_dim)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         evaluation = dict(evaluation or {})
         self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))
@@ -69,7 +74,7 @@ class RetrievalModule(pl.LightningModule):
         if teacher_cache not in (True, False, "auto"):
             raise ValueError(f"model.teacher_cache must be true, false or auto, got {teacher_cache!r}")
         self.teacher_cache = teacher_cache
-        self._teacher_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._best_restored = False
 
     # -- embedding ----------------------------------------------------------------------
     def embed_images(self, images):
@@ -78,49 +83,17 @@ class RetrievalModule(pl.LightningModule):
     def embed_texts(self, input_ids, attention_mask):
         return self.encoder.embed_texts(input_ids, attention_mask)
 
-    def _use_teacher_cache(self) -> bool:
+    def _train_reference_cacheable(self) -> bool:
+        """``model.teacher_cache``; auto = cache when training images are not augmented."""
         if self.teacher_cache != "auto":
             return bool(self.teacher_cache)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         return datamodule is not None and not getattr(datamodule, "augment", True)
 
-    def _cached_rows(self, kind: str, index: torch.Tensor, compute) -> torch.Tensor:
-        """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
-        rows, filled = self._teacher_rows.get(kind, (None, None))
-        if rows is not None and rows.shape[0] > int(index.max()) and bool(filled[index].all()):
-            return rows[index]
-        emb = compute()
-        size = int(index.max()) + 1
-        if rows is None or rows.shape[0] < size:  # grow, keeping what is cached
-            grown = emb.new_zeros(size, emb.shape[1])
-            grown_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
-            if rows is not None:
-                grown[: rows.shape[0]], grown_filled[: rows.shape[0]] = rows, filled
-            rows, filled = grown, grown_filled
-        rows[index], filled[index] = emb, True
-        self._teacher_rows[kind] = (rows, filled)
-        return rows[index]
-
-    @torch.no_grad()
     def teacher_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Reference embeddings of a training batch (``teacher=frozen_init``: the encoder as constructed).
-
-        The reference is frozen, so without augmentation an item's reference embedding never
-        changes: it is computed once per dataset index and cached (``model.teacher_cache``).
-        """
-        image = lambda: self.reference.embed_images(batch["images"])  # noqa: E731
-        text = lambda: self.reference.embed_texts(batch["input_ids"], batch["attention_mask"])  # noqa: E731
-        if not self._use_teacher_cache():
-            return {"image": image(), "text": text()}
-        return {
-            "image": self._cached_rows("image", batch["image_idx"], image),
-            "text": self._cached_rows("text", batch["caption_idx"], text),
-        }
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.reference.eval()  # the reference never trains (no dropout, frozen norms)
-        return self
+        """Reference embeddings of a training batch, for objectives with ``needs_teacher``."""
+        cacheable = self._train_reference_cacheable()
+        return {kind: self.reference.embed(kind, "train", batch, cacheable) for kind in ("image", "text")}
 
     # -- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -140,6 +113,32 @@ class RetrievalModule(pl.LightningModule):
             self.log(f"train/{name}", value, batch_size=n)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self.objective.on_train_epoch_start(self.current_epoch)
+        at = self.objective.restore_best_at_epoch
+        if at is not None and self.current_epoch >= at and not self._best_restored:
+            self._restore_best_checkpoint()
+            self._best_restored = True
+
+    # the restore happens once per run: a run resumed after it must not repeat it
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vlr_best_restored"] = self._best_restored
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._best_restored = bool(checkpoint.get("vlr_best_restored", False))
+
+    def _restore_best_checkpoint(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if not best:
+            raise RuntimeError(
+                f"objective.stage2_from=best: no best checkpoint exists at epoch {self.current_epoch}; "
+                "stage 1 needs validation and a ModelCheckpoint (callbacks=default)"
+            )
+        state = torch.load(best, map_location=self.device, weights_only=True)["state_dict"]
+        self.load_state_dict(state)
+        log.info("stage 2 starts from the best stage-1 checkpoint %s", best)
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("model.optimizer is not set")
@@ -156,8 +155,12 @@ class RetrievalModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if split is None or split in self.evaluators or not hasattr(datamodule, "eval_targets"):
+        if split is None or not hasattr(datamodule, "eval_targets"):
             return  # fitting from bare dataloaders: no evaluation split to prepare
+        for name in ("train", split) if stage == "fit" else (split,):
+            self.reference.prepare(name, datamodule.split(name))
+        if split in self.evaluators:
+            return
         targets = datamodule.eval_targets(split)
         self.evaluators[split] = RetrievalEvaluator(
             **targets, ks=self.eval_ks, ndcg_ks=self.eval_ndcg_ks, overlap_ks=self.eval_overlap_ks
@@ -171,14 +174,14 @@ class RetrievalModule(pl.LightningModule):
             evaluator.update(
                 image_emb=self.embed_images(images),
                 image_idx=batch["image_idx"],
-                image_ref=self.reference.embed_images(images),
+                image_ref=self.reference.embed("image", split, batch, cacheable=True),
             )
         else:
             ids, mask = batch["input_ids"], batch["attention_mask"]
             evaluator.update(
                 text_emb=self.embed_texts(ids, mask),
                 text_idx=batch["caption_idx"],
-                text_ref=self.reference.embed_texts(ids, mask),
+                text_ref=self.reference.embed("text", split, batch, cacheable=True),
             )
 
     def _log_evaluation(self, split: str) -> None:

@@ -22,6 +22,10 @@ OBJECTIVES: Registry = Registry("objective")
 class Objective(nn.Module):
     owns_training_step: bool = False
     needs_teacher: bool = False  # True: forward also receives the batch's reference embeddings
+    # Which reference the module builds (``objective.teacher``; see `vlr.reference`). Every
+    # objective has one, because evaluation's overlap@k is measured against it.
+    teacher: str = "frozen_init"
+    teacher_features: str | None = None
 
     def forward(
         self,
@@ -35,6 +39,15 @@ class Objective(nn.Module):
         ``teacher`` holds ``image`` and ``text`` reference embeddings of the same rows."""
         raise NotImplementedError
 
+    def bind_reference(self, image_dim: int, text_dim: int) -> None:
+        """Called once by the module with the reference's feature sizes, before any step."""
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called by the module at the start of every training epoch (schedules over epochs)."""
+
+    # an epoch at whose start the module restores the best checkpoint so far (SAD's stage 2)
+    restore_best_at_epoch: int | None = None
+
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not own the training step")
 
@@ -43,6 +56,13 @@ class Objective(nn.Module):
         return {}
 
 
-def create_objective(name: str, **kwargs) -> Objective:
-    """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` and arguments."""
-    return OBJECTIVES.create(name, **kwargs)
+def create_objective(
+    name: str, teacher: str = "frozen_init", teacher_features: str | None = None, **kwargs
+) -> Objective:
+    """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` and arguments.
+
+    ``teacher`` / ``teacher_features`` choose the reference (read by the module), the rest
+    go to the objective's constructor."""
+    objective = OBJECTIVES.create(name, **kwargs)
+    objective.teacher, objective.teacher_features = teacher, teacher_features
+    return objective

@@ -8,6 +8,13 @@
   to the fused reference R_E = lambda R_T + (1 - lambda) R_I (``kd``); ``kdi`` and
   ``kdt`` (R_I and R_T against R_E) only move lambda.
 Default weights are the release's (1 ITC, 1 IIC, 2 TTC, 2 KD, 1 KDI, 1 KDT).
+
+Two-stage schedule (the release's recipe, optional): for the first ``stage1_epochs``
+epochs only ITC counts (the other terms are computed with weight 0, so every parameter
+still takes part in the loss and DDP needs no unused-parameter search); at the first
+stage-2 epoch the module restores the best stage-1 checkpoint (by the monitored val
+metric) when ``stage2_from=best``, then all terms train. The optimizer and the LR
+schedule continue, where the release starts a new run: one run, one schedule.
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ class StructureAwareDistillation(Objective):
     def __init__(
         self,
         embed_dim: int,
-        image_teacher_dim: int,
-        text_teacher_dim: int,
+        image_teacher_dim: int | None = None,
+        text_teacher_dim: int | None = None,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
         distill_temperature: float = 0.07,
@@ -60,6 +67,8 @@ class StructureAwareDistillation(Objective):
         distance: str = "mae",
         student: str = "mean",
         weights: dict | None = None,
+        stage1_epochs: int = 0,
+        stage2_from: str = "best",
     ):
         super().__init__()
         if distance not in DISTANCES:
@@ -69,14 +78,41 @@ class StructureAwareDistillation(Objective):
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise ValueError(f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        if stage2_from not in ("best", "last"):
+            raise ValueError(f"objective.stage2_from must be 'best' or 'last', got '{stage2_from}'")
+        if stage1_epochs < 0:
+            raise ValueError(f"objective.stage1_epochs must be >= 0, got {stage1_epochs}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.stage1_epochs, self.stage2_from, self.in_stage1 = stage1_epochs, stage2_from, stage1_epochs > 0
         self.temperature = Temperature(temperature, learnable_temperature)
         self.relation_temperature = Temperature(relation_temperature, learnable_relation_temperature)
         self.distill_temperature = distill_temperature
-        self.image_head = nn.Linear(embed_dim, image_teacher_dim)
-        self.text_head = nn.Linear(embed_dim, text_teacher_dim)
+        # the heads map into the reference's spaces; their sizes come from the reference
+        # (bind_reference) unless given, and must match it when given
+        self.embed_dim = embed_dim
+        self.image_head = nn.Linear(embed_dim, image_teacher_dim) if image_teacher_dim else None
+        self.text_head = nn.Linear(embed_dim, text_teacher_dim) if text_teacher_dim else None
         self.fusion = nn.Parameter(torch.tensor(float(lambda_init)))
         self.distance, self.student = DISTANCES[distance], student
+
+    def bind_reference(self, image_dim: int, text_dim: int) -> None:
+        for kind, dim in (("image", image_dim), ("text", text_dim)):
+            head = getattr(self, f"{kind}_head")
+            if head is None:
+                setattr(self, f"{kind}_head", nn.Linear(self.embed_dim, dim))
+            elif head.out_features != dim:
+                raise ValueError(
+                    f"objective.{kind}_teacher_dim={head.out_features} but the reference's {kind} features "
+                    f"have {dim} dimensions; set it to null to take the reference's size"
+                )
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self.in_stage1 = epoch < self.stage1_epochs
+
+    @property
+    def restore_best_at_epoch(self) -> int | None:
+        """The epoch at whose start the module restores the best checkpoint so far (stage 2's start)."""
+        return self.stage1_epochs if self.stage1_epochs > 0 and self.stage2_from == "best" else None
 
     def fusion_weight(self) -> torch.Tensor:
         return self.fusion.clamp(0.0, 1.0)
@@ -88,9 +124,11 @@ class StructureAwareDistillation(Objective):
     def forward(self, image_emb, text_emb, image_ids, teacher=None):
         if teacher is None:
             raise ValueError("objective=sad needs reference embeddings (objective teacher)")
+        if self.image_head is None or self.text_head is None:
+            raise RuntimeError("objective=sad: bind_reference() was not called (the module does it)")
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
         u, w = gather_no_grad(teacher["image"]), gather_no_grad(teacher["text"])
-        wt = self.weights
+        wt = {k: (x if k == "itc" or not self.in_stage1 else 0.0) for k, x in self.weights.items()}
         terms = {k: wt["itc"] * x for k, x in contrastive_terms(v, t, ids, self.temperature()).items()}
         targets = same_image_targets(ids)
         terms["iic"] = wt["iic"] * self._distill(self.image_head, v, u, targets)
@@ -110,4 +148,5 @@ class StructureAwareDistillation(Objective):
             "temperature": float(self.temperature().detach()),
             "relation_temperature": float(self.relation_temperature().detach()),
             "lambda": float(self.fusion_weight().detach()),
+            "stage": 1.0 if self.in_stage1 else 2.0,
         }

@@ -1,0 +1,107 @@
+"""Reference (teacher) representations: what "intra-modal structure" is measured against.
+
+One reference serves both the objectives that distil from it (CoVLR, SAD) and the
+evaluation's overlap@k, so every objective of a comparison is scored against the
+same neighbourhoods. Chosen by ``objective.teacher``:
+
+- ``frozen_init``: a frozen copy of the encoder as constructed (the pretrained towers
+  in the papers' setting; random towers give random structure);
+- ``features``: precomputed per-image and per-caption feature files
+  (``objective.teacher_features``, see `vlr.reference.files`), looked up by dataset index.
+
+Both return L2-normalised rows for the items of a batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlr.reference.files import feature_dims, load_features
+
+TEACHERS = ("frozen_init", "features")
+
+
+class FrozenInitReference(nn.Module):
+    kind = "frozen_init"
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
+        self.image_dim = self.text_dim = encoder.image_proj.out_features
+        self._rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # never trains: no dropout, frozen norms
+
+    def prepare(self, split_name: str, split) -> None:
+        """Nothing to load: embeddings are computed from the batch."""
+
+    def _cached(self, key: tuple[str, str], index: torch.Tensor, compute) -> torch.Tensor:
+        """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
+        rows, filled = self._rows.get(key, (None, None))
+        if rows is not None and rows.shape[0] > int(index.max()) and bool(filled[index].all()):
+            return rows[index]
+        emb = compute()
+        size = int(index.max()) + 1
+        if rows is None or rows.shape[0] < size:  # grow, keeping what is cached
+            grown = emb.new_zeros(size, emb.shape[1])
+            grown_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
+            if rows is not None:
+                grown[: rows.shape[0]], grown_filled[: rows.shape[0]] = rows, filled
+            rows, filled = grown, grown_filled
+        rows[index], filled[index] = emb, True
+        self._rows[key] = (rows, filled)
+        return rows[index]
+
+    @torch.no_grad()
+    def embed(self, kind: str, split: str, batch: dict, cacheable: bool) -> torch.Tensor:
+        """Reference rows of a batch. The reference is frozen, so an item's embedding only
+        changes with augmentation: when ``cacheable`` it is computed once per dataset index."""
+        if kind == "image":
+            compute, index = lambda: self.encoder.embed_images(batch["images"]), batch["image_idx"]  # noqa: E731
+        else:
+            compute = lambda: self.encoder.embed_texts(batch["input_ids"], batch["attention_mask"])  # noqa: E731
+            index = batch["caption_idx"]
+        return self._cached((split, kind), index, compute) if cacheable else compute()
+
+
+class FeatureReference(nn.Module):
+    """Rows of precomputed feature files, one file set per split, loaded on first use."""
+
+    kind = "features"
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = str(directory)
+        self.image_dim, self.text_dim = feature_dims(directory)
+        self._splits: dict[str, dict[str, torch.Tensor]] = {}
+
+    def prepare(self, split_name: str, split) -> None:
+        """Load and validate ``split_name``'s files against the split's image and caption counts."""
+        if split_name not in self._splits:
+            loaded = load_features(self.directory, split_name, split.num_images, split.num_captions)
+            self._splits[split_name] = {k: F.normalize(v, dim=-1) for k, v in loaded.items()}
+
+    @torch.no_grad()
+    def embed(self, kind: str, split: str, batch: dict, cacheable: bool = True) -> torch.Tensor:
+        if split not in self._splits:
+            raise RuntimeError(f"reference features of split '{split}' were not prepared (call prepare first)")
+        table = self._splits[split][kind]
+        index = batch["image_idx" if kind == "image" else "caption_idx"]
+        if table.device != index.device:
+            table = self._splits[split][kind] = table.to(index.device)
+        return table[index]
+
+
+def build_reference(teacher: str, teacher_features: str | None, encoder: nn.Module) -> nn.Module:
+    if teacher not in TEACHERS:
+        raise ValueError(f"objective.teacher must be one of {TEACHERS}, got '{teacher}'")
+    if teacher == "features":
+        if not teacher_features:
+            raise ValueError("objective.teacher=features needs objective.teacher_features=<directory of feature files>")
+        return FeatureReference(teacher_features)
+    return FrozenInitReference(encoder)
