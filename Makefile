@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: venv train test test-fast bench eval clean
+.PHONY: venv train test test-fast bench eval study clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test-fast: venv                    ## skip end-to-end and multi-process tests
 
 bench: venv                        ## writes experiments/bench/latest.json and prints a table
 	$(PY) -m experiments.bench.run $(ARGS)
+
+study: venv                        ## imbalance study (~1 h on 2 cores): experiments/imbalance/{results.json,report.md,tradeoff.png}
+	$(PY) -m experiments.imbalance.study $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
