@@ -67,4 +67,28 @@ def tiny_pretrained(tmp_path_factory) -> dict:
                                 intermediate_size=48, max_position_embeddings=64), add_pooling_layer=False)
     bert.save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
-    return {"timm": root / "vit.pth", "timm_kwargs": TINY_VIT, "bert": root / "bert"}
+    return {"timm": root / "vit.pth", "timm_kwargs": TINY_VIT, "bert": root / "bert",
+            "originals": {"timm": vit.eval(), "bert": bert.eval()}}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory, tiny_pretrained) -> dict:
+    """A tiny random CLIP checkpoint (vision + text + projections) with a tokenizer, saved locally."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    root = tmp_path_factory.mktemp("clip")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_pretrained["bert"]))
+    torch.manual_seed(1)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=40, eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return {"dir": root, "model": model, "tokenizer": tokenizer}

@@ -33,4 +33,6 @@ def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, Retrieva
         with open_dict(model_cfg):
             model_cfg.text_tower.vocab_size = len(tokenizer)
     model: RetrievalModule = hydra.utils.instantiate(model_cfg, objective=objective, _convert_="all")
+    if datamodule.image_transform == "tower":
+        datamodule.set_tower_data_config(model.encoder.image_tower.data_config())
     return datamodule, model

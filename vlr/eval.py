@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vlr.build import build_data_and_model
 from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
 from vlr.train import instantiate_group
+from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
 RUN_GROUPS = ("data", "model", "objective", "imbalance")
@@ -63,6 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

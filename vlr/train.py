@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
 from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
+from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
 # The frozen reference encoder is in eval mode on purpose.
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     value, _ = train(cfg)
     return value

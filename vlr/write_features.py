@@ -23,6 +23,7 @@ from vlr.data.datasets import Collate, EvalCaptions, EvalImages
 from vlr.data.transforms import timm_transform
 from vlr.models import build_tokenizer
 from vlr.reference import save_features
+from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("sanitize", lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)), replace=True)
@@ -70,6 +71,7 @@ def write_features(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="write_features")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     write_features(cfg)
 

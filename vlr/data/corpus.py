@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import dataclasses
+
 import torch
 
 
@@ -35,3 +37,19 @@ class CaptionSplit:
     @property
     def num_captions(self) -> int:
         return len(self.captions)
+
+    def keep_images(self, keep: list[int]) -> "CaptionSplit":
+        """The split restricted to images ``keep`` (in order) and their captions, renumbered."""
+        keep_t = torch.tensor(keep, dtype=torch.long)
+        new_index = torch.full((self.num_images,), -1, dtype=torch.long)
+        new_index[keep_t] = torch.arange(len(keep))
+        captions = (new_index[self.text_to_image] >= 0).nonzero().flatten().tolist()
+        return dataclasses.replace(
+            self,
+            image_paths=[self.image_paths[i] for i in keep],
+            captions=[self.captions[c] for c in captions],
+            text_to_image=new_index[self.text_to_image[captions]],
+            tokens=None if self.tokens is None else [self.tokens[c] for c in captions],
+            labels=None if self.labels is None else self.labels[keep_t],
+            active_captions=None,
+        )

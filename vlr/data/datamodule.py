@@ -7,11 +7,16 @@ import os
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
+from vlr.data.checks import BAD_IMAGE_POLICIES, check_images
 from vlr.data.corpus import CaptionSplit
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
 from vlr.data.sources import SOURCES
-from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
 from vlr.metrics import rouge_l_relevance
+
+
+TRAIN_SAMPLING = ("caption", "image")
+IMAGE_TRANSFORMS = ("builtin", "tower")
 
 
 class RetrievalDataModule(pl.LightningDataModule):
@@ -37,6 +42,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         shuffle: bool = True,
         augment: bool = True,
+        train_sampling: str = "caption",
+        image_transform: str = "builtin",
         image_size: int = 224,
         mean: tuple = IMAGENET_MEAN,
         std: tuple = IMAGENET_STD,
@@ -44,11 +51,24 @@ class RetrievalDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         teacher: str = "frozen_init",
         teacher_features: str | None = None,
+        on_bad_image: str = "error",
+        verify: bool = False,
         **source_kwargs,
     ):
         super().__init__()
+        if train_sampling not in TRAIN_SAMPLING:
+            raise ValueError(f"data.train_sampling must be one of {TRAIN_SAMPLING}, got '{train_sampling}'")
+        if image_transform not in IMAGE_TRANSFORMS:
+            raise ValueError(f"data.image_transform must be one of {IMAGE_TRANSFORMS}, got '{image_transform}'")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{on_bad_image}'")
         self.name = name
         self.teacher, self.teacher_features = teacher, teacher_features
+        self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
+            train_sampling, image_transform, on_bad_image, verify
+        )
+        self.tower_data_config: dict | None = None
+        source_kwargs = {k: v for k, v in source_kwargs.items() if v is not None}  # presets null what they lack
         self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.shuffle, self.augment = num_workers, shuffle, augment
@@ -66,10 +86,15 @@ class RetrievalDataModule(pl.LightningDataModule):
         """A `vlr.imbalance.Imbalance` applied to the splits (training only unless it says so)."""
         self.imbalance, self.splits = imbalance, {}
 
+    def set_tower_data_config(self, config: dict) -> None:
+        """The image tower's preprocessing (timm data config or CLIP's), for ``image_transform=tower``."""
+        self.tower_data_config = dict(config)
+
     def split(self, name: str) -> CaptionSplit:
-        """The split as training and evaluation see it (imbalance applied where it applies)."""
+        """The split as training and evaluation see it: images checked (``on_bad_image``,
+        ``verify``), imbalance applied where it applies."""
         if name not in self.splits:
-            split = self.source.read(name)
+            split = check_images(self.source.read(name), self.on_bad_image, self.verify)
             if self.imbalance is not None and self.imbalance.applies_to(name):
                 train = split if name == "train" else self.source.read("train")
                 vocab = sorted({w for toks in (train.tokens or [c.split() for c in train.captions]) for w in toks})
@@ -123,9 +148,18 @@ class RetrievalDataModule(pl.LightningDataModule):
             collate_fn=Collate(self.tokenizer, self.max_length),
         )
 
+    def _transform(self, train: bool):
+        if self.image_transform == "builtin":
+            return build_transform(self.image_size, train, self.augment, self.mean, self.std)
+        if self.tower_data_config is None:
+            raise RuntimeError("data.image_transform=tower: call set_tower_data_config() with the image tower's config")
+        return tower_transform(self.tower_data_config, train and self.augment)
+
     def train_dataloader(self) -> DataLoader:
-        transform = build_transform(self.image_size, True, self.augment, self.mean, self.std)
-        dataset = TrainPairs(self.split("train"), transform, self._degrader("train"))
+        dataset = TrainPairs(
+            self.split("train"), self._transform(True), self._degrader("train"),
+            per_image=self.train_sampling == "image", skip_bad=self.on_bad_image == "skip",
+        )
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # Lightning's own distributed sampler always shuffles training data; ours honours
@@ -143,9 +177,8 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)
-        transform = build_transform(self.image_size, False, False, self.mean, self.std)
         return [
-            self._loader(EvalImages(split, transform, self._degrader(split_name)), self.eval_batch_size, False, False),
+            self._loader(EvalImages(split, self._transform(False), self._degrader(split_name)), self.eval_batch_size, False, False),
             self._loader(EvalCaptions(split), self.eval_batch_size, False, False),
         ]
 

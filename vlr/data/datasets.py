@@ -6,13 +6,16 @@ its index in the split, so the evaluator can de-duplicate DistributedSampler pad
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from vlr.data.corpus import CaptionSplit
-from vlr.data.images import load_rgb
+from vlr.data.images import ImageLoadError, load_rgb
+
+log = logging.getLogger(__name__)
 
 
 def load_image(split: CaptionSplit, i: int, transform: Callable, degrade: Callable | None):
@@ -22,20 +25,47 @@ def load_image(split: CaptionSplit, i: int, transform: Callable, degrade: Callab
 
 
 class TrainPairs(Dataset):
-    """One item per (active) caption: (image, caption, image index, caption index)."""
+    """Training pairs (image, caption, image index, caption index).
 
-    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None):
-        self.split, self.transform, self.degrade = split, transform, degrade
-        self.captions = split.active_captions
+    One item per (active) caption, or with ``per_image`` one item per image with one of its
+    captions drawn at random each time (torch's RNG: seeded per worker and epoch by Lightning).
+    ``skip_bad``: an image that fails to load is logged and the next item served instead,
+    so a batch keeps its size (every DDP rank must gather equal shapes).
+    """
+
+    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
+                 per_image: bool = False, skip_bad: bool = False):
+        self.split, self.transform, self.degrade, self.skip_bad = split, transform, degrade, skip_bad
+        captions = split.active_captions if split.active_captions is not None else torch.arange(split.num_captions)
+        self.captions = captions
+        self.captions_of = None
+        if per_image:
+            owners = split.text_to_image[captions]
+            self.captions_of = [captions[owners == i] for i in range(split.num_images)]
+            self.captions_of = [c for c in self.captions_of if len(c)]
 
     def __len__(self) -> int:
-        return self.split.num_captions if self.captions is None else len(self.captions)
+        return len(self.captions) if self.captions_of is None else len(self.captions_of)
+
+    def _caption(self, k: int) -> int:
+        if self.captions_of is None:
+            return int(self.captions[k])
+        own = self.captions_of[k]
+        return int(own[torch.randint(len(own), (1,))])
 
     def __getitem__(self, k: int):
-        c = k if self.captions is None else int(self.captions[k])
-        i = int(self.split.text_to_image[c])
-        image = load_image(self.split, i, self.transform, self.degrade)
-        return {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
+        for attempt in range(len(self)):
+            c = self._caption((k + attempt) % len(self))
+            i = int(self.split.text_to_image[c])
+            try:
+                image = load_image(self.split, i, self.transform, self.degrade)
+            except ImageLoadError as err:
+                if not self.skip_bad:
+                    raise
+                log.warning("skipping a training image (data.on_bad_image=skip): %s", err)
+                continue
+            return {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
+        raise ImageLoadError(f"no training image of {self.split.source} could be loaded")
 
 
 class EvalImages(Dataset):

@@ -18,7 +18,7 @@ class AnnotationError(ValueError):
     """An annotation file is missing, malformed or does not match the expected schema."""
 
 
-def _load_json(path: Path):
+def load_json(path: Path):
     if not path.exists():
         raise AnnotationError(f"annotation file not found: {path}")
     try:
@@ -27,7 +27,7 @@ def _load_json(path: Path):
         raise AnnotationError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
 
 
-def _field(obj, key, where: str, path: Path, kind=None):
+def field(obj, key, where: str, path: Path, kind=None):
     if not isinstance(obj, dict) or key not in obj:
         raise AnnotationError(f"{path}: {where} has no field '{key}'")
     value = obj[key]
@@ -36,30 +36,40 @@ def _field(obj, key, where: str, path: Path, kind=None):
     return value
 
 
+def check_caption(raw, where: str, path: Path, image_name: str) -> str:
+    if not isinstance(raw, str):
+        raise AnnotationError(f"{path}: {where} should be str, got {type(raw).__name__}")
+    if not raw.strip():
+        raise AnnotationError(f"{path}: {where} is an empty caption ({image_name})")
+    return raw.strip()
+
+
+def no_images_error(path: Path, split: str, present) -> AnnotationError:
+    return AnnotationError(f"{path}: split '{split}' has no images (splits present: {sorted(present)})")
+
+
 def read_karpathy(
     path: str | Path, image_root: str | Path, split: str, restval_to_train: bool = True
 ) -> CaptionSplit:
     """One split of a Karpathy JSON; images resolve to ``image_root / filepath / filename``."""
     path, image_root = Path(path), Path(image_root)
-    data = _load_json(path)
-    images = _field(data, "images", "the top level", path, list)
+    data = load_json(path)
+    images = field(data, "images", "the top level", path, list)
     wanted = {split} | ({"restval"} if split == "train" and restval_to_train else set())
     paths, captions, tokens, t2i, labels = [], [], [], [], []
     for i, entry in enumerate(images):
         where = f"images[{i}]"
-        if _field(entry, "split", where, path, str) not in wanted:
+        if field(entry, "split", where, path, str) not in wanted:
             continue
-        filename = _field(entry, "filename", where, path, str)
-        sentences = _field(entry, "sentences", where, path, list)
+        filename = field(entry, "filename", where, path, str)
+        sentences = field(entry, "sentences", where, path, list)
         if not sentences:
             raise AnnotationError(f"{path}: {where} ({filename}) has no sentences")
         image_index = len(paths)
         paths.append(image_root / entry.get("filepath", "") / filename)
         for j, sent in enumerate(sentences):
-            raw = _field(sent, "raw", f"{where}.sentences[{j}]", path, str)
-            if not raw.strip():
-                raise AnnotationError(f"{path}: {where}.sentences[{j}].raw is an empty caption ({filename})")
-            captions.append(raw.strip())
+            raw = field(sent, "raw", f"{where}.sentences[{j}]", path, str)
+            captions.append(check_caption(raw, f"{where}.sentences[{j}].raw", path, filename))
             toks = sent.get("tokens")
             tokens.append([str(t) for t in toks] if isinstance(toks, list) and toks else None)
             t2i.append(image_index)
@@ -68,8 +78,7 @@ def read_karpathy(
         elif "labels" in entry:
             labels.append([int(x) for x in entry["labels"]])
     if not paths:
-        present = sorted({e.get("split") for e in images if isinstance(e, dict)})
-        raise AnnotationError(f"{path}: split '{split}' has no images (splits present: {present})")
+        raise no_images_error(path, split, {e.get("split") for e in images if isinstance(e, dict)})
     label_tensor = _labels(labels, len(paths), path)
     return CaptionSplit(
         name=split,

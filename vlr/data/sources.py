@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlr.data.coco_captions import read_coco_captions
 from vlr.data.corpus import CaptionSplit
 from vlr.data.karpathy import read_karpathy
+from vlr.data.lavis import read_lavis
 from vlr.data.synthetic import ANNOTATION, SyntheticSpec, generate_synthetic
 from vlr.registry import Registry
 
@@ -14,18 +16,59 @@ SOURCES: Registry = Registry("data source")
 
 @SOURCES.register("karpathy")
 class KarpathySource:
-    """A Karpathy ``dataset_*.json`` under ``root`` with images under ``root / filepath``."""
+    """A Karpathy ``dataset_*.json`` under ``root``; images at ``root / image_dir / filepath / filename``."""
 
-    def __init__(self, root: str, annotation: str, restval_to_train: bool = True):
+    def __init__(self, root: str, annotation: str, restval_to_train: bool = True, image_dir: str = ""):
         self.root = Path(root)
         self.annotation = self.root / annotation
-        self.restval_to_train = restval_to_train
+        self.restval_to_train, self.image_root = restval_to_train, self.root / image_dir
 
     def prepare(self) -> None:
         """Nothing to do for files the user already has."""
 
     def read(self, split: str) -> CaptionSplit:
-        return read_karpathy(self.annotation, self.root, split, restval_to_train=self.restval_to_train)
+        return read_karpathy(self.annotation, self.image_root, split, restval_to_train=self.restval_to_train)
+
+
+def _per_split(option: str, files: dict | None, split: str) -> str:
+    if not files or split not in files or not files[split]:
+        raise ValueError(f"data.{option} has no entry for split '{split}' (it has {sorted(files or {})})")
+    return files[split]
+
+
+@SOURCES.register("coco_captions")
+class CocoCaptionsSource:
+    """Official COCO captions files, one per split (``data.annotations``), images in
+    ``root / image_dirs[split]``; optional ``instances`` files give multi-hot i2i labels."""
+
+    def __init__(self, root: str, annotations: dict, image_dirs: dict, instances: dict | None = None, annotation=None):
+        self.root, self.annotations, self.image_dirs, self.instances = Path(root), annotations, image_dirs, instances or {}
+
+    def prepare(self) -> None:
+        """Nothing to do for files the user already has."""
+
+    def read(self, split: str) -> CaptionSplit:
+        instances = self.instances.get(split)
+        return read_coco_captions(
+            self.root / _per_split("annotations", self.annotations, split),
+            self.root / _per_split("image_dirs", self.image_dirs, split),
+            split,
+            instances_path=self.root / instances if instances else None,
+        )
+
+
+@SOURCES.register("lavis")
+class LavisSource:
+    """ALBEF/BLIP/LAVIS annotation lists, one per split (``data.annotations``), images under ``root / image_root``."""
+
+    def __init__(self, root: str, annotations: dict, image_root: str = "", annotation=None):
+        self.root, self.annotations, self.image_root = Path(root), annotations, image_root
+
+    def prepare(self) -> None:
+        """Nothing to do for files the user already has."""
+
+    def read(self, split: str) -> CaptionSplit:
+        return read_lavis(self.root / _per_split("annotations", self.annotations, split), self.root / self.image_root, split)
 
 
 @SOURCES.register("synthetic")

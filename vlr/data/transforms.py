@@ -39,6 +39,24 @@ def timm_data_config(backbone) -> dict:
     return config
 
 
+def tower_transform(config: dict, train: bool):
+    """Preprocessing from a tower's data config (``input_size``, ``interpolation``, ``mean``,
+    ``std``, ``crop_pct``): timm's eval transform, and for training a random resized crop
+    (scale 0.5-1) at the same size and normalisation, as LAVIS/ALBEF train. No flips:
+    captions name left and right."""
+    import timm.data
+
+    if not train:
+        return timm.data.create_transform(**config, is_training=False)
+    size = config["input_size"][-2:]
+    mode = T.InterpolationMode(config.get("interpolation", "bicubic"))
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=mode, antialias=True),
+        T.ToTensor(),
+        T.Normalize(config["mean"], config["std"]),
+    ])
+
+
 def timm_transform(backbone, train: bool):
     """The transform timm builds from ``timm_data_config(backbone)``: what pretrained weights expect."""
     import timm.data

@@ -30,5 +30,11 @@ class ImageTower(nn.Module):
         if freeze:
             self.backbone.requires_grad_(False)
 
+    def data_config(self) -> dict:
+        """timm's preprocessing for this model (what its pretrained weights expect)."""
+        from vlr.data.transforms import timm_data_config
+
+        return timm_data_config(self.backbone)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)

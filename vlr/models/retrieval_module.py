@@ -18,13 +18,26 @@ log = logging.getLogger(__name__)
 
 
 class DualEncoder(nn.Module):
-    """Image and text towers with linear projections into a shared, L2-normalised space."""
+    """Image and text towers with linear projections into a shared, L2-normalised space.
 
-    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int):
+    ``embed_dim=None`` keeps the towers' own output space (identity projections), for
+    towers that already share one (CLIP's projected embeddings)."""
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int | None):
         super().__init__()
         self.image_tower, self.text_tower = image_tower, text_tower
-        self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
-        self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
+        if embed_dim is None:
+            if image_tower.out_dim != text_tower.out_dim:
+                raise ValueError(
+                    f"model.embed_dim=null needs towers with one output size, got image {image_tower.out_dim} "
+                    f"and text {text_tower.out_dim}; set model.embed_dim"
+                )
+            self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
+            self.embed_dim = image_tower.out_dim
+        else:
+            self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
+            self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
+            self.embed_dim = embed_dim
 
     def forward(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_images(images), self.embed_texts(input_ids, attention_mask)
@@ -49,7 +62,7 @@ class RetrievalModule(pl.LightningModule):
         image_tower: nn.Module,
         text_tower: nn.Module,
         objective: Objective,
-        embed_dim: int = 256,
+        embed_dim: int | None = 256,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         evaluation: dict | None = None,

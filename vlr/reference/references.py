@@ -31,7 +31,7 @@ class FrozenInitReference(nn.Module):
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
-        self.image_dim = self.text_dim = encoder.image_proj.out_features
+        self.image_dim = self.text_dim = encoder.embed_dim
         self._rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def train(self, mode: bool = True):

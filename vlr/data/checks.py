@@ -1,0 +1,59 @@
+"""Up-front image checks: ``data.verify`` (decode everything once) and ``data.on_bad_image``."""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm import tqdm
+
+from vlr.data.corpus import CaptionSplit
+from vlr.data.images import ImageLoadError, load_rgb
+
+log = logging.getLogger(__name__)
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def find_bad_images(split: CaptionSplit, decode: bool) -> dict[int, str]:
+    """Image index -> problem, for missing files (always) and undecodable ones (``decode``)."""
+    bad = {}
+    items = enumerate(split.image_paths)
+    if decode:
+        items = tqdm(items, total=split.num_images, desc=f"verifying {split.name} images", mininterval=2)
+    for i, path in items:
+        if not decode:
+            if not path.is_file():
+                bad[i] = f"image file not found: {path}"
+            continue
+        try:
+            load_rgb(path)
+        except ImageLoadError as err:
+            bad[i] = str(err)
+    return bad
+
+
+def check_images(split: CaptionSplit, policy: str, decode: bool) -> CaptionSplit:
+    """Raise on bad images (``error``) or drop them with their captions (``skip``), naming each one."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{policy}'")
+    bad = find_bad_images(split, decode)
+    if not bad:
+        return split
+    if policy == "error":
+        listed = "\n  ".join(list(bad.values())[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ImageLoadError(
+            f"{len(bad)} of {split.num_images} {split.name} images cannot be used:\n  {listed}{more}\n"
+            f"(data.on_bad_image=skip drops them with their captions)"
+        )
+    for problem in bad.values():
+        log.warning("skipping %s image: %s", split.name, problem)
+    log.warning("skipped %d of %d %s images (data.on_bad_image=skip)", len(bad), split.num_images, split.name)
+    if split.name != "train":
+        log.warning(
+            "!! %s IS NOT THE STANDARD %s SPLIT: %d images were dropped, so its numbers are not comparable "
+            "with published results !!", split.name.upper(), split.name.upper(), len(bad)
+        )
+    keep = [i for i in range(split.num_images) if i not in bad]
+    if not keep:
+        raise ImageLoadError(f"every {split.name} image is bad ({len(bad)}); nothing left to use")
+    return split.keep_images(keep)

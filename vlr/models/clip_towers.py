@@ -1,0 +1,59 @@
+"""CLIP towers (the papers' ViT-B/32 backbone) through transformers, with CLIP's own projections.
+
+``CLIPImageTower`` / ``CLIPTextTower`` load ``CLIPVisionModelWithProjection`` /
+``CLIPTextModelWithProjection`` from a hub name or a local directory (a full CLIP
+checkpoint holds both) and return the projected embeddings, so with ``model.embed_dim:
+null`` training starts from CLIP's joint space itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _config(name_or_path: str, kind: str):
+    """The vision or text config of a full CLIP checkpoint, with the checkpoint's projection size
+    (sub-configs do not always repeat it); a vision- or text-only checkpoint's own config."""
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    if config.model_type != "clip":
+        return config
+    sub = getattr(config, f"{kind}_config")
+    sub.projection_dim = config.projection_dim
+    return sub
+
+
+class CLIPImageTower(nn.Module):
+    def __init__(self, name_or_path: str, freeze: bool = False):
+        super().__init__()
+        self.model = CLIPVisionModelWithProjection.from_pretrained(
+            str(name_or_path), config=_config(name_or_path, "vision")
+        )
+        self.out_dim = self.model.config.projection_dim
+        if freeze:
+            self.model.requires_grad_(False)
+
+    def data_config(self) -> dict:
+        """CLIP's preprocessing: bicubic resize of the short side and centre crop, OpenAI mean/std."""
+        size = self.model.config.image_size
+        return {"input_size": (3, size, size), "interpolation": "bicubic", "mean": OPENAI_CLIP_MEAN,
+                "std": OPENAI_CLIP_STD, "crop_pct": 1.0, "crop_mode": "center"}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=images).image_embeds
+
+
+class CLIPTextTower(nn.Module):
+    def __init__(self, name_or_path: str, freeze: bool = False):
+        super().__init__()
+        self.model = CLIPTextModelWithProjection.from_pretrained(str(name_or_path), config=_config(name_or_path, "text"))
+        self.out_dim = self.model.config.projection_dim
+        if freeze:
+            self.model.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds

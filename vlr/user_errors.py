@@ -1,0 +1,37 @@
+"""Errors in what the user gave (annotation files, images, feature files, options) end a
+command with one clear message and exit status 1, not a traceback through Lightning."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+from vlr.data.images import ImageLoadError
+from vlr.data.karpathy import AnnotationError
+from vlr.reference.files import FeatureFileError
+
+log = logging.getLogger("vlr")
+USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError)
+
+
+def message_of(err: BaseException) -> str:
+    """The message itself; for an error re-raised from a DataLoader worker, the original's last line."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith(type(err).__name__) else last
+    return text
+
+
+def report_user_errors(main):
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as err:
+            log.error("%s: %s", type(err).__name__, message_of(err))
+            print(f"error: {message_of(err)}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
