@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
 from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
+from vlr.runs import pin_wandb_run, resume_checkpoint, share_run_dir_with_ddp_children, sweep_value
 from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,20 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True)
+    share_run_dir_with_ddp_children()
+    pin_wandb_run(cfg)
     datamodule, model = build_data_and_model(cfg)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))  # ours, not a Trainer argument
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
+        trainer_cfg,
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
     )
     for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     if cfg.get("test"):
@@ -53,7 +58,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         if trainer.is_global_zero:
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", test_metrics)
             print_metrics_table(test_metrics, f"test metrics ({cfg.objective.name} on {cfg.data.name})")
-    return metrics.get(cfg.get("optimized_metric", "")), metrics
+    return sweep_value(cfg, metrics), metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

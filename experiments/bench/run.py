@@ -16,10 +16,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import eval_bench, train_bench
+from experiments.bench import eval_bench, loader_bench, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
-SECTIONS = {"eval": lambda tmp: eval_bench.run(), "train": train_bench.run}
+SECTIONS = {"eval": lambda tmp: eval_bench.run(), "train": train_bench.run, "loader": loader_bench.run}
 
 
 def main() -> None:

@@ -92,14 +92,17 @@ def test_image_sampling_gives_one_item_per_image_with_one_of_its_captions(synthe
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert len(loader.dataset) == 60
-    torch.manual_seed(0)
-    seen = set()
-    for _ in range(5):
+    seen, by_epoch = set(), {}
+    for epoch in range(5):
+        loader.sampler.set_epoch(epoch)
         batch = next(iter(loader))
         assert batch["image_idx"].tolist() == list(range(20))
         assert (batch["caption_idx"] // 5).tolist() == list(range(20))  # a caption of that image
         seen |= set(batch["caption_idx"].tolist())
-    assert len(seen) > 40  # captions are drawn afresh
+        by_epoch[epoch] = batch["caption_idx"].tolist()
+    assert len(seen) > 40  # captions are drawn afresh each epoch...
+    loader.sampler.set_epoch(3)
+    assert next(iter(loader))["caption_idx"].tolist() == by_epoch[3]  # ...as a function of (seed, epoch, item)
 
 
 def test_imbalance_weakens_training_data_only(synthetic_root):

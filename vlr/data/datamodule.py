@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, DistributedSampler
+import torch
+from torch.utils.data import DataLoader
 
 from vlr.data.checks import BAD_IMAGE_POLICIES, check_images
 from vlr.data.corpus import CaptionSplit
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
+from vlr.data.sampler import EpochSampler
 from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
 from vlr.metrics import rouge_l_relevance
@@ -146,6 +149,8 @@ class RetrievalDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=Collate(self.tokenizer, self.max_length),
+            # worker seeds from their own generator, not the global RNG dropout draws from
+            generator=torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))),
         )
 
     def _transform(self, train: bool):
@@ -155,25 +160,27 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise RuntimeError("data.image_transform=tower: call set_tower_data_config() with the image tower's config")
         return tower_transform(self.tower_data_config, train and self.augment)
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = TrainPairs(
+    def _train_dataset(self) -> TrainPairs:
+        return TrainPairs(
             self.split("train"), self._transform(True), self._degrader("train"),
             per_image=self.train_sampling == "image", skip_bad=self.on_bad_image == "skip",
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run seed (seed_everything sets it)
         )
-        sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # Lightning's own distributed sampler always shuffles training data; ours honours
-            # data.shuffle, so the global batches equal a single process's (Lightning still
-            # calls set_epoch on it). Seeded like Lightning's, from the run seed.
-            sampler = DistributedSampler(
-                dataset,
-                num_replicas=self.trainer.world_size,
-                rank=self.trainer.global_rank,
-                shuffle=self.shuffle,
-                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
-            )
+
+    def train_batches_per_epoch(self) -> int:
+        """Batches per epoch on each rank, without building a loader: the scheduler's length.
+        (Lightning's ``estimated_stepping_batches`` would iterate the loader before a resume
+        restores the loop state, and the resumed epoch would restart from its first batch.)"""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return math.ceil(len(self._train_dataset()) / world) // self.per_rank_batch
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._train_dataset()
+        seed = dataset.seed
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = EpochSampler(dataset, self.shuffle, seed, world, rank)
         # drop_last: every step sees a full global batch, so all ranks gather equal shapes
-        return self._loader(dataset, self.per_rank_batch, self.shuffle, True, sampler=sampler)
+        return self._loader(dataset, self.per_rank_batch, False, True, sampler=sampler)
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)

@@ -34,8 +34,8 @@ class TrainPairs(Dataset):
     """
 
     def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
-                 per_image: bool = False, skip_bad: bool = False):
-        self.split, self.transform, self.degrade, self.skip_bad = split, transform, degrade, skip_bad
+                 per_image: bool = False, skip_bad: bool = False, seed: int = 0):
+        self.split, self.transform, self.degrade, self.skip_bad, self.seed = split, transform, degrade, skip_bad, seed
         captions = split.active_captions if split.active_captions is not None else torch.arange(split.num_captions)
         self.captions = captions
         self.captions_of = None
@@ -53,7 +53,18 @@ class TrainPairs(Dataset):
         own = self.captions_of[k]
         return int(own[torch.randint(len(own), (1,))])
 
-    def __getitem__(self, k: int):
+    def __getitem__(self, key):
+        """``key`` is an index, or ``(index, epoch)`` from `EpochSampler`: then the item's random
+        choices (augmentation, caption draw) come from a generator seeded by (seed, epoch, index),
+        so they do not depend on loader workers, prefetching or a resume."""
+        if not isinstance(key, (tuple, list)):
+            return self._item(int(key))
+        k, epoch = int(key[0]), int(key[1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + k) % (2**63))
+            return self._item(k)
+
+    def _item(self, k: int):
         for attempt in range(len(self)):
             c = self._caption((k + attempt) % len(self))
             i = int(self.split.text_to_image[c])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlr.data.sampler import EpochSampler
 from vlr.metrics import RetrievalEvaluator
 from vlr.objectives import Objective
 from vlr.reference import build_reference
@@ -88,6 +90,8 @@ class RetrievalModule(pl.LightningModule):
             raise ValueError(f"model.teacher_cache must be true, false or auto, got {teacher_cache!r}")
         self.teacher_cache = teacher_cache
         self._best_restored = False
+        self.skip_nonfinite, self.skipped_steps = False, 0  # set from trainer.skip_nonfinite by vlr.train
+        self._resume_pending = False
 
     # -- embedding ----------------------------------------------------------------------
     def embed_images(self, images):
@@ -119,12 +123,35 @@ class RetrievalModule(pl.LightningModule):
             terms = self.objective(image_emb, text_emb, batch["image_idx"], teacher=teacher)
         loss = torch.stack(list(terms.values())).sum()
         n = batch["image_idx"].shape[0]
+        if not bool(torch.isfinite(loss)):
+            return self._nonfinite(terms, n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         for name, value in terms.items():
             self.log(f"train/loss/{name}", value, batch_size=n)
         for name, value in self.objective.log_values().items():
             self.log(f"train/{name}", value, batch_size=n)
         return loss
+
+    def _nonfinite(self, terms: dict, n: int) -> None:
+        """A non-finite loss: stop naming the step and term, or skip the step (``trainer.skip_nonfinite``).
+
+        The loss is computed over the gathered global batch, so every rank sees the same
+        value and all of them skip together (no rank waits in a collective alone)."""
+        bad = [f"{k}={float(v)}" for k, v in terms.items() if not bool(torch.isfinite(v))]
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx})"
+        if not self.skip_nonfinite:
+            raise FloatingPointError(
+                f"non-finite loss at {where}: {', '.join(bad)}; trainer.skip_nonfinite=true skips such steps"
+            )
+        self.skipped_steps += 1
+        log.warning("skipping %s: non-finite loss terms %s (%d skipped so far)", where, ", ".join(bad), self.skipped_steps)
+        self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=n)
+        return None
+
+    def on_train_start(self) -> None:
+        if self._resume_pending:
+            self._resume_pending = False
+            self._continue_epoch_order()
 
     def on_train_epoch_start(self) -> None:
         self.objective.on_train_epoch_start(self.current_epoch)
@@ -133,12 +160,36 @@ class RetrievalModule(pl.LightningModule):
             self._restore_best_checkpoint()
             self._best_restored = True
 
-    # the restore happens once per run: a run resumed after it must not repeat it
+    # Run state beyond Lightning's: the stage-2 restore happens once per run, the skip count
+    # carries on, and the global torch RNG (dropout) continues where it was, so a resumed run
+    # matches an uninterrupted one bit for bit on CPU. Under DDP every rank draws the same
+    # dropout masks' worth of numbers, so rank 0's state serves all ranks.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlr_best_restored"] = self._best_restored
+        checkpoint["vlr_skipped_steps"] = self.skipped_steps
+        checkpoint["vlr_torch_rng"] = torch.get_rng_state()
+
+    def _continue_epoch_order(self) -> None:
+        """After a resume, rebuild the training iterator for the restored epoch, minus its batches
+        already trained. Lightning creates the iterator before the sampler learns the restored
+        epoch and does not skip batches of a plain loader, so a resumed run would otherwise
+        see another epoch's order from its start (and no epoch-start hook runs for it)."""
+        loader, trainer = self.trainer.train_dataloader, self.trainer
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, EpochSampler):
+            return
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        sampler.set_epoch(self.current_epoch)
+        sampler.skip_items = done * loader.batch_size if done < trainer.num_training_batches else 0
+        iter(trainer.fit_loop._data_fetcher)  # private, but the one place the iterator lives
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._best_restored = bool(checkpoint.get("vlr_best_restored", False))
+        self.skipped_steps = int(checkpoint.get("vlr_skipped_steps", 0))
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self._resume_pending = True
+            if "vlr_torch_rng" in checkpoint:
+                torch.set_rng_state(checkpoint["vlr_torch_rng"].cpu())
 
     def _restore_best_checkpoint(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -152,6 +203,19 @@ class RetrievalModule(pl.LightningModule):
         self.load_state_dict(state)
         log.info("stage 2 starts from the best stage-1 checkpoint %s", best)
 
+    def _total_steps(self) -> int:
+        trainer, datamodule = self.trainer, getattr(self.trainer, "datamodule", None)
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return trainer.max_steps
+        if not hasattr(datamodule, "train_batches_per_epoch") or trainer.max_epochs is None or trainer.max_epochs < 0:
+            return int(trainer.estimated_stepping_batches)
+        per_epoch = datamodule.train_batches_per_epoch()
+        if isinstance(trainer.limit_train_batches, int):
+            per_epoch = min(per_epoch, trainer.limit_train_batches)
+        elif trainer.limit_train_batches is not None and trainer.limit_train_batches < 1.0:
+            per_epoch = int(per_epoch * trainer.limit_train_batches)
+        return max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("model.optimizer is not set")
@@ -161,7 +225,7 @@ class RetrievalModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=self._total_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation ---------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""Run-directory plumbing for `vlr.train`: resume, the W&B run id, multirun + DDP, the sweep value.
+
+A run directory is the unit of work: running the same command with the same
+``hydra.run.dir`` again resumes it from ``checkpoints/last.ckpt`` and continues the same
+W&B run, whose id is kept in ``<run dir>/wandb_run_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` when given, else the run directory's ``last.ckpt`` when ``resume`` (default)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("resume", True) and last.is_file():
+        log.info("resuming from %s (resume=false starts over)", last)
+        return str(last)
+    return None
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+def pin_wandb_run(cfg: DictConfig) -> None:
+    """Give the W&B logger this run directory's id, so a resumed run continues the same W&B run."""
+    logger = cfg.get("logger") or {}
+    if "wandb" not in logger or not logger.wandb:
+        return
+    path = Path(cfg.paths.output_dir) / WANDB_ID_FILE
+    if path.exists():
+        run_id = path.read_text().strip()
+    else:
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        if _is_rank_zero():  # DDP children start after rank 0 wrote it, and read it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(run_id + "\n")
+    with open_dict(cfg):
+        cfg.logger.wandb.id = run_id
+        cfg.logger.wandb.resume = "allow"
+
+
+def share_run_dir_with_ddp_children() -> None:
+    """Under Hydra multirun, make Lightning's DDP child processes join this job's directory.
+
+    Lightning starts each child with ``sys.argv`` plus ``hydra.run.dir=<HydraConfig run.dir>``;
+    in a multirun that would repeat the whole sweep (``-m`` and the sweep lists are in
+    ``sys.argv``) in the default run directory. Here ``sys.argv`` becomes this job's own
+    overrides, and ``run.dir`` this job's output directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hc.overrides.task]
+    with read_write(hc.run):
+        hc.run.dir = hc.runtime.output_dir
+
+
+def sweep_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """``optimized_metric``: one metric name, or ``{metric: weight}`` summed (to weigh cross-
+    and single-modal rsum in one objective)."""
+    spec = cfg.get("optimized_metric")
+    if not spec:
+        return None
+    if isinstance(spec, str):
+        if spec not in metrics:
+            log.warning("optimized_metric %s was not logged; known: %s", spec, sorted(metrics))
+        return metrics.get(spec)
+    missing = [k for k in spec if k not in metrics]
+    if missing:
+        raise KeyError(f"optimized_metric names metrics that were not logged: {missing}")
+    return float(sum(float(w) * metrics[k] for k, w in spec.items()))
