@@ -39,3 +39,17 @@ def test_sum_reduction_and_bad_option():
     assert total["triplet_i2t"].item() == pytest.approx(4 * mean["triplet_i2t"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="objective.reduction must be 'mean' or 'sum', got 'avg'"):
         create_objective("triplet", reduction="avg")
+
+
+def test_sum_warmup_then_hardest_negatives():
+    g = torch.Generator().manual_seed(4)
+    v = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=-1)
+    ids = torch.arange(6)
+    obj = create_objective("triplet", max_violation=True, sum_warmup_epochs=1)
+    summed = create_objective("triplet", max_violation=False)(v, t, ids)
+    hardest = create_objective("triplet", max_violation=True)(v, t, ids)
+    obj.on_train_epoch_start(0)
+    assert obj(v, t, ids)["triplet_i2t"] == summed["triplet_i2t"] != hardest["triplet_i2t"]
+    obj.on_train_epoch_start(1)
+    assert obj(v, t, ids)["triplet_t2i"] == hardest["triplet_t2i"]
