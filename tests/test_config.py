@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
-GROUPS = ["data", "model", "objective", "trainer", "logger", "imbalance", "callbacks", "paths", "hydra", "experiment"]
+GROUPS = ["data", "model", "objective", "trainer", "logger", "imbalance", "callbacks", "paths", "hydra", "experiment", "hparams_search"]
 
 
 def _options(group):
@@ -50,3 +50,25 @@ def test_logger_list_and_none():
 def test_eval_config_composes():
     cfg = _compose(["ckpt_path=x.ckpt"], name="eval")
     assert cfg.from_run and cfg.split == "test"
+
+
+def test_cluster_presets_compose():
+    """The SLURM launcher and Optuna sweeper presets (their plugins are dev dependencies)."""
+    cfg = _compose(["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"])
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.nodes == 2 and cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+    cfg = _compose(["hparams_search=covlr_optuna"])
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective.name == "covlr"
+    assert set(cfg.hydra.sweeper.params) >= {"objective.alpha", "objective.beta"}
+
+
+def test_weighted_sweep_value():
+    from omegaconf import OmegaConf
+
+    from vlr.runs import sweep_value
+
+    metrics = {"val/rsum": 200.0, "val/rsum_single": 100.0}
+    assert sweep_value(OmegaConf.create({"optimized_metric": "val/rsum"}), metrics) == 200.0
+    assert sweep_value(OmegaConf.create({"optimized_metric": {"val/rsum": 1.0, "val/rsum_single": 0.5}}), metrics) == 250.0
+    with pytest.raises(KeyError, match=r"optimized_metric names metrics that were not logged: \['val/x'\]"):
+        sweep_value(OmegaConf.create({"optimized_metric": {"val/x": 1.0}}), metrics)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -42,9 +43,7 @@ def pin_wandb_run(cfg: DictConfig) -> None:
     if path.exists():
         run_id = path.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)  # W&B's id shape (8 of [a-z0-9]); secrets leaves the seeded RNGs alone
         if _is_rank_zero():  # DDP children start after rank 0 wrote it, and read it
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(run_id + "\n")
@@ -88,3 +87,22 @@ def sweep_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if missing:
         raise KeyError(f"optimized_metric names metrics that were not logged: {missing}")
     return float(sum(float(w) * metrics[k] for k, w in spec.items()))
+
+
+LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "PL_GLOBAL_SEED")
+
+
+def release_distributed() -> None:
+    """End of a multirun job: the next job of the sweep runs in this same process, so tear down
+    the process group and the launch variables Lightning left behind; otherwise it would reuse
+    a group whose other ranks have exited, on the same port."""
+    import torch.distributed as dist
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in LIGHTNING_DDP_ENV:
+        os.environ.pop(key, None)

@@ -13,7 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
 from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
-from vlr.runs import pin_wandb_run, resume_checkpoint, share_run_dir_with_ddp_children, sweep_value
+from vlr.runs import (
+    pin_wandb_run,
+    release_distributed,
+    resume_checkpoint,
+    share_run_dir_with_ddp_children,
+    sweep_value,
+)
 from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    value, _ = train(cfg)
+    try:
+        value, _ = train(cfg)
+    finally:
+        release_distributed()
     return value
 
 

@@ -137,7 +137,7 @@ class RetrievalModule(pl.LightningModule):
 
         The loss is computed over the gathered global batch, so every rank sees the same
         value and all of them skip together (no rank waits in a collective alone)."""
-        bad = [f"{k}={float(v)}" for k, v in terms.items() if not bool(torch.isfinite(v))]
+        bad = [f"{k}={float(v.detach())}" for k, v in terms.items() if not bool(torch.isfinite(v))]
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx})"
         if not self.skip_nonfinite:
             raise FloatingPointError(
