@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SECTIONS), nargs="*", help="run only these sections")
     args = parser.parse_args()
     result = {"ratios": {}, "figures": {}, "notes": {}}
+    if args.only and OUT.exists():  # refresh some sections, keep the others' last figures
+        previous = json.loads(OUT.read_text())
+        result = {key: dict(previous.get(key, {})) for key in result}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only or SECTIONS:
             part = SECTIONS[name](Path(tmp) / name)

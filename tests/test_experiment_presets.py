@@ -1,0 +1,25 @@
+"""The real-data presets compose and start: a few steps with a tiny stand-in CLIP on generated data."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("preset", ["flickr30k_clip", "coco_clip"])
+def test_real_data_preset_starts_with_tiny_towers(tmp_path, synthetic_root, tiny_clip, preset):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "vlr.train", f"experiment={preset}", f"data.root={synthetic_root}", "data.annotation=dataset_synthetic.json",
+        "data.image_dir=", f"model.image_tower.name_or_path={tiny_clip['dir']}", "trainer=cpu",
+        "trainer.precision=32-true", "trainer.max_steps=2", "data.batch_size=10", "data.num_workers=0", "logger=csv",
+        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/rsum" in metrics and "test/t2t/NDCG@10" in metrics
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "CLIPImageTower" in config and "image_transform: tower" in config and "teacher: frozen_init" in config
