@@ -33,6 +33,7 @@ class FrozenInitReference(nn.Module):
         self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
         self.image_dim = self.text_dim = encoder.embed_dim
         self._rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.train(False)
 
     def train(self, mode: bool = True):
         return super().train(False)  # never trains: no dropout, frozen norms
