@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import build_data_and_model
 from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
-from vlr.train import instantiate_group
+from vlr.train import instantiate_trainer
 from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         adopt_run_config(cfg, ckpt)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False)
+    trainer = instantiate_trainer(cfg, model)
     run = trainer.test if cfg.split == "test" else trainer.validate
     run(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True)
     metrics = stage_metrics(trainer.callback_metrics, cfg.split)

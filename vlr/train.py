@@ -34,6 +34,13 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
 
 
+def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))
+    return hydra.utils.instantiate(trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False, **kwargs)
+
+
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -41,13 +48,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     share_run_dir_with_ddp_children()
     pin_wandb_run(cfg)
     datamodule, model = build_data_and_model(cfg)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))  # ours, not a Trainer argument
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        trainer_cfg,
-        callbacks=instantiate_group(cfg.get("callbacks")),
-        logger=instantiate_group(cfg.get("logger")) or False,
-    )
+    trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
     for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
