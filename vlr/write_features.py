@@ -41,8 +41,8 @@ def _embed(encoder, loader: DataLoader, device: torch.device, what: str) -> torc
 
 
 def write_features(cfg: DictConfig) -> Path:
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if cfg.device == "auto" else cfg.device)
     datamodule: RetrievalDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     image_encoder = hydra.utils.instantiate(cfg.image_encoder, _convert_="all").to(device).eval()
@@ -57,11 +57,11 @@ def write_features(cfg: DictConfig) -> Path:
         "text_encoder": OmegaConf.to_container(cfg.text_encoder, resolve=True),
         "data": {"name": cfg.data.name, "root": str(cfg.data.root)},
     }
+    loader = lambda ds: DataLoader(  # noqa: E731
+        ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=Collate(tokenizer, cfg.max_length)
+    )
     for split_name in cfg.splits:
         split = datamodule.split(split_name)
-        loader = lambda ds: DataLoader(  # noqa: E731
-            ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=Collate(tokenizer, cfg.max_length)
-        )
         image = _embed(image_encoder, loader(EvalImages(split, transform)), device, f"{split_name} images")
         text = _embed(text_encoder, loader(EvalCaptions(split)), device, f"{split_name} captions")
         path = save_features(out_dir, split_name, image, text, meta)

@@ -139,11 +139,10 @@ class RetrievalDataModule(pl.LightningDataModule):
         }
 
     # -- loaders ----------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, drop_last: bool, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
@@ -180,13 +179,13 @@ class RetrievalDataModule(pl.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochSampler(dataset, self.shuffle, seed, world, rank)
         # drop_last: every step sees a full global batch, so all ranks gather equal shapes
-        return self._loader(dataset, self.per_rank_batch, False, True, sampler=sampler)
+        return self._loader(dataset, self.per_rank_batch, True, sampler=sampler)
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)
         return [
-            self._loader(EvalImages(split, self._transform(False), self._degrader(split_name)), self.eval_batch_size, False, False),
-            self._loader(EvalCaptions(split), self.eval_batch_size, False, False),
+            self._loader(EvalImages(split, self._transform(False), self._degrader(split_name)), self.eval_batch_size, False),
+            self._loader(EvalCaptions(split), self.eval_batch_size, False),
         ]
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -36,6 +36,3 @@ class EpochSampler(DistributedSampler):
         shard = self.order()
         skip, self.skip_items = self.skip_items, 0
         return iter([(i, self.epoch) for i in shard[skip:]])
-
-    def __len__(self) -> int:
-        return self.num_samples
