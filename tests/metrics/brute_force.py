@@ -17,16 +17,23 @@ def _rank_of_best(scores, relevant):
     return min(int(np.where(order == j)[0][0]) for j in relevant)
 
 
-def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndcg_ks=(10, 20, 50)):
+def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndcg_ks=(10, 20, 50), tiebreak=None):
+    """``tiebreak``: a numpy Generator; every score gets independent uniform noise far below
+    the gap between distinct scores, which orders tied items uniformly at random (for Monte
+    Carlo checks of the tie rules; use embeddings whose distinct scores differ by > 1e-6)."""
     img, txt, t2i = np.asarray(img, np.float64), np.asarray(txt, np.float64), np.asarray(t2i)
     n_img, n_txt = len(img), len(txt)
-    S = img @ txt.T
+
+    def jitter(m):
+        return m if tiebreak is None else m + tiebreak.uniform(0.0, 1e-7, m.shape)
+
+    S = jitter(img @ txt.T)
     i2t = [_rank_of_best(S[i], np.where(t2i == i)[0]) for i in range(n_img)]
     t2i_r = [_rank_of_best(S[:, c], [t2i[c]]) for c in range(n_txt)]
     out = {**_summ("i2t", i2t, ks, True), **_summ("t2i", t2i_r, ks, True)}
     out["rsum"] = sum(100.0 * np.mean(np.asarray(r) < k) for r in (i2t, t2i_r) for k in (1, 5, 10))
 
-    T = txt @ txt.T
+    T = jitter(txt @ txt.T)
     t2t = []
     for c in range(n_txt):
         others = [j for j in range(n_txt) if j != c]
@@ -38,7 +45,7 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
 
     if labels is not None:
         labels = np.asarray(labels)
-        I = img @ img.T
+        I = jitter(img @ img.T)
         i2i = []
         for i in range(n_img):
             others = [j for j in range(n_img) if j != i]
@@ -55,7 +62,7 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
     if rel is not None:
         rel = np.asarray(rel, np.float64)
         first = [int(np.where(t2i == i)[0].min()) for i in range(n_img)]
-        I = img @ img.T
+        I = jitter(img @ img.T)
         for k in ndcg_ks:
             vals = []
             for i in range(n_img):
@@ -68,6 +75,22 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
                 others = np.array([j for j in range(n_txt) if j != q])
                 vals.append(_ndcg(T[q, others], rel[others, i], k))
             out[f"t2t/NDCG@{k}"] = 100.0 * np.mean(vals)
+            # mixed: one gallery of all images then all captions, the query removed
+            vals = []
+            for i in range(n_img):
+                scores = np.concatenate([I[i], S[i]])
+                gains = np.concatenate([rel[first[i]], rel[:, i]])
+                keep = np.arange(n_img + n_txt) != i
+                vals.append(_ndcg(scores[keep], gains[keep], k))
+            out[f"i2x/NDCG@{k}"] = 100.0 * np.mean(vals)
+            vals = []
+            for i in range(n_img):
+                q = first[i]
+                scores = np.concatenate([S[:, q], T[q]])
+                gains = np.concatenate([rel[q], rel[:, i]])
+                keep = np.arange(n_img + n_txt) != n_img + q
+                vals.append(_ndcg(scores[keep], gains[keep], k))
+            out[f"t2x/NDCG@{k}"] = 100.0 * np.mean(vals)
     return out
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from vlr.metrics.ranking import top_k_indices
+from vlr.metrics.ranking import expected_shared_neighbours
 
 
 @torch.no_grad()
 def neighbourhood_overlap(emb: torch.Tensor, reference_emb: torch.Tensor, k: int) -> float:
     """Mean fraction of each item's top-k neighbours (self excluded) that are also its
-    top-k neighbours under ``reference_emb``. Inner-product similarity; 1.0 = identical structure."""
+    top-k neighbours under ``reference_emb``. Inner-product similarity; 1.0 = identical structure.
+
+    Neighbours tied at the k-th place count fractionally (the expected overlap when ties
+    are broken at random), so duplicated or collapsed embeddings cannot score by luck of
+    index order."""
     emb, reference_emb = torch.as_tensor(emb), torch.as_tensor(reference_emb)
     if emb.ndim != 2 or reference_emb.ndim != 2 or emb.shape[0] != reference_emb.shape[0]:
         raise ValueError(
@@ -23,10 +27,5 @@ def neighbourhood_overlap(emb: torch.Tensor, reference_emb: torch.Tensor, k: int
     emb = emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb
     reference_emb = reference_emb.to(emb.device)
     reference_emb = reference_emb.float() if reference_emb.dtype in (torch.float16, torch.bfloat16) else reference_emb
-    a = top_k_indices(emb, k)
-    b = top_k_indices(reference_emb, k)
-    shared = torch.zeros(a.shape[0], device=a.device)
-    for start in range(0, a.shape[0], 4096):
-        aa, bb = a[start : start + 4096], b[start : start + 4096]
-        shared[start : start + 4096] = (aa[:, :, None] == bb[:, None, :]).any(dim=2).sum(dim=1).float()
-    return float((shared / a.shape[1]).mean())
+    k = min(k, emb.shape[0] - 1)
+    return float((expected_shared_neighbours(emb, reference_emb, k) / k).mean())

@@ -1,21 +1,36 @@
-"""Chunked ranking primitives shared by every retrieval metric.
+"""Chunked, tie-aware ranking primitives shared by every retrieval metric.
 
 Nothing here ever holds a full query x gallery score matrix: queries are scored in
 chunks whose size keeps one chunk near ``CHUNK_ELEMENTS`` floats, so COCO-5K
 (25k captions x 25k captions) stays within a few hundred MiB.
+
+Ties. Equal scores are common (duplicated captions embed bit-identically; a collapsed
+model scores everything equal), and counting only strictly higher scores hands every tie
+to the query: a constant model would score R@K = 100. vlr's default, ``ties="expected"``,
+reports the expected value of each metric when tied items are put in a uniformly random
+order, so a constant model scores chance. ``"pessimistic"`` puts tied non-relevant items
+first, ``"optimistic"`` last (the old behaviour).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 CHUNK_ELEMENTS = 1 << 25  # ~128 MiB of float32 scores per chunk
+TIE_RULES = ("expected", "pessimistic", "optimistic")
 
 PositiveFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps a chunk of query indices [q] to a boolean positive mask [q, num_gallery]."""
+
+
+def check_ties(ties: str) -> str:
+    if ties not in TIE_RULES:
+        raise ValueError(f"evaluation.ties must be one of {TIE_RULES}, got '{ties}'")
+    return ties
 
 
 def _chunks(num_queries: int, num_gallery: int):
@@ -36,31 +51,72 @@ def padded_groups(group_of: torch.Tensor, num_groups: int) -> torch.Tensor:
     return out
 
 
+@dataclass
+class BestPositiveRanks:
+    """Where each query's best positive lands, ties included.
+
+    ``above``: non-positive gallery items scoring strictly higher than the best positive;
+    ``tied_negatives``: non-positives tied with it; ``tied_positives``: positives tied with
+    it (at least 1 for a valid query). Under a uniformly random order of the tied items the
+    number X of tied negatives ahead of the first tied positive is negative-hypergeometric:
+    P(X >= j) = C(e, j) / C(e + p, j), E[X] = e / (p + 1). The 0-based rank is above + X.
+    """
+
+    above: torch.Tensor
+    tied_negatives: torch.Tensor
+    tied_positives: torch.Tensor
+    valid: torch.Tensor
+
+    def select(self, mask: torch.Tensor) -> "BestPositiveRanks":
+        return BestPositiveRanks(self.above[mask], self.tied_negatives[mask], self.tied_positives[mask], self.valid[mask])
+
+    def rank(self, ties: str) -> torch.Tensor:
+        """Per-query 0-based rank (float64): expected, worst or best over tie orders."""
+        g, e, p = (x.double() for x in (self.above, self.tied_negatives, self.tied_positives))
+        if ties == "optimistic":
+            return g
+        if ties == "pessimistic":
+            return g + e
+        return g + e / (p + 1.0)
+
+    def hit_probability(self, k: int, ties: str) -> torch.Tensor:
+        """Per-query P(rank < k): 0/1 for the pessimistic and optimistic rules."""
+        g, e, p = (x.double() for x in (self.above, self.tied_negatives, self.tied_positives))
+        if ties != "expected":
+            return (self.rank(ties) < k).double()
+        j = k - g  # the rank is < k unless at least j tied negatives come first
+        jj = j.clamp(min=0.0)
+        ok = jj <= e
+        # log C(e, j) - log C(e + p, j), only where 0 <= j <= e
+        log_tail = (torch.lgamma(e + 1) - torch.lgamma((e - jj).clamp(min=0) + 1)
+                    - torch.lgamma(e + p + 1) + torch.lgamma(e + p - jj + 1))
+        tail = torch.where(ok, log_tail.exp(), torch.zeros_like(e))  # P(X >= j)
+        out = 1.0 - tail
+        return torch.where(j <= 0, torch.zeros_like(out), out)
+
+
 def best_positive_rank(
     queries: torch.Tensor,
     gallery: torch.Tensor,
     positives: torch.Tensor | PositiveFn,
     self_index: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based rank of the best-ranked positive for every query.
+) -> BestPositiveRanks:
+    """Counts that place every query's best-ranked positive, ties included (`BestPositiveRanks`).
 
-    The rank is the number of gallery items scoring strictly higher than the
-    highest-scoring positive, which equals VSE's "best rank among the positives"
-    without sorting anything. ``positives`` is either a padded index tensor
-    [num_queries, P] of each query's positive gallery items (-1 = padding; cheap when
-    queries have few positives) or a function giving a boolean mask per chunk (for
-    label-defined relevance). ``self_index[q]`` (if given) is the gallery item that
-    *is* query q; it is removed from the gallery for that query.
-
-    Returns (ranks [num_queries] long, valid [num_queries] bool) where valid is
-    False for queries that have no positive at all.
+    Nothing is sorted: the best positive's score is compared with the row. ``positives`` is
+    either a padded index tensor [num_queries, P] of each query's positive gallery items
+    (-1 = padding; cheap when queries have few positives) or a function giving a boolean
+    mask per chunk (for label-defined relevance). ``self_index[q]`` (if given) is the
+    gallery item that *is* query q; it is removed from the gallery for that query.
+    A query with no positive at all has ``valid`` False.
     """
     num_q, num_g = queries.shape[0], gallery.shape[0]
-    ranks = torch.empty(num_q, dtype=torch.long, device=queries.device)
-    valid = torch.empty(num_q, dtype=torch.bool, device=queries.device)
+    dev = queries.device
+    above, tied_neg, tied_pos = (torch.zeros(num_q, dtype=torch.long, device=dev) for _ in range(3))
+    valid = torch.zeros(num_q, dtype=torch.bool, device=dev)
     for idx in _chunks(num_q, num_g):
-        idx = idx.to(queries.device)
-        rows = torch.arange(idx.numel(), device=queries.device)
+        idx = idx.to(dev)
+        rows = torch.arange(idx.numel(), device=dev)
         scores = queries[idx] @ gallery.T
         if self_index is not None:
             scores[rows, self_index[idx]] = -math.inf
@@ -69,17 +125,56 @@ def best_positive_rank(
             if self_index is not None:
                 pos[rows, self_index[idx]] = False
             best = scores.masked_fill(~pos, -math.inf).amax(dim=1)
-            valid[idx] = pos.any(dim=1)
+            ok_rows = pos.any(dim=1)
+            n_pos_tied = ((scores == best[:, None]) & pos).sum(dim=1, dtype=torch.int32).long()
         else:
             cand = positives[idx]
             ok = cand >= 0
             if self_index is not None:
                 ok &= cand != self_index[idx][:, None]
-            best = scores.gather(1, cand.clamp_min(0)).masked_fill(~ok, -math.inf).amax(dim=1)
-            valid[idx] = ok.any(dim=1)
+            cand_scores = scores.gather(1, cand.clamp_min(0)).masked_fill(~ok, -math.inf)
+            best = cand_scores.amax(dim=1)
+            ok_rows = ok.any(dim=1)
+            n_pos_tied = ((cand_scores == best[:, None]) & ok).sum(dim=1).long()
         # int32 accumulation: ~18x faster than summing a bool tensor into int64 on CPU
-        ranks[idx] = (scores > best[:, None]).sum(dim=1, dtype=torch.int32).long()
-    return ranks, valid
+        n_above = (scores > best[:, None]).sum(dim=1, dtype=torch.int32).long()
+        n_tied = (scores == best[:, None]).sum(dim=1, dtype=torch.int32).long()
+        above[idx], tied_pos[idx], valid[idx] = n_above, n_pos_tied, ok_rows
+        tied_neg[idx] = torch.where(ok_rows, n_tied - n_pos_tied, torch.zeros_like(n_tied))
+    return BestPositiveRanks(above, tied_neg, tied_pos.clamp_min(1), valid)
+
+
+def tie_group_means(sorted_scores: torch.Tensor, sorted_gains: torch.Tensor,
+                    boundary_mean: torch.Tensor) -> torch.Tensor:
+    """Per position of each row's top list, the mean gain of its tie group (McSherry & Najork 2008).
+
+    ``sorted_scores`` / ``sorted_gains`` [q, m] are a row's top m items in decreasing score.
+    Groups strictly above the m-th score lie wholly inside the list; the group at the m-th
+    score may continue beyond it, so its mean over the whole row is ``boundary_mean`` [q].
+    """
+    q, m = sorted_scores.shape
+    new_group = torch.ones_like(sorted_scores, dtype=torch.long)
+    new_group[:, 1:] = (sorted_scores[:, 1:] != sorted_scores[:, :-1]).long()
+    group = new_group.cumsum(dim=1) - 1
+    sums = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(1, group, sorted_gains)
+    counts = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(
+        1, group, torch.ones_like(sorted_gains))
+    means = (sums / counts.clamp_min(1)).gather(1, group)
+    at_boundary = sorted_scores == sorted_scores[:, -1:]
+    return torch.where(at_boundary, boundary_mean[:, None].expand_as(means), means)
+
+
+def _ordered_gains(scores: torch.Tensor, g: torch.Tensor, m: int, ties: str) -> torch.Tensor:
+    """[q, m] gains of the top m positions: tie-group means (expected) or the worst/best order."""
+    if ties == "expected":
+        top_scores, top = scores.topk(m, dim=1)
+        boundary = scores == top_scores[:, -1:]
+        boundary_mean = (g * boundary).sum(dim=1) / boundary.sum(dim=1).clamp_min(1)
+        return tie_group_means(top_scores, torch.gather(g, 1, top), boundary_mean)
+    # tied items ordered by gain, ascending (pessimistic) or descending (optimistic): two stable sorts
+    by_gain = torch.sort(g, dim=1, descending=ties == "optimistic", stable=True).indices
+    by_score = torch.sort(torch.gather(scores, 1, by_gain), dim=1, descending=True, stable=True).indices
+    return torch.gather(g, 1, torch.gather(by_gain, 1, by_score[:, :m]))
 
 
 def ndcg(
@@ -88,14 +183,18 @@ def ndcg(
     gains: Callable[[torch.Tensor], torch.Tensor],
     self_index: torch.Tensor,
     ks: tuple[int, ...],
+    ties: str = "expected",
 ) -> dict[int, torch.Tensor]:
     """Per-query NDCG@k with graded gains, the query itself removed from the gallery.
 
     ``gains(idx)`` returns the [q, num_gallery] gain rows for a chunk of queries.
     DCG = sum over the top k of gain / log2(rank + 2) (rank 0-based); it is divided
     by the DCG of the row's own gains sorted in decreasing order. A query whose
-    ideal DCG is 0 (no relevant item at all) scores 0.
+    ideal DCG is 0 (no relevant item at all) scores 0. With ``ties="expected"`` each
+    group of tied items contributes its mean gain at every position it spans (the
+    expected DCG over random orders of the ties, McSherry & Najork 2008).
     """
+    check_ties(ties)
     num_q, num_g = queries.shape[0], gallery.shape[0]
     k_max = min(max(ks), num_g - 1)
     out = {k: torch.empty(num_q, dtype=torch.float64, device=queries.device) for k in ks}
@@ -107,8 +206,7 @@ def ndcg(
         scores[rows, self_index[idx]] = -math.inf
         g = gains(idx).to(torch.float64)
         g[rows, self_index[idx]] = 0.0
-        top = scores.topk(k_max, dim=1).indices
-        got = torch.gather(g, 1, top) * discount
+        got = _ordered_gains(scores, g, k_max, ties) * discount
         ideal = g.topk(k_max, dim=1).values * discount
         for k in ks:
             kk = min(k, k_max)
@@ -118,14 +216,31 @@ def ndcg(
     return out
 
 
-def top_k_indices(emb: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [n, k] of every item's k nearest neighbours by inner product, itself excluded."""
+def top_k_membership(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """[q, n] probability that each item is among a row's top k under a random order of ties.
+
+    Items above the k-th score are in (1); of the m items tied at the k-th score, the k - c
+    places left (c = items above) go to a uniformly random subset: each gets (k - c) / m.
+    """
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    left = (k - above.sum(dim=1, keepdim=True)).double()
+    share = left / tied.sum(dim=1, keepdim=True).clamp_min(1).double()
+    return above.double() + tied.double() * share
+
+
+def expected_shared_neighbours(emb: torch.Tensor, reference_emb: torch.Tensor, k: int) -> torch.Tensor:
+    """Per item, the expected number of its k nearest neighbours (itself excluded, ties broken
+    at random independently in both spaces) that are also its k nearest under the reference."""
     n = emb.shape[0]
     k = min(k, n - 1)
-    out = torch.empty(n, k, dtype=torch.long, device=emb.device)
+    out = torch.empty(n, dtype=torch.float64, device=emb.device)
     for idx in _chunks(n, n):
         idx = idx.to(emb.device)
-        scores = emb[idx] @ emb.T
-        scores[torch.arange(idx.numel(), device=emb.device), idx] = -math.inf
-        out[idx] = scores.topk(k, dim=1).indices
+        rows = torch.arange(idx.numel(), device=emb.device)
+        a, b = emb[idx] @ emb.T, reference_emb[idx] @ reference_emb.T
+        a[rows, idx] = -math.inf
+        b[rows, idx] = -math.inf
+        out[idx] = (top_k_membership(a, k) * top_k_membership(b, k)).sum(dim=1)
     return out

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vlr.metrics.ranking import best_positive_rank, ndcg, padded_groups
+from vlr.metrics.ranking import BestPositiveRanks, best_positive_rank, check_ties, ndcg, padded_groups
 
 
 def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -30,18 +30,21 @@ def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _recall_summary(prefix: str, ranks: torch.Tensor, ks: Sequence[int], with_medr: bool) -> dict[str, float]:
-    r = ranks.cpu().numpy()
-    out = {f"{prefix}/R@{k}": float(100.0 * np.mean(r < k)) for k in ks}
+def _recall_summary(prefix: str, ranks: BestPositiveRanks, ks: Sequence[int], with_medr: bool, ties: str) -> dict[str, float]:
+    """R@k = 100 x mean probability that the best positive is in the top k. meanr is the mean
+    expected rank + 1; medr is floor(median of the expected ranks) + 1 (VSE's formula applied
+    to expected ranks: with no ties both are VSE's numbers)."""
+    out = {f"{prefix}/R@{k}": float(100.0 * ranks.hit_probability(k, ties).mean()) for k in ks}
     if with_medr:
+        r = ranks.rank(ties).cpu().numpy()
         out[f"{prefix}/medr"] = float(np.floor(np.median(r)) + 1)
         out[f"{prefix}/meanr"] = float(r.mean() + 1)
     return out
 
 
-def _rsum_part(ranks: torch.Tensor) -> float:
+def _rsum_part(ranks: BestPositiveRanks, ties: str) -> float:
     """R@1 + R@5 + R@10 of one direction, whatever ``ks`` the caller asked to report."""
-    return float(sum(100.0 * (ranks < k).double().mean() for k in (1, 5, 10)))
+    return float(sum(100.0 * ranks.hit_probability(k, ties).mean() for k in (1, 5, 10)))
 
 
 def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds):
@@ -77,26 +80,28 @@ def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds
         )
 
 
-def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks) -> dict[str, float]:
+def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties) -> dict[str, float]:
     dev = image_emb.device
     num_images = image_emb.shape[0]
     out: dict[str, float] = {}
 
     # i2t: best rank among the image's captions; t2i: rank of the caption's image.
     captions_of = padded_groups(t2i, num_images)  # [num_images, max captions per image]
-    i2t, _ = best_positive_rank(image_emb, text_emb, captions_of)
-    t2i_ranks, _ = best_positive_rank(text_emb, image_emb, t2i[:, None])
-    out |= _recall_summary("i2t", i2t, ks, with_medr=True)
-    out |= _recall_summary("t2i", t2i_ranks, ks, with_medr=True)
-    out["rsum"] = _rsum_part(i2t) + _rsum_part(t2i_ranks)
+    i2t = best_positive_rank(image_emb, text_emb, captions_of)
+    t2i_ranks = best_positive_rank(text_emb, image_emb, t2i[:, None])
+    out |= _recall_summary("i2t", i2t, ks, True, ties)
+    out |= _recall_summary("t2i", t2i_ranks, ks, True, ties)
+    out["rsum"] = _rsum_part(i2t, ties) + _rsum_part(t2i_ranks, ties)
 
     # t2t: each caption queries the other captions; relevant = the other captions of its image.
     # Captions whose image has no other caption have nothing to find and are left out.
     self_t = torch.arange(text_emb.shape[0], device=dev)
-    t2t, valid = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
-    if valid.any():
-        out |= _recall_summary("t2t", t2t[valid], ks, with_medr=False)
-    rsum_single = _rsum_part(t2t[valid]) if valid.any() else 0.0
+    t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
+    rsum_single = 0.0
+    if t2t.valid.any():
+        t2t = t2t.select(t2t.valid)
+        out |= _recall_summary("t2t", t2t, ks, False, ties)
+        rsum_single += _rsum_part(t2t, ties)
 
     if image_labels is not None:
         labels = image_labels.to(dev)
@@ -106,10 +111,11 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
             lf = labels.to(torch.float32)
             pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
         self_i = torch.arange(num_images, device=dev)
-        i2i, valid = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
-        if valid.any():
-            out |= _recall_summary("i2i", i2i[valid], ks, with_medr=False)
-            rsum_single += _rsum_part(i2i[valid])
+        i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
+        if i2i.valid.any():
+            i2i = i2i.select(i2i.valid)
+            out |= _recall_summary("i2i", i2i, ks, False, ties)
+            rsum_single += _rsum_part(i2i, ties)
     out["rsum_single"] = rsum_single
 
     if relevance is not None:
@@ -118,11 +124,23 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
         first = torch.full((num_images,), t2i.numel(), dtype=torch.long, device=dev)
         first = first.scatter_reduce(0, t2i, torch.arange(t2i.numel(), device=dev), reduce="amin")
         self_i = torch.arange(num_images, device=dev)
-        i2i_ndcg = ndcg(image_emb, image_emb, lambda q: rel[first[q]], self_i, tuple(ndcg_ks))
-        t2t_ndcg = ndcg(text_emb[first], text_emb, lambda q: rel[:, q].T, first, tuple(ndcg_ks))
+        nk = tuple(ndcg_ks)
+        # gains: an image j for the query of image i is R[first caption of i, j]; a caption k is R[k, i]
+        image_gain = lambda q: rel[first[q]]  # noqa: E731
+        caption_gain = lambda q: rel[:, q].T  # noqa: E731
+        i2i_ndcg = ndcg(image_emb, image_emb, image_gain, self_i, nk, ties)
+        t2t_ndcg = ndcg(text_emb[first], text_emb, caption_gain, first, nk, ties)
+        # mixed retrieval (the SAD release's I2IT/T2IT): one gallery of every image and every
+        # caption, the query itself removed, the same gains as single-modal NDCG
+        both = torch.cat([image_emb, text_emb])
+        mixed_gain = lambda q: torch.cat([image_gain(q), caption_gain(q)], dim=1)  # noqa: E731
+        i2x_ndcg = ndcg(image_emb, both, mixed_gain, self_i, nk, ties)
+        t2x_ndcg = ndcg(text_emb[first], both, mixed_gain, num_images + first, nk, ties)
         for k in ndcg_ks:
             out[f"i2i/NDCG@{k}"] = float(100.0 * i2i_ndcg[k].mean())
             out[f"t2t/NDCG@{k}"] = float(100.0 * t2t_ndcg[k].mean())
+            out[f"i2x/NDCG@{k}"] = float(100.0 * i2x_ndcg[k].mean())
+            out[f"t2x/NDCG@{k}"] = float(100.0 * t2x_ndcg[k].mean())
     return out
 
 
@@ -137,6 +155,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     relevance: torch.Tensor | None = None,
     ndcg_ks: Sequence[int] = (10, 20, 50),
+    ties: str = "expected",
 ) -> dict[str, float]:
     """Cross-modal and single-modal retrieval metrics.
 
@@ -152,10 +171,16 @@ def retrieval_metrics(
         relevance: [num_captions, num_images] graded relevance (``rouge_l_relevance``) for
             i2i/t2t NDCG.
         ndcg_ks: NDCG cut-offs.
+        ties: ``expected`` (default): every metric is its expected value when tied
+            items are put in a uniformly random order, so a constant model scores
+            chance; ``pessimistic`` (tied non-relevant items first) or ``optimistic``
+            (last: what counting only strictly higher scores gives).
 
     Keys: ``{i2t,t2i}/R@k``, ``{i2t,t2i}/{medr,meanr}``, ``rsum``, ``t2t/R@k``,
     ``i2i/R@k`` (with labels), ``rsum_single``, ``{i2i,t2t}/NDCG@k`` (with relevance).
-    Ties are broken in the query's favour (a positive tied with a negative ranks first).
+    With relevance also ``{i2x,t2x}/NDCG@k``: mixed retrieval, where an image (or the first
+    caption of an image) queries one gallery of all images and all captions, the query itself
+    removed (the SAD release keeps it in its gallery).
     """
     image_emb = _as_float("image_emb", image_emb)
     text_emb = _as_float("text_emb", text_emb).to(image_emb.device, image_emb.dtype)
@@ -165,9 +190,10 @@ def retrieval_metrics(
         labels = labels.bool()
     rel = None if relevance is None else torch.as_tensor(relevance)
     _validate(image_emb, text_emb, t2i, labels, rel, folds)
+    check_ties(ties)
 
     if folds == 1:
-        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks)
+        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks, ties)
 
     block = image_emb.shape[0] // folds
     per_fold: dict[str, list[float]] = defaultdict(list)
@@ -182,6 +208,7 @@ def retrieval_metrics(
             None if rel is None else rel[cap.cpu()][:, lo:hi],
             ks,
             ndcg_ks,
+            ties,
         )
         for key, value in fold.items():
             per_fold[key].append(value)
