@@ -45,14 +45,23 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)  # plain data only
     assert ckpt["epoch"] in (0, 1)
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert all(k.startswith("test/") for k in metrics)
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert all(k.startswith(("test/", "val/")) for k in written)
+    metrics = {k: v for k, v in written.items() if k.startswith("test/")}
     _check_metrics(metrics, 15)
+    info = json.loads((run_dir / "evaluation.json").read_text())
+    assert info["ties"] == "expected" and info["split"] == "test"
+    assert info["chance"]["test/t2i/R@1"] == pytest.approx(100 / 15)  # a constant model on 15 images
     assert "rsum_single" in proc.stdout and "i2t" in proc.stdout  # the console table
 
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     val = [r for r in rows if r.get("val/rsum")]
     assert len(val) == 2 and all(math.isfinite(float(r["val/rsum"])) for r in val)
+    # the val numbers reported are the best epoch's (the one best.ckpt holds), not the last epoch's
+    best_row = max(val, key=lambda r: float(r["val/rsum"]))  # first maximum, as ModelCheckpoint keeps it
+    assert int(best_row["epoch"]) == ckpt["epoch"]
+    for key in ("val/rsum", "val/rsum_single", "val/i2t/R@1"):
+        assert written[key] == pytest.approx(float(best_row[key]), abs=1e-4), key
     assert any(r.get("train/loss/itc_i2t") for r in rows) and any(r.get("train/temperature") for r in rows)
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 1 and wandb_runs[0].stat().st_size > 0

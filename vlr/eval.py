@@ -1,8 +1,16 @@
-"""Evaluate a checkpoint: ``python -m vlr.eval ckpt_path=outputs/.../checkpoints/best.ckpt [split=val]``.
+"""Evaluate a checkpoint, or the towers as built: ``python -m vlr.eval [ckpt_path=...] [split=val]``.
 
-The data, model and objective default to those of the run that wrote the checkpoint
-(``<run dir>/.hydra/config.yaml``); command-line overrides of ``data.*``, ``model.*``
-and ``objective.*`` still apply on top. Checkpoints are loaded with ``weights_only=True``.
+- With ``ckpt_path``: the data, model, objective and imbalance default to those of the run
+  that wrote the checkpoint (``<run dir>/.hydra/config.yaml``). A group chosen on the command
+  line (``data=flickr30k``, ``model=...``) replaces the run's, so a COCO-trained checkpoint
+  can be tested on Flickr30K; dotted overrides (``data.root=...``) apply on top. A checkpoint
+  that cannot load into the chosen model stops with one line naming the mismatched tensors.
+  Checkpoints are loaded with ``weights_only=True``.
+- Without ``ckpt_path``: zero-shot, the towers as constructed (pretrained weights by name or
+  from a local directory), e.g. ``python -m vlr.eval model=clip_vit_b32 data=flickr30k data.root=...``.
+
+``save_rankings=true`` also writes ``rankings.safetensors`` (per-query ranks and top-k gallery
+indices, see `vlr.reporting.write_rankings`) beside ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import build_data_and_model
-from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
+from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.reporting import finish_evaluation
+from vlr.runs import RUN_TOKENIZER_DIR
 from vlr.train import instantiate_trainer
 from vlr.user_errors import report_user_errors
 
@@ -26,41 +36,52 @@ RUN_GROUPS = ("data", "model", "objective", "imbalance")
 
 
 def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
-    """Replace the run-defining groups by the training run's, then re-apply CLI overrides of them."""
+    """Take the run-defining groups from the training run, except those chosen on the command
+    line (``data=...``), then re-apply the command line's dotted overrides of the adopted ones."""
     run_cfg_path = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
     if not run_cfg_path.exists():
         log.warning("no %s next to the checkpoint; using data/model/objective as composed here", run_cfg_path)
         return
     run_cfg = OmegaConf.load(run_cfg_path)
-    with open_dict(cfg):
-        for group in RUN_GROUPS:
-            if group in run_cfg:
-                cfg[group] = run_cfg[group]
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    chosen = {ov.key_or_group for ov in overrides if ov.key_or_group in RUN_GROUPS}
+    adopted = [g for g in RUN_GROUPS if g in run_cfg and g not in chosen]
+    with open_dict(cfg):
+        for group in adopted:
+            cfg[group] = run_cfg[group]
     for ov in overrides:
         key = ov.key_or_group
-        if "." in key and key.split(".")[0] in RUN_GROUPS and not ov.is_delete():
+        if "." in key and key.split(".")[0] in adopted and not ov.is_delete():
             OmegaConf.update(cfg, key, ov.value(), force_add=True)
+    run_tokenizer = run_cfg_path.parent.parent / RUN_TOKENIZER_DIR
+    if not cfg.model.tokenizer.get("name_or_path") and (run_tokenizer / "tokenizer.json").is_file():
+        with open_dict(cfg):  # the vocabulary the checkpoint's embeddings were trained with
+            cfg.model.tokenizer.name_or_path = str(run_tokenizer)
+    log.info("groups from the training run %s: %s; chosen here: %s", run_cfg_path.parent.parent, adopted or "none",
+             sorted(chosen) or "none")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{cfg.split}'")
-    if cfg.from_run:
+    ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    checkpoint = read_checkpoint(ckpt) if ckpt is not None else None
+    if ckpt is not None and cfg.from_run:
         adopt_run_config(cfg, ckpt)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
+    if checkpoint is not None:
+        check_state_fits(model, checkpoint["state_dict"], ckpt)
+        del checkpoint
+    else:
+        log.info("no ckpt_path: evaluating the towers as built (zero-shot)")
+    model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0
     trainer = instantiate_trainer(cfg, model)
     run = trainer.test if cfg.split == "test" else trainer.validate
-    run(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True)
-    metrics = stage_metrics(trainer.callback_metrics, cfg.split)
-    if trainer.is_global_zero:
-        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-        print_metrics_table(metrics, f"{cfg.split} metrics of {ckpt}")
-    return metrics
+    run(model, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), verbose=False, weights_only=True)
+    what = f"{ckpt}" if ckpt is not None else f"{cfg.model.get('_target_', 'model').rsplit('.', 1)[-1]} as built (zero-shot)"
+    return finish_evaluation(trainer, model, cfg, cfg.split, f"{cfg.split} metrics of {what}",
+                             meta={"checkpoint": str(ckpt) if ckpt else "none (zero-shot)"})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

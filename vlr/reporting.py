@@ -25,11 +25,53 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     tmp.replace(path)
 
 
-DIRECTIONS = ("i2t", "t2i", "t2t", "i2i")
+def write_evaluation_info(path: Path, info: dict) -> None:
+    """``evaluation.json`` beside ``metrics.json``: how the numbers were computed (tie rule,
+    tiers) and the chance level of every metric on this split."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(path)
 
 
-def print_metrics_table(metrics: dict[str, float], title: str) -> None:
-    """Metrics as rows, retrieval directions as columns; totals and overlaps underneath."""
+def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
+    """Per-query results of a final evaluation, as ``rankings.safetensors`` (no pickle).
+
+    Tensors (queries in split order: images by image index, captions by caption index;
+    t2t/t2x/i2x query captions are all captions for ``t2t/*`` and each image's first caption
+    for the NDCG keys):
+    - ``{i2t,t2i,t2t,i2i}/rank`` float64: the 0-based rank of the query's best positive
+      under the tie rule (expected rank by default); NaN for a query with nothing to find;
+    - ``{direction}/R@{k}`` float64: the probability the best positive is in the top k
+      (0 or 1 without ties), so a metric is 100 x the mean over queries;
+    - ``{i2i,t2t,i2x,t2x}/NDCG@{k}`` float64 per query (with ROUGE-L relevance);
+    - ``{direction}/topk`` int64 [queries, k]: gallery indices of the k best scores;
+    - ``text_to_image`` int64: the image of every caption.
+    ``meta`` (tie rule, split, checkpoint) goes into the safetensors header metadata.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in rankings.items()}
+    tmp = path.with_suffix(".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    tmp.replace(path)
+
+
+DIRECTIONS = ("i2t", "t2i", "t2t", "i2i", "i2x", "t2x")
+
+
+def _split_tiers(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{stage}/{tier}/{direction}/{name}`` keys (COCO's 5k and 1k) grouped per tier, prefix kept
+    as ``{stage}/...`` inside each group; untiered metrics under ''."""
+    groups: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        tiered = len(parts) >= 3 and parts[1] not in DIRECTIONS and parts[2] in (*DIRECTIONS, "rsum", "rsum_single")
+        tier, rest = (parts[1], [parts[0], *parts[2:]]) if tiered else ("", parts)
+        groups.setdefault(tier, {})["/".join(rest)] = value
+    return groups
+
+
+def _table(metrics: dict[str, float], title: str) -> tuple[Table, dict[str, float]]:
     stage = next(iter(metrics)).split("/")[0] if metrics else ""
     present = [d for d in DIRECTIONS if any(k.startswith(f"{stage}/{d}/") for k in metrics)]
     names = sorted(
@@ -43,7 +85,59 @@ def print_metrics_table(metrics: dict[str, float], title: str) -> None:
     for name in names:
         cells = [metrics.get(f"{stage}/{d}/{name}") for d in present]
         table.add_row(name, *["" if c is None else f"{c:.2f}" for c in cells])
-    console = Console()
-    console.print(table)
     rest = {k: v for k, v in metrics.items() if k.count("/") == 1 or k.split("/")[1] not in present}
-    console.print("  ".join(f"{k.split('/', 1)[1]} = {v:.2f}" for k, v in rest.items()))
+    return table, rest
+
+
+def _lines(values: dict[str, float], width: int = 78) -> list[str]:
+    """``name = value`` pairs packed into lines of at most ``width`` characters."""
+    lines, line = [], ""
+    for k, v in values.items():
+        item = f"{k.split('/', 1)[1]} = {v:.2f}"
+        if line and len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {item}" if line else item
+    return lines + ([line] if line else [])
+
+
+def print_metrics_table(metrics: dict[str, float], title: str, chance: dict[str, float] | None = None,
+                        ties: str | None = None) -> None:
+    """Metrics as rows, retrieval directions as columns (one table per gallery tier); totals and
+    overlaps underneath; then the same layout for the chance level of this split (the metrics of
+    a constant model under the tie rule), when given."""
+    console = Console()
+    for tier, group in _split_tiers(metrics).items():
+        suffix = f" [{tier} gallery]" if tier else ""
+        table, rest = _table(group, title + suffix + (f", ties={ties}" if ties else ""))
+        console.print(table)
+        for line in _lines(rest):
+            console.print(line)
+        chance_group = _split_tiers(chance).get(tier) if chance else None
+        if chance_group:
+            table, rest = _table(chance_group, f"chance level{suffix} (a constant model)")
+            console.print(table)
+            for line in _lines(rest):
+                console.print(line)
+
+
+def finish_evaluation(trainer, model, cfg, split: str, title: str, meta: dict | None = None,
+                      extra: dict[str, float] | None = None) -> dict[str, float]:
+    """After ``trainer.test``/``validate``: the split's metrics (plus ``extra``, e.g. the best
+    epoch's val metrics) to ``metrics.json``, how they were computed and the chance levels to
+    ``evaluation.json``, per-query rankings when asked, and the console table. Rank 0 writes."""
+    metrics = stage_metrics(trainer.callback_metrics, split)
+    if not trainer.is_global_zero:
+        return metrics
+    out_dir = Path(cfg.paths.output_dir)
+    write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {})})
+    evaluator = model.evaluators[split]
+    chance = model.chance_levels.get(split, {})
+    info = {"split": split, "ties": evaluator.ties, "tiers": evaluator.tiers, **(meta or {}), "chance": chance}
+    write_evaluation_info(out_dir / "evaluation.json", info)
+    if evaluator.rankings is not None:
+        path = out_dir / "rankings.safetensors"
+        write_rankings(path, evaluator.rankings, {"split": split, "ties": evaluator.ties, **(meta or {})})
+        print(f"per-query rankings written to {path}")
+    print_metrics_table(metrics, title, chance=chance, ties=evaluator.ties)
+    return metrics

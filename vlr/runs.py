@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
 WANDB_ID_FILE = "wandb_run_id"
+RUN_TOKENIZER_DIR = "tokenizer"  # the WordPiece a run trained on its captions, saved beside its checkpoints
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -87,6 +88,17 @@ def sweep_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if missing:
         raise KeyError(f"optimized_metric names metrics that were not logged: {missing}")
     return float(sum(float(w) * metrics[k] for k, w in spec.items()))
+
+
+def best_epoch_metrics(history: list[dict[str, float]], monitor: str = "val/rsum", mode: str = "max") -> dict[str, float]:
+    """The validation metrics of the best epoch by ``monitor`` (the checkpoint callback's choice;
+    the first epoch wins a tie, as ModelCheckpoint keeps the first best), or {} without any."""
+    scored = [h for h in history if monitor in h]
+    if not scored:
+        return {}
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda h: (h[monitor], -h["epoch"] if mode == "max" else h["epoch"]))
+    return {k: float(v) for k, v in best.items() if "/" in k}
 
 
 LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "PL_GLOBAL_SEED")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+
 from pathlib import Path
 
 import hydra
@@ -12,8 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
-from vlr.reporting import print_metrics_table, stage_metrics, write_metrics
+from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.reporting import finish_evaluation
 from vlr.runs import (
+    RUN_TOKENIZER_DIR,
+    best_epoch_metrics,
     pin_wandb_run,
     release_distributed,
     resume_checkpoint,
@@ -49,22 +53,37 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     pin_wandb_run(cfg)
     datamodule, model = build_data_and_model(cfg)
     trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
+    if trainer.is_global_zero and not cfg.model.tokenizer.get("name_or_path"):
+        # a WordPiece trained on this data's captions belongs to the weights: vlr.eval of this
+        # run's checkpoints uses this copy, whatever data it evaluates on
+        datamodule.tokenizer.save_pretrained(str(Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR))
     for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    ckpt_path = resume_checkpoint(cfg)
+    if ckpt_path is not None:  # fail in one line, before any step, on a file that is not a checkpoint of this model
+        option = "ckpt_path" if cfg.get("ckpt_path") else "resume (resume=false starts over)"
+        check_state_fits(model, read_checkpoint(ckpt_path, option)["state_dict"], ckpt_path, option)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    # selection is on val only: the sweep value and the reported val numbers are the best epoch's
+    callback = trainer.checkpoint_callback
+    monitor = getattr(callback, "monitor", None) or "val/rsum"
+    best_val = best_epoch_metrics(model.val_history, monitor, getattr(callback, "mode", "max"))
+    metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
+    for logger in trainer.loggers:  # best-of-run summaries (W&B: the run summary shows the best epoch)
+        if best_val and trainer.is_global_zero and hasattr(getattr(logger, "experiment", None), "summary"):
+            logger.experiment.summary.update({f"best/{k}": v for k, v in best_val.items()})
 
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = callback.best_model_path if callback else ""
         if not best:
             log.warning("no best checkpoint (was validation skipped?); testing the current weights")
+        model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        test_metrics = stage_metrics(trainer.callback_metrics, "test")
-        metrics.update(test_metrics)
-        if trainer.is_global_zero:
-            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", test_metrics)
-            print_metrics_table(test_metrics, f"test metrics ({cfg.objective.name} on {cfg.data.name})")
+        metrics.update(finish_evaluation(
+            trainer, model, cfg, "test", f"test metrics ({cfg.objective.name} on {cfg.data.name})",
+            meta={"checkpoint": best or "last weights"}, extra=best_val,
+        ))
     return sweep_value(cfg, metrics), metrics
 
 

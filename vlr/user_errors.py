@@ -7,12 +7,13 @@ import functools
 import logging
 import sys
 
+from vlr.checkpoints import CheckpointError
 from vlr.data.images import ImageLoadError
 from vlr.data.karpathy import AnnotationError
 from vlr.reference.files import FeatureFileError
 
 log = logging.getLogger("vlr")
-USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError)
+USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError, CheckpointError)
 
 
 def message_of(err: BaseException) -> str:

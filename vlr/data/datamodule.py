@@ -51,6 +51,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         mean: tuple = IMAGENET_MEAN,
         std: tuple = IMAGENET_STD,
         eval_folds: int = 1,
+        eval_tiers: dict | None = None,
         cache_dir: str | None = None,
         teacher: str = "frozen_init",
         teacher_features: str | None = None,
@@ -77,6 +78,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.num_workers, self.shuffle, self.augment = num_workers, shuffle, augment
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
         self.eval_folds, self.cache_dir = eval_folds, cache_dir
+        # test-split gallery tiers from one embedding pass, e.g. COCO {5k: 1, 1k: 5} (name -> folds)
+        self.eval_tiers = dict(eval_tiers) if eval_tiers else None
         self.tokenizer, self.max_length = None, 32
         self.imbalance = None
         self.splits: dict[str, CaptionSplit] = {}
@@ -136,6 +139,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             "image_labels": split.labels,
             "relevance": relevance,
             "folds": self.eval_folds,
+            "tiers": self.eval_tiers if split_name == "test" else None,
         }
 
     # -- loaders ----------------------------------------------------------------------

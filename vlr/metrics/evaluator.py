@@ -15,6 +15,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from vlr.metrics.overlap import neighbourhood_overlap
+from vlr.metrics.ranking import check_ties, top_k_gallery
 from vlr.metrics.retrieval import retrieval_metrics
 
 
@@ -56,9 +57,20 @@ class RetrievalEvaluator(Metric):
         ks: Sequence[int] = (1, 5, 10),
         ndcg_ks: Sequence[int] = (10, 20, 50),
         overlap_ks: Sequence[int] = (10,),
+        ties: str = "expected",
+        tiers: dict[str, int] | None = None,
+        save_rankings: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.ties = check_ties(ties)
+        # named gallery tiers scored from one embedding pass, e.g. COCO {5k: 1, 1k: 5}
+        # (name -> folds); keys become ``<tier>/<metric>``. None: one unnamed tier of ``folds``.
+        self.tiers = dict(tiers) if tiers else None
+        # > 0: compute() also keeps per-query results and the top ``save_rankings`` gallery
+        # indices of every direction in ``self.rankings`` (see vlr.reporting.write_rankings)
+        self.save_rankings = int(save_rankings)
+        self.rankings: dict[str, torch.Tensor] | None = None
         self.text_to_image = torch.as_tensor(text_to_image).long().cpu()
         self.num_images = int(self.text_to_image.max()) + 1 if self.text_to_image.numel() else 0
         self.image_labels = image_labels
@@ -100,22 +112,44 @@ class RetrievalEvaluator(Metric):
         ref_u = None if ref is None else _unique_by_index(ref, idx, expected, f"{kind}s")
         return emb_u, ref_u
 
+    def _metrics(self, images: torch.Tensor, texts: torch.Tensor, record: dict | None = None) -> dict[str, float]:
+        """Every tier's metrics; ``record`` receives per-query results over the whole gallery."""
+        common = dict(image_labels=self.image_labels, ks=self.ks, relevance=self.relevance, ndcg_ks=self.ndcg_ks,
+                      ties=self.ties)
+        t2i = self.text_to_image.to(images.device)
+        tiers = self.tiers or {"": self.folds}
+        if record is not None and 1 not in tiers.values():
+            retrieval_metrics(images, texts, t2i, record=record, **common)
+        out = {}
+        for name, folds in tiers.items():
+            part = retrieval_metrics(images, texts, t2i, folds=folds, record=record if folds == 1 else None, **common)
+            out |= {(f"{name}/{k}" if name else k): v for k, v in part.items()}
+        return out
+
     def compute(self) -> dict[str, float]:
         images, image_ref = self._collect("image", self.num_images)
         texts, text_ref = self._collect("text", self.text_to_image.numel())
-        out = retrieval_metrics(
-            images,
-            texts,
-            self.text_to_image.to(images.device),
-            image_labels=self.image_labels,
-            folds=self.folds,
-            ks=self.ks,
-            relevance=self.relevance,
-            ndcg_ks=self.ndcg_ks,
-        )
+        record = {} if self.save_rankings else None
+        out = self._metrics(images, texts, record)
+        if record is not None:
+            k, t2i = self.save_rankings, self.text_to_image.to(images.device)
+            self_t, self_i = torch.arange(texts.shape[0], device=texts.device), torch.arange(images.shape[0], device=images.device)
+            record["i2t/topk"] = top_k_gallery(images, texts, k)
+            record["t2i/topk"] = top_k_gallery(texts, images, k)
+            record["t2t/topk"] = top_k_gallery(texts, texts, k, self_t)
+            record["i2i/topk"] = top_k_gallery(images, images, k, self_i)
+            record["text_to_image"] = t2i
+            self.rankings = {name: v.detach().cpu() for name, v in record.items()}
         for k in self.overlap_ks:
             if image_ref is not None:
                 out[f"image/overlap@{k}"] = neighbourhood_overlap(images, image_ref, k)
             if text_ref is not None:
                 out[f"text/overlap@{k}"] = neighbourhood_overlap(texts, text_ref, k)
         return out
+
+    def chance(self) -> dict[str, float]:
+        """The metrics of a constant model on this split: chance level under the tie rule
+        (with ``ties=expected`` every metric's value when the ranking is uniformly random)."""
+        ones_i = torch.ones(self.num_images, 1)
+        ones_t = torch.ones(self.text_to_image.numel(), 1)
+        return self._metrics(ones_i, ones_t)

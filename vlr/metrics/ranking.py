@@ -244,3 +244,20 @@ def expected_shared_neighbours(emb: torch.Tensor, reference_emb: torch.Tensor, k
         b[rows, idx] = -math.inf
         out[idx] = (top_k_membership(a, k) * top_k_membership(b, k)).sum(dim=1)
     return out
+
+
+def top_k_gallery(queries: torch.Tensor, gallery: torch.Tensor, k: int,
+                  self_index: torch.Tensor | None = None) -> torch.Tensor:
+    """[num_queries, k] gallery indices of each query's k highest scores, best first (the query
+    itself removed when ``self_index`` is given). The order among exactly tied items is the
+    one ``torch.topk`` returns: unspecified, like any tie."""
+    num_q, num_g = queries.shape[0], gallery.shape[0]
+    k = min(k, num_g - (self_index is not None))
+    out = torch.empty(num_q, k, dtype=torch.long, device=queries.device)
+    for idx in _chunks(num_q, num_g):
+        idx = idx.to(queries.device)
+        scores = queries[idx] @ gallery.T
+        if self_index is not None:
+            scores[torch.arange(idx.numel(), device=queries.device), self_index[idx]] = -math.inf
+        out[idx] = scores.topk(k, dim=1).indices
+    return out

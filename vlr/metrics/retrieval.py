@@ -80,7 +80,10 @@ def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds
         )
 
 
-def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties) -> dict[str, float]:
+def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties, record=None) -> dict[str, float]:
+    """Metrics of one gallery; ``record`` (a dict), when given, receives per-query tensors
+    (``{direction}/R@k`` hit probabilities, ``{direction}/rank`` expected 0-based ranks,
+    ``{direction}/NDCG@k``) in query order, for per-query files and paired bootstraps."""
     dev = image_emb.device
     num_images = image_emb.shape[0]
     out: dict[str, float] = {}
@@ -91,6 +94,10 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
     t2i_ranks = best_positive_rank(text_emb, image_emb, t2i[:, None])
     out |= _recall_summary("i2t", i2t, ks, True, ties)
     out |= _recall_summary("t2i", t2i_ranks, ks, True, ties)
+    if record is not None:
+        for name, r in (("i2t", i2t), ("t2i", t2i_ranks)):
+            record[f"{name}/rank"] = r.rank(ties)
+            record |= {f"{name}/R@{k}": r.hit_probability(k, ties) for k in sorted({*ks, 1, 5, 10})}
     out["rsum"] = _rsum_part(i2t, ties) + _rsum_part(t2i_ranks, ties)
 
     # t2t: each caption queries the other captions; relevant = the other captions of its image.
@@ -98,6 +105,10 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
     self_t = torch.arange(text_emb.shape[0], device=dev)
     t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
     rsum_single = 0.0
+    if record is not None:  # every caption is a query; those with nothing to find get NaN
+        nan = torch.full_like(t2t.rank(ties), float("nan"))
+        record["t2t/rank"] = torch.where(t2t.valid, t2t.rank(ties), nan)
+        record |= {f"t2t/R@{k}": torch.where(t2t.valid, t2t.hit_probability(k, ties), nan) for k in sorted({*ks, 1, 5, 10})}
     if t2t.valid.any():
         t2t = t2t.select(t2t.valid)
         out |= _recall_summary("t2t", t2t, ks, False, ties)
@@ -112,6 +123,10 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
             pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
         self_i = torch.arange(num_images, device=dev)
         i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
+        if record is not None:
+            nan = torch.full_like(i2i.rank(ties), float("nan"))
+            record["i2i/rank"] = torch.where(i2i.valid, i2i.rank(ties), nan)
+            record |= {f"i2i/R@{k}": torch.where(i2i.valid, i2i.hit_probability(k, ties), nan) for k in sorted({*ks, 1, 5, 10})}
         if i2i.valid.any():
             i2i = i2i.select(i2i.valid)
             out |= _recall_summary("i2i", i2i, ks, False, ties)
@@ -136,6 +151,9 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
         mixed_gain = lambda q: torch.cat([image_gain(q), caption_gain(q)], dim=1)  # noqa: E731
         i2x_ndcg = ndcg(image_emb, both, mixed_gain, self_i, nk, ties)
         t2x_ndcg = ndcg(text_emb[first], both, mixed_gain, num_images + first, nk, ties)
+        if record is not None:
+            for name, per_query in (("i2i", i2i_ndcg), ("t2t", t2t_ndcg), ("i2x", i2x_ndcg), ("t2x", t2x_ndcg)):
+                record |= {f"{name}/NDCG@{k}": v for k, v in per_query.items()}
         for k in ndcg_ks:
             out[f"i2i/NDCG@{k}"] = float(100.0 * i2i_ndcg[k].mean())
             out[f"t2t/NDCG@{k}"] = float(100.0 * t2t_ndcg[k].mean())
@@ -156,6 +174,7 @@ def retrieval_metrics(
     relevance: torch.Tensor | None = None,
     ndcg_ks: Sequence[int] = (10, 20, 50),
     ties: str = "expected",
+    record: dict | None = None,
 ) -> dict[str, float]:
     """Cross-modal and single-modal retrieval metrics.
 
@@ -175,6 +194,8 @@ def retrieval_metrics(
             items are put in a uniformly random order, so a constant model scores
             chance; ``pessimistic`` (tied non-relevant items first) or ``optimistic``
             (last: what counting only strictly higher scores gives).
+        record: a dict that receives per-query tensors of the whole gallery (``folds=1``
+            only): ``{direction}/rank``, ``{direction}/R@k``, ``{direction}/NDCG@k``.
 
     Keys: ``{i2t,t2i}/R@k``, ``{i2t,t2i}/{medr,meanr}``, ``rsum``, ``t2t/R@k``,
     ``i2i/R@k`` (with labels), ``rsum_single``, ``{i2i,t2t}/NDCG@k`` (with relevance).
@@ -193,7 +214,7 @@ def retrieval_metrics(
     check_ties(ties)
 
     if folds == 1:
-        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks, ties)
+        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks, ties, record)
 
     block = image_emb.shape[0] // folds
     per_fold: dict[str, list[float]] = defaultdict(list)

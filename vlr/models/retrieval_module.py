@@ -13,6 +13,7 @@ from torch import nn
 
 from vlr.data.sampler import EpochSampler
 from vlr.metrics import RetrievalEvaluator
+from vlr.metrics.ranking import check_ties
 from vlr.objectives import Objective
 from vlr.reference import build_reference
 
@@ -85,6 +86,12 @@ class RetrievalModule(pl.LightningModule):
         self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))
         self.eval_ndcg_ks = tuple(evaluation.get("ndcg_ks", (10, 20, 50)))
         self.eval_overlap_ks = tuple(evaluation.get("overlap_ks", (10,)))
+        self.eval_ties = check_ties(evaluation.get("ties", "expected"))
+        self.chance_levels: dict[str, dict[str, float]] = {}  # per split, filled after a test
+        # every validation during fit: {"epoch", "step", "val/...": value}; travels in checkpoints so a
+        # resumed run still knows its best epoch (vlr.runs.best_epoch_metrics)
+        self.val_history: list[dict[str, float]] = []
+        self.save_rankings = 0  # > 0: a final evaluation keeps per-query rankings (set by the entry points)
         self.evaluators = nn.ModuleDict()
         if teacher_cache not in (True, False, "auto"):
             raise ValueError(f"model.teacher_cache must be true, false or auto, got {teacher_cache!r}")
@@ -168,6 +175,7 @@ class RetrievalModule(pl.LightningModule):
         checkpoint["vlr_best_restored"] = self._best_restored
         checkpoint["vlr_skipped_steps"] = self.skipped_steps
         checkpoint["vlr_torch_rng"] = torch.get_rng_state()
+        checkpoint["vlr_val_history"] = [dict(h) for h in self.val_history]
 
     def _continue_epoch_order(self) -> None:
         """After a resume, rebuild the training iterator for the restored epoch, minus its batches
@@ -186,6 +194,7 @@ class RetrievalModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._best_restored = bool(checkpoint.get("vlr_best_restored", False))
         self.skipped_steps = int(checkpoint.get("vlr_skipped_steps", 0))
+        self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]
         if self._trainer is not None and self.trainer.state.fn == "fit":
             self._resume_pending = True
             if "vlr_torch_rng" in checkpoint:
@@ -240,7 +249,8 @@ class RetrievalModule(pl.LightningModule):
             return
         targets = datamodule.eval_targets(split)
         self.evaluators[split] = RetrievalEvaluator(
-            **targets, ks=self.eval_ks, ndcg_ks=self.eval_ndcg_ks, overlap_ks=self.eval_overlap_ks
+            **targets, ks=self.eval_ks, ndcg_ks=self.eval_ndcg_ks, overlap_ks=self.eval_overlap_ks, ties=self.eval_ties,
+            save_rankings=self.save_rankings if stage != "fit" else 0,
         ).to(self.device)
 
     @torch.no_grad()
@@ -264,6 +274,11 @@ class RetrievalModule(pl.LightningModule):
     def _log_evaluation(self, split: str) -> None:
         evaluator = self.evaluators[split]
         metrics = evaluator.compute()  # already global: every rank holds the same numbers
+        if self.trainer.state.fn != "fit":  # a final evaluation: its table shows chance for the split
+            self.chance_levels[split] = {f"{split}/{k}": v for k, v in evaluator.chance().items()}
+        elif not self.trainer.sanity_checking:
+            self.val_history.append({"epoch": self.current_epoch, "step": self.global_step,
+                                     **{f"{split}/{k}": float(v) for k, v in metrics.items()}})
         evaluator.reset()
         self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
 
