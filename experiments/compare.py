@@ -38,7 +38,7 @@ def cell_from_run_dir(run_dir: Path) -> dict:
         "strength": float(cfg["imbalance"]["strength"]),
         "seed": int(cfg["seed"]),
         "command": " ".join(["python -m vlr.train", *overrides]),
-        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "metrics": {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")},
     }
 
 

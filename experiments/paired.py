@@ -1,0 +1,102 @@
+"""Paired bootstrap confidence intervals of the difference between two runs on the same test set.
+
+Reads the per-query results each run wrote (``rankings.safetensors``: ``save_rankings=true`` in
+``vlr.train`` or ``vlr.eval``). Test images are the resampling unit and a caption goes with its
+image, so the captions of one image (which are not independent) stay together; both runs are
+scored on the same resample (paired), so what varies between them is the model, not the sample.
+
+    python -m experiments.paired RUN_A RUN_B [--metrics rsum rsum_single i2i/NDCG@10] [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+RSUM = [f"{d}/R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
+RSUM_SINGLE = [f"{d}/R@{k}" for d in ("t2t", "i2i") for k in (1, 5, 10)]
+DEFAULT_METRICS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/NDCG@10", "t2t/NDCG@10")
+
+
+def load_rankings(run: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    path = Path(run) / "rankings.safetensors" if Path(run).is_dir() else Path(run)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no per-query rankings; run with save_rankings=true (vlr.train or vlr.eval)")
+    return load_file(str(path))
+
+
+def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of the query values, number of queries) per test image, for one per-query tensor.
+    Image-query tensors have one row per image; caption-query tensors are summed per image;
+    NaN (a query with nothing to find) counts as no query."""
+    t2i = r["text_to_image"].astype(np.int64)
+    n_img = int(t2i.max()) + 1
+    values = r[key].astype(np.float64)
+    ok = ~np.isnan(values)
+    if values.shape[0] == n_img:
+        return np.where(ok, values, 0.0), ok.astype(np.float64)
+    return (np.bincount(t2i, weights=np.where(ok, values, 0.0), minlength=n_img),
+            np.bincount(t2i, weights=ok.astype(np.float64), minlength=n_img))
+
+
+def _components(metric: str) -> list[str]:
+    return {"rsum": RSUM, "rsum_single": RSUM_SINGLE}.get(metric, [metric])
+
+
+def _resampled(r: dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np.ndarray:
+    """The metric (x100, summed over its components) on each resample; ``weights`` [B, images]."""
+    total = np.zeros(weights.shape[0])
+    for key in _components(metric):
+        if key not in r:
+            raise SystemExit(f"metric {metric!r} needs per-query {key!r}, which the rankings file does not hold")
+        sums, counts = _per_image(r, key)
+        total += 100.0 * (weights @ sums) / np.maximum(weights @ counts, 1e-12)
+    return total
+
+
+def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str, n: int = 2000,
+                      seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """A minus B on the full test set, and the percentile bootstrap interval over test images."""
+    if not np.array_equal(a["text_to_image"], b["text_to_image"]):
+        raise SystemExit("the two runs were not evaluated on the same test set (text_to_image differs)")
+    n_img = int(a["text_to_image"].max()) + 1
+    full = np.ones((1, n_img))
+    point = float(_resampled(a, metric, full)[0] - _resampled(b, metric, full)[0])
+    weights = np.random.default_rng(seed).multinomial(n_img, np.full(n_img, 1.0 / n_img), size=n).astype(np.float64)
+    diffs = _resampled(a, metric, weights) - _resampled(b, metric, weights)
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"difference": point, "low": float(lo), "high": float(hi), "n_boot": n, "level": level}
+
+
+def paired_table(run_a: Path, run_b: Path, metrics=DEFAULT_METRICS, n: int = 2000, seed: int = 0) -> str:
+    a, b = load_rankings(run_a), load_rankings(run_b)
+    rows = ["| metric | A − B | 95% CI | resolved |", "|---|---|---|---|"]
+    for metric in metrics:
+        try:
+            d = paired_difference(a, b, metric, n, seed)
+        except SystemExit as err:
+            if "does not hold" in str(err):
+                continue
+            raise
+        resolved = "yes" if d["low"] > 0 or d["high"] < 0 else "no"
+        rows.append(f"| {metric} | {d['difference']:+.2f} | [{d['low']:+.2f}, {d['high']:+.2f}] | {resolved} |")
+    return f"A = {run_a}, B = {run_b}; paired bootstrap over test images, {n} resamples\n\n" + "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(paired_table(args.run_a, args.run_b, args.metrics, args.n, args.seed))
+
+
+if __name__ == "__main__":
+    main()

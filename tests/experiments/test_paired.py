@@ -1,0 +1,46 @@
+"""experiments/paired.py: paired bootstrap over test images from per-query rankings."""
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from experiments.paired import paired_difference, paired_table
+
+
+def _rankings(rng, n_img=300, caps=3, p_i2t=0.5, p_t2i=0.4):
+    t2i = np.repeat(np.arange(n_img), caps)
+    r = {"text_to_image": t2i}
+    for k in (1, 5, 10):
+        r[f"i2t/R@{k}"] = (rng.random(n_img) < min(1, p_i2t * k ** 0.3)).astype(np.float64)
+        r[f"t2i/R@{k}"] = (rng.random(n_img * caps) < min(1, p_t2i * k ** 0.3)).astype(np.float64)
+    return r
+
+
+def test_point_estimate_and_interval_of_a_paired_difference():
+    rng = np.random.default_rng(0)
+    a, b = _rankings(rng), _rankings(rng, p_i2t=0.4)
+    d = paired_difference(a, b, "i2t/R@1", n=4000)
+    assert d["difference"] == pytest.approx(100 * (a["i2t/R@1"].mean() - b["i2t/R@1"].mean()))
+    # the bootstrap spread of a mean of paired per-image differences: sd(diff) / sqrt(n) (x100, x1.96)
+    diff = a["i2t/R@1"] - b["i2t/R@1"]
+    half = 1.96 * 100 * diff.std() / np.sqrt(diff.size)
+    assert (d["high"] - d["low"]) / 2 == pytest.approx(half, rel=0.12)
+    assert d["low"] < d["difference"] < d["high"]
+    rsum = paired_difference(a, b, "rsum", n=500)
+    direct = sum(100 * (a[k].mean() - b[k].mean()) for k in a if k != "text_to_image")
+    assert rsum["difference"] == pytest.approx(direct)
+
+
+def test_identical_runs_have_a_zero_interval_and_other_test_sets_are_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    a = _rankings(rng)
+    d = paired_difference(a, {k: v.copy() for k, v in a.items()}, "rsum", n=300)
+    assert d == {"difference": 0.0, "low": 0.0, "high": 0.0, "n_boot": 300, "level": 0.95}
+    other = _rankings(rng, n_img=200)
+    with pytest.raises(SystemExit, match="not evaluated on the same test set"):
+        paired_difference(a, other, "rsum")
+    for name, r in (("a", a), ("b", _rankings(rng, p_i2t=0.9, p_t2i=0.9))):
+        (tmp_path / name).mkdir()
+        save_file(r, str(tmp_path / name / "rankings.safetensors"))
+    text = paired_table(tmp_path / "b", tmp_path / "a", metrics=["rsum", "i2t/R@1"], n=300)
+    assert "| rsum |" in text and "| yes |" in text
