@@ -2,8 +2,10 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from vlr.data.karpathy import AnnotationError
 from vlr.data.synthetic import (
     COLOURS,
     POSITION_PHRASE,
@@ -44,15 +46,63 @@ def test_generation_is_deterministic_and_prefix_stable(tmp_path):
     assert _digest(a) != _digest(other)
 
 
-def test_regenerates_only_when_spec_changes(tmp_path):
+def test_existing_data_of_the_same_spec_is_reused_and_another_spec_is_refused(tmp_path):
     root = tmp_path / "syn"
     generate_synthetic(root, SyntheticSpec(num_train=5, num_val=2, num_test=2))
     marker = root / "images" / "train_00000.png"
-    mtime = marker.stat().st_mtime_ns
+    mtime, before = marker.stat().st_mtime_ns, _digest(root)
     generate_synthetic(root, SyntheticSpec(num_train=5, num_val=2, num_test=2))
     assert marker.stat().st_mtime_ns == mtime
-    generate_synthetic(root, SyntheticSpec(num_train=6, num_val=2, num_test=2))
-    assert len(list((root / "images").glob("train_*.png"))) == 6
+    with pytest.raises(AnnotationError, match=r"holds vlr synthetic data of another spec \(num_train 5 \(wanted 6\)\)"):
+        generate_synthetic(root, SyntheticSpec(num_train=6, num_val=2, num_test=2))
+    assert _digest(root) == before and marker.stat().st_mtime_ns == mtime  # nothing deleted or rewritten
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("files, hint", [
+    ({"dataset_flickr30k.json": "{}", "flickr30k-images/1.jpg": "jpeg"}, "data=flickr30k"),
+    ({"annotations/captions_val2017.json": "{}"}, "data=coco_official"),
+    ({"notes.txt": "mine"}, None),
+])
+def test_a_folder_that_is_not_vlrs_is_never_modified(tmp_path, files, hint):
+    root = tmp_path / "user-data"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    before = _tree(root)
+    with pytest.raises(AnnotationError) as err:
+        generate_synthetic(root, SyntheticSpec(num_train=3, num_val=2, num_test=2))
+    message = str(err.value)
+    assert f"data.root={root} is not an empty folder and holds no vlr synthetic data" in message
+    assert (f"it looks like {hint}" in message) if hint else ("looks like" not in message)
+    assert _tree(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user-data"]  # not even a lock file beside it
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    generate_synthetic(root, SyntheticSpec(num_train=3, num_val=2, num_test=2))
+    assert (root / "dataset_synthetic.json").exists() and json.loads((root / "generator.json").read_text())["generator"] == "vlr.synthetic"
+
+
+def test_the_cli_refuses_a_real_dataset_folder_and_leaves_it_alone(tmp_path):
+    """`python -m vlr.train data.root=<Flickr30K>` without `data=flickr30k`: one line, nothing touched."""
+    from tests.conftest import run_cli
+
+    root = tmp_path / "flickr30k"
+    (root / "flickr30k-images").mkdir(parents=True)
+    (root / "dataset_flickr30k.json").write_text('{"images": []}')
+    (root / "flickr30k-images" / "1.jpg").write_bytes(b"\xff\xd8 not really")
+    before = _tree(root)
+    proc = run_cli("vlr.train", f"data.root={root}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "it looks like data=flickr30k" in errors[0] and "Traceback" not in proc.stderr
+    assert _tree(root) == before
 
 
 def test_captions_mention_only_what_the_image_has(synthetic_root):

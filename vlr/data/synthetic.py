@@ -161,21 +161,89 @@ def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int,
     }
 
 
+MANIFEST = "generator.json"
+# files that say which vlr data preset a folder holds (the user probably meant that preset)
+PRESET_HINTS = (
+    ("dataset_flickr30k.json", "data=flickr30k"), ("dataset_coco.json", "data=coco"),
+    ("dataset_flickr8k.json", "data=flickr8k"), ("captions_*2017.json", "data=coco_official"),
+    ("annotations/captions_*2017.json", "data=coco_official"), ("coco_karpathy_*.json", "data=coco_lavis"),
+    ("flickr30k_*.json", "data=flickr30k_lavis"),
+)
+
+
+def _is_vlr_manifest(manifest: dict) -> bool:
+    """A manifest vlr's generator wrote: the marker, or (generator version 2) exactly the spec's fields."""
+    return manifest.get("generator") == "vlr.synthetic" or set(manifest) == set(asdict(SyntheticSpec()))
+
+
+def _refuse_foreign(root: Path) -> None:
+    """A non-empty folder without vlr's manifest is the user's: never touch it, say what it looks like."""
+    hint = next((preset for pattern, preset in PRESET_HINTS if any(root.glob(pattern))), None)
+    meant = f"; it looks like {hint} (data.root belongs to that preset)" if hint else ""
+    from vlr.data.karpathy import AnnotationError
+
+    raise AnnotationError(
+        f"data.root={root} is not an empty folder and holds no vlr synthetic data ({MANIFEST} missing), "
+        f"so the synthetic generator will not write there{meant}"
+    )
+
+
+def _read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and _is_vlr_manifest(manifest) else None
+
+
 def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
     """Write the dataset under ``root`` unless an identical one is already there; returns the JSON path.
+
+    vlr deletes and overwrites nothing here: ``root`` must be missing, empty, or vlr's own
+    synthetic data of the same spec (its ``generator.json``). A folder of other files is the
+    user's (say ``data.root`` pointing at Flickr30K without ``data=flickr30k``) and is
+    refused, naming the preset it looks like; vlr data of another spec is refused too, so two
+    runs with different settings never share (or delete) one folder. The default
+    ``data.root`` has the spec in its name, so other settings get their own folder.
 
     Safe to call from several processes at once (DDP ranks): a file lock serialises
     them, and the dataset is built in a temporary folder and moved into place, so a
     reader never sees half a dataset.
     """
+    from vlr.data.karpathy import AnnotationError
+
     root = Path(root)
+    wanted = {"generator": "vlr.synthetic", **asdict(spec)}
+
+    def check_existing() -> bool:
+        """True when the wanted data is there; raises for anything that is not vlr's or not this spec."""
+        if not root.exists():
+            return False
+        if not root.is_dir():
+            raise AnnotationError(f"data.root={root} is a file, not a folder")
+        manifest = _read_manifest(root)
+        if manifest is None:
+            if any(root.iterdir()):
+                _refuse_foreign(root)
+            return False
+        differs = {k: (manifest.get(k), v) for k, v in asdict(spec).items() if manifest.get(k) != v}
+        if differs:
+            shown = ", ".join(f"{k} {old} (wanted {new})" for k, (old, new) in differs.items())
+            raise AnnotationError(
+                f"data.root={root} holds vlr synthetic data of another spec ({shown}); vlr does not delete it: "
+                "choose another data.root (the default one is named after the spec), or delete that folder"
+            )
+        return True
+
+    if check_existing():  # before taking the lock: nothing is written beside a folder that is not vlr's
+        return root / ANNOTATION
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
-        manifest = root / "generator.json"
-        if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec):
+        if check_existing():
             return root / ANNOTATION
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from a killed run of this process id
         (tmp / "images").mkdir(parents=True)
         images, imgid, sentid = [], 0, 0
         for split, count in (("train", spec.num_train), ("val", spec.num_val), ("test", spec.num_test)):
@@ -186,8 +254,8 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
                 sentid += len(entry["sentences"])
         (tmp / ANNOTATION).write_text(json.dumps({"dataset": "synthetic", "images": images}))
         write_oracle_reference(images, tmp / REFERENCE_DIR, SHAPES, COLOURS, POSITIONS)
-        (tmp / "generator.json").write_text(json.dumps(asdict(spec)))
+        (tmp / MANIFEST).write_text(json.dumps(wanted))  # last: its presence means "complete"
         if root.exists():
-            shutil.rmtree(root)
+            root.rmdir()  # empty (checked above): replaced by the finished dataset
         os.replace(tmp, root)
     return root / ANNOTATION
