@@ -1,4 +1,6 @@
-"""`LastCheckpoint`: ``last.ckpt`` at every epoch end and every N optimizer steps, for resuming.
+"""`LastCheckpoint`: ``last.ckpt`` at every epoch end, every N optimizer steps, and whenever
+training stops (the last epoch, ``max_steps`` or ``max_time`` in the middle of an epoch, early
+stopping, SIGTERM, Ctrl-C), for resuming.
 
 Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it saves a
 top-k checkpoint, so after an epoch that was not the best, ``last.ckpt`` would be stale.
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class LastCheckpoint(Checkpoint):
@@ -24,7 +27,19 @@ class LastCheckpoint(Checkpoint):
 
     def _save(self, trainer: pl.Trainer) -> None:
         if not trainer.sanity_checking:
+            for logger in trainer.loggers:  # what the checkpoint covers is logged on disk with it
+                logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._save(trainer)  # max_steps / max_time / early stopping can end training mid-epoch
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        # SIGTERM (and Ctrl-C, which vlr.train turns into the same request) stops Lightning
+        # between two steps, so the state is whole; other errors may strike mid-step: the
+        # previous last.ckpt is kept.
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            self._save(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step

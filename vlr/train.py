@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import warnings
 
 from pathlib import Path
@@ -10,10 +13,13 @@ from pathlib import Path
 import hydra
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
 from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.io import AtomicCheckpointIO
+from vlr.loggers import ResumableCSVLogger
 from vlr.reporting import finish_evaluation
 from vlr.runs import (
     RUN_TOKENIZER_DIR,
@@ -42,7 +48,29 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))
-    return hydra.utils.instantiate(trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False, **kwargs)
+    # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
+    plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO()]
+    return hydra.utils.instantiate(trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False,
+                                   plugins=plugins, **kwargs)
+
+
+@contextlib.contextmanager
+def stop_between_steps(trainer: pl.Trainer):
+    """Ctrl-C asks Lightning to stop after the current step, as SIGTERM does (its SIGTERM
+    handling raises ``SIGTERMException`` between steps, and `LastCheckpoint` saves then);
+    a second Ctrl-C aborts at once, keeping the previous ``last.ckpt``."""
+    def on_sigint(signum, frame):
+        if getattr(trainer, "received_sigterm", False):
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: stopping after this step and saving last.ckpt (press again to abort at once)")
+        trainer.received_sigterm = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
@@ -63,8 +91,19 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path is not None:  # fail in one line, before any step, on a file that is not a checkpoint of this model
         option = "ckpt_path" if cfg.get("ckpt_path") else "resume (resume=false starts over)"
-        check_state_fits(model, read_checkpoint(ckpt_path, option)["state_dict"], ckpt_path, option)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        checkpoint = read_checkpoint(ckpt_path, option)
+        check_state_fits(model, checkpoint["state_dict"], ckpt_path, option)
+        for logger in trainer.loggers:  # rows a killed run logged after its checkpoint are logged again
+            if isinstance(logger, ResumableCSVLogger):
+                logger.drop_rows_after(int(checkpoint.get("global_step", 0)))
+        del checkpoint
+    try:
+        with stop_between_steps(trainer):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        log.warning("training stopped by a signal; %s holds the state: run the same command to resume",
+                    Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        raise SystemExit(143) from None
     # selection is on val only: the sweep value and the reported val numbers are the best epoch's
     callback = trainer.checkpoint_callback
     monitor = getattr(callback, "monitor", None) or "val/rsum"

@@ -9,11 +9,12 @@ import sys
 
 from vlr.checkpoints import CheckpointError
 from vlr.data.images import ImageLoadError
+from vlr.io import SaveError
 from vlr.data.karpathy import AnnotationError
 from vlr.reference.files import FeatureFileError
 
 log = logging.getLogger("vlr")
-USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError, CheckpointError)
+USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError, CheckpointError, SaveError)
 
 
 def message_of(err: BaseException) -> str:

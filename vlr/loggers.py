@@ -1,0 +1,62 @@
+"""`ResumableCSVLogger`: Lightning's CSVLogger, except that a resumed run keeps its earlier rows.
+
+Lightning's CSV writer deletes ``metrics.csv`` when its folder is not empty, so a run that
+resumes from ``last.ckpt`` loses every row logged before the kill. This one keeps the rows
+up to the checkpoint's step (``drop_rows_after``, called by `vlr.train` with the resumed
+checkpoint's global step: rows a killed run logged after it are logged again by the
+resumed run) and appends after them, so a killed-and-resumed run's ``metrics.csv`` reads
+like an uninterrupted one's. Rows are flushed whenever ``last.ckpt`` is written
+(`vlr.callbacks.LastCheckpoint`), so what a checkpoint covers is on disk with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from vlr.io import atomic_write_text
+
+
+class _KeepingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Keep an existing metrics.csv (Lightning deletes it); remember its columns."""
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = list(csv.DictReader(fh).fieldnames or [])
+
+    def drop_rows_after(self, step: int) -> None:
+        """Remove rows logged at a step after ``step`` (rewritten atomically)."""
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
+        if len(kept) == len(rows):
+            return
+        from io import StringIO
+
+        out = StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(self.metrics_file_path, out.getvalue(), "metrics log")
+
+
+class ResumableCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _KeepingWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def drop_rows_after(self, step: int) -> None:
+        self.experiment.drop_rows_after(step)
