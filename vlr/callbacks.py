@@ -31,6 +31,12 @@ class LastCheckpoint(Checkpoint):
                 logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
 
+    def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        """Remove temporary files a killed save of ours left (``.<name>.tmp<pid>``, see vlr.io)."""
+        if stage == "fit" and trainer.is_global_zero and self.path.parent.is_dir():
+            for leftover in self.path.parent.glob(".*.ckpt.tmp*"):
+                leftover.unlink(missing_ok=True)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._save(trainer)  # max_steps / max_time / early stopping can end training mid-epoch
 
