@@ -5,17 +5,23 @@ stopping, SIGTERM, Ctrl-C), for resuming.
 Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it saves a
 top-k checkpoint, so after an epoch that was not the best, ``last.ckpt`` would be stale.
 This callback owns ``last.ckpt``; ``ModelCheckpoint`` keeps ``best.ckpt``. It is a
-``Checkpoint``, so Lightning runs it after the other callbacks (``ModelCheckpoint``
-included, when listed after it): the state it saves has this epoch's best already recorded.
+``Checkpoint``, so Lightning runs it after the other callbacks (and after ``ModelCheckpoint``
+when listed after it, as in conf/callbacks/default.yaml): the state it saves has this
+epoch's best already recorded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from vlr.io import atomic_write
 
 
 class LastCheckpoint(Checkpoint):
@@ -54,11 +60,24 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._save(trainer)  # after the epoch's validation (and ModelCheckpoint's best)
+        # a validation inside the epoch (val_check_interval < 1): save after ModelCheckpoint's save
+        # of it; at the epoch's end, on_train_epoch_end saves instead
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if not trainer.enable_validation or trainer.check_val_every_n_epoch is None or (
-            (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch
-        ):
-            self._save(trainer)  # no validation this epoch: save at its end
+        # runs after ModelCheckpoint's on_train_epoch_end (Checkpoint callbacks keep their order
+        # at the end of the list), where it records this epoch's best: a resume from this file
+        # knows the best so far, and a kill between the two writes loses nothing but this one
+        self._save(trainer)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that saves with `atomic_write` in the checkpoint's own folder,
+    so ``last.ckpt`` and ``best.ckpt`` are never seen half-written, and a failed save stops
+    the run at once naming the path and the reason."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh), "checkpoint")

@@ -15,9 +15,6 @@ import os
 from pathlib import Path
 from typing import IO, Any, Callable
 
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
 
 class SaveError(OSError):
     """A file vlr must write (a checkpoint, a cache) could not be written."""
@@ -36,6 +33,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass  # the folder itself is the problem: there is no temporary file
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str = "file") -> Path:
     """Write ``path`` through ``write(binary file)`` atomically and durably; raise `SaveError`
     naming the path and the reason when it cannot be written (nothing is left behind)."""
@@ -49,10 +53,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str 
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise SaveError(f"cannot write {what} {path}: {err.strerror or err}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     _fsync_dir(path.parent)
     return path
@@ -60,14 +64,3 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str 
 
 def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()), what)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that saves with `atomic_write` in the checkpoint's own folder,
-    so ``last.ckpt`` and ``best.ckpt`` are never seen half-written, and a failed save stops
-    the run at once naming the path and the reason."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda fh: torch.save(checkpoint, fh), "checkpoint")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import warnings
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
 from vlr.checkpoints import check_state_fits, read_checkpoint
-from vlr.io import AtomicCheckpointIO
+from vlr.callbacks import AtomicCheckpointIO
 from vlr.loggers import ResumableCSVLogger
 from vlr.reporting import finish_evaluation
 from vlr.runs import (
@@ -101,8 +102,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         with stop_between_steps(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        log.warning("training stopped by a signal; %s holds the state: run the same command to resume",
-                    Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        print(f"training stopped by a signal; {Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'} holds "
+              "the state: run the same command to resume", file=sys.stderr)
         raise SystemExit(143) from None
     # selection is on val only: the sweep value and the reported val numbers are the best epoch's
     callback = trainer.checkpoint_callback

@@ -11,10 +11,11 @@ from vlr.checkpoints import CheckpointError
 from vlr.data.images import ImageLoadError
 from vlr.io import SaveError
 from vlr.data.karpathy import AnnotationError
+from vlr.errors import ConfigError
 from vlr.reference.files import FeatureFileError
 
 log = logging.getLogger("vlr")
-USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError, CheckpointError, SaveError)
+USER_ERRORS = (AnnotationError, ImageLoadError, FeatureFileError, CheckpointError, SaveError, ConfigError)
 
 
 def message_of(err: BaseException) -> str:
@@ -31,9 +32,14 @@ def report_user_errors(main):
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except USER_ERRORS as err:
-            log.error("%s: %s", type(err).__name__, message_of(err))
-            print(f"error: {message_of(err)}", file=sys.stderr)
+        except Exception as err:
+            # Hydra wraps what a constructor raises (InstantiationException): report the cause
+            wrapped = type(err).__name__ == "InstantiationException"
+            cause = err if isinstance(err, USER_ERRORS) else (err.__cause__ if wrapped else None)
+            if not isinstance(cause, USER_ERRORS):
+                raise
+            log.error("%s: %s", type(cause).__name__, message_of(cause))
+            print(f"error: {message_of(cause)}", file=sys.stderr)
             sys.exit(1)
 
     return wrapper

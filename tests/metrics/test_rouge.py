@@ -1,3 +1,5 @@
+import hashlib
+import logging
 import time
 
 import numpy as np
@@ -49,20 +51,61 @@ def test_word_encoding_never_merges_words_across_the_surrogate_gap():
     assert all(not (0xD800 <= ord(s) < 0xE000) for s in enc)
 
 
-def test_cache_is_keyed_by_content(tmp_path):
+def test_cache_is_keyed_by_content_and_used_when_whole(tmp_path, monkeypatch):
+    import vlr.metrics.rouge as rouge
+
     caps = ["a red ball", "a blue ball", "a dog"]
     first = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path)
     files = list(tmp_path.glob("rouge_l_*.npy"))
     assert len(files) == 1
     np.testing.assert_array_equal(np.load(files[0]), first.numpy())
-    # a cached result is returned as is: tamper with the file and it comes back
-    tampered = first.numpy().copy()
-    tampered[0, 0] = 0.123
-    np.save(files[0], tampered)
-    assert rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path)[0, 0].item() == pytest.approx(0.123)
+    monkeypatch.setattr(rouge, "_compute", lambda *a, **k: pytest.fail("a whole cache must not be recomputed"))
+    assert torch.equal(rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path), first)
+    monkeypatch.undo()
     # other captions -> another key, another file
     rouge_l_relevance(["a red ball", "a blue cat", "a dog"], [0, 0, 1], cache_dir=tmp_path)
     assert len(list(tmp_path.glob("rouge_l_*.npy"))) == 2
+
+
+def _garbage(path, good):
+    path.write_bytes(b"\x93NUMPY garbage")
+
+
+def _truncated(path, good):
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _edited(path, good):  # a plausible value, but not what was written
+    bad = good.copy()
+    bad[0, 0] = 0.123
+    np.save(path, bad)
+
+
+def _huge(path, good):  # what a garbage cache gave before: NDCG = -636625088
+    bad = good.copy()
+    bad[1, 0] = -3e9
+    np.save(path, bad)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(bad.tobytes()).hexdigest())
+
+
+def _nan(path, good):
+    bad = good.copy()
+    bad[2, 1] = np.nan
+    np.save(path, bad)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(bad.tobytes()).hexdigest())
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _edited, _huge, _nan], ids=lambda f: f.__name__[1:])
+def test_a_damaged_cache_is_recomputed_with_a_warning(tmp_path, caplog, damage):
+    caps = ["a red ball", "a blue ball", "a dog"]
+    good = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path).numpy()
+    (path,) = tmp_path.glob("rouge_l_*.npy")
+    damage(path, good)
+    with caplog.at_level(logging.WARNING, logger="vlr.metrics.rouge"):
+        again = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path)
+    assert f"ROUGE-L cache {path} is damaged" in caplog.text
+    np.testing.assert_array_equal(again.numpy(), good)
+    np.testing.assert_array_equal(np.load(path), good)  # rewritten whole
 
 
 def test_errors():

@@ -57,3 +57,22 @@ def check_images(split: CaptionSplit, policy: str, decode: bool) -> CaptionSplit
     if not keep:
         raise ImageLoadError(f"every {split.name} image is bad ({len(bad)}); nothing left to use")
     return split.keep_images(keep)
+
+
+def warn_shared_images(splits: dict[str, CaptionSplit]) -> None:
+    """Warn, naming them, about images listed twice in a split or in two splits: a test image seen
+    in training, or a duplicate in a gallery, changes what the numbers mean."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        counts: dict[str, int] = {}
+        for path in split.image_paths:
+            counts[str(path)] = counts.get(str(path), 0) + 1
+        twice = [p for p, n in counts.items() if n > 1]
+        if twice:
+            log.warning("%d image(s) listed more than once in the %s split, e.g. %s", len(twice), name, ", ".join(twice[:3]))
+        shared = [(p, seen[p]) for p in counts if p in seen]
+        if shared:
+            log.warning("%d image(s) of the %s split are also in the %s split, e.g. %s", len(shared), name,
+                        shared[0][1], ", ".join(p for p, _ in shared[:3]))
+        for p in counts:
+            seen.setdefault(p, name)

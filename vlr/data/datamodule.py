@@ -9,12 +9,13 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vlr.data.checks import BAD_IMAGE_POLICIES, check_images
+from vlr.data.checks import BAD_IMAGE_POLICIES, check_images, warn_shared_images
 from vlr.data.corpus import CaptionSplit
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
 from vlr.data.sampler import EpochSampler
 from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
+from vlr.errors import ConfigError
 from vlr.metrics import rouge_l_relevance
 
 
@@ -60,6 +61,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         **source_kwargs,
     ):
         super().__init__()
+        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"data.{option} must be a positive integer, got {value!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         if train_sampling not in TRAIN_SAMPLING:
             raise ValueError(f"data.train_sampling must be one of {TRAIN_SAMPLING}, got '{train_sampling}'")
         if image_transform not in IMAGE_TRANSFORMS:
@@ -119,15 +125,22 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise RuntimeError("RetrievalDataModule needs a tokenizer: call set_tokenizer() before fitting")
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={self.batch_size} is the global batch and must be divisible by the "
                 f"world size ({world} processes)"
             )
+        warn_shared_images({name: self.split(name) for name in ("train", "val", "test")
+                            if stage in (None, "fit") or name != "train"})
         self.per_rank_batch = self.batch_size // world
 
     def eval_targets(self, split_name: str) -> dict:
         """What the evaluator needs besides embeddings: caption->image map, labels, ROUGE-L relevance."""
         split = self.split(split_name)
+        if split.num_images < 2:
+            raise ConfigError(
+                f"the {split_name} split of {split.source or self.name} has {split.num_images} image(s); "
+                "retrieval evaluation needs at least 2"
+            )
         relevance = rouge_l_relevance(
             split.tokens if split.tokens is not None else split.captions,
             split.text_to_image,

@@ -7,11 +7,14 @@ optional per-image ``label`` (int) or ``labels`` (list of ints) become i2i groun
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from vlr.data.corpus import CaptionSplit
+
+log = logging.getLogger(__name__)
 
 
 class AnnotationError(ValueError):
@@ -36,11 +39,20 @@ def field(obj, key, where: str, path: Path, kind=None):
     return value
 
 
+MAX_CAPTION_CHARS = 2000  # far beyond any real caption (COCO's longest is ~1,000 characters)
+
+
 def check_caption(raw, where: str, path: Path, image_name: str) -> str:
+    """The caption, stripped; a runaway one (a corrupted file can hold megabytes in one string)
+    is cut to ``MAX_CAPTION_CHARS`` with a warning, so tokenising and ROUGE-L stay bounded."""
     if not isinstance(raw, str):
         raise AnnotationError(f"{path}: {where} should be str, got {type(raw).__name__}")
     if not raw.strip():
         raise AnnotationError(f"{path}: {where} is an empty caption ({image_name})")
+    if len(raw) > MAX_CAPTION_CHARS:
+        log.warning("%s: %s has %d characters; keeping the first %d (%s)", path, where, len(raw), MAX_CAPTION_CHARS,
+                    image_name)
+        raw = raw[:MAX_CAPTION_CHARS]
     return raw.strip()
 
 
@@ -71,7 +83,8 @@ def read_karpathy(
             raw = field(sent, "raw", f"{where}.sentences[{j}]", path, str)
             captions.append(check_caption(raw, f"{where}.sentences[{j}].raw", path, filename))
             toks = sent.get("tokens")
-            tokens.append([str(t) for t in toks] if isinstance(toks, list) and toks else None)
+            # the dataset's own word tokens, bounded like the caption itself
+            tokens.append([str(t) for t in toks[:MAX_CAPTION_CHARS // 2]] if isinstance(toks, list) and toks else None)
             t2i.append(image_index)
         if "label" in entry:
             labels.append(int(entry["label"]))

@@ -13,6 +13,7 @@ The matrix is cached on disk, keyed by the captions' tokens and their image ids.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,10 @@ import torch
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 from tqdm.auto import tqdm
+
+from vlr.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 BETA = 1.2
 CACHE_VERSION = "rouge-l-v1"
@@ -91,6 +96,30 @@ def _compute(token_lists: list[list[str]], t2i: torch.Tensor, num_images: int, p
     return out
 
 
+def _read_cache(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The cached matrix when it is whole and plausible (checksum, shape, float32, finite, within
+    [0, 1]); otherwise None, with a warning naming the file, so it is recomputed and rewritten."""
+    if not path.exists():
+        return None
+    try:
+        cached = np.load(path, allow_pickle=False)
+        recorded = path.with_suffix(".sha256").read_text().strip()
+        problem = (
+            "checksum differs" if hashlib.sha256(np.ascontiguousarray(cached).tobytes()).hexdigest() != recorded
+            else f"shape {cached.shape}, expected {shape}" if cached.shape != shape
+            else f"dtype {cached.dtype}, expected float32" if cached.dtype != np.float32
+            else "non-finite values" if not np.isfinite(cached).all()
+            else "values outside [0, 1]" if cached.size and (cached.min() < 0 or cached.max() > 1)
+            else None
+        )
+    except (OSError, ValueError, EOFError) as err:
+        problem = f"unreadable ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})"
+    if problem is None:
+        return torch.from_numpy(cached)
+    log.warning("ROUGE-L cache %s is damaged (%s); recomputing it", path, problem)
+    return None
+
+
 def rouge_l_relevance(
     captions: Sequence[str] | Sequence[Sequence[str]],
     text_to_image: torch.Tensor | Sequence[int],
@@ -121,15 +150,12 @@ def rouge_l_relevance(
         key = _cache_key(token_lists, t2i.numpy())
         path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = path / f"rouge_l_{key}_{len(token_lists)}x{n_img}.npy"
-        if path.exists():
-            cached = np.load(path, allow_pickle=False)
-            if cached.shape == (len(token_lists), n_img):
-                return torch.from_numpy(cached)
+        cached = _read_cache(path, (len(token_lists), n_img))
+        if cached is not None:
+            return cached
     rel = _compute(token_lists, t2i, n_img, progress)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, rel.numpy(), allow_pickle=False)
-        os.replace(tmp, path)  # atomic: concurrent ranks never read a half-written file
+        digest = hashlib.sha256(rel.numpy().tobytes()).hexdigest()
+        atomic_write(path, lambda fh: np.save(fh, rel.numpy(), allow_pickle=False), "ROUGE-L cache")
+        atomic_write_text(path.with_suffix(".sha256"), digest + "\n", "ROUGE-L cache checksum")
     return rel

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlr.errors import ConfigError
 from vlr.registry import Registry
 
 OBJECTIVES: Registry = Registry("objective")
@@ -56,6 +57,20 @@ class Objective(nn.Module):
         return {}
 
 
+def check_loss_options(options: dict, prefix: str = "objective") -> None:
+    """Loss weights must be >= 0 and temperatures > 0 (a negative weight would maximise a loss,
+    a non-positive temperature divides by zero or flips every similarity): one line naming the option."""
+    for key, value in options.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            check_loss_options(value, name)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if "temperature" in name and value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+            if ("weight" in name or key in ("alpha", "beta")) and value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+
+
 def create_objective(
     name: str, teacher: str = "frozen_init", teacher_features: str | None = None, **kwargs
 ) -> Objective:
@@ -63,6 +78,7 @@ def create_objective(
 
     ``teacher`` / ``teacher_features`` choose the reference (read by the module), the rest
     go to the objective's constructor."""
+    check_loss_options(kwargs)
     objective = OBJECTIVES.create(name, **kwargs)
     objective.teacher, objective.teacher_features = teacher, teacher_features
     return objective

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlr.reference.files import feature_dims, load_features
+from vlr.reference.files import FeatureFileError, feature_dims, load_features
 
 TEACHERS = ("frozen_init", "features")
 
@@ -85,6 +85,12 @@ class FeatureReference(nn.Module):
         """Load and validate ``split_name``'s files against the split's image and caption counts."""
         if split_name not in self._splits:
             loaded = load_features(self.directory, split_name, split.num_images, split.num_captions)
+            for kind, dim in (("image", self.image_dim), ("text", self.text_dim)):
+                if loaded[kind].shape[1] != dim:  # the objective's heads were sized from another split
+                    raise FeatureFileError(
+                        f"{self.directory}: split '{split_name}' has {kind} features of width {loaded[kind].shape[1]} "
+                        f"but another split's are {dim} wide; all splits must come from the same encoders"
+                    )
             self._splits[split_name] = {k: F.normalize(v, dim=-1) for k, v in loaded.items()}
 
     @torch.no_grad()
