@@ -19,6 +19,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VLR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "vlr-cache"))
 
 
+# the spec of `synthetic_root`: give these with data.root={synthetic_root} (another spec is refused)
+SYNTHETIC_ROOT_SPEC = ("data.num_train=60", "data.num_val=20", "data.num_test=20", "data.generator_seed=3")
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic dataset (60/20/20 images), generated once per session."""

@@ -2,7 +2,7 @@
 
 Lightning's CSV writer deletes ``metrics.csv`` when its folder is not empty, so a run that
 resumes from ``last.ckpt`` loses every row logged before the kill. This one keeps the rows
-up to the checkpoint's step (``drop_rows_after``, called by `vlr.train` with the resumed
+the checkpoint covers (``drop_rows_after``, called by `vlr.train` with the resumed
 checkpoint's global step: rows a killed run logged after it are logged again by the
 resumed run) and appends after them, so a killed-and-resumed run's ``metrics.csv`` reads
 like an uninterrupted one's. Rows are flushed whenever ``last.ckpt`` is written
@@ -30,13 +30,15 @@ class _KeepingWriter(ExperimentWriter):
                 self.metrics_keys = list(csv.DictReader(fh).fieldnames or [])
 
     def drop_rows_after(self, step: int) -> None:
-        """Remove rows logged at a step after ``step`` (rewritten atomically)."""
+        """Remove the rows a checkpoint at global step ``step`` does not cover (rewritten atomically).
+        Lightning logs a row with the count of steps taken before it (``step`` = global step - 1
+        at logging time), so the checkpoint covers exactly the rows with step < its global step."""
         if not os.path.isfile(self.metrics_file_path):
             return
         with open(self.metrics_file_path, newline="") as fh:
             reader = csv.DictReader(fh)
             fields, rows = reader.fieldnames or [], list(reader)
-        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) <= step]
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
         if len(kept) == len(rows):
             return
         from io import StringIO

@@ -38,6 +38,7 @@ def _model_and_batches(tmp: Path, objective: str = "infonce", batch_size: int = 
     pl.seed_everything(0)
     datamodule, model = build_data_and_model(cfg)
     datamodule.setup("fit")
+    model.reference.prepare("train", datamodule.split("train"))  # no trainer.fit(datamodule=...) does it here
     loader = datamodule.train_dataloader()
     batches = [b for _, b in zip(range(STEPS), loader)]
     assert all(b["images"].shape[0] == batch_size for b in batches)

@@ -4,13 +4,14 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from tests.conftest import SYNTHETIC_ROOT_SPEC
 from tests.test_config import _compose
 from vlr.build import build_data_and_model
 
 
 def _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose([f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=20"])
+    cfg = _compose([f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", "data.batch_size=20"])
     pl.seed_everything(0)
     datamodule, module = build_data_and_model(cfg)
     module.skip_nonfinite = skip

@@ -4,13 +4,15 @@ locally (as a user's downloads would be) load through the configs and reproduce 
 import pytest
 import torch
 
+from tests.conftest import SYNTHETIC_ROOT_SPEC
+
 from tests.test_config import _compose
 from vlr.build import build_data_and_model
 
 
 def _build(tmp_path, monkeypatch, synthetic_root, overrides):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose([f"data.root={synthetic_root}", *overrides])
+    cfg = _compose([f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, *overrides])
     return build_data_and_model(cfg)
 
 

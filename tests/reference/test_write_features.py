@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import SYNTHETIC_ROOT_SPEC, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
     from vlr.reference import load_features
 
     out = tmp_path / "feats"
-    proc = run_cli("vlr.write_features", f"data.root={synthetic_root}", "data.num_workers=0", f"out_dir={out}",
+    proc = run_cli("vlr.write_features", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", f"out_dir={out}",
                    *_encoder_overrides(tiny_pretrained), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"objective.teacher_features={out}" in proc.stdout
@@ -49,7 +49,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
 
     # the files drive a SAD run, distillation and overlap@k alike
     run = ["vlr.train", "objective=sad", "objective.teacher=features", f"objective.teacher_features={out}",
-           f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=20", "trainer.max_epochs=1",
+           f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", "data.batch_size=20", "trainer.max_epochs=1",
            "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = run_cli(*run, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

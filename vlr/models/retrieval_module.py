@@ -80,7 +80,7 @@ class RetrievalModule(pl.LightningModule):
         self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
         self.reference = build_reference(objective.teacher, objective.teacher_features, self.encoder)
         self.objective = objective
-        objective.bind_reference(self.reference.image_dim, self.reference.text_dim)
+        objective.bind_reference(self.reference.image_dim, self.reference.text_dim, self.encoder.embed_dim)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         evaluation = dict(evaluation or {})
         self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))

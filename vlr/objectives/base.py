@@ -40,8 +40,10 @@ class Objective(nn.Module):
         ``teacher`` holds ``image`` and ``text`` reference embeddings of the same rows."""
         raise NotImplementedError
 
-    def bind_reference(self, image_dim: int, text_dim: int) -> None:
-        """Called once by the module with the reference's feature sizes, before any step."""
+    def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
+        """Called once by the module, before any step, with the reference's feature sizes and the
+        encoder's embedding size: an objective with parameters of its own sizes them from these,
+        never from another config group."""
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called by the module at the start of every training epoch (schedules over epochs)."""

@@ -55,7 +55,7 @@ class StructureAwareDistillation(Objective):
 
     def __init__(
         self,
-        embed_dim: int,
+        embed_dim: int | None = None,
         image_teacher_dim: int | None = None,
         text_teacher_dim: int | None = None,
         temperature: float = 0.07,
@@ -87,24 +87,29 @@ class StructureAwareDistillation(Objective):
         self.temperature = Temperature(temperature, learnable_temperature)
         self.relation_temperature = Temperature(relation_temperature, learnable_relation_temperature)
         self.distill_temperature = distill_temperature
-        # the heads map into the reference's spaces; their sizes come from the reference
-        # (bind_reference) unless given, and must match it when given
-        self.embed_dim = embed_dim
-        self.image_head = nn.Linear(embed_dim, image_teacher_dim) if image_teacher_dim else None
-        self.text_head = nn.Linear(embed_dim, text_teacher_dim) if text_teacher_dim else None
+        # the heads map into the reference's spaces; their sizes come from the encoder and the
+        # reference (bind_reference), and must match them where given
+        self.embed_dim, self.teacher_dims = embed_dim, {"image": image_teacher_dim, "text": text_teacher_dim}
+        # built here when every size is given (direct use), else by bind_reference
+        self.image_head = nn.Linear(embed_dim, image_teacher_dim) if embed_dim and image_teacher_dim else None
+        self.text_head = nn.Linear(embed_dim, text_teacher_dim) if embed_dim and text_teacher_dim else None
         self.fusion = nn.Parameter(torch.tensor(float(lambda_init)))
         self.distance, self.student = DISTANCES[distance], student
 
-    def bind_reference(self, image_dim: int, text_dim: int) -> None:
+    def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
+        if self.embed_dim is not None and self.embed_dim != embed_dim:
+            raise ValueError(f"objective.embed_dim={self.embed_dim} but the encoder embeds in {embed_dim} dimensions; "
+                             "set it to null to take the encoder's size")
+        self.embed_dim = embed_dim
         for kind, dim in (("image", image_dim), ("text", text_dim)):
-            head = getattr(self, f"{kind}_head")
-            if head is None:
-                setattr(self, f"{kind}_head", nn.Linear(self.embed_dim, dim))
-            elif head.out_features != dim:
+            given = self.teacher_dims[kind]
+            if given is not None and given != dim:
                 raise ValueError(
-                    f"objective.{kind}_teacher_dim={head.out_features} but the reference's {kind} features "
+                    f"objective.{kind}_teacher_dim={given} but the reference's {kind} features "
                     f"have {dim} dimensions; set it to null to take the reference's size"
                 )
+            if getattr(self, f"{kind}_head") is None:
+                setattr(self, f"{kind}_head", nn.Linear(embed_dim, dim))
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.in_stage1 = epoch < self.stage1_epochs
