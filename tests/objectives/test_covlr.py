@@ -17,10 +17,12 @@ class TinyEncoder(nn.Module):
         self.text_tower, self.text_proj = nn.Linear(7, 5), nn.Linear(5, 4)
         self.double()
 
+    def tower_features(self, images, input_ids, attention_mask):
+        return torch.tanh(self.image_tower(images)), torch.tanh(self.text_tower(input_ids))
+
     def forward(self, images, input_ids, attention_mask):
-        v = F.normalize(self.image_proj(torch.tanh(self.image_tower(images))), dim=-1)
-        t = F.normalize(self.text_proj(torch.tanh(self.text_tower(input_ids))), dim=-1)
-        return v, t
+        fi, ft = self.tower_features(images, input_ids, attention_mask)
+        return F.normalize(self.image_proj(fi), dim=-1), F.normalize(self.text_proj(ft), dim=-1)
 
 
 def _batch():
@@ -129,3 +131,69 @@ def test_first_order_carrier_gives_the_temperature_its_consistency_gradient():
     v, t = enc(images, texts, None)
     sum(obj.consistency(v, t, ids).values()).backward()  # L_r(theta') does not involve the temperature
     assert torch.allclose(got, obj.temperature.log_value.grad, atol=1e-12)
+
+
+def test_relation_kd_is_covlr_without_the_virtual_step():
+    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    kd = create_objective("relation_kd", beta=2.0, temperature=0.2, learnable_temperature=False).double()
+    v, t = enc(images, texts, None)
+    terms = kd(v, t, ids, teacher)
+    assert set(terms) == {"itc_i2t", "itc_t2i", "relation"}
+    assert terms["relation"].item() == pytest.approx(2.0 * kd.preservation(v, t, teacher).item(), rel=1e-12)
+    grads_kd = torch.autograd.grad(sum(terms.values()), list(enc.parameters()))
+    covlr = _objective(second_order=False)
+    covlr.alpha = 0.0  # the meta step's path at alpha = 0 moves nothing: the same gradient
+    meta = covlr.meta_terms(enc, images, texts, None, ids, teacher)
+    grads_meta = torch.autograd.grad(sum(meta.values()), list(enc.parameters()))
+    for a, b in zip(grads_kd, grads_meta):
+        assert torch.allclose(a, b, atol=1e-12)
+    with pytest.raises(ValueError, match="objective.alpha has no meaning for relation_kd"):
+        create_objective("relation_kd", alpha=0.1)
+
+
+def test_options_that_cannot_act_are_refused():
+    from vlr.errors import ConfigError
+
+    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc.image_proj, enc.text_proj = nn.Identity(), nn.Identity()  # model.embed_dim=null
+    enc.image_tower, enc.text_tower = nn.Linear(6, 4).double(), nn.Linear(7, 4).double()
+    with pytest.raises(ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable projections"):
+        _objective(virtual_params="projections").meta_terms(enc, images, texts, None, ids, teacher)
+    enc.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable encoder parameter takes the virtual step"):
+        _objective(second_order=True).meta_terms(enc, images, texts, None, ids, teacher)
+
+
+def _second_order_under_ddp(rank, world):
+    from vlr.errors import ConfigError
+
+    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    with pytest.raises(ConfigError, match="objective.second_order=true cannot run under DDP"):
+        _objective(second_order=True).meta_terms(enc, images[rank::2], texts[rank::2], None, ids[rank::2],
+                                                 {k: x[rank::2] for k, x in teacher.items()})
+
+
+def test_second_order_is_refused_under_ddp():
+    from tests.distributed import run_distributed
+
+    run_distributed(_second_order_under_ddp, 2)
+
+
+def test_second_order_runs_with_attention_towers():
+    """The fused attention kernels are not twice differentiable; the meta step uses the math one."""
+    from vlr.models import DualEncoder, ImageTower, TextTower
+
+    torch.manual_seed(0)
+    enc = DualEncoder(
+        ImageTower("vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)),
+        TextTower(config=dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=64, max_position_embeddings=16), vocab_size=50),
+        embed_dim=16,
+    )
+    images, ids = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 2])
+    input_ids, mask = torch.randint(5, 50, (4, 8)), torch.ones(4, 8, dtype=torch.long)
+    teacher = {"image": torch.randn(4, 6), "text": torch.randn(4, 5)}
+    obj = create_objective("covlr", second_order=True)
+    terms = obj.meta_terms(enc, images, input_ids, mask, ids, teacher)
+    sum(terms.values()).backward()  # differentiates through the virtual step's gradient
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters() if p.requires_grad)

@@ -63,5 +63,31 @@ def test_temperature_learnable_or_fixed():
 
 
 def test_unknown_objective_lists_registered_names():
-    with pytest.raises(KeyError, match="unknown objective 'nce'; registered: covlr, infonce, sad, triplet"):
+    with pytest.raises(KeyError, match="unknown objective 'nce'; registered: covlr, infonce, relation_kd, sad, triplet"):
         create_objective("nce")
+
+
+def test_a_temperature_at_its_bound_keeps_moving():
+    """Bounded in place after each step (X-VLM): a clamp inside the loss would cut the gradient
+    at the bound and the temperature would stay there for good."""
+    obj = create_objective("infonce", temperature=0.07)
+    opt = torch.optim.SGD(obj.parameters(), lr=5.0)
+    g = torch.Generator().manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    t = torch.nn.functional.normalize(v + 3.0 * torch.randn(8, 4, generator=g), dim=-1)  # noisy pairs: wants it warmer
+    values = []
+    for _ in range(12):
+        opt.zero_grad()
+        sum(obj(v, t, torch.arange(8)).values()).backward()
+        assert obj.temperature.log_value.grad.abs() > 0  # never a zero gradient, bound or not
+        opt.step()
+        obj.after_optimizer_step()
+        values.append(float(obj.temperature()))
+    assert max(values) == pytest.approx(0.5) and all(0.001 <= x <= 0.5 + 1e-7 for x in values)
+    # the other way round: aligned pairs want it colder, and it leaves the upper bound at once
+    t2 = v.clone()
+    opt.zero_grad()
+    sum(obj(v, t2, torch.arange(8)).values()).backward()
+    opt.step()
+    obj.after_optimizer_step()
+    assert float(obj.temperature()) < 0.5

@@ -45,6 +45,10 @@ class DualEncoder(nn.Module):
     def forward(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_images(images), self.embed_texts(input_ids, attention_mask)
 
+    def tower_features(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' outputs before the projections (what ``forward`` projects and normalises)."""
+        return self.image_tower(images), self.text_tower(input_ids, attention_mask)
+
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)
 
@@ -159,6 +163,9 @@ class RetrievalModule(pl.LightningModule):
         if self._resume_pending:
             self._resume_pending = False
             self._continue_epoch_order()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.objective.after_optimizer_step()  # after the step: the objective's bounds, in place
 
     def on_train_epoch_start(self) -> None:
         self.objective.on_train_epoch_start(self.current_epoch)

@@ -54,6 +54,15 @@ class Objective(nn.Module):
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not own the training step")
 
+    def after_optimizer_step(self) -> None:
+        """Called by the module after every optimizer step: bounds are applied to parameters here,
+        in place (temperatures, X-VLM style), so the loss itself never cuts their gradient."""
+        from vlr.objectives.infonce import Temperature
+
+        for module in self.modules():
+            if isinstance(module, Temperature):
+                module.clamp_()
+
     def log_values(self) -> dict[str, float]:
         """Scalars worth logging besides the loss terms (temperatures, learned weights)."""
         return {}

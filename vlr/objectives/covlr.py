@@ -14,10 +14,15 @@ equals the single-process gradient of the global-batch loss.
 
 from __future__ import annotations
 
-import torch
-from torch.func import functional_call
+import contextlib
 
-from vlr.distributed import average_gradients, gather_no_grad, gather_with_grad
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from vlr.distributed import average_gradients, gather_no_grad, gather_with_grad, world_size
+from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective
 from vlr.objectives.infonce import Temperature, contrastive_terms
 from vlr.objectives.relations import relation_loss
@@ -31,6 +36,7 @@ MODALITIES = ("image", "text", "both")
 class CoVLR(Objective):
     owns_training_step = True
     needs_teacher = True
+    name = "covlr"
 
     def __init__(
         self,
@@ -53,6 +59,7 @@ class CoVLR(Objective):
         self.temperature = Temperature(temperature, learnable_temperature)
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature
         self.modalities, self.second_order, self.virtual_params = modalities, second_order, virtual_params
+        self._checked = False  # options that cannot act are refused at the first step (_check_can_act)
 
     def consistency(self, v, t, ids) -> dict[str, torch.Tensor]:
         return contrastive_terms(gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids), self.temperature())
@@ -65,6 +72,31 @@ class CoVLR(Objective):
             total = total + self.relation(gather_with_grad(t), gather_no_grad(teacher["text"]), self.relation_temperature)
         return total
 
+    def forward(self, image_emb, text_emb, image_ids, teacher=None) -> dict[str, torch.Tensor]:
+        """The alpha = 0 objective: InfoNCE + beta * relation loss at theta itself (no virtual step),
+        from one forward pass: `relation_kd`, the control that isolates the meta step."""
+        if teacher is None:
+            raise ValueError(f"objective={self.name} needs reference embeddings")
+        return {**self.consistency(image_emb, text_emb, image_ids),
+                "relation": self.beta * self.preservation(image_emb, text_emb, teacher)}
+
+    def _check_can_act(self, encoder) -> None:
+        if world_size() > 1 and self.second_order:
+            raise ConfigError(
+                "objective.second_order=true cannot run under DDP: the gradient of the virtual step would have "
+                "to flow back through cross-rank collectives twice, which gloo/NCCL all_gather cannot do here; "
+                "use second_order=false (first order) or one process"
+            )
+        names = [n for n, p in encoder.named_parameters() if p.requires_grad]
+        if not names:
+            raise ConfigError(f"objective={self.name}: no trainable encoder parameter takes the virtual step")
+        if self.virtual_params == "projections" and not any(n.endswith(PROJECTION_PARAMS) for n in names):
+            raise ConfigError(
+                "objective.virtual_params=projections, but the encoder has no trainable projections "
+                "(model.embed_dim=null keeps the towers' joint space with identity projections): the virtual "
+                "step would move nothing; use virtual_params=all"
+            )
+
     def meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher) -> dict[str, torch.Tensor]:
         """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update.
 
@@ -73,9 +105,27 @@ class CoVLR(Objective):
         ``itc_grad``, a term whose value is 0 and whose gradient is that vector; the
         ``itc_*`` values are then reported detached. This saves a second backward pass
         through L_c. Second order keeps the whole graph, since the update differentiates
-        through grad L_c.
+        through grad L_c; attention then runs on the math kernel (the fused ones are not
+        twice differentiable).
+
+        ``virtual_params=projections``: only the projections take the virtual step, so the
+        towers' outputs are computed once and reused for the meta-test forward (exact: the
+        relation loss still reaches the towers through them).
         """
-        v, t = encoder(images, input_ids, attention_mask)
+        if not self._checked:
+            self._check_can_act(encoder)
+            self._checked = True
+        kernel = sdpa_kernel(SDPBackend.MATH) if self.second_order else contextlib.nullcontext()
+        with kernel:
+            return self._meta_terms(encoder, images, input_ids, attention_mask, ids, teacher)
+
+    def _meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher):
+        reuse = self.virtual_params == "projections"
+        if reuse:
+            fi, ft = encoder.tower_features(images, input_ids, attention_mask)
+            v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
+        else:
+            v, t = encoder(images, input_ids, attention_mask)
         terms = self.consistency(v, t, ids)
         l_c = terms["itc_i2t"] + terms["itc_t2i"]
         trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
@@ -91,7 +141,13 @@ class CoVLR(Objective):
             g = by_name[n]
             steps = g is not None and (self.virtual_params == "all" or n.endswith(PROJECTION_PARAMS))
             fast[n] = p - self.alpha * g if steps else p
-        v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
+        if reuse:
+            proj = {side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
+                    for side in ("image", "text")}
+            v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,)), dim=-1)
+            t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,)), dim=-1)
+        else:
+            v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
         relation = self.beta * self.preservation(v_fast, t_fast, teacher)
         if self.second_order:
             return {**terms, "relation": relation}
@@ -104,9 +160,27 @@ class CoVLR(Objective):
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         teacher = module.teacher_embeddings(batch)
+        if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
+            v, t = module.encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
+            return self(v, t, batch["image_idx"], teacher)
         return self.meta_terms(
             module.encoder, batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_idx"], teacher
         )
 
     def log_values(self):
         return {"temperature": float(self.temperature().detach())}
+
+
+@OBJECTIVES.register("relation_kd")
+class RelationKD(CoVLR):
+    """The control arm: InfoNCE + beta * L_r(theta), CoVLR without its virtual step (alpha = 0),
+    on the same relation options and code. What CoVLR gains over it is the meta step's doing."""
+
+    owns_training_step = False
+    name = "relation_kd"
+
+    def __init__(self, **kwargs):
+        for option in ("alpha", "second_order", "virtual_params"):
+            if option in kwargs:
+                raise ConfigError(f"objective.{option} has no meaning for relation_kd (it takes no virtual step)")
+        super().__init__(alpha=0.0, **kwargs)

@@ -28,15 +28,23 @@ def contrastive_terms(v: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, tempe
 
 
 class Temperature(nn.Module):
-    """A temperature, learnable in log space by default, clamped to [min, max] as X-VLM does."""
+    """A temperature, learnable in log space by default, kept in [min, max] as X-VLM does: the
+    parameter itself is clamped after each optimizer step (`clamp_`), not the value inside the
+    loss, where a clamp would cut its gradient and leave it stuck at the bound for good."""
 
     def __init__(self, init: float = 0.07, learnable: bool = True, min: float = 0.001, max: float = 0.5):
         super().__init__()
+        if not min <= init <= max:
+            raise ValueError(f"temperature {init} is outside its bounds [{min}, {max}]")
         self.log_value = nn.Parameter(torch.tensor(math.log(init)), requires_grad=learnable)
         self.min, self.max = min, max
 
     def forward(self) -> torch.Tensor:
-        return self.log_value.exp().clamp(self.min, self.max)
+        return self.log_value.exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.log_value.clamp_(math.log(self.min), math.log(self.max))
 
 
 @OBJECTIVES.register("infonce")
