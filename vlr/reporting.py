@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vlr.io import atomic_write, atomic_write_text
+
 
 def stage_metrics(callback_metrics: dict, stage: str) -> dict[str, float]:
     """Flat ``{stage}/...`` metrics as plain floats, sorted by name."""
@@ -20,17 +22,13 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         raise ValueError(f"refusing to write non-finite metrics {bad} to {path}")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n", "metrics")
 
 
 def write_evaluation_info(path: Path, info: dict) -> None:
     """``evaluation.json`` beside ``metrics.json``: how the numbers were computed (tie rule,
     tiers) and the chance level of every metric on this split."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n", "evaluation info")
 
 
 def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
@@ -48,12 +46,10 @@ def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
     - ``text_to_image`` int64: the image of every caption.
     ``meta`` (tie rule, split, checkpoint) goes into the safetensors header metadata.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tensors = {k: v.contiguous() for k, v in rankings.items()}
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    tmp.replace(path)
+    data = save({k: v.contiguous() for k, v in rankings.items()}, metadata={k: str(v) for k, v in meta.items()})
+    atomic_write(path, lambda fh: fh.write(data), "rankings")
 
 
 DIRECTIONS = ("i2t", "t2i", "t2t", "i2i", "i2x", "t2x")

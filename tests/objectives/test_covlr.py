@@ -107,10 +107,15 @@ def test_projections_only_virtual_step_leaves_towers_out_of_the_step():
     params = {n: p.detach().clone().requires_grad_(True) for n, p in enc.named_parameters()}
     v, t = functional_call(enc, params, (images, texts, None))
     names = ["image_proj.weight", "image_proj.bias", "text_proj.weight", "text_proj.bias"]
-    g = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params[n] for n in names])
+    g = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params[n] for n in names], retain_graph=True)
     fast = {**params, **{n: params[n] - obj.alpha * gi for n, gi in zip(names, g)}}
     vf, tf = functional_call(enc, fast, (images, texts, None))
     assert terms["relation"].item() == pytest.approx(obj.beta * obj.preservation(vf, tf, teacher).item(), rel=1e-10)
+    # the reused tower outputs carry the relation loss's gradient to the towers (first order)
+    reference = torch.autograd.grad(obj.beta * obj.preservation(vf, tf, teacher), [params["image_tower.weight"]])[0]
+    sum(terms.values()).backward()
+    g_c = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params["image_tower.weight"]])[0]
+    assert torch.allclose(enc.image_tower.weight.grad, reference + g_c, atol=1e-10)
 
 
 def test_bad_options_are_named():

@@ -132,7 +132,9 @@ class CoVLR(Objective):
         extra = [p for p in self.parameters() if p.requires_grad]
         wanted = trainable if self.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
         grads = torch.autograd.grad(
-            l_c, [p for _, p in wanted], create_graph=self.second_order, retain_graph=self.second_order, allow_unused=True
+            l_c, [p for _, p in wanted], create_graph=self.second_order,
+            retain_graph=self.second_order or reuse,  # reuse: the relation loss backpropagates through the towers' graph
+            allow_unused=True,
         )
         grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
         by_name = dict(zip((n for n, _ in wanted), grads))

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from vlr.io import atomic_write, atomic_write_text
 
 KINDS = ("image", "text")
 
@@ -112,12 +114,11 @@ def save_features(directory: str | Path, split: str, image: torch.Tensor, text: 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{split}.safetensors"
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file({"image": image.float().contiguous().cpu(), "text": text.float().contiguous().cpu()}, str(tmp))
-    tmp.replace(path)  # never leave half a file where a run would read it
+    data = save({"image": image.float().contiguous().cpu(), "text": text.float().contiguous().cpu()})
+    atomic_write(path, lambda fh: fh.write(data), "reference features")  # never half a file where a run reads
     meta_path = directory / "meta.json"
     all_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     all_meta.setdefault("splits", {})[split] = {"images": int(image.shape[0]), "captions": int(text.shape[0])}
     all_meta.update({k: v for k, v in meta.items() if k != "splits"})
-    meta_path.write_text(json.dumps(all_meta, indent=2))
+    atomic_write_text(meta_path, json.dumps(all_meta, indent=2), "reference metadata")
     return path
