@@ -27,10 +27,16 @@ COMMON = [
 
 def _run(tmp_path, name, objective, *extra):
     run_dir = tmp_path / name
-    proc = run_cli("vlr.train", *COMMON, f"objective={objective}", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli("vlr.train", *COMMON, *_objective(objective), *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return state, json.loads((run_dir / "metrics.json").read_text())
+
+
+def _objective(spec: str) -> list[str]:
+    """``covlr+projections`` -> objective=covlr objective.virtual_params=projections."""
+    name, _, mode = spec.partition("+")
+    return [f"objective={name}", *([f"objective.virtual_params={mode}"] if mode else [])]
 
 
 def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
@@ -41,13 +47,13 @@ def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
     from vlr.build import build_data_and_model
 
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose([*COMMON, f"objective={objective}"])
+    cfg = _compose([*COMMON, *_objective(objective)])
     pl.seed_everything(cfg.seed)
     return build_data_and_model(cfg)[1].state_dict()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr", "sad"])
+@pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr", "covlr+projections", "relation_kd", "sad"])
 def test_two_processes_equal_one(tmp_path, monkeypatch, objective):
     one, m1 = _run(tmp_path, "one", objective)
     initial = _initial_weights(tmp_path, monkeypatch, objective)

@@ -202,3 +202,20 @@ def test_second_order_runs_with_attention_towers():
     terms = obj.meta_terms(enc, images, input_ids, mask, ids, teacher)
     sum(terms.values()).backward()  # differentiates through the virtual step's gradient
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters() if p.requires_grad)
+
+
+def test_bf16_autocast_works_and_fp16_is_refused():
+    from vlr.errors import ConfigError
+
+    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc.float()
+    images, texts = images.float(), texts.float()
+    teacher = {k: v.float() for k, v in teacher.items()}
+    obj = create_objective("covlr", alpha=0.5, beta=2.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = obj.meta_terms(enc, images, texts, None, ids, teacher)
+    sum(terms.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
+    with pytest.raises(ConfigError, match="cannot take its virtual step under fp16 autocast"):
+        with torch.autocast("cpu", dtype=torch.float16):
+            create_objective("covlr").meta_terms(enc, images, texts, None, ids, teacher)

@@ -47,6 +47,26 @@ def _rsum_part(ranks: BestPositiveRanks, ties: str) -> float:
     return float(sum(100.0 * ranks.hit_probability(k, ties).mean() for k in (1, 5, 10)))
 
 
+def _record(direction: str, ranks: BestPositiveRanks, ks: Sequence[int], ties: str, record: dict) -> None:
+    """Per-query expected ranks and hit probabilities of every query; NaN for one with nothing to find."""
+    nan = torch.full_like(ranks.rank(ties), float("nan"))
+    record[f"{direction}/rank"] = torch.where(ranks.valid, ranks.rank(ties), nan)
+    for k in sorted({*ks, 1, 5, 10}):
+        record[f"{direction}/R@{k}"] = torch.where(ranks.valid, ranks.hit_probability(k, ties), nan)
+
+
+def _single_modal(direction: str, ranks: BestPositiveRanks, ks, ties: str, out: dict, record: dict | None) -> float:
+    """Recall of a single-modal direction over the queries that have something to find (into
+    ``out``, and per query into ``record``); returns its share of rsum_single."""
+    if record is not None:
+        _record(direction, ranks, ks, ties, record)
+    if not ranks.valid.any():
+        return 0.0
+    ranks = ranks.select(ranks.valid)
+    out |= _recall_summary(direction, ranks, ks, False, ties)
+    return _rsum_part(ranks, ties)
+
+
 def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds):
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     if image_emb.shape[1] != text_emb.shape[1]:
@@ -95,24 +115,15 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
     out |= _recall_summary("i2t", i2t, ks, True, ties)
     out |= _recall_summary("t2i", t2i_ranks, ks, True, ties)
     if record is not None:
-        for name, r in (("i2t", i2t), ("t2i", t2i_ranks)):
-            record[f"{name}/rank"] = r.rank(ties)
-            record |= {f"{name}/R@{k}": r.hit_probability(k, ties) for k in sorted({*ks, 1, 5, 10})}
+        _record("i2t", i2t, ks, ties, record)
+        _record("t2i", t2i_ranks, ks, ties, record)
     out["rsum"] = _rsum_part(i2t, ties) + _rsum_part(t2i_ranks, ties)
 
     # t2t: each caption queries the other captions; relevant = the other captions of its image.
     # Captions whose image has no other caption have nothing to find and are left out.
     self_t = torch.arange(text_emb.shape[0], device=dev)
     t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
-    rsum_single = 0.0
-    if record is not None:  # every caption is a query; those with nothing to find get NaN
-        nan = torch.full_like(t2t.rank(ties), float("nan"))
-        record["t2t/rank"] = torch.where(t2t.valid, t2t.rank(ties), nan)
-        record |= {f"t2t/R@{k}": torch.where(t2t.valid, t2t.hit_probability(k, ties), nan) for k in sorted({*ks, 1, 5, 10})}
-    if t2t.valid.any():
-        t2t = t2t.select(t2t.valid)
-        out |= _recall_summary("t2t", t2t, ks, False, ties)
-        rsum_single += _rsum_part(t2t, ties)
+    rsum_single = _single_modal("t2t", t2t, ks, ties, out, record)
 
     if image_labels is not None:
         labels = image_labels.to(dev)
@@ -123,14 +134,7 @@ def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks
             pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
         self_i = torch.arange(num_images, device=dev)
         i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
-        if record is not None:
-            nan = torch.full_like(i2i.rank(ties), float("nan"))
-            record["i2i/rank"] = torch.where(i2i.valid, i2i.rank(ties), nan)
-            record |= {f"i2i/R@{k}": torch.where(i2i.valid, i2i.hit_probability(k, ties), nan) for k in sorted({*ks, 1, 5, 10})}
-        if i2i.valid.any():
-            i2i = i2i.select(i2i.valid)
-            out |= _recall_summary("i2i", i2i, ks, False, ties)
-            rsum_single += _rsum_part(i2i, ties)
+        rsum_single += _single_modal("i2i", i2i, ks, ties, out, record)
     out["rsum_single"] = rsum_single
 
     if relevance is not None:

@@ -87,6 +87,13 @@ class CoVLR(Objective):
                 "to flow back through cross-rank collectives twice, which gloo/NCCL all_gather cannot do here; "
                 "use second_order=false (first order) or one process"
             )
+        for device in ("cuda", "cpu"):
+            if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
+                raise ConfigError(
+                    f"objective={self.name} cannot take its virtual step under fp16 autocast (trainer.precision=16-mixed): "
+                    "the inner gradient would bypass the GradScaler and underflow; use trainer.precision=bf16-mixed "
+                    "or 32-true"
+                )
         names = [n for n, p in encoder.named_parameters() if p.requires_grad]
         if not names:
             raise ConfigError(f"objective={self.name}: no trainable encoder parameter takes the virtual step")
