@@ -201,7 +201,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb-entity")
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--title", default="Objective comparison")
+    parser.add_argument("--paired", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
+                        help="paired bootstrap CIs of A - B from the two runs' rankings.safetensors (save_rankings=true)")
     args = parser.parse_args(argv)
+    if args.paired:
+        from experiments.paired import paired_table
+
+        print(paired_table(*args.paired))
+        return
     if bool(args.runs) == bool(args.wandb_project):
         parser.error("give run directories or --wandb-project (one of them)")
     cells = cells_from_dirs(args.runs) if args.runs else cells_from_wandb(args.wandb_project, args.wandb_entity)

@@ -96,28 +96,33 @@ def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, 
     assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
 
 
+# each: the faults of successive runs of the same command, then one run that completes
 FAULTS = {
     # dies right after the first best.ckpt, before that epoch's last.ckpt: last.ckpt is a mid-epoch one
-    "between_best_and_last": {"VLR_TEST_DIE_AFTER": "best.ckpt:1"},
+    "between_best_and_last": [{"VLR_TEST_DIE_AFTER": "best.ckpt:1"}],
     # dies half-way through writing the 4th last.ckpt, with $TMPDIR on another filesystem (tmpfs)
-    "during_last_write_tmpdir_tmpfs": {"VLR_TEST_DIE_WRITING": "last.ckpt:4", "TMPDIR": "/dev/shm"},
+    "during_last_write_tmpdir_tmpfs": [{"VLR_TEST_DIE_WRITING": "last.ckpt:4", "TMPDIR": "/dev/shm"}],
+    # killed again while resuming: after best.ckpt, then mid-write of the resumed run's 3rd last.ckpt
+    "repeated": [{"VLR_TEST_DIE_AFTER": "best.ckpt:1"}, {"VLR_TEST_DIE_WRITING": "last.ckpt:3", "TMPDIR": "/dev/shm"}],
 }
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_kills_at_the_worst_moments_resume_to_the_same_run(tmp_path, whole, fault):
     resumed = tmp_path / "resumed"
-    inject = {**FAULTS[fault], "PYTHONPATH": f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}"}
-    proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path, env=inject)
-    assert proc.returncode == 137, proc.stderr[-3000:]  # it really died there
-    last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)  # the previous one, whole
-    assert 0 < last["global_step"] < 2 * STEPS_PER_EPOCH
+    for faults in FAULTS[fault]:
+        inject = {**faults, "PYTHONPATH": f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}"}
+        proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path, env=inject)
+        assert proc.returncode == 137, proc.stderr[-3000:]  # it really died there
+        last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)  # the previous one, whole
+        assert 0 < last["global_step"] < 2 * STEPS_PER_EPOCH
     proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_run(whole, resumed)
 
 
-def test_sigterm_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, whole):
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, whole, signum, status):
     resumed = tmp_path / "resumed"
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={resumed}"], cwd=tmp_path,
@@ -130,10 +135,10 @@ def test_sigterm_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, w
         except Exception:
             continue
         if step > STEPS_PER_EPOCH + 3:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
             break
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err[-3000:]
+    assert proc.returncode == status, err[-3000:]
     assert "run the same command to resume" in err
     stopped = torch.load(last, weights_only=True)["global_step"]
     assert STEPS_PER_EPOCH + 3 < stopped < 2 * STEPS_PER_EPOCH and stopped % 3  # saved at the stop, not a periodic save

@@ -63,6 +63,7 @@ def stop_between_steps(trainer: pl.Trainer):
     def on_sigint(signum, frame):
         if getattr(trainer, "received_sigterm", False):
             raise KeyboardInterrupt
+        trainer.vlr_stop_signal = "SIGINT"
         log.warning("Ctrl-C: stopping after this step and saving last.ckpt (press again to abort at once)")
         trainer.received_sigterm = True
 
@@ -104,7 +105,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     except SIGTERMException:
         print(f"training stopped by a signal; {Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'} holds "
               "the state: run the same command to resume", file=sys.stderr)
-        raise SystemExit(143) from None
+        raise SystemExit(130 if getattr(trainer, "vlr_stop_signal", "") == "SIGINT" else 143) from None
     # selection is on val only: the sweep value and the reported val numbers are the best epoch's
     callback = trainer.checkpoint_callback
     monitor = getattr(callback, "monitor", None) or "val/rsum"

@@ -169,3 +169,17 @@ def test_oracle_reference_encodes_what_each_modality_knows(synthetic_root):
 
 def _train_vocab(data):
     return {w for e in data["images"] if e["split"] == "train" for s in e["sentences"] for w in s["tokens"]}
+
+
+def test_damaged_synthetic_data_is_rebuilt_with_a_warning(tmp_path, caplog):
+    import logging
+
+    root = tmp_path / "syn"
+    spec = SyntheticSpec(num_train=4, num_val=2, num_test=2)
+    generate_synthetic(root, spec)
+    good = (root / "dataset_synthetic.json").read_bytes()
+    (root / "dataset_synthetic.json").write_bytes(good[: len(good) // 2])  # truncated
+    with caplog.at_level(logging.WARNING, logger="vlr.data.synthetic"):
+        generate_synthetic(root, spec)
+    assert f"synthetic data {root} is damaged (dataset_synthetic.json differ" in caplog.text
+    assert (root / "dataset_synthetic.json").read_bytes() == good

@@ -11,7 +11,7 @@ def test_safetensors_round_trip_and_meta(tmp_path):
     image, text = torch.randn(4, 6, dtype=torch.float64), torch.randn(8, 5)
     path = save_features(tmp_path, "val", image, text, {"image_encoder": "x"})
     save_features(tmp_path, "test", image[:2], text[:3], {"image_encoder": "x"})
-    assert path == tmp_path / "val.safetensors" and not list(tmp_path.glob("*.tmp"))
+    assert path == tmp_path / "val.safetensors" and not list(tmp_path.glob(".*tmp*"))
     got = load_features(tmp_path, "val", 4, 8)
     assert got["image"].dtype == torch.float32 and torch.allclose(got["image"], image.float())
     assert torch.equal(got["text"], text)
@@ -59,3 +59,13 @@ def test_safetensors_without_a_text_tensor(tmp_path):
     save_file({"image": torch.zeros(3, 4)}, str(tmp_path / "train.safetensors"))
     with pytest.raises(FeatureFileError, match=r"train\.safetensors: has no tensor \['text'\]; it holds \['image'\]"):
         feature_dims(tmp_path)
+
+
+def test_a_feature_file_that_no_longer_matches_its_recorded_checksum_is_named(tmp_path):
+    path = save_features(tmp_path, "val", torch.randn(3, 4), torch.randn(6, 5), {"image_encoder": "x"})
+    assert load_features(tmp_path, "val", 3, 6)["image"].shape == (3, 4)
+    other = tmp_path / "other"
+    save_features(other, "val", torch.randn(3, 4), torch.randn(6, 5), {})
+    path.write_bytes((other / "val.safetensors").read_bytes())  # replaced by other features of the same shape
+    with pytest.raises(FeatureFileError, match=r"val.safetensors: does not match the checksum recorded in meta.json"):
+        load_features(tmp_path, "val", 3, 6)

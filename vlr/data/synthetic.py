@@ -11,7 +11,9 @@ control what captions say and what images show.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -23,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from vlr.data.synthetic_oracle import write_oracle_reference
 
+log = logging.getLogger(__name__)
 GENERATOR_VERSION = 2  # 2: writes the oracle reference features (reference/)
 ANNOTATION = "dataset_synthetic.json"
 REFERENCE_DIR = "reference"  # oracle reference features (see vlr.data.synthetic_oracle)
@@ -188,6 +191,13 @@ def _refuse_foreign(root: Path) -> None:
     )
 
 
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _read_manifest(root: Path) -> dict | None:
     path = root / MANIFEST
     try:
@@ -217,7 +227,9 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
     wanted = {"generator": "vlr.synthetic", **asdict(spec)}
 
     def check_existing() -> bool:
-        """True when the wanted data is there; raises for anything that is not vlr's or not this spec."""
+        """True when the wanted data is there; raises for anything that is not vlr's or not this spec.
+        False for nothing there, or for vlr's data of this spec whose files no longer match the
+        checksums its manifest recorded (rebuilt, with a warning)."""
         if not root.exists():
             return False
         if not root.is_dir():
@@ -234,6 +246,11 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
                 f"data.root={root} holds vlr synthetic data of another spec ({shown}); vlr does not delete it: "
                 "choose another data.root (the default one is named after the spec), or delete that folder"
             )
+        damaged = [name for name, digest in manifest.get("sha256", {}).items() if _digest(root / name) != digest]
+        if damaged:
+            log.warning("synthetic data %s is damaged (%s differ from the recorded checksums); rebuilding it",
+                        root, ", ".join(damaged))
+            return False
         return True
 
     if check_existing():  # before taking the lock: nothing is written beside a folder that is not vlr's
@@ -254,8 +271,10 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
                 sentid += len(entry["sentences"])
         (tmp / ANNOTATION).write_text(json.dumps({"dataset": "synthetic", "images": images}))
         write_oracle_reference(images, tmp / REFERENCE_DIR, SHAPES, COLOURS, POSITIONS)
+        checked = [ANNOTATION, *(str(p.relative_to(tmp)) for p in sorted((tmp / REFERENCE_DIR).glob("*")))]
+        wanted["sha256"] = {name: _digest(tmp / name) for name in checked}
         (tmp / MANIFEST).write_text(json.dumps(wanted))  # last: its presence means "complete"
-        if root.exists():
-            root.rmdir()  # empty (checked above): replaced by the finished dataset
+        if root.exists():  # empty, or vlr's own data of this spec found damaged above
+            shutil.rmtree(root)
         os.replace(tmp, root)
     return root / ANNOTATION

@@ -10,6 +10,7 @@ configured) and row c of ``text`` to caption c. ``.npy`` files are read with
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,12 +82,30 @@ def _read(found, kind: str) -> tuple[np.ndarray | torch.Tensor, Path]:
         raise FeatureFileError(f"{path}: cannot be read without pickle ({err}); store a float array") from None
 
 
+def _check_recorded_digest(directory: Path, split: str, found) -> None:
+    """A safetensors file vlr wrote must still match the checksum recorded in ``meta.json`` then
+    (a truncated copy or a file of other features fails here, naming the file)."""
+    meta_path = directory / "meta.json"
+    if not isinstance(found, Path) or not meta_path.is_file():
+        return
+    try:
+        recorded = json.loads(meta_path.read_text()).get("splits", {}).get(split, {}).get("sha256")
+    except (json.JSONDecodeError, AttributeError):
+        raise FeatureFileError(f"{meta_path}: not valid JSON") from None
+    if recorded and hashlib.sha256(found.read_bytes()).hexdigest() != recorded:
+        raise FeatureFileError(
+            f"{found}: does not match the checksum recorded in {meta_path.name} when it was written "
+            "(truncated or replaced); write it again with `python -m vlr.write_features`"
+        )
+
+
 def load_features(directory: str | Path, split: str, num_images: int, num_captions: int) -> dict[str, torch.Tensor]:
     """Both feature matrices of ``split`` as float32, validated against the split's counts."""
     directory = Path(directory)
     found = feature_paths(directory, split)
     if found is None:
         raise _missing(directory, split)
+    _check_recorded_digest(directory, split, found)
     out = {}
     for kind, expected in (("image", num_images), ("text", num_captions)):
         array, path = _read(found, kind)
@@ -118,7 +137,8 @@ def save_features(directory: str | Path, split: str, image: torch.Tensor, text: 
     atomic_write(path, lambda fh: fh.write(data), "reference features")  # never half a file where a run reads
     meta_path = directory / "meta.json"
     all_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    all_meta.setdefault("splits", {})[split] = {"images": int(image.shape[0]), "captions": int(text.shape[0])}
+    all_meta.setdefault("splits", {})[split] = {"images": int(image.shape[0]), "captions": int(text.shape[0]),
+                                                "sha256": hashlib.sha256(data).hexdigest()}
     all_meta.update({k: v for k, v in meta.items() if k != "splits"})
     atomic_write_text(meta_path, json.dumps(all_meta, indent=2), "reference metadata")
     return path
