@@ -127,36 +127,21 @@ class CoVLR(Objective):
             return self._meta_terms(encoder, images, input_ids, attention_mask, ids, teacher)
 
     def _meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher):
-        reuse = self.virtual_params == "projections"
-        if reuse:
-            fi, ft = encoder.tower_features(images, input_ids, attention_mask)
-            v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
-        else:
-            v, t = encoder(images, input_ids, attention_mask)
+        if self.virtual_params == "projections":
+            return self._projection_meta_terms(encoder, images, input_ids, attention_mask, ids, teacher)
+        v, t = encoder(images, input_ids, attention_mask)
         terms = self.consistency(v, t, ids)
         l_c = terms["itc_i2t"] + terms["itc_t2i"]
         trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
         extra = [p for p in self.parameters() if p.requires_grad]
         wanted = trainable if self.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
         grads = torch.autograd.grad(
-            l_c, [p for _, p in wanted], create_graph=self.second_order,
-            retain_graph=self.second_order or reuse,  # reuse: the relation loss backpropagates through the towers' graph
-            allow_unused=True,
+            l_c, [p for _, p in wanted], create_graph=self.second_order, retain_graph=self.second_order, allow_unused=True
         )
         grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
         by_name = dict(zip((n for n, _ in wanted), grads))
-        fast = {}
-        for n, p in trainable:
-            g = by_name[n]
-            steps = g is not None and (self.virtual_params == "all" or n.endswith(PROJECTION_PARAMS))
-            fast[n] = p - self.alpha * g if steps else p
-        if reuse:
-            proj = {side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
-                    for side in ("image", "text")}
-            v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,)), dim=-1)
-            t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,)), dim=-1)
-        else:
-            v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
+        fast = {n: p if by_name[n] is None else p - self.alpha * by_name[n] for n, p in trainable}
+        v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
         relation = self.beta * self.preservation(v_fast, t_fast, teacher)
         if self.second_order:
             return {**terms, "relation": relation}
@@ -166,6 +151,25 @@ class CoVLR(Objective):
             "itc_grad": carrier - carrier.detach(),
             "relation": relation,
         }
+
+    def _projection_meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher):
+        """Only the projections step: the towers run once, the inner gradient is taken for the
+        projections alone (autograd stops at their inputs, so nothing runs through the towers),
+        and the meta-test forward re-projects the same tower outputs. One backward pass through
+        the towers then serves L_c and L_r(theta') together."""
+        fi, ft = encoder.tower_features(images, input_ids, attention_mask)
+        v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
+        terms = self.consistency(v, t, ids)
+        stepped = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad and n.endswith(PROJECTION_PARAMS)]
+        grads = torch.autograd.grad(terms["itc_i2t"] + terms["itc_t2i"], [p for _, p in stepped],
+                                    create_graph=self.second_order, retain_graph=True)
+        grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
+        fast = {n: p - self.alpha * g for (n, p), g in zip(stepped, grads)}
+        proj = {side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
+                for side in ("image", "text")}
+        v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,), strict=False), dim=-1)
+        t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,), strict=False), dim=-1)
+        return {**terms, "relation": self.beta * self.preservation(v_fast, t_fast, teacher)}
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         teacher = module.teacher_embeddings(batch)
