@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -16,7 +17,10 @@ def test_safetensors_round_trip_and_meta(tmp_path):
     assert got["image"].dtype == torch.float32 and torch.allclose(got["image"], image.float())
     assert torch.equal(got["text"], text)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["splits"] == {"val": {"images": 4, "captions": 8}, "test": {"images": 2, "captions": 3}}
+    counts = {split: {k: v for k, v in m.items() if k != "sha256"} for split, m in meta["splits"].items()}
+    assert counts == {"val": {"images": 4, "captions": 8}, "test": {"images": 2, "captions": 3}}
+    for split in ("val", "test"):  # the checksum load_features verifies
+        assert meta["splits"][split]["sha256"] == hashlib.sha256((tmp_path / f"{split}.safetensors").read_bytes()).hexdigest()
     assert meta["image_encoder"] == "x"
     assert feature_dims(tmp_path) == (6, 5)
 
