@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -60,12 +61,15 @@ def stop_between_steps(trainer: pl.Trainer):
     """Ctrl-C asks Lightning to stop after the current step, as SIGTERM does (its SIGTERM
     handling raises ``SIGTERMException`` between steps, and `LastCheckpoint` saves then);
     a second Ctrl-C aborts at once, keeping the previous ``last.ckpt``."""
+    requested = []
+
     def on_sigint(signum, frame):
-        if getattr(trainer, "received_sigterm", False):
+        if requested:
             raise KeyboardInterrupt
+        requested.append(signum)
         trainer.vlr_stop_signal = "SIGINT"
         log.warning("Ctrl-C: stopping after this step and saving last.ckpt (press again to abort at once)")
-        trainer.received_sigterm = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM handling: stop between steps
 
     previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     try:
