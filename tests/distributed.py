@@ -1,5 +1,6 @@
 """Run a function on N CPU processes with a gloo process group (for DDP-correctness tests)."""
 
+import gc
 import os
 import socket
 
@@ -18,6 +19,8 @@ def _entry(rank, world_size, port, fn, args):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         fn(rank, world_size, *args)
+        gc.collect()  # DDP wrappers and their reducers go before the group they use
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -44,6 +44,7 @@ def _worker(rank, world, name, out):
     model(x_img[sl], x_txt[sl], ids[sl]).backward()
     with open(f"{out}.{rank}", "w") as fh:
         json.dump(_grads(model.module), fh)
+    del model  # before the process group is destroyed (tests.distributed)
 
 
 @pytest.mark.slow
