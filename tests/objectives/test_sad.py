@@ -26,9 +26,13 @@ def _relations(x, tau):
     return np.array([[s[i, j] for j in range(len(x)) if j != i] for i in range(len(x))])
 
 
-def _soft_ce(student, teacher, head, ids, tau):
-    s = F.normalize(head(student), dim=-1).detach().double().numpy()
-    te = F.normalize(teacher, dim=-1).double().numpy()
+def _soft_ce(student, teacher, head, ids, tau, head_on="teacher"):
+    if head_on == "teacher":  # the release: reference -> student space, the student embedding as is
+        s = student.detach().double().numpy()
+        te = F.normalize(head(teacher), dim=-1).detach().double().numpy()
+    else:
+        s = F.normalize(head(student), dim=-1).detach().double().numpy()
+        te = F.normalize(teacher, dim=-1).double().numpy()
     logits = s @ te.T / tau
     total = 0.0
     for i in range(len(ids)):
@@ -48,9 +52,27 @@ def test_terms_match_hand_computation():
     assert terms["kdi"].item() == pytest.approx(np.abs(r_i - r_e).mean(), rel=1e-5)
     assert terms["kdt"].item() == pytest.approx(np.abs(r_t - r_e).mean(), rel=1e-5)
     ids_l = ids.tolist()
-    assert terms["iic"].item() == pytest.approx(_soft_ce(v, u, obj.image_head, ids_l, 0.07), rel=1e-5)
-    assert terms["ttc"].item() == pytest.approx(2.0 * _soft_ce(t, w, obj.text_head, ids_l, 0.07), rel=1e-5)
+    # the release: heads map the reference (3-d image, 6-d text) into the 4-d student space, and the
+    # shared ITC temperature (0.1 here) scales the logits
+    assert (obj.image_head.in_features, obj.image_head.out_features) == (3, 4)
+    assert terms["iic"].item() == pytest.approx(_soft_ce(v, u, obj.image_head, ids_l, 0.1), rel=1e-5)
+    assert terms["ttc"].item() == pytest.approx(2.0 * _soft_ce(t, w, obj.text_head, ids_l, 0.1), rel=1e-5)
     assert obj.log_values()["lambda"] == pytest.approx(0.3)
+
+
+def test_head_on_student_maps_the_student_into_the_reference_space():
+    obj, v, t, u, w, ids = _setup(head_on="student", distill_temperature=0.07)
+    assert (obj.image_head.in_features, obj.image_head.out_features) == (4, 3)
+    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    ids_l = ids.tolist()
+    assert terms["iic"].item() == pytest.approx(_soft_ce(v, u, obj.image_head, ids_l, 0.07, "student"), rel=1e-5)
+    assert terms["ttc"].item() == pytest.approx(2.0 * _soft_ce(t, w, obj.text_head, ids_l, 0.07, "student"), rel=1e-5)
+
+
+def test_the_shared_temperature_learns_through_the_distillation_terms():
+    obj, v, t, u, w, ids = _setup()
+    obj(v, t, ids, teacher={"image": u, "text": w})["iic"].backward()
+    assert obj.temperature.log_value.grad is not None and obj.temperature.log_value.grad.abs().item() > 0
 
 
 def test_lambda_only_moves_through_kd_terms():
@@ -59,14 +81,58 @@ def test_lambda_only_moves_through_kd_terms():
     terms = obj(v, t, ids, teacher={"image": u, "text": w})
     (terms["kdi"] + terms["kdt"]).backward()
     assert v.grad is None and t.grad is None  # the lambda-only terms never touch the student
-    assert obj.fusion.grad is not None
+    # with mae and kdi = kdt they are lambda*c and (1 - lambda)*c: their sum is flat in lambda
+    assert obj.fusion_logit.grad.abs().item() < 1e-6
+    obj.zero_grad()
+    obj(v, t, ids, teacher={"image": u, "text": w})["kd"].backward()
+    assert obj.fusion_logit.grad.abs().item() > 1e-4  # kd moves it
+
+
+def test_lambda_keeps_moving_near_its_bounds():
+    """lambda = sigmoid(a): pushed towards 1 for many steps it approaches 1, never reaches it,
+    and its gradient never vanishes (a clamp to [0, 1] left it stuck with zero gradient)."""
+    _, v, t, u, w, ids = _setup()
+    obj = create_objective("sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=4, relation_temperature=0.5,
+                           lambda_init=0.9, weights={"kdi": 0.0, "kdt": 0.0})
+    optimizer = torch.optim.SGD([obj.fusion_logit], lr=2.0)
+    history = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        # kd towards R_T alone: the student relations equal the text reference's, so lambda -> 1
+        terms = obj(v, t, ids, teacher={"image": u, "text": (v + t).detach() * 2.0})
+        terms["kd"].backward()
+        assert obj.fusion_logit.grad.abs().item() > 0
+        optimizer.step()
+        history.append(obj.log_values()["lambda"])
+    assert history[-1] > history[0] > 0.9 and history[-1] < 1.0
+    assert all(b >= a for a, b in zip(history, history[1:]))
+
+
+def test_fixed_lambda_may_sit_on_a_bound():
+    obj, v, t, u, w, ids = _setup(lambda_init=0.0, learnable_lambda=False)
+    assert not any("fusion" in n for n, _ in obj.named_parameters())
+    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    r_s, r_i = _relations(v + t, 0.5), _relations(u, 0.5)
+    assert terms["kd"].item() == pytest.approx(2.0 * np.abs(r_s - r_i).mean(), rel=1e-5)
+
+
+def test_half_of_the_epochs_are_stage_one_by_default():
+    from vlr.errors import ConfigError
+
+    obj = _setup(stage1_epochs="half")[0]
+    obj.set_max_epochs(5)
+    assert obj.stage1_epochs == 2 and obj.restore_best_at_epoch == 2
+    obj.set_max_epochs(1)
+    assert obj.stage1_epochs == 0 and obj.restore_best_at_epoch is None
+    with pytest.raises(ConfigError, match="objective.stage1_epochs=half needs trainer.max_epochs"):
+        obj.set_max_epochs(-1)
 
 
 @pytest.mark.parametrize("distance", ["mse", "kl", "wasserstein"])
 def test_other_distances_are_zero_for_identical_structure(distance):
     _, v, t, u, w, ids = _setup()
     obj = create_objective("sad", embed_dim=4, image_teacher_dim=4, text_teacher_dim=6, distance=distance,
-                           student="image", lambda_init=0.0)
+                           student="image", lambda_init=0.0, learnable_lambda=False)
     terms = obj(v, t, ids, teacher={"image": v * 3.0, "text": w})  # same directions as the student
     assert obj(v, t, ids, teacher={"image": u @ torch.ones(3, 4), "text": w})["kd"].item() > 1e-3
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-5)  # float32 relations scaled by 1/0.07
@@ -77,6 +143,12 @@ def test_bad_options():
         _setup(distance="l1")
     with pytest.raises(ValueError, match=r"objective.weights has unknown terms \['itm'\]"):
         _setup(weights={"itm": 2.0})
+    with pytest.raises(ValueError, match="objective.head_on must be one of"):
+        _setup(head_on="both")
+    with pytest.raises(ValueError, match=r"objective.lambda_init=0.0: a learnable lambda is sigmoid\(a\)"):
+        _setup(lambda_init=0.0)
+    with pytest.raises(ValueError, match="objective.stage1_epochs must be an integer >= 0 or 'half', got 'all'"):
+        _setup(stage1_epochs="all")
     obj, v, t, u, w, ids = _setup()
     with pytest.raises(ValueError, match="objective=sad needs reference embeddings"):
         obj(v, t, ids)

@@ -46,7 +46,9 @@ def test_feature_reference_looks_up_normalised_rows_and_sizes_the_sad_heads(tmp_
     save_features(tmp_path, "train", image, text, {"what": "test"})
     objective = create_objective("sad", embed_dim=8, teacher="features", teacher_features=str(tmp_path))
     module = RetrievalModule(*_towers(), objective, embed_dim=8)
-    assert (objective.image_head.out_features, objective.text_head.out_features) == (7, 3)
+    # the release's heads map the reference's features (7-d image, 3-d text) into the 8-d student space
+    assert (objective.image_head.in_features, objective.text_head.in_features) == (7, 3)
+    assert (objective.image_head.out_features, objective.text_head.out_features) == (8, 8)
     assert not any(k.startswith("reference.") for k in module.state_dict())  # no frozen copy in checkpoints
     module.reference.prepare("train", _split(5, 9))
     batch = {"image_idx": torch.tensor([4, 0, 4]), "caption_idx": torch.tensor([8, 2, 3])}

@@ -159,6 +159,9 @@ class RetrievalModule(pl.LightningModule):
         self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=n)
         return None
 
+    def on_fit_start(self) -> None:
+        self.objective.set_max_epochs(self.trainer.max_epochs)
+
     def on_train_start(self) -> None:
         if self._resume_pending:
             self._resume_pending = False

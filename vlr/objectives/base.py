@@ -45,6 +45,9 @@ class Objective(nn.Module):
         encoder's embedding size: an objective with parameters of its own sizes them from these,
         never from another config group."""
 
+    def set_max_epochs(self, max_epochs: int | None) -> None:
+        """Called by the module when fitting starts, with ``trainer.max_epochs`` (epoch schedules)."""
+
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called by the module at the start of every training epoch (schedules over epochs)."""
 

@@ -1,16 +1,25 @@
 """Structure-aware relational distillation ("rebalanced" retrieval, TIP 2024): multi-granularity matching.
 
 - instance level: symmetric InfoNCE (``itc_*``);
-- representation level: one-direction InfoNCE from the student embedding, through a new
-  linear head, to the reference feature of the same modality (``iic``, ``ttc``);
-  positives are pairs of the same image;
+- representation level: one-direction InfoNCE from the student embedding to the reference
+  feature of the same modality (``iic``, ``ttc``); positives are pairs of the same image.
+  ``head_on=teacher`` (the release): a new linear head maps the *reference* feature into the
+  student's space and the student embedding itself is contrasted against it, with the shared
+  learnable ITC temperature. ``head_on=student``: the head maps the student into the
+  reference's space instead (the head then absorbs the mismatch, so the retrieval embedding
+  is constrained less).
 - structure level: the student's off-diagonal in-batch similarity matrix R_S is matched
   to the fused reference R_E = lambda R_T + (1 - lambda) R_I (``kd``); ``kdi`` and
-  ``kdt`` (R_I and R_T against R_E) only move lambda.
+  ``kdt`` (R_I and R_T against R_E) only move lambda. lambda = sigmoid(a free parameter),
+  so it stays in (0, 1) and never sticks at a bound with zero gradient. With MAE and
+  equal kdi/kdt weights the two terms are lambda*c and (1 - lambda)*c (c = mean|R_T - R_I|),
+  whose sum does not depend on lambda: lambda then moves through kd alone. The release
+  behaves the same way; vlr reproduces it.
 Default weights are the release's (1 ITC, 1 IIC, 2 TTC, 2 KD, 1 KDI, 1 KDT).
 
-Two-stage schedule (the release's recipe, optional): for the first ``stage1_epochs``
-epochs only ITC counts (the other terms are computed with weight 0, so every parameter
+Two-stage schedule (the release's recipe, the default when training from scratch:
+``stage1_epochs=half`` is half of ``trainer.max_epochs``, rounded down): for the first
+``stage1_epochs`` epochs only ITC counts (the other terms are computed with weight 0, so every parameter
 still takes part in the loss and DDP needs no unused-parameter search); at the first
 stage-2 epoch the module restores the best stage-1 checkpoint (by the monitored val
 metric) when ``stage2_from=best``, then all terms train. The optimizer and the LR
@@ -19,17 +28,21 @@ schedule continue, where the release starts a new run: one run, one schedule.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vlr.distributed import gather_no_grad, gather_with_grad
+from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective
 from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
 from vlr.objectives.relations import kl_rows, relation_matrix
 
 DEFAULT_WEIGHTS = {"itc": 1.0, "iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
 STUDENTS = ("image", "text", "mean")
+HEADS_ON = ("teacher", "student")
 
 
 def _mae(a, b):
@@ -60,56 +73,89 @@ class StructureAwareDistillation(Objective):
         text_teacher_dim: int | None = None,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
-        distill_temperature: float = 0.07,
+        head_on: str = "teacher",
+        distill_temperature: float | None = None,
         relation_temperature: float = 0.07,
         learnable_relation_temperature: bool = False,
         lambda_init: float = 0.5,
+        learnable_lambda: bool = True,
         distance: str = "mae",
         student: str = "mean",
         weights: dict | None = None,
-        stage1_epochs: int = 0,
+        stage1_epochs: int | str = 0,
         stage2_from: str = "best",
     ):
         super().__init__()
         if distance not in DISTANCES:
-            raise ValueError(f"objective.distance must be one of {sorted(DISTANCES)}, got '{distance}'")
+            raise ConfigError(f"objective.distance must be one of {sorted(DISTANCES)}, got '{distance}'")
         if student not in STUDENTS:
-            raise ValueError(f"objective.student must be one of {STUDENTS}, got '{student}'")
+            raise ConfigError(f"objective.student must be one of {STUDENTS}, got '{student}'")
+        if head_on not in HEADS_ON:
+            raise ConfigError(f"objective.head_on must be one of {HEADS_ON}, got '{head_on}'")
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+            raise ConfigError(f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
         if stage2_from not in ("best", "last"):
-            raise ValueError(f"objective.stage2_from must be 'best' or 'last', got '{stage2_from}'")
-        if stage1_epochs < 0:
-            raise ValueError(f"objective.stage1_epochs must be >= 0, got {stage1_epochs}")
+            raise ConfigError(f"objective.stage2_from must be 'best' or 'last', got '{stage2_from}'")
+        if stage1_epochs != "half" and (isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int)
+                                        or stage1_epochs < 0):
+            raise ConfigError(f"objective.stage1_epochs must be an integer >= 0 or 'half', got {stage1_epochs!r}")
+        if learnable_lambda and not 0.0 < lambda_init < 1.0:
+            raise ConfigError(
+                f"objective.lambda_init={lambda_init}: a learnable lambda is sigmoid(a) and lies strictly inside "
+                "(0, 1); set objective.learnable_lambda=false to fix it at a bound"
+            )
+        if not 0.0 <= lambda_init <= 1.0:
+            raise ConfigError(f"objective.lambda_init must lie in [0, 1], got {lambda_init}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-        self.stage1_epochs, self.stage2_from, self.in_stage1 = stage1_epochs, stage2_from, stage1_epochs > 0
+        self.stage1_option, self.stage2_from = stage1_epochs, stage2_from
+        self.stage1_epochs = 0 if stage1_epochs == "half" else stage1_epochs  # 'half': set by set_max_epochs
+        self.in_stage1 = self.stage1_epochs > 0
         self.temperature = Temperature(temperature, learnable_temperature)
         self.relation_temperature = Temperature(relation_temperature, learnable_relation_temperature)
-        self.distill_temperature = distill_temperature
-        # the heads map into the reference's spaces; their sizes come from the encoder and the
-        # reference (bind_reference), and must match them where given
+        self.distill_temperature = distill_temperature  # None: the shared ITC temperature
+        self.head_on = head_on
+        # the heads connect the student's space and the reference's; their sizes come from the
+        # encoder and the reference (bind_reference), and must match them where given
         self.embed_dim, self.teacher_dims = embed_dim, {"image": image_teacher_dim, "text": text_teacher_dim}
         # built here when every size is given (direct use), else by bind_reference
-        self.image_head = nn.Linear(embed_dim, image_teacher_dim) if embed_dim and image_teacher_dim else None
-        self.text_head = nn.Linear(embed_dim, text_teacher_dim) if embed_dim and text_teacher_dim else None
-        self.fusion = nn.Parameter(torch.tensor(float(lambda_init)))
+        self.image_head = self._head(embed_dim, image_teacher_dim) if embed_dim and image_teacher_dim else None
+        self.text_head = self._head(embed_dim, text_teacher_dim) if embed_dim and text_teacher_dim else None
+        if learnable_lambda:
+            self.fusion_logit = nn.Parameter(torch.tensor(math.log(lambda_init / (1.0 - lambda_init))))
+        else:
+            self.register_buffer("fusion_fixed", torch.tensor(float(lambda_init)))
         self.distance, self.student = DISTANCES[distance], student
+
+    def _head(self, embed_dim: int, teacher_dim: int) -> nn.Linear:
+        return nn.Linear(teacher_dim, embed_dim) if self.head_on == "teacher" else nn.Linear(embed_dim, teacher_dim)
 
     def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
         if self.embed_dim is not None and self.embed_dim != embed_dim:
-            raise ValueError(f"objective.embed_dim={self.embed_dim} but the encoder embeds in {embed_dim} dimensions; "
-                             "set it to null to take the encoder's size")
+            raise ConfigError(f"objective.embed_dim={self.embed_dim} but the encoder embeds in {embed_dim} dimensions; "
+                              "set it to null to take the encoder's size")
         self.embed_dim = embed_dim
         for kind, dim in (("image", image_dim), ("text", text_dim)):
             given = self.teacher_dims[kind]
             if given is not None and given != dim:
-                raise ValueError(
+                raise ConfigError(
                     f"objective.{kind}_teacher_dim={given} but the reference's {kind} features "
                     f"have {dim} dimensions; set it to null to take the reference's size"
                 )
             if getattr(self, f"{kind}_head") is None:
-                setattr(self, f"{kind}_head", nn.Linear(embed_dim, dim))
+                setattr(self, f"{kind}_head", self._head(embed_dim, dim))
+
+    def set_max_epochs(self, max_epochs: int | None) -> None:
+        """``stage1_epochs=half``: half of the run's epochs (rounded down) train ITC alone."""
+        if self.stage1_option != "half":
+            return
+        if max_epochs is None or max_epochs < 0:
+            raise ConfigError(
+                "objective.stage1_epochs=half needs trainer.max_epochs; set objective.stage1_epochs to a number "
+                "(0: no stage 1)"
+            )
+        self.stage1_epochs = max_epochs // 2
+        self.in_stage1 = self.stage1_epochs > 0
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.in_stage1 = epoch < self.stage1_epochs
@@ -120,10 +166,18 @@ class StructureAwareDistillation(Objective):
         return self.stage1_epochs if self.stage1_epochs > 0 and self.stage2_from == "best" else None
 
     def fusion_weight(self) -> torch.Tensor:
-        return self.fusion.clamp(0.0, 1.0)
+        """lambda, the weight of R_T in R_E: sigmoid of a free parameter (or fixed)."""
+        if hasattr(self, "fusion_logit"):
+            return torch.sigmoid(self.fusion_logit)
+        return self.fusion_fixed
 
     def _distill(self, head: nn.Linear, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor):
-        logits = F.normalize(head(student), dim=-1) @ F.normalize(teacher, dim=-1).T / self.distill_temperature
+        """One-direction InfoNCE, rows = the (gathered) student embeddings."""
+        tau = self.temperature() if self.distill_temperature is None else self.distill_temperature
+        if self.head_on == "teacher":
+            logits = student @ F.normalize(head(teacher), dim=-1).T / tau
+        else:
+            logits = F.normalize(head(student), dim=-1) @ F.normalize(teacher, dim=-1).T / tau
         return -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
 
     def forward(self, image_emb, text_emb, image_ids, teacher=None):
