@@ -33,6 +33,23 @@ def test_train_batches(synthetic_root):
     assert len(dm.train_dataloader()) == 300 // 16  # drop_last
 
 
+def test_paired_captions_carry_another_caption_of_the_same_image(synthetic_root):
+    dm = _dm(synthetic_root, batch_size=16, shuffle=False, augment=False, paired_captions=True)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    split = dm.split("train")
+    for k in range(40):
+        item = dataset[(k, 0)]
+        own = [split.captions[c] for c in range(split.num_captions) if int(split.text_to_image[c]) == item["image_idx"]]
+        assert item["pair_caption"] in own and item["pair_caption"] != item["caption"] or len(set(own)) == 1
+    assert dataset[(7, 0)]["pair_caption"] == dataset[(7, 0)]["pair_caption"]  # seeded by (seed, epoch, index)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pair_input_ids"].shape[0] == 16 and batch["pair_attention_mask"].shape == batch["pair_input_ids"].shape
+    plain = _dm(synthetic_root, batch_size=16)
+    plain.setup("fit")
+    assert "pair_input_ids" not in next(iter(plain.train_dataloader()))
+
+
 def test_global_batch_is_divided_by_world_size(synthetic_root):
     dm = _dm(synthetic_root, batch_size=16)
     dm.trainer = _FakeTrainer(world_size=4)

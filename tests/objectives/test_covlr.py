@@ -219,3 +219,62 @@ def test_bf16_autocast_works_and_fp16_is_refused():
     with pytest.raises(ConfigError, match="cannot take its virtual step under fp16 autocast"):
         with torch.autocast("cpu", dtype=torch.float16):
             create_objective("covlr").meta_terms(enc, images, texts, None, ids, teacher)
+
+
+def _nt_xent_by_hand(t, p, ids, tau):
+    """Plain loops: rows = the 2N captions; positives = other rows of the same image."""
+    z = torch.cat([t, p]).tolist()
+    owner = ids.tolist() * 2
+    total = 0.0
+    for i in range(len(z)):
+        sims = [sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(len(z))]
+        log_z = torch.tensor([s for j, s in enumerate(sims) if j != i], dtype=torch.float64).logsumexp(0).item()
+        pos = [j for j in range(len(z)) if j != i and owner[j] == owner[i]]
+        total -= sum(sims[j] - log_z for j in pos) / len(pos)
+    return total / len(z)
+
+
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3], [0, 0, 1, 2]])
+def test_caption_consistency_is_nt_xent_over_captions_of_the_same_image(ids):
+    g = torch.Generator().manual_seed(3)
+    t = F.normalize(torch.randn(4, 5, generator=g, dtype=torch.float64), dim=-1)
+    p = F.normalize(torch.randn(4, 5, generator=g, dtype=torch.float64), dim=-1)
+    obj = _objective(consistency_weight=10.0)
+    got = obj.caption_consistency(t, p, torch.tensor(ids))
+    assert got.item() == pytest.approx(_nt_xent_by_hand(t, p, torch.tensor(ids), 0.1), rel=1e-10)
+
+
+class _TextEncoder(TinyEncoder):
+    def embed_texts(self, input_ids, attention_mask):
+        return F.normalize(self.text_proj(torch.tanh(self.text_tower(input_ids))), dim=-1)
+
+
+class _Module:
+    def __init__(self, teacher):
+        self.encoder, self._teacher = _TextEncoder(), teacher
+
+    def teacher_embeddings(self, batch):
+        return self._teacher
+
+
+@pytest.mark.parametrize("name", ["covlr", "relation_kd"])
+def test_consistency_term_joins_the_training_step_and_needs_paired_captions(name):
+    from vlr.errors import ConfigError
+
+    images, texts, ids, teacher = _batch()
+    pairs = torch.randn(6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    obj = create_objective(name, consistency_weight=10.0, beta=2.0, temperature=0.2).double()
+    module = _Module(teacher)
+    batch = {"images": images, "input_ids": texts, "attention_mask": None, "image_idx": ids}
+    with pytest.raises(ConfigError, match=r"objective.consistency_weight=10.0 needs a second caption per pair: "
+                                          r"set data.paired_captions=true"):
+        obj.training_step(module, batch)
+    batch.update(pair_input_ids=pairs, pair_attention_mask=None)
+    terms = obj.training_step(module, batch)
+    enc = module.encoder
+    want = 10.0 * obj.caption_consistency(enc.embed_texts(texts, None), enc.embed_texts(pairs, None), ids)
+    assert terms["caption_consistency"].item() == pytest.approx(want.item(), rel=1e-12)
+    sum(terms.values()).backward()  # the term trains the text side
+    assert enc.text_tower.weight.grad.abs().sum() > 0
+    off = create_objective(name, beta=2.0, temperature=0.2).double()
+    assert "caption_consistency" not in off.training_step(module, batch)

@@ -47,6 +47,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         augment: bool = True,
         train_sampling: str = "caption",
+        paired_captions: bool = False,
         image_transform: str = "builtin",
         image_size: int = 224,
         mean: tuple = IMAGENET_MEAN,
@@ -73,6 +74,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{on_bad_image}'")
         self.name = name
+        self.paired_captions = bool(paired_captions)
         self.teacher, self.teacher_features = teacher, teacher_features
         self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
             train_sampling, image_transform, on_bad_image, verify
@@ -180,6 +182,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         return TrainPairs(
             self.split("train"), self._transform(True), self._degrader("train"),
             per_image=self.train_sampling == "image", skip_bad=self.on_bad_image == "skip",
+            paired_captions=self.paired_captions,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run seed (seed_everything sets it)
         )
 

@@ -31,18 +31,20 @@ class TrainPairs(Dataset):
     captions drawn at random each time (torch's RNG: seeded per worker and epoch by Lightning).
     ``skip_bad``: an image that fails to load is logged and the next item served instead,
     so a batch keeps its size (every DDP rank must gather equal shapes).
+    ``paired_captions``: each item also carries ``pair_caption``, another (active) caption of
+    the same image drawn at random (the caption itself when the image has no other), for
+    caption-to-caption objectives such as CoVLR's consistency term.
     """
 
     def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
-                 per_image: bool = False, skip_bad: bool = False, seed: int = 0):
+                 per_image: bool = False, skip_bad: bool = False, seed: int = 0, paired_captions: bool = False):
         self.split, self.transform, self.degrade, self.skip_bad, self.seed = split, transform, degrade, skip_bad, seed
         captions = split.active_captions if split.active_captions is not None else torch.arange(split.num_captions)
         self.captions = captions
-        self.captions_of = None
-        if per_image:
-            owners = split.text_to_image[captions]
-            self.captions_of = [captions[owners == i] for i in range(split.num_images)]
-            self.captions_of = [c for c in self.captions_of if len(c)]
+        owners = split.text_to_image[captions]
+        by_image = [captions[owners == i] for i in range(split.num_images)] if per_image or paired_captions else None
+        self.captions_of = [c for c in by_image if len(c)] if per_image else None
+        self.image_captions = by_image if paired_captions else None
 
     def __len__(self) -> int:
         return len(self.captions) if self.captions_of is None else len(self.captions_of)
@@ -75,7 +77,11 @@ class TrainPairs(Dataset):
                     raise
                 log.warning("skipping a training image (data.on_bad_image=skip): %s", err)
                 continue
-            return {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
+            item = {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
+            if self.image_captions is not None:
+                others = [int(o) for o in self.image_captions[i] if int(o) != c] or [c]
+                item["pair_caption"] = self.split.captions[others[int(torch.randint(len(others), (1,)))]]
+            return item
         raise ImageLoadError(f"no training image of {self.split.source} could be loaded")
 
 
@@ -122,4 +128,8 @@ class Collate:
             )
             out["input_ids"], out["attention_mask"] = enc["input_ids"], enc["attention_mask"]
             out["caption_idx"] = torch.tensor([it["caption_idx"] for it in items], dtype=torch.long)
+        if "pair_caption" in items[0]:
+            enc = self.tokenizer([it["pair_caption"] for it in items], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            out["pair_input_ids"], out["pair_attention_mask"] = enc["input_ids"], enc["attention_mask"]
         return out

@@ -7,6 +7,12 @@ and/or text embeddings close to the reference (teacher) embeddings, evaluated af
 virtual step (MLDG reading of the paper; the released code has no meta step).
 First-order by default: grad L_c is a constant in the second term.
 
+Optional caption consistency (the release's ``loss_cons``, weight 10 there, default 0 here):
+NT-Xent at theta between each caption and another caption of the same image (τ = 0.1),
+with every other caption of the same image in the global batch also a positive (plain
+NT-Xent when each image appears once). It needs ``data.paired_captions=true``. The
+release also adds a margin regulariser on the same scores; vlr does not.
+
 Distributed: ``torch.autograd.grad`` bypasses DDP's all-reduce, so the virtual-step
 gradient is averaged across ranks explicitly; with the gradient-carrying gather this
 equals the single-process gradient of the global-batch loss.
@@ -49,6 +55,8 @@ class CoVLR(Objective):
         modalities: str = "both",
         second_order: bool = False,
         virtual_params: str = "all",
+        consistency_weight: float = 0.0,
+        consistency_temperature: float = 0.1,
     ):
         super().__init__()
         if virtual_params not in VIRTUAL_PARAMS:
@@ -59,10 +67,34 @@ class CoVLR(Objective):
         self.temperature = Temperature(temperature, learnable_temperature)
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature
         self.modalities, self.second_order, self.virtual_params = modalities, second_order, virtual_params
+        self.consistency_weight, self.consistency_temperature = consistency_weight, consistency_temperature
         self._checked = False  # options that cannot act are refused at the first step (_check_can_act)
 
     def consistency(self, v, t, ids) -> dict[str, torch.Tensor]:
         return contrastive_terms(gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids), self.temperature())
+
+    def caption_consistency(self, t: torch.Tensor, t_pair: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """NT-Xent between the captions and their paired captions over the global batch; captions of
+        the same image are positives of each other, a caption is never its own candidate."""
+        z = torch.cat([gather_with_grad(t), gather_with_grad(t_pair)])
+        ids = gather_no_grad(ids).repeat(2)
+        logits = (z @ z.T / self.consistency_temperature).fill_diagonal_(float("-inf"))
+        positives = (ids[:, None] == ids[None, :]).fill_diagonal_(False).to(z.dtype)
+        targets = positives / positives.sum(dim=1, keepdim=True)
+        log_p = F.log_softmax(logits, dim=1).masked_fill(positives == 0, 0.0)
+        return -(log_p * targets).sum(dim=1).mean()
+
+    def _consistency_terms(self, encoder, batch: dict) -> dict[str, torch.Tensor]:
+        if not self.consistency_weight:
+            return {}
+        if "pair_input_ids" not in batch:
+            raise ConfigError(
+                f"objective.consistency_weight={self.consistency_weight} needs a second caption per pair: "
+                "set data.paired_captions=true"
+            )
+        t = encoder.embed_texts(batch["input_ids"], batch["attention_mask"])
+        t_pair = encoder.embed_texts(batch["pair_input_ids"], batch["pair_attention_mask"])
+        return {"caption_consistency": self.consistency_weight * self.caption_consistency(t, t_pair, batch["image_idx"])}
 
     def preservation(self, v, t, teacher) -> torch.Tensor:
         total = v.new_zeros(())
@@ -173,12 +205,13 @@ class CoVLR(Objective):
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         teacher = module.teacher_embeddings(batch)
+        consistency = self._consistency_terms(module.encoder, batch)
         if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
             v, t = module.encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
-            return self(v, t, batch["image_idx"], teacher)
-        return self.meta_terms(
+            return {**self(v, t, batch["image_idx"], teacher), **consistency}
+        return {**self.meta_terms(
             module.encoder, batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_idx"], teacher
-        )
+        ), **consistency}
 
     def log_values(self):
         return {"temperature": float(self.temperature().detach())}
@@ -189,7 +222,6 @@ class RelationKD(CoVLR):
     """The control arm: InfoNCE + beta * L_r(theta), CoVLR without its virtual step (alpha = 0),
     on the same relation options and code. What CoVLR gains over it is the meta step's doing."""
 
-    owns_training_step = False
     name = "relation_kd"
 
     def __init__(self, **kwargs):
