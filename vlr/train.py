@@ -52,6 +52,11 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
     plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO()]
+    if str(trainer_cfg.get("precision", "")).startswith("64"):
+        # Lightning restores a checkpoint before its precision plugin converts the module, so a
+        # float32 module would round float64 weights on load (a resumed or evaluated 64-true run
+        # then differs from the original); converting first keeps every digit.
+        model.double()
     return hydra.utils.instantiate(trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False,
                                    plugins=plugins, **kwargs)
 

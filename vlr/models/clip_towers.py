@@ -4,22 +4,27 @@
 ``CLIPTextModelWithProjection`` from a hub name or a local directory (a full CLIP
 checkpoint holds both) and return the projected embeddings, so with ``model.embed_dim:
 null`` training starts from CLIP's joint space itself.
+
+``config`` instead of ``name_or_path`` builds the architecture with random weights from
+`transformers.CLIPConfig` fields (``{}``: CLIP ViT-B/32 itself), e.g. for benchmarks
+without the weights.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+from transformers import AutoConfig, CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _config(name_or_path: str, kind: str):
+def _config(name_or_path: str | dict, kind: str):
     """The vision or text config of a full CLIP checkpoint, with the checkpoint's projection size
-    (sub-configs do not always repeat it); a vision- or text-only checkpoint's own config."""
-    config = AutoConfig.from_pretrained(str(name_or_path))
+    (sub-configs do not always repeat it); a vision- or text-only checkpoint's own config. A
+    dict: `CLIPConfig` fields."""
+    config = CLIPConfig(**name_or_path) if isinstance(name_or_path, dict) else AutoConfig.from_pretrained(str(name_or_path))
     if config.model_type != "clip":
         return config
     sub = getattr(config, f"{kind}_config")
@@ -27,12 +32,21 @@ def _config(name_or_path: str, kind: str):
     return sub
 
 
+def _one_source(name_or_path, config, option: str) -> None:
+    if (name_or_path is None) == (config is None):
+        raise ValueError(f"model.{option} needs exactly one of name_or_path or config")
+
+
 class CLIPImageTower(nn.Module):
-    def __init__(self, name_or_path: str, freeze: bool = False):
+    def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
         super().__init__()
-        self.model = CLIPVisionModelWithProjection.from_pretrained(
-            str(name_or_path), config=_config(name_or_path, "vision")
-        )
+        _one_source(name_or_path, config, "image_tower")
+        if config is not None:
+            self.model = CLIPVisionModelWithProjection(_config(dict(config), "vision"))
+        else:
+            self.model = CLIPVisionModelWithProjection.from_pretrained(
+                str(name_or_path), config=_config(name_or_path, "vision")
+            )
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
@@ -48,9 +62,15 @@ class CLIPImageTower(nn.Module):
 
 
 class CLIPTextTower(nn.Module):
-    def __init__(self, name_or_path: str, freeze: bool = False):
+    def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
         super().__init__()
-        self.model = CLIPTextModelWithProjection.from_pretrained(str(name_or_path), config=_config(name_or_path, "text"))
+        _one_source(name_or_path, config, "text_tower")
+        if config is not None:
+            self.model = CLIPTextModelWithProjection(_config(dict(config), "text"))
+        else:
+            self.model = CLIPTextModelWithProjection.from_pretrained(
+                str(name_or_path), config=_config(name_or_path, "text")
+            )
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)

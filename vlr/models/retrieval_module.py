@@ -121,7 +121,9 @@ class RetrievalModule(pl.LightningModule):
     def teacher_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
         """Reference embeddings of a training batch, for objectives with ``needs_teacher``."""
         cacheable = self._train_reference_cacheable()
-        return {kind: self.reference.embed(kind, "train", batch, cacheable) for kind in ("image", "text")}
+        # in the model's dtype: feature files hold float32, a 64-true run computes in float64
+        dtype = next(p.dtype for p in self.encoder.parameters() if p.is_floating_point())
+        return {kind: self.reference.embed(kind, "train", batch, cacheable).to(dtype) for kind in ("image", "text")}
 
     # -- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

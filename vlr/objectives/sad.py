@@ -28,6 +28,7 @@ schedule continue, where the release starts a new run: one run, one schedule.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -39,6 +40,8 @@ from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective
 from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
 from vlr.objectives.relations import kl_rows, relation_matrix
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"itc": 1.0, "iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
 STUDENTS = ("image", "text", "mean")
@@ -146,14 +149,14 @@ class StructureAwareDistillation(Objective):
                 setattr(self, f"{kind}_head", self._head(embed_dim, dim))
 
     def set_max_epochs(self, max_epochs: int | None) -> None:
-        """``stage1_epochs=half``: half of the run's epochs (rounded down) train ITC alone."""
+        """``stage1_epochs=half``: half of the run's epochs (rounded down) train ITC alone; a run
+        bounded by steps alone (no epoch count) has no stage 1, with a warning."""
         if self.stage1_option != "half":
             return
         if max_epochs is None or max_epochs < 0:
-            raise ConfigError(
-                "objective.stage1_epochs=half needs trainer.max_epochs; set objective.stage1_epochs to a number "
-                "(0: no stage 1)"
-            )
+            log.warning("objective.stage1_epochs=half: the run has no epoch count (trainer.max_epochs=%s), so every "
+                        "term trains from the start; set objective.stage1_epochs to a number for two stages", max_epochs)
+            max_epochs = 0
         self.stage1_epochs = max_epochs // 2
         self.in_stage1 = self.stage1_epochs > 0
 

@@ -1,0 +1,132 @@
+"""What each objective costs on real-size towers: one training step per objective, CPU, batch 32.
+
+``vit_bert`` (timm ViT-B/16 at 224 px + BERT-base, new 256-d projections) and
+``clip_vit_b32`` (CLIP ViT-B/32 image and text models, CLIP's own 512-d projections),
+both built from their architecture configs with random weights (nothing is downloaded),
+with the presets' optimizers (AdamW). Batches are random tensors of the presets' shapes
+(224-px images; 40 BERT tokens, 77 CLIP tokens), every pair its own image. The reference
+is ``frozen_init`` (recomputed every step, as with augmented images). Each objective's
+step is timed through Lightning after ``WARMUP`` steps, in rounds that alternate the
+objectives, and reported as its ratio to InfoNCE's step on the same towers.
+
+Set ``VLR_BENCH_REAL_STEPS`` to time more steps (default 2 per round, 1 round: a real-size
+step takes tens of seconds on 2 cores).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH, WARMUP = 32, 1
+STEPS = int(os.environ.get("VLR_BENCH_REAL_STEPS", 2))
+ROUNDS = int(os.environ.get("VLR_BENCH_REAL_ROUNDS", 1))
+
+OBJECTIVES = {
+    "infonce": ("infonce", {}),
+    "triplet": ("triplet", {}),
+    "covlr": ("covlr", {}),
+    "covlr_projections": ("covlr", {"virtual_params": "projections"}),
+    "relation_kd": ("relation_kd", {}),
+    "sad": ("sad", {"stage1_epochs": 0}),  # the stage-2 step: every term
+}
+
+
+def _towers(preset: str):
+    from vlr.models import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
+
+    if preset == "vit_bert":
+        image = ImageTower("vit_base_patch16_224", pretrained=False)
+        text = TextTower(config={"model_type": "bert"})  # BertConfig() is BERT-base
+        return image, text, 256, (30522, 40)
+    image, text = CLIPImageTower(config={}), CLIPTextTower(config={})  # CLIPConfig() is ViT-B/32
+    return image, text, None, (49408, 77)
+
+
+def _objective(name: str, options: dict):
+    cfg = OmegaConf.load(REPO / "conf" / "objective" / f"{name}.yaml")
+    cfg.teacher, cfg.teacher_features = "frozen_init", None
+    for key, value in options.items():
+        cfg[key] = value
+    return instantiate(cfg)
+
+
+def _batches(vocab: int, length: int, steps: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(steps):
+        ids = torch.randint(1000, vocab - 1, (BATCH, length), generator=g)
+        ids[:, -1] = vocab - 1  # CLIP pools at the highest id (its end-of-text token)
+        out.append({"images": torch.randn(BATCH, 3, 224, 224, generator=g), "input_ids": ids,
+                    "attention_mask": torch.ones(BATCH, length, dtype=torch.long),
+                    "image_idx": torch.arange(BATCH), "caption_idx": torch.arange(BATCH)})
+    return out
+
+
+def _module(preset: str, name: str, options: dict):
+    from vlr.models import RetrievalModule
+
+    image, text, embed_dim, _ = _towers(preset)
+    optimizer = OmegaConf.load(REPO / "conf" / "model" / f"{preset}.yaml").optimizer
+    return RetrievalModule(image, text, _objective(name, options), embed_dim=embed_dim,
+                           optimizer=instantiate(optimizer), teacher_cache=False)
+
+
+class _Timer(pl.Callback):
+    def __init__(self):
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == WARMUP:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.end = time.perf_counter()
+
+
+def _step_seconds(module, batches) -> float:
+    timer = _Timer()
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
+    return (timer.end - timer.start) / (len(batches) - WARMUP)
+
+
+def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
+    ratios, figures = {}, {}
+    for preset in presets:
+        batches = _batches(*_towers(preset)[3], WARMUP + STEPS)
+        times = {name: [] for name in OBJECTIVES}
+        for _ in range(ROUNDS):
+            for name, (objective, options) in OBJECTIVES.items():
+                pl.seed_everything(0, verbose=False)
+                module = _module(preset, objective, options)
+                times[name].append(_step_seconds(module, batches))
+                del module
+                gc.collect()
+        step = {name: statistics.median(t) for name, t in times.items()}
+        for name, seconds in step.items():
+            figures[f"real_{preset}_step_{name}_seconds"] = seconds
+            if name != "infonce":
+                ratios[f"real_{preset}_{name}_vs_infonce"] = seconds / step["infonce"]
+    return {
+        "ratios": ratios,
+        "figures": figures,
+        "notes": {
+            "real_towers": f"random-weight towers from config (vit_bert: ViT-B/16 224 px + BERT-base, 256-d; "
+            f"clip_vit_b32: CLIP ViT-B/32, 512-d), CPU, batch {BATCH}, AdamW, frozen_init reference recomputed "
+            f"per step; {STEPS} timed steps after {WARMUP} warm-up x {ROUNDS} round(s), median",
+        },
+    }
