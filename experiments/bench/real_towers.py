@@ -11,11 +11,17 @@ objectives, and reported as its ratio to InfoNCE's step on the same towers.
 
 Set ``VLR_BENCH_REAL_STEPS`` to time more steps (default 2 per round, 1 round: a real-size
 step takes tens of seconds on 2 cores).
+
+On a GPU: ``python -m experiments.bench.real_towers --gpu`` times CLIP ViT-B/32 at batch 256
+under bf16-mixed and records images/s and peak allocated memory per objective in
+``experiments/bench/gpu.json`` (not part of ``make bench``, which runs on the CPU).
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
 import os
 import statistics
 import time
@@ -61,15 +67,15 @@ def _objective(name: str, options: dict):
     return instantiate(cfg)
 
 
-def _batches(vocab: int, length: int, steps: int) -> list[dict]:
+def _batches(vocab: int, length: int, steps: int, batch: int = BATCH) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(steps):
-        ids = torch.randint(1000, vocab - 1, (BATCH, length), generator=g)
+        ids = torch.randint(1000, vocab - 1, (batch, length), generator=g)
         ids[:, -1] = vocab - 1  # CLIP pools at the highest id (its end-of-text token)
-        out.append({"images": torch.randn(BATCH, 3, 224, 224, generator=g), "input_ids": ids,
-                    "attention_mask": torch.ones(BATCH, length, dtype=torch.long),
-                    "image_idx": torch.arange(BATCH), "caption_idx": torch.arange(BATCH)})
+        out.append({"images": torch.randn(batch, 3, 224, 224, generator=g), "input_ids": ids,
+                    "attention_mask": torch.ones(batch, length, dtype=torch.long),
+                    "image_idx": torch.arange(batch), "caption_idx": torch.arange(batch)})
     return out
 
 
@@ -94,11 +100,12 @@ class _Timer(pl.Callback):
         self.end = time.perf_counter()
 
 
-def _step_seconds(module, batches) -> float:
+def _step_seconds(module, batches, accelerator: str = "cpu", precision: str = "32-true") -> float:
     timer = _Timer()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        accelerator=accelerator, devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        precision=precision,
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
     return (timer.end - timer.start) / (len(batches) - WARMUP)
@@ -130,3 +137,41 @@ def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
             f"per step; {STEPS} timed steps after {WARMUP} warm-up x {ROUNDS} round(s), median",
         },
     }
+
+
+def run_gpu(batch: int = 256, steps: int = 5) -> dict:
+    """CLIP ViT-B/32, bf16-mixed, one GPU: images/s and peak allocated GiB per objective."""
+    batches = _batches(*_towers("clip_vit_b32")[3], WARMUP + steps, batch)
+    out = {}
+    for name, (objective, options) in OBJECTIVES.items():
+        pl.seed_everything(0, verbose=False)
+        module = _module("clip_vit_b32", objective, options)
+        torch.cuda.reset_peak_memory_stats()
+        seconds = _step_seconds(module, batches, accelerator="gpu", precision="bf16-mixed")
+        out[name] = {"images_per_s": batch / seconds, "step_seconds": seconds,
+                     "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
+        del module
+        gc.collect()
+        torch.cuda.empty_cache()
+    return {"objectives": out, "device": torch.cuda.get_device_name(), "batch": batch, "precision": "bf16-mixed",
+            "timed_steps": steps, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gpu", action="store_true", help="CLIP ViT-B/32, bf16, batch 256 on one GPU")
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    if not args.gpu:
+        print(json.dumps(run(), indent=2))
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu: no CUDA device is visible")
+    result = run_gpu(args.batch)
+    path = Path(__file__).resolve().parent / "gpu.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -16,10 +16,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import eval_bench, loader_bench, train_bench
+from experiments.bench import eval_bench, loader_bench, real_towers, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
-SECTIONS = {"eval": lambda tmp: eval_bench.run(), "train": train_bench.run, "loader": loader_bench.run}
+SECTIONS = {"eval": lambda tmp: eval_bench.run(), "train": train_bench.run, "loader": loader_bench.run,
+            "real_towers": real_towers.run}
 
 
 def main() -> None:

@@ -27,10 +27,11 @@ STEPS, WARMUP, ROUNDS = 12, 3, 3
 # name -> overrides: each objective (and CoVLR's cheaper mode) on the same towers and batches
 OBJECTIVES = {
     "infonce": ["objective=infonce"],
+    "triplet": ["objective=triplet"],
     "covlr": ["objective=covlr"],
     "covlr_projections": ["objective=covlr", "objective.virtual_params=projections"],
     "relation_kd": ["objective=relation_kd"],
-    "sad": ["objective=sad"],
+    "sad": ["objective=sad", "objective.stage1_epochs=0"],  # the stage-2 step: every term
 }
 
 
