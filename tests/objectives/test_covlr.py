@@ -167,6 +167,11 @@ def test_options_that_cannot_act_are_refused():
     enc.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable encoder parameter takes the virtual step"):
         _objective(second_order=True).meta_terms(enc, images, texts, None, ids, teacher)
+    for option, kwargs in (("second_order=true", {"second_order": True}),
+                           ("virtual_params=projections", {"virtual_params": "projections"})):
+        with pytest.raises(ConfigError, match=f"objective.{option} cannot act with objective.alpha=0"):
+            create_objective("covlr", alpha=0.0, **kwargs)
+    create_objective("covlr", alpha=0.0)  # plain alpha = 0 is relation_kd's computation, allowed
 
 
 def _second_order_under_ddp(rank, world):

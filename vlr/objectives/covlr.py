@@ -63,6 +63,10 @@ class CoVLR(Objective):
             raise ValueError(f"objective.virtual_params must be one of {VIRTUAL_PARAMS}, got '{virtual_params}'")
         if modalities not in MODALITIES:
             raise ValueError(f"objective.modalities must be one of {MODALITIES}, got '{modalities}'")
+        if alpha == 0 and type(self) is CoVLR and (second_order or virtual_params != "all"):
+            option = "second_order=true" if second_order else f"virtual_params={virtual_params}"
+            raise ConfigError(f"objective.{option} cannot act with objective.alpha=0 (no virtual step is taken); "
+                              "use objective=relation_kd for the control, or alpha > 0")
         self.relation = relation_loss(relation)
         self.temperature = Temperature(temperature, learnable_temperature)
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature
