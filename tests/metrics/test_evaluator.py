@@ -69,3 +69,27 @@ def test_missing_items_are_reported():
     ev.update(text_emb=torch.randn(5, 4), text_idx=torch.arange(5))
     with pytest.raises(RuntimeError, match=r"saw 2 distinct images but the split has 3; missing indices \(first 10\): \[1\]"):
         ev.compute()
+
+
+def test_a_limited_pass_is_scored_over_what_it_saw_when_allowed():
+    """Debug runs (fast_dev_run, limit_val_batches): the images seen and those of their captions
+    that were seen, scored as a split of their own -- the same numbers as retrieval_metrics on it."""
+    img, txt, t2i, labels, rel, img_ref, txt_ref = _data()
+    seen_images = torch.tensor([3, 0, 7, 12, 5, 20])
+    seen_texts = torch.arange(0, 40)  # captions of images 0..13: those of 1, 2, 4, ... lack their image
+    ev = RetrievalEvaluator(t2i, image_labels=labels, relevance=rel, ndcg_ks=(5,), overlap_ks=(3,))
+    ev.update(image_emb=img[seen_images], image_idx=seen_images, image_ref=img_ref[seen_images])
+    ev.update(text_emb=txt[seen_texts], text_idx=seen_texts, text_ref=txt_ref[seen_texts])
+    with pytest.raises(RuntimeError, match="saw 6 distinct images but the split has 41"):
+        ev.compute()
+    ev.allow_partial = True
+    got = ev.compute()
+    images = torch.tensor([0, 3, 5, 7, 12])  # 20 is dropped: none of its captions was seen
+    captions = torch.tensor([c for c in seen_texts.tolist() if int(t2i[c]) in images.tolist()])
+    owner = torch.tensor([images.tolist().index(int(t2i[c])) for c in captions])
+    want = retrieval_metrics(img[images], txt[captions], owner, image_labels=labels[images],
+                             relevance=rel[captions][:, images], ndcg_ks=(5,))
+    want["image/overlap@3"] = neighbourhood_overlap(img[images], img_ref[images], 3)
+    want["text/overlap@3"] = neighbourhood_overlap(txt[captions], txt_ref[captions], 3)
+    assert got == want
+    assert ev.last_coverage == (5, N_IMG, len(captions), N_TXT)

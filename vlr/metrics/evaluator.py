@@ -19,13 +19,17 @@ from vlr.metrics.ranking import check_ties, top_k_gallery
 from vlr.metrics.retrieval import retrieval_metrics
 
 
-def _unique_by_index(emb: torch.Tensor, idx: torch.Tensor, expected: int, what: str) -> torch.Tensor:
-    """Rows of ``emb`` ordered by dataset index, one per index (padding duplicates dropped)."""
+def _unique_by_index(emb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``emb`` ordered by dataset index, one per index (padding duplicates dropped),
+    with their indices."""
     order = torch.argsort(idx, stable=True)
     idx, emb = idx[order], emb[order]
     keep = torch.ones_like(idx, dtype=torch.bool)
     keep[1:] = idx[1:] != idx[:-1]
-    idx, emb = idx[keep], emb[keep]
+    return emb[keep], idx[keep]
+
+
+def _check_complete(idx: torch.Tensor, expected: int, what: str) -> None:
     if idx.numel() != expected or (idx.numel() and (idx[0] != 0 or idx[-1] != expected - 1)):
         seen = set(idx.tolist())
         missing = [i for i in range(expected) if i not in seen][:10]
@@ -33,7 +37,6 @@ def _unique_by_index(emb: torch.Tensor, idx: torch.Tensor, expected: int, what: 
             f"evaluation saw {idx.numel()} distinct {what} but the split has {expected}; "
             f"missing indices (first 10): {missing}. Was the {what} loader limited (limit_val_batches?)"
         )
-    return emb
 
 
 class RetrievalEvaluator(Metric):
@@ -71,6 +74,10 @@ class RetrievalEvaluator(Metric):
         # indices of every direction in ``self.rankings`` (see vlr.reporting.write_rankings)
         self.save_rankings = int(save_rankings)
         self.rankings: dict[str, torch.Tensor] | None = None
+        # True: a limited loader (fast_dev_run, limit_*_batches, debug presets) is scored over the
+        # images it saw and their captions, with a warning; False: a partial split is an error
+        self.allow_partial = False
+        self.last_coverage: tuple[int, int, int, int] | None = None  # images, of, captions, of (partial only)
         self.text_to_image = torch.as_tensor(text_to_image).long().cpu()
         self.num_images = int(self.text_to_image.max()) + 1 if self.text_to_image.numel() else 0
         self.image_labels = image_labels
@@ -99,7 +106,7 @@ class RetrievalEvaluator(Metric):
             if ref is not None:
                 getattr(self, f"{kind}_ref").append(ref.detach().float())
 
-    def _collect(self, kind: str, expected: int):
+    def _collect(self, kind: str):
         embs = getattr(self, f"{kind}_emb")
         if isinstance(embs, list) and not embs:
             raise RuntimeError(f"RetrievalEvaluator.compute() called with no {kind} embeddings; call update() first")
@@ -108,15 +115,20 @@ class RetrievalEvaluator(Metric):
         ref = None if (isinstance(refs, list) and not refs) else dim_zero_cat(refs)
         if ref is not None and ref.shape[0] != emb.shape[0]:
             raise RuntimeError(f"{kind}_ref was given for some batches but not others")
-        emb_u = _unique_by_index(emb, idx, expected, f"{kind}s")
-        ref_u = None if ref is None else _unique_by_index(ref, idx, expected, f"{kind}s")
-        return emb_u, ref_u
+        emb_u, idx_u = _unique_by_index(emb, idx)
+        ref_u = None if ref is None else _unique_by_index(ref, idx)[0]
+        return emb_u, ref_u, idx_u
 
-    def _metrics(self, images: torch.Tensor, texts: torch.Tensor, record: dict | None = None) -> dict[str, float]:
-        """Every tier's metrics; ``record`` receives per-query results over the whole gallery."""
-        common = dict(image_labels=self.image_labels, ks=self.ks, relevance=self.relevance, ndcg_ks=self.ndcg_ks,
-                      ties=self.ties)
-        t2i = self.text_to_image.to(images.device)
+    def _metrics(self, images: torch.Tensor, texts: torch.Tensor, record: dict | None = None,
+                 targets: dict | None = None) -> dict[str, float]:
+        """Every tier's metrics; ``record`` receives per-query results over the whole gallery.
+        ``targets``: the split's ``text_to_image``, ``image_labels`` and ``relevance`` (default:
+        the whole split's)."""
+        targets = targets or {"text_to_image": self.text_to_image, "image_labels": self.image_labels,
+                              "relevance": self.relevance}
+        common = dict(image_labels=targets["image_labels"], ks=self.ks, relevance=targets["relevance"],
+                      ndcg_ks=self.ndcg_ks, ties=self.ties)
+        t2i = targets["text_to_image"].to(images.device)
         tiers = self.tiers or {"": self.folds}
         if record is not None and 1 not in tiers.values():
             retrieval_metrics(images, texts, t2i, record=record, **common)
@@ -126,11 +138,42 @@ class RetrievalEvaluator(Metric):
             out |= {(f"{name}/{k}" if name else k): v for k, v in part.items()}
         return out
 
+    def _seen_targets(self, image_idx: torch.Tensor, text_idx: torch.Tensor):
+        """The split restricted to the seen images that have a seen caption, and those captions:
+        (image rows to keep, caption rows to keep, targets with indices renumbered)."""
+        device = image_idx.device
+        t2i = self.text_to_image.to(device)
+        seen = torch.zeros(self.num_images, dtype=torch.bool, device=device)
+        seen[image_idx] = True
+        keep_t = seen[t2i[text_idx]]
+        with_caption = torch.zeros_like(seen)
+        with_caption[t2i[text_idx[keep_t]]] = True
+        keep_i = with_caption[image_idx]
+        images, captions = image_idx[keep_i], text_idx[keep_t]
+        position = torch.full((self.num_images,), -1, dtype=torch.long, device=device)
+        position[images] = torch.arange(images.numel(), device=device)
+        labels = None if self.image_labels is None else self.image_labels.to(device)[images]
+        relevance = None if self.relevance is None else self.relevance.to(device)[captions][:, images]
+        return keep_i, keep_t, {"text_to_image": position[t2i[captions]], "image_labels": labels, "relevance": relevance}
+
     def compute(self) -> dict[str, float]:
-        images, image_ref = self._collect("image", self.num_images)
-        texts, text_ref = self._collect("text", self.text_to_image.numel())
-        record = {} if self.save_rankings else None
-        out = self._metrics(images, texts, record)
+        images, image_ref, image_idx = self._collect("image")
+        texts, text_ref, text_idx = self._collect("text")
+        complete = image_idx.numel() == self.num_images and text_idx.numel() == self.text_to_image.numel()
+        targets, self.last_coverage = None, None
+        if not complete and self.allow_partial:
+            keep_i, keep_t, targets = self._seen_targets(image_idx, text_idx)
+            images, image_ref = images[keep_i], None if image_ref is None else image_ref[keep_i]
+            texts, text_ref = texts[keep_t], None if text_ref is None else text_ref[keep_t]
+            self.last_coverage = (images.shape[0], self.num_images, texts.shape[0], self.text_to_image.numel())
+            if images.shape[0] < 2 or texts.shape[0] < 1:
+                raise RuntimeError(f"a limited evaluation saw {images.shape[0]} image(s) and {texts.shape[0]} of their "
+                                   "captions: too few to rank; let it see more batches")
+        else:
+            _check_complete(image_idx, self.num_images, "images")
+            _check_complete(text_idx, self.text_to_image.numel(), "texts")
+        record = {} if self.save_rankings and targets is None else None
+        out = self._metrics(images, texts, record, targets)
         if record is not None:
             k, t2i = self.save_rankings, self.text_to_image.to(images.device)
             self_t, self_i = torch.arange(texts.shape[0], device=texts.device), torch.arange(images.shape[0], device=images.device)

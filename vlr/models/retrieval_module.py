@@ -285,14 +285,25 @@ class RetrievalModule(pl.LightningModule):
 
     def _log_evaluation(self, split: str) -> None:
         evaluator = self.evaluators[split]
+        evaluator.allow_partial = self._loader_limited(split)
         metrics = evaluator.compute()  # already global: every rank holds the same numbers
-        if self.trainer.state.fn != "fit":  # a final evaluation: its table shows chance for the split
+        if evaluator.last_coverage is not None:
+            log.warning("%s metrics are over a limited pass (fast_dev_run, overfit_batches or limit_%s_batches): "
+                        "%d of %d images and %d of %d captions; not comparable with a full evaluation",
+                        split, split, *evaluator.last_coverage)
+        elif self.trainer.state.fn != "fit":  # a final evaluation: its table shows chance for the split
             self.chance_levels[split] = {f"{split}/{k}": v for k, v in evaluator.chance().items()}
         elif not self.trainer.sanity_checking:
             self.val_history.append({"epoch": self.current_epoch, "step": self.global_step,
                                      **{f"{split}/{k}": float(v) for k, v in metrics.items()}})
         evaluator.reset()
         self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
+
+    def _loader_limited(self, split: str) -> bool:
+        """The user limited this split's loader (debug presets): score what it saw."""
+        trainer = self.trainer
+        limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
+        return bool(trainer.fast_dev_run) or bool(trainer.overfit_batches) or not (isinstance(limit, float) and limit == 1.0)
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         self._eval_step("val", batch)
