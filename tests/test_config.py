@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO
 
-CONF = REPO / "conf"
+CONF = REPO / "vlr" / "conf"
 GROUPS = ["data", "model", "objective", "trainer", "logger", "imbalance", "callbacks", "paths", "hydra", "experiment", "hparams_search"]
 
 

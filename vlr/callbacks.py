@@ -6,7 +6,7 @@ Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when i
 top-k checkpoint, so after an epoch that was not the best, ``last.ckpt`` would be stale.
 This callback owns ``last.ckpt``; ``ModelCheckpoint`` keeps ``best.ckpt``. It is a
 ``Checkpoint``, so Lightning runs it after the other callbacks (and after ``ModelCheckpoint``
-when listed after it, as in conf/callbacks/default.yaml): the state it saves has this
+when listed after it, as in vlr/conf/callbacks/default.yaml): the state it saves has this
 epoch's best already recorded.
 """
 

@@ -84,7 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                              meta={"checkpoint": str(ckpt) if ckpt else "none (zero-shot)"})
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

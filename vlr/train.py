@@ -137,7 +137,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return sweep_value(cfg, metrics), metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     try:

@@ -70,7 +70,7 @@ def write_features(cfg: DictConfig) -> Path:
     return out_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="write_features")
+@hydra.main(version_base="1.3", config_path="conf", config_name="write_features")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     write_features(cfg)

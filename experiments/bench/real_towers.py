@@ -64,7 +64,7 @@ def _towers_embed_dim(preset: str) -> int | None:
 
 
 def _objective(name: str, options: dict):
-    cfg = OmegaConf.load(REPO / "conf" / "objective" / f"{name}.yaml")
+    cfg = OmegaConf.load(REPO / "vlr" / "conf" / "objective" / f"{name}.yaml")
     cfg.teacher, cfg.teacher_features = "frozen_init", None
     for key, value in options.items():
         cfg[key] = value
@@ -87,7 +87,7 @@ def _module(preset: str, name: str, options: dict):
     from vlr.models import RetrievalModule
 
     image, text, embed_dim, _ = _towers(preset)
-    optimizer = OmegaConf.load(REPO / "conf" / "model" / f"{preset}.yaml").optimizer
+    optimizer = OmegaConf.load(REPO / "vlr" / "conf" / "model" / f"{preset}.yaml").optimizer
     return RetrievalModule(image, text, _objective(name, options), embed_dim=embed_dim,
                            optimizer=instantiate(optimizer), teacher_cache=False)
 

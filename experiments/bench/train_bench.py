@@ -39,7 +39,7 @@ def _model_and_batches(tmp: Path, objective: list[str] = ("objective=infonce",),
     from vlr.build import build_data_and_model
 
     os.environ.setdefault("VLR_ROOT", str(REPO))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["logger=none", f"hydra.run.dir={tmp}", "data.num_workers=0", *objective,
                                           "data.augment=false", "data.shuffle=false"], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -1,4 +1,4 @@
-"""`Imbalance`: one named, seeded imbalance setting (``conf/imbalance/*.yaml``) with a strength.
+"""`Imbalance`: one named, seeded imbalance setting (``vlr/conf/imbalance/*.yaml``) with a strength.
 
 A setting lists its ops with a scale each; an op runs at ``scale * strength`` (clipped to
 [0, 1]), so ``strength=0`` is the balanced data whatever the setting, and one number
