@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: venv train test test-fast bench eval study clean
+.PHONY: venv train test test-fast lint format typecheck bench eval study clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,17 @@ test: venv                         ## the whole suite, slow tests included (what
 
 test-fast: venv                    ## skip end-to-end and multi-process tests
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: venv                         ## ruff lint + format check (what CI runs before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv                       ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: venv                    ## mypy on vlr/ (not yet clean: see the README)
+	$(VENV)/bin/mypy
 
 bench: venv                        ## writes experiments/bench/latest.json and prints a table
 	$(PY) -m experiments.bench.run $(ARGS)

@@ -38,12 +38,16 @@ def cell_from_run_dir(run_dir: Path) -> dict:
         "strength": float(cfg["imbalance"]["strength"]),
         "seed": int(cfg["seed"]),
         "command": " ".join(["python -m vlr.train", *overrides]),
-        "metrics": {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")},
+        "metrics": {
+            k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")
+        },
     }
 
 
 def cells_from_dirs(paths: list[Path]) -> list[dict]:
-    runs = sorted({p.parent for root in paths for p in Path(root).rglob("metrics.json") if (p.parent / ".hydra").is_dir()})
+    runs = sorted(
+        {p.parent for root in paths for p in Path(root).rglob("metrics.json") if (p.parent / ".hydra").is_dir()}
+    )
     if not runs:
         raise SystemExit(f"no run directories (metrics.json + .hydra/) under {', '.join(map(str, paths))}")
     return [cell_from_run_dir(r) for r in runs]
@@ -59,14 +63,16 @@ def cells_from_wandb(project: str, entity: str | None = None) -> list[dict]:
         metrics = {k: float(v) for k, v in summary.items() if k.startswith("test/") and isinstance(v, (int, float))}
         if not metrics or "objective" not in cfg:
             continue
-        cells.append({
-            "objective": cfg["objective"]["name"],
-            "imbalance": cfg.get("imbalance", {}).get("name", "none"),
-            "strength": float(cfg.get("imbalance", {}).get("strength", 0.0)),
-            "seed": int(cfg.get("seed", 0)),
-            "command": f"wandb run {run.path}",
-            "metrics": metrics,
-        })
+        cells.append(
+            {
+                "objective": cfg["objective"]["name"],
+                "imbalance": cfg.get("imbalance", {}).get("name", "none"),
+                "strength": float(cfg.get("imbalance", {}).get("strength", 0.0)),
+                "seed": int(cfg.get("seed", 0)),
+                "command": f"wandb run {run.path}",
+                "metrics": metrics,
+            }
+        )
     return cells
 
 
@@ -129,7 +135,11 @@ def verdict(summary) -> str:
                 continue
             raises = single[0] > 2 * single[1]
             costs = cross[0] < -2 * cross[1]
-            answer = "yes" if raises and not costs else ("no: it costs cross-modal retrieval" if raises else "no: single-modal retrieval does not rise")
+            answer = (
+                "yes"
+                if raises and not costs
+                else ("no: it costs cross-modal retrieval" if raises else "no: single-modal retrieval does not rise")
+            )
             other = difference(summary, key, base, "rsum_single") if primary == NDCG_SINGLE else None
             aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
             lines.append(
@@ -157,9 +167,15 @@ def tradeoff_plot(summary, path: Path) -> None:
                 xs.append(stats["rsum"][0]), xe.append(stats["rsum"][1])
                 ys.append(stats["rsum_single"][0]), ye.append(stats["rsum_single"][1])
         line = ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=markers[i % len(markers)], capsize=3, label=obj)
-        for x, y, level in zip(xs, ys, levels):
-            ax.annotate(f"{level[1]:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
-                        color=line[0].get_color())
+        for x, y, level in zip(xs, ys, levels, strict=False):
+            ax.annotate(
+                f"{level[1]:g}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+                color=line[0].get_color(),
+            )
     imbalances = sorted({lvl[0] for lvl in levels})
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)")
     ax.set_ylabel("single-modal rsum (i2i + t2t R@1,5,10)")
@@ -176,9 +192,12 @@ def report(cells: list[dict], title: str, notes: str = "") -> str:
     parts = [
         f"# {title}",
         f"{len(cells)} runs; seeds {seeds}; mean ± std over seeds of the test split.",
-        "## Cross-modal retrieval", table(summary, CROSS),
-        "## Single-modal retrieval", table(summary, SINGLE),
-        "## Structure preservation (overlap@10 with the reference neighbourhoods)", table(summary, OVERLAP),
+        "## Cross-modal retrieval",
+        table(summary, CROSS),
+        "## Single-modal retrieval",
+        table(summary, SINGLE),
+        "## Structure preservation (overlap@10 with the reference neighbourhoods)",
+        table(summary, OVERLAP),
         "## Does structure preservation raise single-modal retrieval without costing cross-modal retrieval?",
         verdict(summary) or "(needs infonce and covlr/sad runs at the same level)",
     ]
@@ -201,8 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb-entity")
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--title", default="Objective comparison")
-    parser.add_argument("--paired", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
-                        help="paired bootstrap CIs of A - B from the two runs' rankings.safetensors (save_rankings=true)")
+    parser.add_argument(
+        "--paired",
+        nargs=2,
+        type=Path,
+        metavar=("RUN_A", "RUN_B"),
+        help="paired bootstrap CIs of A - B from the two runs' rankings.safetensors (save_rankings=true)",
+    )
     args = parser.parse_args(argv)
     if args.paired:
         from experiments.paired import paired_table

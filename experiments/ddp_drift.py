@@ -19,10 +19,20 @@ from pathlib import Path
 import torch
 
 COMMON = [
-    "data.num_train=60", "data.num_val=15", "data.num_test=15", "data.batch_size=20",  # 300 captions: 15 steps
-    "data.shuffle=false", "data.augment=false", "data.num_workers=0", "trainer.max_epochs=1",
-    "model.text_tower.config.hidden_dropout_prob=0", "model.text_tower.config.attention_probs_dropout_prob=0",
-    "logger=csv", "seed=5", "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.5",
+    "data.num_train=60",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=20",  # 300 captions: 15 steps
+    "data.shuffle=false",
+    "data.augment=false",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "model.text_tower.config.hidden_dropout_prob=0",
+    "model.text_tower.config.attention_probs_dropout_prob=0",
+    "logger=csv",
+    "seed=5",
+    "model.optimizer._target_=torch.optim.SGD",
+    "model.optimizer.lr=0.5",
     "+model.optimizer.momentum=0.9",
 ]
 

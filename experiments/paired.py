@@ -39,8 +39,10 @@ def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarr
     ok = ~np.isnan(values)
     if values.shape[0] == n_img:
         return np.where(ok, values, 0.0), ok.astype(np.float64)
-    return (np.bincount(t2i, weights=np.where(ok, values, 0.0), minlength=n_img),
-            np.bincount(t2i, weights=ok.astype(np.float64), minlength=n_img))
+    return (
+        np.bincount(t2i, weights=np.where(ok, values, 0.0), minlength=n_img),
+        np.bincount(t2i, weights=ok.astype(np.float64), minlength=n_img),
+    )
 
 
 def _components(metric: str) -> list[str]:
@@ -58,8 +60,9 @@ def _resampled(r: dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np
     return total
 
 
-def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str, n: int = 2000,
-                      seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def paired_difference(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str, n: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
     """A minus B on the full test set, and the percentile bootstrap interval over test images."""
     if not np.array_equal(a["text_to_image"], b["text_to_image"]):
         raise SystemExit("the two runs were not evaluated on the same test set (text_to_image differs)")

@@ -65,14 +65,29 @@ def tiny_pretrained(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **TINY_VIT)
     torch.save(vit.state_dict(), root / "vit.pth")
-    words = "a an the red green blue yellow purple orange circle square triangle diamond shape left right top bottom middle".split()
+    words = (
+        "a an the red green blue yellow purple orange circle square triangle diamond shape left right top bottom middle"
+    ).split()
     tokenizer = train_wordpiece([" ".join(words[i:] + words[:i]) for i in range(len(words))], vocab_size=80)
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=48, max_position_embeddings=64), add_pooling_layer=False)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     bert.save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
-    return {"timm": root / "vit.pth", "timm_kwargs": TINY_VIT, "bert": root / "bert",
-            "originals": {"timm": vit.eval(), "bert": bert.eval()}}
+    return {
+        "timm": root / "vit.pth",
+        "timm_kwargs": TINY_VIT,
+        "bert": root / "bert",
+        "originals": {"timm": vit.eval(), "bert": bert.eval()},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -85,11 +100,25 @@ def tiny_clip(tmp_path_factory, tiny_pretrained) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_pretrained["bert"]))
     torch.manual_seed(1)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=40, eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=40,
+            eos_token_id=tokenizer.sep_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     model = CLIPModel(config).eval()

@@ -22,13 +22,16 @@ def test_batch_size_must_be_a_positive_integer(synthetic_root, value):
         RetrievalDataModule(name="s", source="synthetic", root=str(synthetic_root), batch_size=value)
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("infonce", {"temperature": -0.07}, "objective.temperature must be > 0, got -0.07"),
-    ("infonce", {"weight": -1.0}, "objective.weight must be >= 0, got -1.0"),
-    ("covlr", {"beta": -2}, "objective.beta must be >= 0, got -2"),
-    ("covlr", {"relation_temperature": 0}, "objective.relation_temperature must be > 0, got 0"),
-    ("sad", {"embed_dim": 8, "weights": {"kd": -2.0}}, "objective.weights.kd must be >= 0, got -2.0"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("infonce", {"temperature": -0.07}, "objective.temperature must be > 0, got -0.07"),
+        ("infonce", {"weight": -1.0}, "objective.weight must be >= 0, got -1.0"),
+        ("covlr", {"beta": -2}, "objective.beta must be >= 0, got -2"),
+        ("covlr", {"relation_temperature": 0}, "objective.relation_temperature must be > 0, got 0"),
+        ("sad", {"embed_dim": 8, "weights": {"kd": -2.0}}, "objective.weights.kd must be >= 0, got -2.0"),
+    ],
+)
 def test_negative_loss_weights_and_temperatures_are_refused(name, options, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         create_objective(name, **options)
@@ -39,9 +42,18 @@ def test_an_evaluation_split_needs_two_images(tmp_path):
 
     root = tmp_path / "one"
     generate_synthetic(root, SyntheticSpec(num_train=4, num_val=1, num_test=2))
-    dm = RetrievalDataModule(name="s", source="synthetic", root=str(root), num_train=4, num_val=1, num_test=2,
-                             cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match=r"the val split of .* has 1 image\(s\); retrieval evaluation needs at least 2"):
+    dm = RetrievalDataModule(
+        name="s",
+        source="synthetic",
+        root=str(root),
+        num_train=4,
+        num_val=1,
+        num_test=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.raises(
+        ConfigError, match=r"the val split of .* has 1 image\(s\); retrieval evaluation needs at least 2"
+    ):
         dm.eval_targets("val")
 
 
@@ -49,11 +61,17 @@ def test_reference_features_of_another_width_in_one_split_are_named(tmp_path, sy
     from vlr.data.karpathy import read_karpathy
 
     counts = {s: read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, s) for s in ("train", "val")}
-    save_features(tmp_path, "train", torch.randn(counts["train"].num_images, 8), torch.randn(counts["train"].num_captions, 6), {})
-    save_features(tmp_path, "val", torch.randn(counts["val"].num_images, 9), torch.randn(counts["val"].num_captions, 6), {})
+    save_features(
+        tmp_path, "train", torch.randn(counts["train"].num_images, 8), torch.randn(counts["train"].num_captions, 6), {}
+    )
+    save_features(
+        tmp_path, "val", torch.randn(counts["val"].num_images, 9), torch.randn(counts["val"].num_captions, 6), {}
+    )
     ref = FeatureReference(str(tmp_path))
     ref.prepare("train", counts["train"])
-    with pytest.raises(FeatureFileError, match="split 'val' has image features of width 9 but another split's are 8 wide"):
+    with pytest.raises(
+        FeatureFileError, match="split 'val' has image features of width 9 but another split's are 8 wide"
+    ):
         ref.prepare("val", counts["val"])
 
 
@@ -70,10 +88,14 @@ def test_a_pickled_npy_is_refused_by_name(tmp_path, synthetic_root):
 
 def test_images_listed_twice_or_in_two_splits_are_named(caplog):
     def split(name, paths):
-        return CaptionSplit(name=name, image_paths=paths, captions=["x"] * len(paths), text_to_image=torch.arange(len(paths)))
+        return CaptionSplit(
+            name=name, image_paths=paths, captions=["x"] * len(paths), text_to_image=torch.arange(len(paths))
+        )
 
     with caplog.at_level(logging.WARNING):
-        warn_shared_images({"train": split("train", ["a.jpg", "b.jpg", "b.jpg"]), "test": split("test", ["c.jpg", "a.jpg"])})
+        warn_shared_images(
+            {"train": split("train", ["a.jpg", "b.jpg", "b.jpg"]), "test": split("test", ["c.jpg", "a.jpg"])}
+        )
     assert "1 image(s) listed more than once in the train split, e.g. b.jpg" in caplog.text
     assert "1 image(s) of the test split are also in the train split, e.g. a.jpg" in caplog.text
 

@@ -1,7 +1,5 @@
 """Every config group option composes, and the objects it describes instantiate."""
 
-from pathlib import Path
-
 import hydra
 import pytest
 from hydra import compose, initialize_config_dir
@@ -10,7 +8,19 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO
 
 CONF = REPO / "vlr" / "conf"
-GROUPS = ["data", "model", "objective", "trainer", "logger", "imbalance", "callbacks", "paths", "hydra", "experiment", "hparams_search"]
+GROUPS = [
+    "data",
+    "model",
+    "objective",
+    "trainer",
+    "logger",
+    "imbalance",
+    "callbacks",
+    "paths",
+    "hydra",
+    "experiment",
+    "hparams_search",
+]
 
 
 def _options(group):
@@ -69,6 +79,8 @@ def test_weighted_sweep_value():
 
     metrics = {"val/rsum": 200.0, "val/rsum_single": 100.0}
     assert sweep_value(OmegaConf.create({"optimized_metric": "val/rsum"}), metrics) == 200.0
-    assert sweep_value(OmegaConf.create({"optimized_metric": {"val/rsum": 1.0, "val/rsum_single": 0.5}}), metrics) == 250.0
+    assert (
+        sweep_value(OmegaConf.create({"optimized_metric": {"val/rsum": 1.0, "val/rsum_single": 0.5}}), metrics) == 250.0
+    )
     with pytest.raises(KeyError, match=r"optimized_metric names metrics that were not logged: \['val/x'\]"):
         sweep_value(OmegaConf.create({"optimized_metric": {"val/x": 1.0}}), metrics)

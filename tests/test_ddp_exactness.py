@@ -17,11 +17,21 @@ import torch
 from tests.conftest import run_cli
 
 COMMON = [
-    "data.num_train=12", "data.num_val=15", "data.num_test=15", "data.batch_size=20",  # 60 captions = 3 steps
-    "data.shuffle=false", "data.augment=false", "data.num_workers=0", "trainer.max_epochs=1",
-    "model.text_tower.config.hidden_dropout_prob=0", "model.text_tower.config.attention_probs_dropout_prob=0",
-    "logger=csv", "seed=5",
-    "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.5", "+model.optimizer.momentum=0.9",
+    "data.num_train=12",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=20",  # 60 captions = 3 steps
+    "data.shuffle=false",
+    "data.augment=false",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "model.text_tower.config.hidden_dropout_prob=0",
+    "model.text_tower.config.attention_probs_dropout_prob=0",
+    "logger=csv",
+    "seed=5",
+    "model.optimizer._target_=torch.optim.SGD",
+    "model.optimizer.lr=0.5",
+    "+model.optimizer.momentum=0.9",
 ]
 
 
@@ -66,8 +76,20 @@ def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["infonce", "triplet", "covlr", "covlr+projections", "covlr+consistency",
-                                       "relation_kd", "sad", "sad+two_stage", "sad+float64"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "infonce",
+        "triplet",
+        "covlr",
+        "covlr+projections",
+        "covlr+consistency",
+        "relation_kd",
+        "sad",
+        "sad+two_stage",
+        "sad+float64",
+    ],
+)
 def test_two_processes_equal_one(tmp_path, monkeypatch, objective):
     one, m1 = _run(tmp_path, "one", objective)
     initial = _initial_weights(tmp_path, monkeypatch, objective)
@@ -96,9 +118,15 @@ def test_two_processes_equal_one(tmp_path, monkeypatch, objective):
     # compared. What must be exact: the validation the 2-process run logged equals a
     # 1-process evaluation of the same weights.
     logged = [r for r in csv.DictReader(open(tmp_path / "two" / "csv" / "metrics.csv")) if r.get("val/rsum")][-1]
-    proc = run_cli("vlr.eval", f"ckpt_path={tmp_path / 'two' / 'checkpoints' / 'last.ckpt'}", "split=val",
-                   "data.num_workers=0", *[o for o in MODES.get(mode, []) if o.startswith("trainer.precision")],
-                   f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    proc = run_cli(
+        "vlr.eval",
+        f"ckpt_path={tmp_path / 'two' / 'checkpoints' / 'last.ckpt'}",
+        "split=val",
+        "data.num_workers=0",
+        *[o for o in MODES.get(mode, []) if o.startswith("trainer.precision")],
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "val/rsum" in single
@@ -112,8 +140,15 @@ def test_eval_on_two_processes_equals_one_exactly(tmp_path):
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
     results = []
     for name, extra in (("e1", []), ("e2", ["trainer=ddp_cpu"])):
-        proc = run_cli("vlr.eval", f"ckpt_path={ckpt}", "split=val", "data.num_workers=0", *extra,
-                       f"hydra.run.dir={tmp_path / name}", cwd=tmp_path)
+        proc = run_cli(
+            "vlr.eval",
+            f"ckpt_path={ckpt}",
+            "split=val",
+            "data.num_workers=0",
+            *extra,
+            f"hydra.run.dir={tmp_path / name}",
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     assert results[0].keys() == results[1].keys() and "val/rsum" in results[0]

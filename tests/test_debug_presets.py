@@ -9,16 +9,28 @@ from tests.conftest import SYNTHETIC_ROOT_SPEC, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("preset, extra, limited", [
-    ("fdr", [], True),                                   # one batch of each loader: a partial evaluation
-    ("limit", ["trainer.max_epochs=2"], True),
-    ("overfit", ["trainer.max_epochs=2"], False),           # the test loader is not limited by overfit_batches
-    ("profiler", [], False),                             # full loaders: an ordinary evaluation
-])
+@pytest.mark.parametrize(
+    "preset, extra, limited",
+    [
+        ("fdr", [], True),  # one batch of each loader: a partial evaluation
+        ("limit", ["trainer.max_epochs=2"], True),
+        ("overfit", ["trainer.max_epochs=2"], False),  # the test loader is not limited by overfit_batches
+        ("profiler", [], False),  # full loaders: an ordinary evaluation
+    ],
+)
 def test_debug_presets_train_and_evaluate(tmp_path, synthetic_root, preset, extra, limited):
     run_dir = tmp_path / "run"
-    proc = run_cli("vlr.train", f"debug={preset}", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC,
-                   "data.batch_size=10", "data.eval_batch_size=8", *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli(
+        "vlr.train",
+        f"debug={preset}",
+        f"data.root={synthetic_root}",
+        *SYNTHETIC_ROOT_SPEC,
+        "data.batch_size=10",
+        "data.eval_batch_size=8",
+        *extra,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test/rsum"] <= 600 and "test/t2t/NDCG@10" in metrics

@@ -3,14 +3,21 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
-SMALL = ["data.num_train=30", "data.num_val=12", "data.num_test=15", "data.batch_size=30", "data.num_workers=0",
-         "trainer.max_epochs=1", "logger=none", "seed=2"]
+SMALL = [
+    "data.num_train=30",
+    "data.num_val=12",
+    "data.num_test=15",
+    "data.batch_size=30",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "seed=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,9 @@ def test_training_writes_rankings_that_reproduce_the_metrics(trained):
     for d in ("i2t", "t2i", "t2t"):
         for k in (1, 5, 10):
             per_query = r[f"{d}/R@{k}"]
-            assert 100 * float(per_query[~per_query.isnan()].mean()) == pytest.approx(metrics[f"test/{d}/R@{k}"], abs=1e-4)
+            assert 100 * float(per_query[~per_query.isnan()].mean()) == pytest.approx(
+                metrics[f"test/{d}/R@{k}"], abs=1e-4
+            )
     assert 100 * float(r["i2i/NDCG@10"].mean()) == pytest.approx(metrics["test/i2i/NDCG@10"], abs=1e-4)
     # top-1 is the caption's own image whenever its R@1 is certain, and never when it is 0
     first = r["t2i/topk"][:, 0] == r["text_to_image"]
@@ -58,9 +67,18 @@ def test_zero_shot_evaluates_the_towers_as_built(trained):
 def test_a_data_group_chosen_on_the_command_line_wins_over_the_run(trained):
     root, ckpt = trained
     other = root / "other-data"
-    proc, out = _eval(root, "transfer", f"ckpt_path={ckpt}", "data=synthetic", f"data.root={other}",
-                      "data.num_train=10", "data.num_val=10", "data.num_test=12", "data.generator_seed=9",
-                      "data.num_workers=0")
+    proc, out = _eval(
+        root,
+        "transfer",
+        f"ckpt_path={ckpt}",
+        "data=synthetic",
+        f"data.root={other}",
+        "data.num_train=10",
+        "data.num_val=10",
+        "data.num_test=12",
+        "data.generator_seed=9",
+        "data.num_workers=0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "evaluation.json").read_text())
     assert info["chance"]["test/t2i/R@1"] == pytest.approx(100 / 12)  # the 12 test images chosen here, not the run's 15

@@ -9,16 +9,29 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("preset, objective", [("flickr30k_clip", "infonce"), ("coco_clip", "infonce"),
-                                               ("flickr30k_clip", "sad"), ("flickr30k_clip", "covlr")])
+@pytest.mark.parametrize(
+    "preset, objective",
+    [("flickr30k_clip", "infonce"), ("coco_clip", "infonce"), ("flickr30k_clip", "sad"), ("flickr30k_clip", "covlr")],
+)
 def test_real_data_preset_starts_with_tiny_towers(tmp_path, synthetic_root, tiny_clip, preset, objective):
     """Every structure objective too: SAD's heads take CLIP's joint-space size (embed_dim: null)."""
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "vlr.train", f"experiment={preset}", f"data.root={synthetic_root}", "data.annotation=dataset_synthetic.json",
-        "data.image_dir=", f"model.image_tower.name_or_path={tiny_clip['dir']}", "trainer=cpu",
-        "trainer.precision=32-true", "trainer.max_steps=2", f"objective={objective}", "data.batch_size=10", "data.num_workers=0", "logger=csv",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "vlr.train",
+        f"experiment={preset}",
+        f"data.root={synthetic_root}",
+        "data.annotation=dataset_synthetic.json",
+        "data.image_dir=",
+        f"model.image_tower.name_or_path={tiny_clip['dir']}",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        f"objective={objective}",
+        "data.batch_size=10",
+        "data.num_workers=0",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -12,9 +12,19 @@ pytestmark = pytest.mark.slow
 def test_sweep_of_ddp_jobs_writes_one_directory_per_job(tmp_path):
     sweep = tmp_path / "multi"
     proc = run_cli(
-        "vlr.train", "-m", "objective=infonce,triplet", "trainer=ddp_cpu", "data.num_train=20", "data.num_val=10",
-        "data.num_test=10", "data.batch_size=20", "data.num_workers=0", "trainer.max_epochs=1", "logger=csv",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "vlr.train",
+        "-m",
+        "objective=infonce,triplet",
+        "trainer=ddp_cpu",
+        "data.num_train=20",
+        "data.num_val=10",
+        "data.num_test=10",
+        "data.batch_size=20",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, objective in (("0", "infonce"), ("1", "triplet")):

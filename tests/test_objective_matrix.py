@@ -34,20 +34,35 @@ def _preset(name, tiny_pretrained, tiny_clip) -> list[str]:
     if name == "tiny":
         return []
     if name == "vit_bert":
-        return ["model=vit_bert", "model.image_tower.name=vit_tiny_patch16_224", "model.image_tower.pretrained=false",
-                f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}", "data.image_size=32",
-                *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in tiny_pretrained["timm_kwargs"].items()),
-                f"model.text_tower.name_or_path={tiny_pretrained['bert']}"]
+        return [
+            "model=vit_bert",
+            "model.image_tower.name=vit_tiny_patch16_224",
+            "model.image_tower.pretrained=false",
+            f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
+            "data.image_size=32",
+            *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in tiny_pretrained["timm_kwargs"].items()),
+            f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
+        ]
     return ["model=clip_vit_b32", f"model.image_tower.name_or_path={tiny_clip['dir']}", "data.image_transform=tower"]
 
 
 @pytest.mark.parametrize("preset", ["tiny", "vit_bert", "clip_vit_b32"])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_every_objective_mode_trains_with_every_tower_preset(tmp_path, monkeypatch, synthetic_root, tiny_pretrained,
-                                                             tiny_clip, preset, mode):
+def test_every_objective_mode_trains_with_every_tower_preset(
+    tmp_path, monkeypatch, synthetic_root, tiny_pretrained, tiny_clip, preset, mode
+):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose([f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.batch_size=10", "data.num_workers=0",
-                    "logger=none", *_preset(preset, tiny_pretrained, tiny_clip), *MODES[mode]])
+    cfg = _compose(
+        [
+            f"data.root={synthetic_root}",
+            *SYNTHETIC_ROOT_SPEC,
+            "data.batch_size=10",
+            "data.num_workers=0",
+            "logger=none",
+            *_preset(preset, tiny_pretrained, tiny_clip),
+            *MODES[mode],
+        ]
+    )
     pl.seed_everything(0)
     datamodule, module = build_data_and_model(cfg)
     before = {n: p.detach().clone() for n, p in module.encoder.named_parameters()}
@@ -57,9 +72,17 @@ def test_every_objective_mode_trains_with_every_tower_preset(tmp_path, monkeypat
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             terms_seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")})
 
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[_Terms()])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_Terms()],
+    )
     if preset == "clip_vit_b32" and mode == "covlr+projections":  # CLIP keeps its joint space: identity projections
         with pytest.raises(ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable"):
             trainer.fit(module, datamodule=datamodule)
@@ -70,4 +93,6 @@ def test_every_objective_mode_trains_with_every_tower_preset(tmp_path, monkeypat
     if mode.endswith("consistency"):
         assert terms_seen[-1]["train/loss/caption_consistency"] > 0
     for tower in ("image_tower", "text_tower"):
-        assert any(not torch.equal(p, before[n]) for n, p in module.encoder.named_parameters() if n.startswith(tower)), tower
+        assert any(
+            not torch.equal(p, before[n]) for n, p in module.encoder.named_parameters() if n.startswith(tower)
+        ), tower

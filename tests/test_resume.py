@@ -17,14 +17,28 @@ from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 20  # 40 images x 5 captions / batch 10
-ARGS = ["data.num_train=40", "data.num_val=15", "data.num_test=15", "data.batch_size=10", "trainer.max_epochs=2",
-        "callbacks.last_checkpoint.every_n_steps=3", "logger=[csv,wandb]", "seed=3"]  # augmentation and dropout on
+ARGS = [
+    "data.num_train=40",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=10",
+    "trainer.max_epochs=2",
+    "callbacks.last_checkpoint.every_n_steps=3",
+    "logger=[csv,wandb]",
+    "seed=3",
+]  # augmentation and dropout on
 
 
 def _kill_mid_epoch(tmp_path, run_dir):
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     try:
         while proc.poll() is None:
@@ -70,8 +84,10 @@ def _assert_same_run(whole, resumed):
     assert best_a["epoch"] == best_b["epoch"]
     for key in best_a["state_dict"]:
         assert torch.equal(best_a["state_dict"][key], best_b["state_dict"][key]), key
-    score = [next(v["best_model_score"] for k, v in c["callbacks"].items() if k.startswith("ModelCheckpoint"))
-             for c in (a, b)]
+    score = [
+        next(v["best_model_score"] for k, v in c["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        for c in (a, b)
+    ]
     assert float(score[0]) == float(score[1])
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert json.loads((whole / "metrics.json").read_text()) == json.loads((resumed / "metrics.json").read_text())
@@ -125,8 +141,14 @@ def test_kills_at_the_worst_moments_resume_to_the_same_run(tmp_path, whole, faul
 def test_a_stop_signal_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, whole, signum, status):
     resumed = tmp_path / "resumed"
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={resumed}"], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={resumed}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     last = resumed / "checkpoints" / "last.ckpt"
     while proc.poll() is None:
         time.sleep(0.02)
@@ -150,8 +172,17 @@ def test_a_stop_signal_saves_between_steps_and_the_resumed_run_is_the_same(tmp_p
 
 def test_max_steps_in_the_middle_of_an_epoch_leaves_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["data.num_train=20", "data.num_val=10", "data.num_test=10", "data.batch_size=10", "trainer.max_steps=7",
-            "logger=none", "test=false", "data.num_workers=0", f"hydra.run.dir={run_dir}"]
+    args = [
+        "data.num_train=20",
+        "data.num_val=10",
+        "data.num_test=10",
+        "data.batch_size=10",
+        "trainer.max_steps=7",
+        "logger=none",
+        "test=false",
+        "data.num_workers=0",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = run_cli("vlr.train", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
@@ -161,8 +192,15 @@ def test_a_corrupt_last_checkpoint_stops_with_one_line(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
-    args = ["data.num_train=20", "data.num_val=10", "data.num_test=10", "data.batch_size=20", "trainer.max_epochs=1",
-            "logger=none", f"hydra.run.dir={run_dir}"]
+    args = [
+        "data.num_train=20",
+        "data.num_val=10",
+        "data.num_test=10",
+        "data.batch_size=20",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = run_cli("vlr.train", *args, cwd=tmp_path)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -174,8 +212,15 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("a file where the checkpoint folder should be")  # unwritable even for root
-    args = ["data.num_train=20", "data.num_val=10", "data.num_test=10", "data.batch_size=20", "trainer.max_epochs=2",
-            "logger=none", f"hydra.run.dir={run_dir}"]
+    args = [
+        "data.num_train=20",
+        "data.num_val=10",
+        "data.num_test=10",
+        "data.batch_size=20",
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = run_cli("vlr.train", *args, cwd=tmp_path)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -186,8 +231,16 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path):
 
 def test_resume_false_starts_over(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["data.num_train=20", "data.num_val=10", "data.num_test=10", "data.batch_size=20", "trainer.max_epochs=1",
-            "logger=csv", "test=false", f"hydra.run.dir={run_dir}"]
+    args = [
+        "data.num_train=20",
+        "data.num_val=10",
+        "data.num_test=10",
+        "data.batch_size=20",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     assert run_cli("vlr.train", *args, cwd=tmp_path).returncode == 0
     proc = run_cli("vlr.train", *args, "resume=false", cwd=tmp_path)
     assert proc.returncode == 0 and "resuming from" not in proc.stdout + proc.stderr

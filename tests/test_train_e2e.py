@@ -10,8 +10,13 @@ import torch
 from tests.conftest import run_cli
 
 SMALL = [
-    "data.num_train=40", "data.num_val=15", "data.num_test=15", "data.batch_size=20",
-    "data.num_workers=0", "trainer.max_epochs=2", "seed=1",
+    "data.num_train=40",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=20",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "seed=1",
 ]
 CROSS = ["i2t", "t2i"]
 
@@ -25,7 +30,9 @@ def _check_metrics(metrics: dict, n_test: int):
         assert 0.0 <= metrics[f"test/{d}/R@1"] <= metrics[f"test/{d}/R@5"] <= metrics[f"test/{d}/R@10"] <= 100.0
         for k in (10, 20, 50):
             assert 0.0 <= metrics[f"test/{d}/NDCG@{k}"] <= 100.0
-    assert metrics["test/rsum"] == pytest.approx(sum(metrics[f"test/{d}/R@{k}"] for d in CROSS for k in (1, 5, 10)), abs=1e-3)
+    assert metrics["test/rsum"] == pytest.approx(
+        sum(metrics[f"test/{d}/R@{k}"] for d in CROSS for k in (1, 5, 10)), abs=1e-3
+    )
     assert metrics["test/rsum_single"] == pytest.approx(
         sum(metrics[f"test/{d}/R@{k}"] for d in ("t2t", "i2i") for k in (1, 5, 10)), abs=1e-3
     )
@@ -69,8 +76,13 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
 
     # vlr.eval on the best checkpoint reproduces the test metrics, reading the run's own config
     eval_dir = tmp_path / "eval"
-    proc = run_cli("vlr.eval", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "data.num_workers=0",
-                   f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    proc = run_cli(
+        "vlr.eval",
+        f"ckpt_path={run_dir}/checkpoints/best.ckpt",
+        "data.num_workers=0",
+        f"hydra.run.dir={eval_dir}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((eval_dir / "metrics.json").read_text())
     assert again.keys() == metrics.keys()
@@ -81,8 +93,15 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
 @pytest.mark.slow
 def test_triplet_on_two_ddp_processes_shares_one_run_directory(tmp_path):
     run_dir = tmp_path / "ddp"
-    proc = run_cli("vlr.train", *SMALL, "objective=triplet", "trainer=ddp_cpu", "logger=csv",
-                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli(
+        "vlr.train",
+        *SMALL,
+        "objective=triplet",
+        "trainer=ddp_cpu",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_metrics(json.loads((run_dir / "metrics.json").read_text()), 15)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
@@ -94,8 +113,15 @@ def test_triplet_on_two_ddp_processes_shares_one_run_directory(tmp_path):
 @pytest.mark.slow
 def test_bad_override_fails_clearly_and_writes_no_metrics(tmp_path):
     run_dir = tmp_path / "bad"
-    proc = run_cli("vlr.train", *SMALL, "data.batch_size=7", "trainer=ddp_cpu", "logger=none",
-                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_cli(
+        "vlr.train",
+        *SMALL,
+        "data.batch_size=7",
+        "trainer=ddp_cpu",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "data.batch_size=7 is the global batch and must be divisible by the world size (2 processes)" in proc.stderr
     assert not (run_dir / "metrics.json").exists()

@@ -62,7 +62,11 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         # a validation inside the epoch (val_check_interval < 1): save after ModelCheckpoint's save
         # of it; at the epoch's end, on_train_epoch_end saves instead
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:

@@ -57,8 +57,12 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
     if not cfg.model.tokenizer.get("name_or_path") and (run_tokenizer / "tokenizer.json").is_file():
         with open_dict(cfg):  # the vocabulary the checkpoint's embeddings were trained with
             cfg.model.tokenizer.name_or_path = str(run_tokenizer)
-    log.info("groups from the training run %s: %s; chosen here: %s", run_cfg_path.parent.parent, adopted or "none",
-             sorted(chosen) or "none")
+    log.info(
+        "groups from the training run %s: %s; chosen here: %s",
+        run_cfg_path.parent.parent,
+        adopted or "none",
+        sorted(chosen) or "none",
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -79,9 +83,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate_trainer(cfg, model)
     run = trainer.test if cfg.split == "test" else trainer.validate
     run(model, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), verbose=False, weights_only=True)
-    what = f"{ckpt}" if ckpt is not None else f"{cfg.model.get('_target_', 'model').rsplit('.', 1)[-1]} as built (zero-shot)"
-    return finish_evaluation(trainer, model, cfg, cfg.split, f"{cfg.split} metrics of {what}",
-                             meta={"checkpoint": str(ckpt) if ckpt else "none (zero-shot)"})
+    what = (
+        f"{ckpt}"
+        if ckpt is not None
+        else f"{cfg.model.get('_target_', 'model').rsplit('.', 1)[-1]} as built (zero-shot)"
+    )
+    return finish_evaluation(
+        trainer,
+        model,
+        cfg,
+        cfg.split,
+        f"{cfg.split} metrics of {what}",
+        meta={"checkpoint": str(ckpt) if ckpt else "none (zero-shot)"},
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -12,8 +12,9 @@ a truncated file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 
 class SaveError(OSError):

@@ -97,8 +97,9 @@ def _lines(values: dict[str, float], width: int = 78) -> list[str]:
     return lines + ([line] if line else [])
 
 
-def print_metrics_table(metrics: dict[str, float], title: str, chance: dict[str, float] | None = None,
-                        ties: str | None = None) -> None:
+def print_metrics_table(
+    metrics: dict[str, float], title: str, chance: dict[str, float] | None = None, ties: str | None = None
+) -> None:
     """Metrics as rows, retrieval directions as columns (one table per gallery tier); totals and
     overlaps underneath; then the same layout for the chance level of this split (the metrics of
     a constant model under the tie rule), when given."""
@@ -117,8 +118,9 @@ def print_metrics_table(metrics: dict[str, float], title: str, chance: dict[str,
                 console.print(line)
 
 
-def finish_evaluation(trainer, model, cfg, split: str, title: str, meta: dict | None = None,
-                      extra: dict[str, float] | None = None) -> dict[str, float]:
+def finish_evaluation(
+    trainer, model, cfg, split: str, title: str, meta: dict | None = None, extra: dict[str, float] | None = None
+) -> dict[str, float]:
     """After ``trainer.test``/``validate``: the split's metrics (plus ``extra``, e.g. the best
     epoch's val metrics) to ``metrics.json``, how they were computed and the chance levels to
     ``evaluation.json``, per-query rankings when asked, and the console table. Rank 0 writes."""

@@ -90,7 +90,9 @@ def sweep_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return float(sum(float(w) * metrics[k] for k, w in spec.items()))
 
 
-def best_epoch_metrics(history: list[dict[str, float]], monitor: str = "val/rsum", mode: str = "max") -> dict[str, float]:
+def best_epoch_metrics(
+    history: list[dict[str, float]], monitor: str = "val/rsum", mode: str = "max"
+) -> dict[str, float]:
     """The validation metrics of the best epoch by ``monitor`` (the checkpoint callback's choice;
     the first epoch wins a tie, as ModelCheckpoint keeps the first best), or {} without any."""
     scored = [h for h in history if monitor in h]

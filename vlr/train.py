@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import warnings
-
 from pathlib import Path
 
 import hydra
@@ -19,8 +18,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vlr.build import build_data_and_model
-from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.callbacks import AtomicCheckpointIO
+from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.loggers import ResumableCSVLogger
 from vlr.reporting import finish_evaluation
 from vlr.runs import (
@@ -57,8 +56,9 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
         # float32 module would round float64 weights on load (a resumed or evaluated 64-true run
         # then differs from the original); converting first keeps every digit.
         model.double()
-    return hydra.utils.instantiate(trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False,
-                                   plugins=plugins, **kwargs)
+    return hydra.utils.instantiate(
+        trainer_cfg, logger=instantiate_group(cfg.get("logger")) or False, plugins=plugins, **kwargs
+    )
 
 
 @contextlib.contextmanager
@@ -76,7 +76,9 @@ def stop_between_steps(trainer: pl.Trainer):
         log.warning("Ctrl-C: stopping after this step and saving last.ckpt (press again to abort at once)")
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM handling: stop between steps
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         yield
     finally:
@@ -112,8 +114,11 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         with stop_between_steps(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        print(f"training stopped by a signal; {Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'} holds "
-              "the state: run the same command to resume", file=sys.stderr)
+        print(
+            f"training stopped by a signal; {Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'} holds "
+            "the state: run the same command to resume",
+            file=sys.stderr,
+        )
         raise SystemExit(130 if getattr(trainer, "vlr_stop_signal", "") == "SIGINT" else 143) from None
     # selection is on val only: the sweep value and the reported val numbers are the best epoch's
     callback = trainer.checkpoint_callback
@@ -130,10 +135,17 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             log.warning("no best checkpoint (was validation skipped?); testing the current weights")
         model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics.update(finish_evaluation(
-            trainer, model, cfg, "test", f"test metrics ({cfg.objective.name} on {cfg.data.name})",
-            meta={"checkpoint": best or "last weights"}, extra=best_val,
-        ))
+        metrics.update(
+            finish_evaluation(
+                trainer,
+                model,
+                cfg,
+                "test",
+                f"test metrics ({cfg.objective.name} on {cfg.data.name})",
+                meta={"checkpoint": best or "last weights"},
+                extra=best_val,
+            )
+        )
     return sweep_value(cfg, metrics), metrics
 
 

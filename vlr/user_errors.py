@@ -9,9 +9,9 @@ import sys
 
 from vlr.checkpoints import CheckpointError
 from vlr.data.images import ImageLoadError
-from vlr.io import SaveError
 from vlr.data.karpathy import AnnotationError
 from vlr.errors import ConfigError
+from vlr.io import SaveError
 from vlr.reference.files import FeatureFileError
 
 log = logging.getLogger("vlr")

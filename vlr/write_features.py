@@ -48,7 +48,9 @@ def write_features(cfg: DictConfig) -> Path:
     image_encoder = hydra.utils.instantiate(cfg.image_encoder, _convert_="all").to(device).eval()
     text_encoder = hydra.utils.instantiate(cfg.text_encoder, _convert_="all").to(device).eval()
     if not cfg.text_encoder.get("name_or_path"):
-        raise ValueError("text_encoder.name_or_path must name a pretrained model or local directory (its tokenizer is used)")
+        raise ValueError(
+            "text_encoder.name_or_path must name a pretrained model or local directory (its tokenizer is used)"
+        )
     tokenizer = build_tokenizer(cfg.text_encoder.name_or_path)
     transform = timm_transform(image_encoder.backbone, train=False)
     out_dir = Path(cfg.out_dir)
@@ -66,7 +68,10 @@ def write_features(cfg: DictConfig) -> Path:
         text = _embed(text_encoder, loader(EvalCaptions(split)), device, f"{split_name} captions")
         path = save_features(out_dir, split_name, image, text, meta)
         log.info("%s: %d images x %d, %d captions x %d -> %s", split_name, *image.shape, *text.shape, path)
-    print(f"reference features written to {out_dir}\n  train with: objective.teacher=features objective.teacher_features={out_dir}")
+    print(
+        f"reference features written to {out_dir}\n"
+        f"  train with: objective.teacher=features objective.teacher_features={out_dir}"
+    )
     return out_dir
 
 

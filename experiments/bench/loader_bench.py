@@ -40,19 +40,25 @@ def run(tmp: Path) -> dict:
     from vlr.data.transforms import timm_data_config, tower_transform
 
     if (SHARED / "dataset_flickr8k.json").exists():
-        split, source = read_karpathy(SHARED / "dataset_flickr8k.json", SHARED / "images", "train"), "flickr8k-1k photos"
+        split, source = (
+            read_karpathy(SHARED / "dataset_flickr8k.json", SHARED / "images", "train"),
+            "flickr8k-1k photos",
+        )
     else:
         root = _generated(tmp)
         split, source = read_karpathy(root / "dataset.json", root / "images", "train"), "generated 500x375 JPEGs"
     split.image_paths = split.image_paths[:IMAGES]
     config = timm_data_config(timm.create_model("vit_base_patch16_224", pretrained=False))
     figures = {}
-    for name, dataset in (("eval", EvalImages(split, tower_transform(config, False))),
-                          ("train", TrainPairs(split, tower_transform(config, True)))):
+    for name, dataset in (
+        ("eval", EvalImages(split, tower_transform(config, False))),
+        ("train", TrainPairs(split, tower_transform(config, True))),
+    ):
         dataset_len = min(len(dataset), IMAGES)
         for workers in WORKERS:
-            loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers,
-                                collate_fn=lambda items: [it["image"] for it in items])
+            loader = DataLoader(
+                dataset, batch_size=BATCH, num_workers=workers, collate_fn=lambda items: [it["image"] for it in items]
+            )
             start, seen = time.perf_counter(), 0
             for batch in loader:
                 seen += len(batch)

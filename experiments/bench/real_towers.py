@@ -77,9 +77,15 @@ def _batches(vocab: int, length: int, steps: int, batch: int = BATCH) -> list[di
     for _ in range(steps):
         ids = torch.randint(1000, vocab - 1, (batch, length), generator=g)
         ids[:, -1] = vocab - 1  # CLIP pools at the highest id (its end-of-text token)
-        out.append({"images": torch.randn(batch, 3, 224, 224, generator=g), "input_ids": ids,
-                    "attention_mask": torch.ones(batch, length, dtype=torch.long),
-                    "image_idx": torch.arange(batch), "caption_idx": torch.arange(batch)})
+        out.append(
+            {
+                "images": torch.randn(batch, 3, 224, 224, generator=g),
+                "input_ids": ids,
+                "attention_mask": torch.ones(batch, length, dtype=torch.long),
+                "image_idx": torch.arange(batch),
+                "caption_idx": torch.arange(batch),
+            }
+        )
     return out
 
 
@@ -88,8 +94,14 @@ def _module(preset: str, name: str, options: dict):
 
     image, text, embed_dim, _ = _towers(preset)
     optimizer = OmegaConf.load(REPO / "vlr" / "conf" / "model" / f"{preset}.yaml").optimizer
-    return RetrievalModule(image, text, _objective(name, options), embed_dim=embed_dim,
-                           optimizer=instantiate(optimizer), teacher_cache=False)
+    return RetrievalModule(
+        image,
+        text,
+        _objective(name, options),
+        embed_dim=embed_dim,
+        optimizer=instantiate(optimizer),
+        teacher_cache=False,
+    )
 
 
 class _Timer(pl.Callback):
@@ -107,8 +119,15 @@ class _Timer(pl.Callback):
 def _step_seconds(module, batches, accelerator: str = "cpu", precision: str = "32-true") -> float:
     timer = _Timer()
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        accelerator=accelerator,
+        devices=1,
+        max_steps=len(batches),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
         precision=precision,
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
@@ -157,13 +176,23 @@ def run_gpu(batch: int = 256, steps: int = 5) -> dict:
         module = _module("clip_vit_b32", objective, options)
         torch.cuda.reset_peak_memory_stats()
         seconds = _step_seconds(module, batches, accelerator="gpu", precision="bf16-mixed")
-        out[name] = {"images_per_s": batch / seconds, "step_seconds": seconds,
-                     "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
+        out[name] = {
+            "images_per_s": batch / seconds,
+            "step_seconds": seconds,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
         del module
         gc.collect()
         torch.cuda.empty_cache()
-    return {"objectives": out, "device": torch.cuda.get_device_name(), "batch": batch, "precision": "bf16-mixed",
-            "timed_steps": steps, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "objectives": out,
+        "device": torch.cuda.get_device_name(),
+        "batch": batch,
+        "precision": "bf16-mixed",
+        "timed_steps": steps,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def main() -> None:

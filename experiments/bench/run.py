@@ -19,8 +19,12 @@ from rich.table import Table
 from experiments.bench import eval_bench, loader_bench, real_towers, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
-SECTIONS = {"eval": lambda tmp: eval_bench.run(), "train": train_bench.run, "loader": loader_bench.run,
-            "real_towers": real_towers.run}
+SECTIONS = {
+    "eval": lambda tmp: eval_bench.run(),
+    "train": train_bench.run,
+    "loader": loader_bench.run,
+    "real_towers": real_towers.run,
+}
 
 
 def main() -> None:
@@ -37,7 +41,9 @@ def main() -> None:
             for key in result:
                 result[key].update(part.get(key, {}))
     result["machine"] = {
-        "cpus": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "cpus": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")

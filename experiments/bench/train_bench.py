@@ -2,7 +2,8 @@
 
 Lightning vs bare: same towers, same batches, same optimizer.
 Both run the module's own optimizer and schedule on batches already in memory, so
-the difference is the framework (hooks, logging, loop bookkeeping). Objectives: the Lightning step of each objective on the same towers
+the difference is the framework (hooks, logging, loop bookkeeping). Objectives: the Lightning step of
+each objective on the same towers
 and batches, divided by InfoNCE's. Steady state:
 the first ``WARMUP`` steps are not timed. Rounds alternate so drift hits both equally.
 """
@@ -40,15 +41,25 @@ def _model_and_batches(tmp: Path, objective: list[str] = ("objective=infonce",),
 
     os.environ.setdefault("VLR_ROOT", str(REPO))
     with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["logger=none", f"hydra.run.dir={tmp}", "data.num_workers=0", *objective,
-                                          "data.augment=false", "data.shuffle=false"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "logger=none",
+                f"hydra.run.dir={tmp}",
+                "data.num_workers=0",
+                *objective,
+                "data.augment=false",
+                "data.shuffle=false",
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     pl.seed_everything(0)
     datamodule, model = build_data_and_model(cfg)
     datamodule.setup("fit")
     model.reference.prepare("train", datamodule.split("train"))  # no trainer.fit(datamodule=...) does it here
     loader = datamodule.train_dataloader()
-    batches = [b for _, b in zip(range(STEPS), loader)]
+    batches = [b for _, b in zip(range(STEPS), loader, strict=False)]
     assert all(b["images"].shape[0] == batch_size for b in batches)
     return cfg, model, batches
 
@@ -70,8 +81,15 @@ class _StepTimer(pl.Callback):
 def _lightning(model, batches) -> float:
     timer = _StepTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=STEPS, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        accelerator="cpu",
+        devices=1,
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
     )
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
     return (timer.end - timer.start) / (STEPS - WARMUP)
@@ -80,9 +98,12 @@ def _lightning(model, batches) -> float:
 def _bare(model, batches) -> float:
     model.train()
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]},
-         {"params": [p for p in model.parameters() if p.requires_grad and p.ndim < 2], "weight_decay": 0.0}],
-        lr=1e-3, weight_decay=0.05,
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]},
+            {"params": [p for p in model.parameters() if p.requires_grad and p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+        weight_decay=0.05,
     )
     for i, batch in enumerate(batches):
         if i == WARMUP:
@@ -108,21 +129,23 @@ def run(tmp: Path) -> dict:
         light.append(_lightning(model, batches))
         for name in OBJECTIVES:
             per_objective[name].append(_lightning(models[name], batches))
-    b, l = statistics.median(bare), statistics.median(light)
+    b, lit = statistics.median(bare), statistics.median(light)
     step = {name: statistics.median(times) for name, times in per_objective.items()}
     return {
         "ratios": {
-            "framework_vs_bare": l / b,
+            "framework_vs_bare": lit / b,
             **{f"{name}_vs_infonce": step[name] / step["infonce"] for name in OBJECTIVES if name != "infonce"},
         },
         "figures": {
             "train_step_bare_seconds": b,
-            "train_step_lightning_seconds": l,
+            "train_step_lightning_seconds": lit,
             **{f"train_step_{name}_seconds": t for name, t in step.items()},
         },
         "notes": {
-            "framework_vs_bare": f"model=tiny, batch 128, {STEPS - WARMUP} timed steps x {ROUNDS} alternating rounds, median",
-            "objectives": "Lightning step per objective, same towers and batches (model=tiny, batch 128); covlr first-order, "
-            "all parameters in the virtual step (covlr_projections: projections only, tower outputs reused)",
+            "framework_vs_bare": f"model=tiny, batch 128, {STEPS - WARMUP} timed steps x {ROUNDS} alternating "
+            "rounds, median",
+            "objectives": "Lightning step per objective, same towers and batches (model=tiny, batch 128); "
+            "covlr first-order, all parameters in the virtual step (covlr_projections: projections only, "
+            "tower outputs reused)",
         },
     }

@@ -31,8 +31,12 @@ NOTES = OUT / "notes.md"  # hand-written analysis, appended to the generated rep
 def cell_overrides(objective: str, imbalance: str, strength: float, seed: int) -> list[str]:
     run_dir = f"experiments/imbalance/runs/{objective}-{imbalance}-{strength:g}-s{seed}"
     return [
-        "experiment=imbalance_study", f"objective={objective}", f"imbalance={imbalance}",
-        f"imbalance.strength={strength:g}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+        "experiment=imbalance_study",
+        f"objective={objective}",
+        f"imbalance={imbalance}",
+        f"imbalance.strength={strength:g}",
+        f"seed={seed}",
+        f"hydra.run.dir={run_dir}",
     ]
 
 
@@ -42,8 +46,9 @@ def run_cell(overrides: list[str]) -> dict:
     if not (run_dir / "metrics.json").exists():
         start = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VLR_ROOT": str(REPO)}
-        proc = subprocess.run([sys.executable, "-m", "vlr.train", *overrides], cwd=REPO, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlr.train", *overrides], cwd=REPO, env=env, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"cell failed: {command}\n{proc.stderr[-3000:]}")
         print(f"  {time.time() - start:6.1f} s  {command}", flush=True)
@@ -62,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
 
-    grid = [cell_overrides(o, args.imbalance, s, seed) for seed in args.seeds for s in args.strengths for o in args.objectives]
+    grid = [
+        cell_overrides(o, args.imbalance, s, seed)
+        for seed in args.seeds
+        for s in args.strengths
+        for o in args.objectives
+    ]
     print(f"{len(grid)} cells, {args.jobs} at a time")
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -9,8 +9,14 @@ from experiments.compare import cells_from_dirs, difference, report, summarize, 
 
 
 def _cell(objective, strength, seed, rsum, single):
-    return {"objective": objective, "imbalance": "text_weak", "strength": strength, "seed": seed, "command": "x",
-            "metrics": {"test/rsum": rsum, "test/rsum_single": single}}
+    return {
+        "objective": objective,
+        "imbalance": "text_weak",
+        "strength": strength,
+        "seed": seed,
+        "command": "x",
+        "metrics": {"test/rsum": rsum, "test/rsum_single": single},
+    }
 
 
 def test_summary_difference_and_verdict():
@@ -31,12 +37,18 @@ def test_run_directories_to_report_files(tmp_path):
     for i, (objective, rsum) in enumerate([("infonce", 100.0), ("covlr", 110.0)]):
         run = tmp_path / "multirun" / str(i)
         (run / ".hydra").mkdir(parents=True)
-        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-            {"objective": {"name": objective}, "imbalance": {"name": "none", "strength": 0.0}, "seed": 0}))
+        (run / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump(
+                {"objective": {"name": objective}, "imbalance": {"name": "none", "strength": 0.0}, "seed": 0}
+            )
+        )
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"objective={objective}"]))
         (run / "metrics.json").write_text(json.dumps({"test/rsum": rsum, "test/rsum_single": 50.0}))
     cells = cells_from_dirs([tmp_path / "multirun"])
-    assert [c["command"] for c in cells] == ["python -m vlr.train objective=infonce", "python -m vlr.train objective=covlr"]
+    assert [c["command"] for c in cells] == [
+        "python -m vlr.train objective=infonce",
+        "python -m vlr.train objective=covlr",
+    ]
     write_outputs(cells, tmp_path / "out", "T")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["cells"] == cells
     text = (tmp_path / "out" / "report.md").read_text()

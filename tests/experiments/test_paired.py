@@ -11,8 +11,8 @@ def _rankings(rng, n_img=300, caps=3, p_i2t=0.5, p_t2i=0.4):
     t2i = np.repeat(np.arange(n_img), caps)
     r = {"text_to_image": t2i}
     for k in (1, 5, 10):
-        r[f"i2t/R@{k}"] = (rng.random(n_img) < min(1, p_i2t * k ** 0.3)).astype(np.float64)
-        r[f"t2i/R@{k}"] = (rng.random(n_img * caps) < min(1, p_t2i * k ** 0.3)).astype(np.float64)
+        r[f"i2t/R@{k}"] = (rng.random(n_img) < min(1, p_i2t * k**0.3)).astype(np.float64)
+        r[f"t2i/R@{k}"] = (rng.random(n_img * caps) < min(1, p_t2i * k**0.3)).astype(np.float64)
     return r
 
 

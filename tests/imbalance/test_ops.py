@@ -35,7 +35,7 @@ def test_truncation_keeps_the_first_words(strength, n):
 
 def test_caption_noise_replaces_with_vocabulary_words():
     out = [_apply("caption_noise", CAPTION, 0.25, index=i) for i in range(200)]
-    replaced = sum(a != b for o in out for a, b in zip(o, CAPTION))
+    replaced = sum(a != b for o in out for a, b in zip(o, CAPTION, strict=False))
     assert all(len(o) == len(CAPTION) and all(w in CAPTION or w in VOCAB for w in o) for o in out)
     assert 0.21 < replaced / (200 * len(CAPTION)) < 0.29
 
@@ -78,5 +78,7 @@ def test_downsample_lowers_resolution_and_blur_smooths():
 
 
 def test_unknown_op_lists_the_known_ones():
-    with pytest.raises(KeyError, match="unknown text imbalance op 'shout'; registered: attribute_omission, caption_noise"):
+    with pytest.raises(
+        KeyError, match="unknown text imbalance op 'shout'; registered: attribute_omission, caption_noise"
+    ):
         TEXT_OPS.get("shout")

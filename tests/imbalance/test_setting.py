@@ -7,8 +7,13 @@ from vlr.imbalance import Imbalance
 
 def _split(name="train", images=20, per_image=5):
     caps = [f"a red circle number {c}" for c in range(images * per_image)]
-    return CaptionSplit(name, [f"{i}.png" for i in range(images)], caps,
-                        torch.arange(images).repeat_interleave(per_image), tokens=[c.split() for c in caps])
+    return CaptionSplit(
+        name,
+        [f"{i}.png" for i in range(images)],
+        caps,
+        torch.arange(images).repeat_interleave(per_image),
+        tokens=[c.split() for c in caps],
+    )
 
 
 def test_strength_zero_and_eval_splits_are_untouched():
@@ -54,7 +59,9 @@ def test_tower_asymmetry_edits_the_model_config():
     Imbalance("frozen", 0.1, tower={"side": "image", "mode": "freeze"}).apply_to_model_config(cfg)
     assert cfg["image_tower"]["freeze"] is True
     named = {"text_tower": {"name_or_path": "bert-base-uncased"}, "image_tower": {}}
-    with pytest.raises(ValueError, match=r"shrinks the text tower, which needs model.text_tower.config.num_hidden_layers"):
+    with pytest.raises(
+        ValueError, match=r"shrinks the text tower, which needs model.text_tower.config.num_hidden_layers"
+    ):
         Imbalance("small", 0.5, tower={"side": "text", "mode": "shrink"}).apply_to_model_config(named)
 
 

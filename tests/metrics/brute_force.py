@@ -45,7 +45,7 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
 
     if labels is not None:
         labels = np.asarray(labels)
-        I = jitter(img @ img.T)
+        sims_i = jitter(img @ img.T)
         i2i = []
         for i in range(n_img):
             others = [j for j in range(n_img) if j != i]
@@ -54,7 +54,7 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
             else:
                 rel_pos = [p for p, j in enumerate(others) if np.any(labels[j] & labels[i])]
             if rel_pos:
-                i2i.append(_rank_of_best(I[i, others], rel_pos))
+                i2i.append(_rank_of_best(sims_i[i, others], rel_pos))
         out.update(_summ("i2i", i2i, ks, False))
         single += sum(100.0 * np.mean(np.asarray(i2i) < k) for k in (1, 5, 10))
     out["rsum_single"] = single
@@ -62,12 +62,12 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
     if rel is not None:
         rel = np.asarray(rel, np.float64)
         first = [int(np.where(t2i == i)[0].min()) for i in range(n_img)]
-        I = jitter(img @ img.T)
+        sims_i = jitter(img @ img.T)
         for k in ndcg_ks:
             vals = []
             for i in range(n_img):
                 others = np.array([j for j in range(n_img) if j != i])
-                vals.append(_ndcg(I[i, others], rel[first[i], others], k))
+                vals.append(_ndcg(sims_i[i, others], rel[first[i], others], k))
             out[f"i2i/NDCG@{k}"] = 100.0 * np.mean(vals)
             vals = []
             for i in range(n_img):
@@ -78,7 +78,7 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
             # mixed: one gallery of all images then all captions, the query removed
             vals = []
             for i in range(n_img):
-                scores = np.concatenate([I[i], S[i]])
+                scores = np.concatenate([sims_i[i], S[i]])
                 gains = np.concatenate([rel[first[i]], rel[:, i]])
                 keep = np.arange(n_img + n_txt) != i
                 vals.append(_ndcg(scores[keep], gains[keep], k))

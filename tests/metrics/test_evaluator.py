@@ -67,7 +67,9 @@ def test_missing_items_are_reported():
     ev = RetrievalEvaluator(t2i)
     ev.update(image_emb=torch.randn(2, 4), image_idx=torch.tensor([0, 2]))
     ev.update(text_emb=torch.randn(5, 4), text_idx=torch.arange(5))
-    with pytest.raises(RuntimeError, match=r"saw 2 distinct images but the split has 3; missing indices \(first 10\): \[1\]"):
+    with pytest.raises(
+        RuntimeError, match=r"saw 2 distinct images but the split has 3; missing indices \(first 10\): \[1\]"
+    ):
         ev.compute()
 
 
@@ -87,8 +89,9 @@ def test_a_limited_pass_is_scored_over_what_it_saw_when_allowed():
     images = torch.tensor([0, 3, 5, 7, 12])  # 20 is dropped: none of its captions was seen
     captions = torch.tensor([c for c in seen_texts.tolist() if int(t2i[c]) in images.tolist()])
     owner = torch.tensor([images.tolist().index(int(t2i[c])) for c in captions])
-    want = retrieval_metrics(img[images], txt[captions], owner, image_labels=labels[images],
-                             relevance=rel[captions][:, images], ndcg_ks=(5,))
+    want = retrieval_metrics(
+        img[images], txt[captions], owner, image_labels=labels[images], relevance=rel[captions][:, images], ndcg_ks=(5,)
+    )
     want["image/overlap@3"] = neighbourhood_overlap(img[images], img_ref[images], 3)
     want["text/overlap@3"] = neighbourhood_overlap(txt[captions], txt_ref[captions], 3)
     assert got == want

@@ -28,8 +28,12 @@ def test_matches_brute_force_variable_captions_single_label():
     img, txt, t2i, g = _random_case(seed=1)
     labels = torch.randint(0, 6, (img.shape[0],), generator=g)
     rel = torch.rand(t2i.numel(), img.shape[0], generator=g, dtype=torch.float64)
-    ours = retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ks=(1, 3, 5, 10, 20), ndcg_ks=(5, 10, 25))
-    ref = brute_force_metrics(img, txt, t2i, ks=(1, 3, 5, 10, 20), labels=labels.numpy(), rel=rel.numpy(), ndcg_ks=(5, 10, 25))
+    ours = retrieval_metrics(
+        img, txt, t2i, image_labels=labels, relevance=rel, ks=(1, 3, 5, 10, 20), ndcg_ks=(5, 10, 25)
+    )
+    ref = brute_force_metrics(
+        img, txt, t2i, ks=(1, 3, 5, 10, 20), labels=labels.numpy(), rel=rel.numpy(), ndcg_ks=(5, 10, 25)
+    )
     _assert_same(ours, ref)
 
 
@@ -52,8 +56,12 @@ def test_folds_are_mean_of_consecutive_blocks():
         cap = np.where((t2i.numpy() >= lo) & (t2i.numpy() < hi))[0]
         per_fold.append(
             brute_force_metrics(
-                img[lo:hi], txt[cap], t2i[cap] - lo, labels=labels[lo:hi].numpy(),
-                rel=rel[cap][:, lo:hi].numpy(), ndcg_ks=(3, 5),
+                img[lo:hi],
+                txt[cap],
+                t2i[cap] - lo,
+                labels=labels[lo:hi].numpy(),
+                rel=rel[cap][:, lo:hi].numpy(),
+                ndcg_ks=(3, 5),
             )
         )
     ref = {k: np.mean([p[k] for p in per_fold]) for k in per_fold[0]}
@@ -77,7 +85,8 @@ def test_hand_checked_three_images():
     assert m["i2t/R@2"] == pytest.approx(100.0)
     assert m["i2t/medr"] == 2.0  # floor(median([0,1,1])) + 1
     assert m["i2t/meanr"] == pytest.approx(2 / 3 + 1)
-    # t2i ranks: c0 0, c1 1 (img1 scores 1 > .05), c2 0, c3 1 (img2 1 > .2), c4 0, c5 2 (.5 > .5? no: img0 .5, img1 .5 > -.5 -> 2)
+    # t2i ranks: c0 0, c1 1 (img1 scores 1 > .05), c2 0, c3 1 (img2 1 > .2), c4 0,
+    # c5 2 (.5 > .5? no: img0 .5, img1 .5 > -.5 -> 2)
     assert m["t2i/R@1"] == pytest.approx(50.0)
     assert m["t2i/R@2"] == pytest.approx(100 * 5 / 6)
     assert m["t2i/medr"] == 1.0  # median([0,0,0,1,1,2]) = 0.5 -> floor 0 + 1

@@ -1,6 +1,5 @@
 import hashlib
 import logging
-import time
 
 import numpy as np
 import pytest

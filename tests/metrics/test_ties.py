@@ -19,7 +19,7 @@ def _tied_case(seed=0, n_img=14):
     t2i = torch.repeat_interleave(torch.arange(n_img), counts)
     img = torch.randint(-1, 2, (n_img, 3), generator=g).double() / 4
     img[3] = img[2]  # duplicated images
-    txt = (img[t2i] + torch.randint(-1, 2, (t2i.numel(), 3), generator=g).double() / 4)
+    txt = img[t2i] + torch.randint(-1, 2, (t2i.numel(), 3), generator=g).double() / 4
     txt[5] = txt[7]  # duplicated captions of different images
     txt[1] = txt[9]
     labels = torch.randint(0, 3, (n_img,), generator=g)
@@ -29,8 +29,10 @@ def _tied_case(seed=0, n_img=14):
 
 def _monte_carlo(img, txt, t2i, labels, rel, ks, ndcg_ks):
     rng = np.random.default_rng(0)
-    runs = [brute_force_metrics(img, txt, t2i, ks=ks, labels=labels.numpy(), rel=rel.numpy(), ndcg_ks=ndcg_ks, tiebreak=rng)
-            for _ in range(RUNS)]
+    runs = [
+        brute_force_metrics(img, txt, t2i, ks=ks, labels=labels.numpy(), rel=rel.numpy(), ndcg_ks=ndcg_ks, tiebreak=rng)
+        for _ in range(RUNS)
+    ]
     keys = [k for k in runs[0] if not k.endswith("medr")]  # a median of ranks is not an expectation
     return {k: (np.mean([r[k] for r in runs]), np.std([r[k] for r in runs]) / math.sqrt(RUNS)) for k in keys}
 
@@ -40,8 +42,9 @@ def test_expected_metrics_equal_monte_carlo_tie_breaking():
     ks, ndcg_ks = (1, 3, 5, 10), (3, 10)
     ours = retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ks=ks, ndcg_ks=ndcg_ks)
     mc = _monte_carlo(img, txt, t2i, labels, rel, ks, ndcg_ks)
-    strict = retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ks=ks, ndcg_ks=ndcg_ks,
-                               ties="optimistic")
+    strict = retrieval_metrics(
+        img, txt, t2i, image_labels=labels, relevance=rel, ks=ks, ndcg_ks=ndcg_ks, ties="optimistic"
+    )
     differs = 0
     for key, (mean, se) in mc.items():
         assert ours[key] == pytest.approx(mean, abs=4.5 * se + 1e-9), (key, ours[key], mean, se)
@@ -51,8 +54,10 @@ def test_expected_metrics_equal_monte_carlo_tie_breaking():
 
 def test_pessimistic_and_optimistic_bound_the_expectation():
     img, txt, t2i, labels, rel = _tied_case(seed=1)
-    m = {t: retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ties=t)
-         for t in ("pessimistic", "expected", "optimistic")}
+    m = {
+        t: retrieval_metrics(img, txt, t2i, image_labels=labels, relevance=rel, ties=t)
+        for t in ("pessimistic", "expected", "optimistic")
+    }
     for key in m["expected"]:
         lo, mid, hi = m["pessimistic"][key], m["expected"][key], m["optimistic"][key]
         if key.endswith(("medr", "meanr")):
@@ -71,8 +76,13 @@ def test_constant_model_scores_chance():
     t2i = torch.arange(n_img).repeat_interleave(caps)
     n_txt = t2i.numel()
     same = torch.ones(n_img, 4)
-    m = retrieval_metrics(same, torch.ones(n_txt, 4), t2i, image_labels=torch.arange(n_img) % 4,
-                          relevance=torch.rand(n_txt, n_img, dtype=torch.float64))
+    m = retrieval_metrics(
+        same,
+        torch.ones(n_txt, 4),
+        t2i,
+        image_labels=torch.arange(n_img) % 4,
+        relevance=torch.rand(n_txt, n_img, dtype=torch.float64),
+    )
     for k in (1, 5, 10):
         assert m[f"t2i/R@{k}"] == pytest.approx(100.0 * k / n_img)
         # i2t: P(some of the 5 captions among the first k of 100 in random order)
@@ -100,7 +110,7 @@ def test_constant_model_ndcg_is_the_mean_gain_at_every_position():
     disc = 1 / torch.log2(torch.arange(5, dtype=torch.float64) + 2)
     expect = []
     for i in range(n_img):
-        gains = torch.cat([rel[first[i], :i], rel[first[i], i + 1:]])
+        gains = torch.cat([rel[first[i], :i], rel[first[i], i + 1 :]])
         expect.append(gains.mean() * disc.sum() / (gains.sort(descending=True).values[:5] * disc).sum())
     assert m["i2i/NDCG@5"] == pytest.approx(100 * float(torch.stack(expect).mean()))
 
@@ -118,7 +128,7 @@ def test_overlap_counts_ties_at_the_kth_place_fractionally():
             np.fill_diagonal(a, -np.inf)
             np.fill_diagonal(b, -np.inf)
             na, nb = np.argsort(-a, axis=1)[:, :k], np.argsort(-b, axis=1)[:, :k]
-            runs.append(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+            runs.append(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=False)]))
         ours = neighbourhood_overlap(q, r, k)
         assert ours == pytest.approx(np.mean(runs), abs=4.5 * np.std(runs) / math.sqrt(RUNS) + 1e-9), k
     assert neighbourhood_overlap(torch.ones(10, 2), torch.randn(10, 2), 3) == pytest.approx(3 / 9)

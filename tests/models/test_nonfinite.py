@@ -25,15 +25,25 @@ def _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip):
         return terms
 
     monkeypatch.setattr(module.objective, "forward", nan_once)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+    )
     return datamodule, module, trainer
 
 
 def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, monkeypatch, synthetic_root):
     datamodule, module, trainer = _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip=False)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1 \(epoch 0, batch 1\): itc_t2i=nan; "
-                                                 r"trainer.skip_nonfinite=true skips such steps"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss at step 1 \(epoch 0, batch 1\): itc_t2i=nan; "
+        r"trainer.skip_nonfinite=true skips such steps",
+    ):
         trainer.fit(module, datamodule=datamodule)
 
 

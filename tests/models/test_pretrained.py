@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from tests.conftest import SYNTHETIC_ROOT_SPEC
-
 from tests.test_config import _compose
 from vlr.build import build_data_and_model
 
@@ -17,9 +16,16 @@ def _build(tmp_path, monkeypatch, synthetic_root, overrides):
 
 
 def test_clip_preset_loads_a_local_clip_checkpoint(tmp_path, monkeypatch, synthetic_root, tiny_clip):
-    datamodule, module = _build(tmp_path, monkeypatch, synthetic_root, [
-        "model=clip_vit_b32", f"model.image_tower.name_or_path={tiny_clip['dir']}", "data.image_transform=tower",
-    ])
+    datamodule, module = _build(
+        tmp_path,
+        monkeypatch,
+        synthetic_root,
+        [
+            "model=clip_vit_b32",
+            f"model.image_tower.name_or_path={tiny_clip['dir']}",
+            "data.image_transform=tower",
+        ],
+    )
     clip, tok = tiny_clip["model"], tiny_clip["tokenizer"]
     module.eval()
     images = torch.randn(3, 3, 32, 32)
@@ -37,29 +43,49 @@ def test_clip_preset_loads_a_local_clip_checkpoint(tmp_path, monkeypatch, synthe
     # the image transform is CLIP's: 32 px (the checkpoint's size), OpenAI mean/std
     x = datamodule._transform(False)(__import__("PIL.Image", fromlist=["Image"]).new("RGB", (50, 40), (255, 255, 255)))
     assert x.shape == (3, 32, 32)
-    assert torch.allclose(x[:, 0, 0], (1 - torch.tensor([0.48145466, 0.4578275, 0.40821073])) / torch.tensor(
-        [0.26862954, 0.26130258, 0.27577711]), atol=1e-4)
+    assert torch.allclose(
+        x[:, 0, 0],
+        (1 - torch.tensor([0.48145466, 0.4578275, 0.40821073])) / torch.tensor([0.26862954, 0.26130258, 0.27577711]),
+        atol=1e-4,
+    )
 
 
-def test_vit_bert_preset_loads_local_timm_weights_and_bert_directory(tmp_path, monkeypatch, synthetic_root, tiny_pretrained):
+def test_vit_bert_preset_loads_local_timm_weights_and_bert_directory(
+    tmp_path, monkeypatch, synthetic_root, tiny_pretrained
+):
     kw = tiny_pretrained["timm_kwargs"]
-    _, module = _build(tmp_path, monkeypatch, synthetic_root, [
-        "model=vit_bert", "model.image_tower.name=vit_tiny_patch16_224", "model.image_tower.pretrained=false",
-        f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
-        *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in kw.items()),
-        f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
-    ])
+    _, module = _build(
+        tmp_path,
+        monkeypatch,
+        synthetic_root,
+        [
+            "model=vit_bert",
+            "model.image_tower.name=vit_tiny_patch16_224",
+            "model.image_tower.pretrained=false",
+            f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
+            *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in kw.items()),
+            f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
+        ],
+    )
     module.eval()
     vit, bert = tiny_pretrained["originals"]["timm"], tiny_pretrained["originals"]["bert"]
     images, ids = torch.randn(2, 3, 32, 32), torch.randint(5, 60, (2, 7))
     mask = torch.ones_like(ids)
     with torch.no_grad():
         assert torch.allclose(module.encoder.image_tower(images), vit(images), atol=1e-6)
-        assert torch.allclose(module.encoder.text_tower(ids, mask), bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0],
-                              atol=1e-6)
+        assert torch.allclose(
+            module.encoder.text_tower(ids, mask),
+            bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0],
+            atol=1e-6,
+        )
     assert module.encoder.image_tower.data_config()["input_size"] == (3, 32, 32)
 
 
 def test_missing_local_weights_are_named(tmp_path, monkeypatch, synthetic_root):
     with pytest.raises(Exception, match="nope"):
-        _build(tmp_path, monkeypatch, synthetic_root, ["model=clip_vit_b32", f"model.image_tower.name_or_path={tmp_path / 'nope'}"])
+        _build(
+            tmp_path,
+            monkeypatch,
+            synthetic_root,
+            ["model=clip_vit_b32", f"model.image_tower.name_or_path={tmp_path / 'nope'}"],
+        )

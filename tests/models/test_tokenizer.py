@@ -11,7 +11,9 @@ import pytest
 from tests.conftest import REPO
 from vlr.models.tokenizer import build_tokenizer
 
-CAPTIONS = [f"a {c} {s} on the {p}" for c in ("red", "green", "blue") for s in ("circle", "square") for p in ("left", "right")]
+CAPTIONS = [
+    f"a {c} {s} on the {p}" for c in ("red", "green", "blue") for s in ("circle", "square") for p in ("left", "right")
+]
 BUILD = (
     "import sys; from vlr.models.tokenizer import train_wordpiece; "
     "sys.stdout.write(train_wordpiece(sys.argv[1].split('|'), 40).backend_tokenizer.to_str())"
@@ -22,8 +24,9 @@ def test_the_same_captions_give_the_same_tokenizer_byte_for_byte_in_any_process(
     outputs = set()
     for threads in ("1", "2", "4"):
         env = {**os.environ, "RAYON_NUM_THREADS": threads, "PYTHONHASHSEED": threads, "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable, "-c", BUILD, "|".join(CAPTIONS * 3)], env=env, capture_output=True,
-                              text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", BUILD, "|".join(CAPTIONS * 3)], env=env, capture_output=True, text=True, check=True
+        )
         outputs.add(hashlib.sha256(proc.stdout.encode()).hexdigest())
     assert len(outputs) == 1
 

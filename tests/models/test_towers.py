@@ -22,8 +22,17 @@ def test_timm_tower_loads_a_local_checkpoint(tmp_path):
 
 def test_transformers_tower_loads_a_local_directory(tmp_path):
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False).eval()
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        ),
+        add_pooling_layer=False,
+    ).eval()
     bert.save_pretrained(tmp_path / "bert")
     tower = TextTower(name_or_path=str(tmp_path / "bert"), pooling="cls").eval()
     ids, mask = torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.long)
@@ -31,8 +40,18 @@ def test_transformers_tower_loads_a_local_directory(tmp_path):
 
 
 def test_mean_pooling_ignores_padding():
-    tower = TextTower(config=dict(model_type="bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=16), vocab_size=30, pooling="mean").eval()
+    tower = TextTower(
+        config=dict(
+            model_type="bert",
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        ),
+        vocab_size=30,
+        pooling="mean",
+    ).eval()
     ids = torch.tensor([[2, 5, 6, 3, 0, 0]])
     full = tower(ids, torch.tensor([[1, 1, 1, 1, 0, 0]]))
     hidden = tower.encoder(input_ids=ids[:, :4], attention_mask=torch.ones(1, 4, dtype=torch.long)).last_hidden_state

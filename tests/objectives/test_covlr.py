@@ -30,8 +30,10 @@ def _batch():
     images = torch.randn(6, 6, generator=g, dtype=torch.float64)
     texts = torch.randn(6, 7, generator=g, dtype=torch.float64)
     ids = torch.tensor([0, 0, 1, 2, 3, 3])
-    teacher = {"image": torch.randn(6, 3, generator=g, dtype=torch.float64),
-               "text": torch.randn(6, 8, generator=g, dtype=torch.float64)}
+    teacher = {
+        "image": torch.randn(6, 3, generator=g, dtype=torch.float64),
+        "text": torch.randn(6, 8, generator=g, dtype=torch.float64),
+    }
     return images, texts, ids, teacher
 
 
@@ -54,7 +56,7 @@ def _meta_objective(obj, enc, params, batch):
     v, t = functional_call(enc, params, (images, texts, None))
     l_c = sum(obj.consistency(v, t, ids).values())
     grads = torch.autograd.grad(l_c, list(params.values()), create_graph=True)
-    fast = {n: p - obj.alpha * g for (n, p), g in zip(params.items(), grads)}
+    fast = {n: p - obj.alpha * g for (n, p), g in zip(params.items(), grads, strict=False)}
     vf, tf = functional_call(enc, fast, (images, texts, None))
     return l_c + obj.beta * obj.preservation(vf, tf, teacher)
 
@@ -68,10 +70,12 @@ def test_first_order_matches_closed_form(relation):
     params = {n: p.detach().clone().requires_grad_(True) for n, p in enc.named_parameters()}
     v, t = functional_call(enc, params, (images, texts, None))
     g_c = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), list(params.values()))
-    fast = {n: (p - obj.alpha * g).detach().requires_grad_(True) for (n, p), g in zip(params.items(), g_c)}
+    fast = {
+        n: (p - obj.alpha * g).detach().requires_grad_(True) for (n, p), g in zip(params.items(), g_c, strict=False)
+    }
     vf, tf = functional_call(enc, fast, (images, texts, None))
     g_r = torch.autograd.grad(obj.preservation(vf, tf, teacher), list(fast.values()))
-    for (name, _), gc, gr in zip(params.items(), g_c, g_r):
+    for (name, _), gc, gr in zip(params.items(), g_c, g_r, strict=False):
         assert torch.allclose(got[name], gc + obj.beta * gr, atol=1e-10), name
 
 
@@ -108,7 +112,7 @@ def test_projections_only_virtual_step_leaves_towers_out_of_the_step():
     v, t = functional_call(enc, params, (images, texts, None))
     names = ["image_proj.weight", "image_proj.bias", "text_proj.weight", "text_proj.bias"]
     g = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params[n] for n in names], retain_graph=True)
-    fast = {**params, **{n: params[n] - obj.alpha * gi for n, gi in zip(names, g)}}
+    fast = {**params, **{n: params[n] - obj.alpha * gi for n, gi in zip(names, g, strict=False)}}
     vf, tf = functional_call(enc, fast, (images, texts, None))
     assert terms["relation"].item() == pytest.approx(obj.beta * obj.preservation(vf, tf, teacher).item(), rel=1e-10)
     # the reused tower outputs carry the relation loss's gradient to the towers (first order)
@@ -150,7 +154,7 @@ def test_relation_kd_is_covlr_without_the_virtual_step():
     covlr.alpha = 0.0  # the meta step's path at alpha = 0 moves nothing: the same gradient
     meta = covlr.meta_terms(enc, images, texts, None, ids, teacher)
     grads_meta = torch.autograd.grad(sum(meta.values()), list(enc.parameters()))
-    for a, b in zip(grads_kd, grads_meta):
+    for a, b in zip(grads_kd, grads_meta, strict=False):
         assert torch.allclose(a, b, atol=1e-12)
     with pytest.raises(ValueError, match="objective.alpha has no meaning for relation_kd"):
         create_objective("relation_kd", alpha=0.1)
@@ -162,13 +166,17 @@ def test_options_that_cannot_act_are_refused():
     enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
     enc.image_proj, enc.text_proj = nn.Identity(), nn.Identity()  # model.embed_dim=null
     enc.image_tower, enc.text_tower = nn.Linear(6, 4).double(), nn.Linear(7, 4).double()
-    with pytest.raises(ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable projections"):
+    with pytest.raises(
+        ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable projections"
+    ):
         _objective(virtual_params="projections").meta_terms(enc, images, texts, None, ids, teacher)
     enc.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable encoder parameter takes the virtual step"):
         _objective(second_order=True).meta_terms(enc, images, texts, None, ids, teacher)
-    for option, kwargs in (("second_order=true", {"second_order": True}),
-                           ("virtual_params=projections", {"virtual_params": "projections"})):
+    for option, kwargs in (
+        ("second_order=true", {"second_order": True}),
+        ("virtual_params=projections", {"virtual_params": "projections"}),
+    ):
         with pytest.raises(ConfigError, match=f"objective.{option} cannot act with objective.alpha=0"):
             create_objective("covlr", alpha=0.0, **kwargs)
     create_objective("covlr", alpha=0.0)  # plain alpha = 0 is relation_kd's computation, allowed
@@ -179,8 +187,9 @@ def _second_order_under_ddp(rank, world):
 
     enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
     with pytest.raises(ConfigError, match="objective.second_order=true cannot run under DDP"):
-        _objective(second_order=True).meta_terms(enc, images[rank::2], texts[rank::2], None, ids[rank::2],
-                                                 {k: x[rank::2] for k, x in teacher.items()})
+        _objective(second_order=True).meta_terms(
+            enc, images[rank::2], texts[rank::2], None, ids[rank::2], {k: x[rank::2] for k, x in teacher.items()}
+        )
 
 
 def test_second_order_is_refused_under_ddp():
@@ -195,9 +204,20 @@ def test_second_order_runs_with_attention_towers():
 
     torch.manual_seed(0)
     enc = DualEncoder(
-        ImageTower("vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)),
-        TextTower(config=dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=64, max_position_embeddings=16), vocab_size=50),
+        ImageTower(
+            "vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+        ),
+        TextTower(
+            config=dict(
+                model_type="bert",
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=16,
+            ),
+            vocab_size=50,
+        ),
         embed_dim=16,
     )
     images, ids = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 2])
@@ -232,7 +252,7 @@ def _nt_xent_by_hand(t, p, ids, tau):
     owner = ids.tolist() * 2
     total = 0.0
     for i in range(len(z)):
-        sims = [sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(len(z))]
+        sims = [sum(a * b for a, b in zip(z[i], z[j], strict=False)) / tau for j in range(len(z))]
         log_z = torch.tensor([s for j, s in enumerate(sims) if j != i], dtype=torch.float64).logsumexp(0).item()
         pos = [j for j in range(len(z)) if j != i and owner[j] == owner[i]]
         total -= sum(sims[j] - log_z for j in pos) / len(pos)
@@ -271,8 +291,11 @@ def test_consistency_term_joins_the_training_step_and_needs_paired_captions(name
     obj = create_objective(name, consistency_weight=10.0, beta=2.0, temperature=0.2).double()
     module = _Module(teacher)
     batch = {"images": images, "input_ids": texts, "attention_mask": None, "image_idx": ids}
-    with pytest.raises(ConfigError, match=r"objective.consistency_weight=10.0 needs a second caption per pair: "
-                                          r"set data.paired_captions=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"objective.consistency_weight=10.0 needs a second caption per pair: "
+        r"set data.paired_captions=true",
+    ):
         obj.training_step(module, batch)
     batch.update(pair_input_ids=pairs, pair_attention_mask=None)
     terms = obj.training_step(module, batch)

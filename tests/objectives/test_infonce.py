@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,7 +62,9 @@ def test_temperature_learnable_or_fixed():
 
 
 def test_unknown_objective_lists_registered_names():
-    with pytest.raises(KeyError, match="unknown objective 'nce'; registered: covlr, infonce, relation_kd, sad, triplet"):
+    with pytest.raises(
+        KeyError, match="unknown objective 'nce'; registered: covlr, infonce, relation_kd, sad, triplet"
+    ):
         create_objective("nce")
 
 

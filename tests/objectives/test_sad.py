@@ -14,8 +14,9 @@ def _setup(**kw):
     ids = torch.tensor([0, 0, 1, 2, 3])
     torch.manual_seed(0)
     kw = {"lambda_init": 0.3, **kw}
-    obj = create_objective("sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=6, temperature=0.1,
-                           relation_temperature=0.5, **kw)
+    obj = create_objective(
+        "sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=6, temperature=0.1, relation_temperature=0.5, **kw
+    )
     return obj, v, t, u, w, ids
 
 
@@ -92,8 +93,15 @@ def test_lambda_keeps_moving_near_its_bounds():
     """lambda = sigmoid(a): pushed towards 1 for many steps it approaches 1, never reaches it,
     and its gradient never vanishes (a clamp to [0, 1] left it stuck with zero gradient)."""
     _, v, t, u, w, ids = _setup()
-    obj = create_objective("sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=4, relation_temperature=0.5,
-                           lambda_init=0.9, weights={"kdi": 0.0, "kdt": 0.0})
+    obj = create_objective(
+        "sad",
+        embed_dim=4,
+        image_teacher_dim=3,
+        text_teacher_dim=4,
+        relation_temperature=0.5,
+        lambda_init=0.9,
+        weights={"kdi": 0.0, "kdt": 0.0},
+    )
     optimizer = torch.optim.SGD([obj.fusion_logit], lr=2.0)
     history = []
     for _ in range(40):
@@ -105,7 +113,7 @@ def test_lambda_keeps_moving_near_its_bounds():
         optimizer.step()
         history.append(obj.log_values()["lambda"])
     assert history[-1] > history[0] > 0.9 and history[-1] < 1.0
-    assert all(b >= a for a, b in zip(history, history[1:]))
+    assert all(b >= a for a, b in zip(history, history[1:], strict=False))
 
 
 def test_fixed_lambda_may_sit_on_a_bound():
@@ -130,8 +138,16 @@ def test_half_of_the_epochs_are_stage_one_by_default(caplog):
 @pytest.mark.parametrize("distance", ["mse", "kl", "wasserstein"])
 def test_other_distances_are_zero_for_identical_structure(distance):
     _, v, t, u, w, ids = _setup()
-    obj = create_objective("sad", embed_dim=4, image_teacher_dim=4, text_teacher_dim=6, distance=distance,
-                           student="image", lambda_init=0.0, learnable_lambda=False)
+    obj = create_objective(
+        "sad",
+        embed_dim=4,
+        image_teacher_dim=4,
+        text_teacher_dim=6,
+        distance=distance,
+        student="image",
+        lambda_init=0.0,
+        learnable_lambda=False,
+    )
     terms = obj(v, t, ids, teacher={"image": v * 3.0, "text": w})  # same directions as the student
     assert obj(v, t, ids, teacher={"image": u @ torch.ones(3, 4), "text": w})["kd"].item() > 1e-3
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-5)  # float32 relations scaled by 1/0.07
@@ -161,9 +177,19 @@ def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkp
 
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "vlr.train", "objective=sad", "objective.stage1_epochs=2", "trainer.max_epochs=3", "data.num_train=40",
-        "data.num_val=15", "data.num_test=15", "data.batch_size=20", "data.num_workers=0", "logger=csv",
-        "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "vlr.train",
+        "objective=sad",
+        "objective.stage1_epochs=2",
+        "trainer.max_epochs=3",
+        "data.num_train=40",
+        "data.num_val=15",
+        "data.num_test=15",
+        "data.batch_size=20",
+        "data.num_workers=0",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("train/loss/kd")]

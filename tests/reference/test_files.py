@@ -20,7 +20,10 @@ def test_safetensors_round_trip_and_meta(tmp_path):
     counts = {split: {k: v for k, v in m.items() if k != "sha256"} for split, m in meta["splits"].items()}
     assert counts == {"val": {"images": 4, "captions": 8}, "test": {"images": 2, "captions": 3}}
     for split in ("val", "test"):  # the checksum load_features verifies
-        assert meta["splits"][split]["sha256"] == hashlib.sha256((tmp_path / f"{split}.safetensors").read_bytes()).hexdigest()
+        assert (
+            meta["splits"][split]["sha256"]
+            == hashlib.sha256((tmp_path / f"{split}.safetensors").read_bytes()).hexdigest()
+        )
     assert meta["image_encoder"] == "x"
     assert feature_dims(tmp_path) == (6, 5)
 
@@ -44,9 +47,21 @@ def test_pickled_object_arrays_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "image, text, message",
     [
-        (np.zeros((3,), np.float32), np.zeros((6, 2), np.float32), r"train_image\.npy: expected a 2-D \[rows, dim\] array, got shape \(3,\)"),
-        (np.zeros((3, 4), np.int64), np.zeros((6, 2), np.float32), r"train_image\.npy: expected floating-point features, got torch.int64"),
-        (np.zeros((4, 4), np.float32), np.zeros((6, 2), np.float32), r"train_image\.npy: has 4 rows but split 'train' has 3 images"),
+        (
+            np.zeros((3,), np.float32),
+            np.zeros((6, 2), np.float32),
+            r"train_image\.npy: expected a 2-D \[rows, dim\] array, got shape \(3,\)",
+        ),
+        (
+            np.zeros((3, 4), np.int64),
+            np.zeros((6, 2), np.float32),
+            r"train_image\.npy: expected floating-point features, got torch.int64",
+        ),
+        (
+            np.zeros((4, 4), np.float32),
+            np.zeros((6, 2), np.float32),
+            r"train_image\.npy: has 4 rows but split 'train' has 3 images",
+        ),
         (np.zeros((3, 4), np.float32), np.full((6, 2), np.nan, np.float32), r"train_text\.npy: row 0 is not finite"),
     ],
 )

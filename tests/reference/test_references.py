@@ -9,15 +9,27 @@ from vlr.reference import FeatureFileError, save_features
 
 
 def _towers():
-    image = ImageTower("vit_tiny_patch16_224", model_kwargs=dict(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2))
-    text = TextTower(config=dict(model_type="bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=32, max_position_embeddings=16), vocab_size=30)
+    image = ImageTower(
+        "vit_tiny_patch16_224", model_kwargs=dict(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+    )
+    text = TextTower(
+        config=dict(
+            model_type="bert",
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        ),
+        vocab_size=30,
+    )
     return image, text
 
 
 def _split(num_images, num_captions):
-    return CaptionSplit("train", [f"{i}.png" for i in range(num_images)], ["c"] * num_captions,
-                        torch.arange(num_captions) % num_images)
+    return CaptionSplit(
+        "train", [f"{i}.png" for i in range(num_images)], ["c"] * num_captions, torch.arange(num_captions) % num_images
+    )
 
 
 def test_frozen_init_cache_returns_the_reference_embeddings():
@@ -26,8 +38,13 @@ def test_frozen_init_cache_returns_the_reference_embeddings():
     ref = module.reference.encoder
     images, ids = torch.randn(6, 3, 16, 16), torch.randint(0, 30, (6, 5))
     images[1] = images[0]  # rows 0 and 1 are the same image (index 4)
-    full = {"images": images, "input_ids": ids, "attention_mask": torch.ones(6, 5, dtype=torch.long),
-            "image_idx": torch.tensor([4, 4, 0, 7, 2, 9]), "caption_idx": torch.tensor([20, 21, 1, 35, 10, 45])}
+    full = {
+        "images": images,
+        "input_ids": ids,
+        "attention_mask": torch.ones(6, 5, dtype=torch.long),
+        "image_idx": torch.tensor([4, 4, 0, 7, 2, 9]),
+        "caption_idx": torch.tensor([20, 21, 1, 35, 10, 45]),
+    }
     want = {"image": ref.embed_images(images), "text": ref.embed_texts(ids, full["attention_mask"])}
     for sel in ([0, 1, 2], [3, 4, 5], [5, 0, 3]):  # the cache grows, then serves rows computed earlier
         part = {k: v[sel] for k, v in full.items()}
@@ -59,9 +76,12 @@ def test_feature_reference_looks_up_normalised_rows_and_sizes_the_sad_heads(tmp_
 
 def test_feature_reference_rejects_files_that_do_not_match_the_split(tmp_path):
     save_features(tmp_path, "train", torch.randn(5, 7), torch.randn(9, 3), {})
-    module = RetrievalModule(*_towers(), create_objective("infonce", teacher="features", teacher_features=str(tmp_path)),
-                             embed_dim=8)
-    with pytest.raises(FeatureFileError, match=r"train\.safetensors \['text'\]: has 9 rows but split 'train' has 10 captions"):
+    module = RetrievalModule(
+        *_towers(), create_objective("infonce", teacher="features", teacher_features=str(tmp_path)), embed_dim=8
+    )
+    with pytest.raises(
+        FeatureFileError, match=r"train\.safetensors \['text'\]: has 9 rows but split 'train' has 10 captions"
+    ):
         module.reference.prepare("train", _split(5, 10))
     with pytest.raises(FeatureFileError, match=r"no reference features for split 'val' in .*val\.safetensors"):
         module.reference.prepare("val", _split(5, 9))
@@ -69,7 +89,9 @@ def test_feature_reference_rejects_files_that_do_not_match_the_split(tmp_path):
 
 def test_explicit_sad_head_size_must_match_the_reference(tmp_path):
     save_features(tmp_path, "train", torch.randn(5, 7), torch.randn(9, 3), {})
-    objective = create_objective("sad", embed_dim=8, image_teacher_dim=6, teacher="features", teacher_features=str(tmp_path))
+    objective = create_objective(
+        "sad", embed_dim=8, image_teacher_dim=6, teacher="features", teacher_features=str(tmp_path)
+    )
     with pytest.raises(ValueError, match=r"objective.image_teacher_dim=6 but the reference's image features have 7"):
         RetrievalModule(*_towers(), objective, embed_dim=8)
 
@@ -80,5 +102,8 @@ def test_unknown_teacher_and_missing_directory_are_named():
     with pytest.raises(ValueError, match="objective.teacher=features needs objective.teacher_features"):
         RetrievalModule(*_towers(), create_objective("infonce", teacher="features"), embed_dim=8)
     with pytest.raises(FeatureFileError, match="objective.teacher_features=/nonexistent/feats: no such directory"):
-        RetrievalModule(*_towers(), create_objective("infonce", teacher="features", teacher_features="/nonexistent/feats"),
-                        embed_dim=8)
+        RetrievalModule(
+            *_towers(),
+            create_objective("infonce", teacher="features", teacher_features="/nonexistent/feats"),
+            embed_dim=8,
+        )

@@ -29,28 +29,54 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
     from vlr.reference import load_features
 
     out = tmp_path / "feats"
-    proc = run_cli("vlr.write_features", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", f"out_dir={out}",
-                   *_encoder_overrides(tiny_pretrained), cwd=tmp_path)
+    proc = run_cli(
+        "vlr.write_features",
+        f"data.root={synthetic_root}",
+        *SYNTHETIC_ROOT_SPEC,
+        "data.num_workers=0",
+        f"out_dir={out}",
+        *_encoder_overrides(tiny_pretrained),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"objective.teacher_features={out}" in proc.stdout
 
     split = read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, "test")
     feats = load_features(out, "test", split.num_images, split.num_captions)
-    tower = ImageTower("vit_tiny_patch16_224", checkpoint_path=str(tiny_pretrained["timm"]),
-                       model_kwargs=tiny_pretrained["timm_kwargs"]).eval()
+    tower = ImageTower(
+        "vit_tiny_patch16_224",
+        checkpoint_path=str(tiny_pretrained["timm"]),
+        model_kwargs=tiny_pretrained["timm_kwargs"],
+    ).eval()
     transform = timm_transform(tower.backbone, train=False)
     with torch.no_grad():
         want = tower(torch.stack([transform(load_rgb(p)) for p in split.image_paths[:4]]))
         assert torch.allclose(feats["image"][:4], want, atol=1e-5)
         text = TextTower(str(tiny_pretrained["bert"]), pooling="mean").eval()
-        enc = AutoTokenizer.from_pretrained(str(tiny_pretrained["bert"]))(split.captions[:3], padding=True, return_tensors="pt")
+        enc = AutoTokenizer.from_pretrained(str(tiny_pretrained["bert"]))(
+            split.captions[:3], padding=True, return_tensors="pt"
+        )
         assert torch.allclose(feats["text"][:3], text(enc["input_ids"], enc["attention_mask"]), atol=1e-5)
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["test.safetensors", "train.safetensors", "val.safetensors"]
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "test.safetensors",
+        "train.safetensors",
+        "val.safetensors",
+    ]
 
     # the files drive a SAD run, distillation and overlap@k alike
-    run = ["vlr.train", "objective=sad", "objective.teacher=features", f"objective.teacher_features={out}",
-           f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", "data.batch_size=20", "trainer.max_epochs=1",
-           "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]
+    run = [
+        "vlr.train",
+        "objective=sad",
+        "objective.teacher=features",
+        f"objective.teacher_features={out}",
+        f"data.root={synthetic_root}",
+        *SYNTHETIC_ROOT_SPEC,
+        "data.num_workers=0",
+        "data.batch_size=20",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     proc = run_cli(*run, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (tmp_path / "run" / "csv" / "metrics.csv").read_text()

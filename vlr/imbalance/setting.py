@@ -44,7 +44,9 @@ class Imbalance:
         if self.tower and (self.tower.get("side") not in TOWER_SIDES or self.tower.get("mode") not in TOWER_MODES):
             raise ValueError(f"imbalance.tower needs side in {TOWER_SIDES} and mode in {TOWER_MODES}, got {self.tower}")
         if fewer_captions and apply_to_eval:
-            raise ValueError("imbalance.fewer_captions applies to training only; it cannot be used with apply_to_eval=true")
+            raise ValueError(
+                "imbalance.fewer_captions applies to training only; it cannot be used with apply_to_eval=true"
+            )
         self.name, self.strength, self.seed, self.apply_to_eval = name, float(strength), int(seed), bool(apply_to_eval)
         self.text, self.image = dict(text or {}), dict(image or {})
         self.pair_noise, self.fewer_captions = float(pair_noise), float(fewer_captions)
@@ -60,7 +62,10 @@ class Imbalance:
         """The weakened split (captions, pairing, active captions); the original is not modified."""
         if not self.applies_to(split.name):
             return split
-        captions, tokens = list(split.captions), [list(t) for t in (split.tokens or [c.split() for c in split.captions])]
+        captions, tokens = (
+            list(split.captions),
+            [list(t) for t in (split.tokens or [c.split() for c in split.captions])],
+        )
         for op, scale in self.text.items():
             level, fn = self.level(scale), TEXT_OPS.get(op)
             if level == 0:
@@ -75,7 +80,9 @@ class Imbalance:
             for c in range(len(captions)):
                 rng = rng_for(self.seed, "pair_noise", c)
                 if rng.random() < level:  # re-pair with another image, never its own
-                    text_to_image[c] = (int(split.text_to_image[c]) + 1 + int(rng.integers(split.num_images - 1))) % split.num_images
+                    text_to_image[c] = (
+                        int(split.text_to_image[c]) + 1 + int(rng.integers(split.num_images - 1))
+                    ) % split.num_images
         active = split.active_captions
         level = self.level(self.fewer_captions)
         if level > 0:
@@ -84,7 +91,9 @@ class Imbalance:
                 own = (split.text_to_image == i).nonzero().flatten()
                 keep[own[: max(1, math.ceil((1.0 - level) * len(own)))]] = True
             active = keep.nonzero().flatten()
-        out = dataclasses.replace(split, captions=captions, tokens=tokens, text_to_image=text_to_image, active_captions=active)
+        out = dataclasses.replace(
+            split, captions=captions, tokens=tokens, text_to_image=text_to_image, active_captions=active
+        )
         log.info("imbalance '%s' (strength %.2f) applied to the %s split", self.name, self.strength, split.name)
         return out
 

@@ -8,7 +8,7 @@ process, whatever the world size.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -119,15 +119,24 @@ class RetrievalEvaluator(Metric):
         ref_u = None if ref is None else _unique_by_index(ref, idx)[0]
         return emb_u, ref_u, idx_u
 
-    def _metrics(self, images: torch.Tensor, texts: torch.Tensor, record: dict | None = None,
-                 targets: dict | None = None) -> dict[str, float]:
+    def _metrics(
+        self, images: torch.Tensor, texts: torch.Tensor, record: dict | None = None, targets: dict | None = None
+    ) -> dict[str, float]:
         """Every tier's metrics; ``record`` receives per-query results over the whole gallery.
         ``targets``: the split's ``text_to_image``, ``image_labels`` and ``relevance`` (default:
         the whole split's)."""
-        targets = targets or {"text_to_image": self.text_to_image, "image_labels": self.image_labels,
-                              "relevance": self.relevance}
-        common = dict(image_labels=targets["image_labels"], ks=self.ks, relevance=targets["relevance"],
-                      ndcg_ks=self.ndcg_ks, ties=self.ties)
+        targets = targets or {
+            "text_to_image": self.text_to_image,
+            "image_labels": self.image_labels,
+            "relevance": self.relevance,
+        }
+        common = dict(
+            image_labels=targets["image_labels"],
+            ks=self.ks,
+            relevance=targets["relevance"],
+            ndcg_ks=self.ndcg_ks,
+            ties=self.ties,
+        )
         t2i = targets["text_to_image"].to(images.device)
         tiers = self.tiers or {"": self.folds}
         if record is not None and 1 not in tiers.values():
@@ -154,7 +163,11 @@ class RetrievalEvaluator(Metric):
         position[images] = torch.arange(images.numel(), device=device)
         labels = None if self.image_labels is None else self.image_labels.to(device)[images]
         relevance = None if self.relevance is None else self.relevance.to(device)[captions][:, images]
-        return keep_i, keep_t, {"text_to_image": position[t2i[captions]], "image_labels": labels, "relevance": relevance}
+        return (
+            keep_i,
+            keep_t,
+            {"text_to_image": position[t2i[captions]], "image_labels": labels, "relevance": relevance},
+        )
 
     def compute(self) -> dict[str, float]:
         images, image_ref, image_idx = self._collect("image")
@@ -167,8 +180,10 @@ class RetrievalEvaluator(Metric):
             texts, text_ref = texts[keep_t], None if text_ref is None else text_ref[keep_t]
             self.last_coverage = (images.shape[0], self.num_images, texts.shape[0], self.text_to_image.numel())
             if images.shape[0] < 2 or texts.shape[0] < 1:
-                raise RuntimeError(f"a limited evaluation saw {images.shape[0]} image(s) and {texts.shape[0]} of their "
-                                   "captions: too few to rank; let it see more batches")
+                raise RuntimeError(
+                    f"a limited evaluation saw {images.shape[0]} image(s) and {texts.shape[0]} of their "
+                    "captions: too few to rank; let it see more batches"
+                )
         else:
             _check_complete(image_idx, self.num_images, "images")
             _check_complete(text_idx, self.text_to_image.numel(), "texts")
@@ -176,7 +191,10 @@ class RetrievalEvaluator(Metric):
         out = self._metrics(images, texts, record, targets)
         if record is not None:
             k, t2i = self.save_rankings, self.text_to_image.to(images.device)
-            self_t, self_i = torch.arange(texts.shape[0], device=texts.device), torch.arange(images.shape[0], device=images.device)
+            self_t, self_i = (
+                torch.arange(texts.shape[0], device=texts.device),
+                torch.arange(images.shape[0], device=images.device),
+            )
             record["i2t/topk"] = top_k_gallery(images, texts, k)
             record["t2i/topk"] = top_k_gallery(texts, images, k)
             record["t2t/topk"] = top_k_gallery(texts, texts, k, self_t)

@@ -18,7 +18,8 @@ def neighbourhood_overlap(emb: torch.Tensor, reference_emb: torch.Tensor, k: int
     emb, reference_emb = torch.as_tensor(emb), torch.as_tensor(reference_emb)
     if emb.ndim != 2 or reference_emb.ndim != 2 or emb.shape[0] != reference_emb.shape[0]:
         raise ValueError(
-            f"emb and reference_emb must be 2-D with the same number of rows, got {tuple(emb.shape)} and {tuple(reference_emb.shape)}"
+            "emb and reference_emb must be 2-D with the same number of rows, got "
+            f"{tuple(emb.shape)} and {tuple(reference_emb.shape)}"
         )
     if emb.shape[0] < 2:
         raise ValueError("neighbourhood_overlap needs at least 2 items")

@@ -15,8 +15,8 @@ first, ``"optimistic"`` last (the old behaviour).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -46,7 +46,9 @@ def padded_groups(group_of: torch.Tensor, num_groups: int) -> torch.Tensor:
     offsets = torch.cumsum(counts, 0) - counts
     sorted_groups = group_of[order]
     slot = torch.arange(group_of.numel(), device=group_of.device) - offsets[sorted_groups]
-    out = torch.full((num_groups, int(counts.max()) if counts.numel() else 0), -1, dtype=torch.long, device=group_of.device)
+    out = torch.full(
+        (num_groups, int(counts.max()) if counts.numel() else 0), -1, dtype=torch.long, device=group_of.device
+    )
     out[sorted_groups, slot] = order
     return out
 
@@ -67,8 +69,10 @@ class BestPositiveRanks:
     tied_positives: torch.Tensor
     valid: torch.Tensor
 
-    def select(self, mask: torch.Tensor) -> "BestPositiveRanks":
-        return BestPositiveRanks(self.above[mask], self.tied_negatives[mask], self.tied_positives[mask], self.valid[mask])
+    def select(self, mask: torch.Tensor) -> BestPositiveRanks:
+        return BestPositiveRanks(
+            self.above[mask], self.tied_negatives[mask], self.tied_positives[mask], self.valid[mask]
+        )
 
     def rank(self, ties: str) -> torch.Tensor:
         """Per-query 0-based rank (float64): expected, worst or best over tie orders."""
@@ -88,8 +92,12 @@ class BestPositiveRanks:
         jj = j.clamp(min=0.0)
         ok = jj <= e
         # log C(e, j) - log C(e + p, j), only where 0 <= j <= e
-        log_tail = (torch.lgamma(e + 1) - torch.lgamma((e - jj).clamp(min=0) + 1)
-                    - torch.lgamma(e + p + 1) + torch.lgamma(e + p - jj + 1))
+        log_tail = (
+            torch.lgamma(e + 1)
+            - torch.lgamma((e - jj).clamp(min=0) + 1)
+            - torch.lgamma(e + p + 1)
+            + torch.lgamma(e + p - jj + 1)
+        )
         tail = torch.where(ok, log_tail.exp(), torch.zeros_like(e))  # P(X >= j)
         out = 1.0 - tail
         return torch.where(j <= 0, torch.zeros_like(out), out)
@@ -144,8 +152,9 @@ def best_positive_rank(
     return BestPositiveRanks(above, tied_neg, tied_pos.clamp_min(1), valid)
 
 
-def tie_group_means(sorted_scores: torch.Tensor, sorted_gains: torch.Tensor,
-                    boundary_mean: torch.Tensor) -> torch.Tensor:
+def tie_group_means(
+    sorted_scores: torch.Tensor, sorted_gains: torch.Tensor, boundary_mean: torch.Tensor
+) -> torch.Tensor:
     """Per position of each row's top list, the mean gain of its tie group (McSherry & Najork 2008).
 
     ``sorted_scores`` / ``sorted_gains`` [q, m] are a row's top m items in decreasing score.
@@ -158,7 +167,8 @@ def tie_group_means(sorted_scores: torch.Tensor, sorted_gains: torch.Tensor,
     group = new_group.cumsum(dim=1) - 1
     sums = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(1, group, sorted_gains)
     counts = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(
-        1, group, torch.ones_like(sorted_gains))
+        1, group, torch.ones_like(sorted_gains)
+    )
     means = (sums / counts.clamp_min(1)).gather(1, group)
     at_boundary = sorted_scores == sorted_scores[:, -1:]
     return torch.where(at_boundary, boundary_mean[:, None].expand_as(means), means)
@@ -246,8 +256,9 @@ def expected_shared_neighbours(emb: torch.Tensor, reference_emb: torch.Tensor, k
     return out
 
 
-def top_k_gallery(queries: torch.Tensor, gallery: torch.Tensor, k: int,
-                  self_index: torch.Tensor | None = None) -> torch.Tensor:
+def top_k_gallery(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor | None = None
+) -> torch.Tensor:
     """[num_queries, k] gallery indices of each query's k highest scores, best first (the query
     itself removed when ``self_index`` is given). The order among exactly tied items is the
     one ``torch.topk`` returns: unspecified, like any tie."""

@@ -8,7 +8,7 @@ Scores are inner products of the embeddings as given: the caller normalises.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,9 @@ def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _recall_summary(prefix: str, ranks: BestPositiveRanks, ks: Sequence[int], with_medr: bool, ties: str) -> dict[str, float]:
+def _recall_summary(
+    prefix: str, ranks: BestPositiveRanks, ks: Sequence[int], with_medr: bool, ties: str
+) -> dict[str, float]:
     """R@k = 100 x mean probability that the best positive is in the top k. meanr is the mean
     expected rank + 1; medr is floor(median of the expected ranks) + 1 (VSE's formula applied
     to expected ranks: with no ties both are VSE's numbers)."""
@@ -75,7 +77,8 @@ def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds
         )
     if text_to_image.ndim != 1 or text_to_image.shape[0] != num_texts:
         raise ValueError(
-            f"text_to_image must be 1-D with one entry per caption ({num_texts}), got shape {tuple(text_to_image.shape)}"
+            f"text_to_image must be 1-D with one entry per caption ({num_texts}), "
+            f"got shape {tuple(text_to_image.shape)}"
         )
     bad = ((text_to_image < 0) | (text_to_image >= num_images)).nonzero().flatten()
     if bad.numel():
@@ -100,7 +103,9 @@ def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds
         )
 
 
-def _single_split(image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties, record=None) -> dict[str, float]:
+def _single_split(
+    image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties, record=None
+) -> dict[str, float]:
     """Metrics of one gallery; ``record`` (a dict), when given, receives per-query tensors
     (``{direction}/R@k`` hit probabilities, ``{direction}/rank`` expected 0-based ranks,
     ``{direction}/NDCG@k``) in query order, for per-query files and paired bootstraps."""

@@ -16,8 +16,8 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -105,11 +105,16 @@ def _read_cache(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
         cached = np.load(path, allow_pickle=False)
         recorded = path.with_suffix(".sha256").read_text().strip()
         problem = (
-            "checksum differs" if hashlib.sha256(np.ascontiguousarray(cached).tobytes()).hexdigest() != recorded
-            else f"shape {cached.shape}, expected {shape}" if cached.shape != shape
-            else f"dtype {cached.dtype}, expected float32" if cached.dtype != np.float32
-            else "non-finite values" if not np.isfinite(cached).all()
-            else "values outside [0, 1]" if cached.size and (cached.min() < 0 or cached.max() > 1)
+            "checksum differs"
+            if hashlib.sha256(np.ascontiguousarray(cached).tobytes()).hexdigest() != recorded
+            else f"shape {cached.shape}, expected {shape}"
+            if cached.shape != shape
+            else f"dtype {cached.dtype}, expected float32"
+            if cached.dtype != np.float32
+            else "non-finite values"
+            if not np.isfinite(cached).all()
+            else "values outside [0, 1]"
+            if cached.size and (cached.min() < 0 or cached.max() > 1)
             else None
         )
     except (OSError, ValueError, EOFError) as err:
@@ -137,7 +142,9 @@ def rouge_l_relevance(
     """
     t2i = torch.as_tensor(text_to_image).long().cpu()
     if t2i.ndim != 1 or t2i.numel() != len(captions):
-        raise ValueError(f"text_to_image must have one entry per caption ({len(captions)}), got shape {tuple(t2i.shape)}")
+        raise ValueError(
+            f"text_to_image must have one entry per caption ({len(captions)}), got shape {tuple(t2i.shape)}"
+        )
     if t2i.numel() and int(t2i.min()) < 0:
         raise ValueError("text_to_image has negative image indices")
     n_img = int(t2i.max()) + 1 if num_images is None else num_images

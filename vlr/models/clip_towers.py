@@ -24,7 +24,9 @@ def _config(name_or_path: str | dict, kind: str):
     """The vision or text config of a full CLIP checkpoint, with the checkpoint's projection size
     (sub-configs do not always repeat it); a vision- or text-only checkpoint's own config. A
     dict: `CLIPConfig` fields."""
-    config = CLIPConfig(**name_or_path) if isinstance(name_or_path, dict) else AutoConfig.from_pretrained(str(name_or_path))
+    config = (
+        CLIPConfig(**name_or_path) if isinstance(name_or_path, dict) else AutoConfig.from_pretrained(str(name_or_path))
+    )
     if config.model_type != "clip":
         return config
     sub = getattr(config, f"{kind}_config")
@@ -54,8 +56,14 @@ class CLIPImageTower(nn.Module):
     def data_config(self) -> dict:
         """CLIP's preprocessing: bicubic resize of the short side and centre crop, OpenAI mean/std."""
         size = self.model.config.image_size
-        return {"input_size": (3, size, size), "interpolation": "bicubic", "mean": OPENAI_CLIP_MEAN,
-                "std": OPENAI_CLIP_STD, "crop_pct": 1.0, "crop_mode": "center"}
+        return {
+            "input_size": (3, size, size),
+            "interpolation": "bicubic",
+            "mean": OPENAI_CLIP_MEAN,
+            "std": OPENAI_CLIP_STD,
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=images).image_embeds

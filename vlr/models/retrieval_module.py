@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -151,13 +151,17 @@ class RetrievalModule(pl.LightningModule):
         The loss is computed over the gathered global batch, so every rank sees the same
         value and all of them skip together (no rank waits in a collective alone)."""
         bad = [f"{k}={float(v.detach())}" for k, v in terms.items() if not bool(torch.isfinite(v))]
-        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx})"
+        where = (
+            f"step {self.global_step} (epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx})"
+        )
         if not self.skip_nonfinite:
             raise FloatingPointError(
                 f"non-finite loss at {where}: {', '.join(bad)}; trainer.skip_nonfinite=true skips such steps"
             )
         self.skipped_steps += 1
-        log.warning("skipping %s: non-finite loss terms %s (%d skipped so far)", where, ", ".join(bad), self.skipped_steps)
+        log.warning(
+            "skipping %s: non-finite loss terms %s (%d skipped so far)", where, ", ".join(bad), self.skipped_steps
+        )
         self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=n)
         return None
 
@@ -261,7 +265,11 @@ class RetrievalModule(pl.LightningModule):
             return
         targets = datamodule.eval_targets(split)
         self.evaluators[split] = RetrievalEvaluator(
-            **targets, ks=self.eval_ks, ndcg_ks=self.eval_ndcg_ks, overlap_ks=self.eval_overlap_ks, ties=self.eval_ties,
+            **targets,
+            ks=self.eval_ks,
+            ndcg_ks=self.eval_ndcg_ks,
+            overlap_ks=self.eval_overlap_ks,
+            ties=self.eval_ties,
             save_rankings=self.save_rankings if stage != "fit" else 0,
         ).to(self.device)
 
@@ -288,14 +296,23 @@ class RetrievalModule(pl.LightningModule):
         evaluator.allow_partial = self._loader_limited(split)
         metrics = evaluator.compute()  # already global: every rank holds the same numbers
         if evaluator.last_coverage is not None:
-            log.warning("%s metrics are over a limited pass (fast_dev_run, overfit_batches or limit_%s_batches): "
-                        "%d of %d images and %d of %d captions; not comparable with a full evaluation",
-                        split, split, *evaluator.last_coverage)
+            log.warning(
+                "%s metrics are over a limited pass (fast_dev_run, overfit_batches or limit_%s_batches): "
+                "%d of %d images and %d of %d captions; not comparable with a full evaluation",
+                split,
+                split,
+                *evaluator.last_coverage,
+            )
         elif self.trainer.state.fn != "fit":  # a final evaluation: its table shows chance for the split
             self.chance_levels[split] = {f"{split}/{k}": v for k, v in evaluator.chance().items()}
         elif not self.trainer.sanity_checking:
-            self.val_history.append({"epoch": self.current_epoch, "step": self.global_step,
-                                     **{f"{split}/{k}": float(v) for k, v in metrics.items()}})
+            self.val_history.append(
+                {
+                    "epoch": self.current_epoch,
+                    "step": self.global_step,
+                    **{f"{split}/{k}": float(v) for k, v in metrics.items()},
+                }
+            )
         evaluator.reset()
         self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
 
@@ -303,7 +320,11 @@ class RetrievalModule(pl.LightningModule):
         """The user limited this split's loader (debug presets): score what it saw."""
         trainer = self.trainer
         limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
-        return bool(trainer.fast_dev_run) or bool(trainer.overfit_batches) or not (isinstance(limit, float) and limit == 1.0)
+        return (
+            bool(trainer.fast_dev_run)
+            or bool(trainer.overfit_batches)
+            or not (isinstance(limit, float) and limit == 1.0)
+        )
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         self._eval_step("val", batch)

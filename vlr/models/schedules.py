@@ -7,7 +7,9 @@ import math
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def cosine_with_warmup(optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0) -> LambdaLR:
+def cosine_with_warmup(
+    optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0
+) -> LambdaLR:
     """Linear warm-up over ``warmup_fraction`` of training, then cosine decay to ``min_lr_ratio``."""
     warmup = max(1, int(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
 

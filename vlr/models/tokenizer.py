@@ -20,7 +20,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 log = logging.getLogger(__name__)
 VOCAB_VERSION = "vlr-wordpiece-2"  # 2: deterministic vocabulary (wordpiece_vocab)
 CACHE_MANIFEST = "vlr-cache.json"  # sha256 of tokenizer.json, checked on every read
-SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+SPECIAL = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 
 
 def wordpiece_vocab(texts: list[str], vocab_size: int, normalizer, pre_tokenizer) -> dict[str, int]:

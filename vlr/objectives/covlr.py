@@ -65,8 +65,10 @@ class CoVLR(Objective):
             raise ValueError(f"objective.modalities must be one of {MODALITIES}, got '{modalities}'")
         if alpha == 0 and type(self) is CoVLR and (second_order or virtual_params != "all"):
             option = "second_order=true" if second_order else f"virtual_params={virtual_params}"
-            raise ConfigError(f"objective.{option} cannot act with objective.alpha=0 (no virtual step is taken); "
-                              "use objective=relation_kd for the control, or alpha > 0")
+            raise ConfigError(
+                f"objective.{option} cannot act with objective.alpha=0 (no virtual step is taken); "
+                "use objective=relation_kd for the control, or alpha > 0"
+            )
         self.relation = relation_loss(relation)
         self.temperature = Temperature(temperature, learnable_temperature)
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature
@@ -98,14 +100,20 @@ class CoVLR(Objective):
             )
         t = encoder.embed_texts(batch["input_ids"], batch["attention_mask"])
         t_pair = encoder.embed_texts(batch["pair_input_ids"], batch["pair_attention_mask"])
-        return {"caption_consistency": self.consistency_weight * self.caption_consistency(t, t_pair, batch["image_idx"])}
+        return {
+            "caption_consistency": self.consistency_weight * self.caption_consistency(t, t_pair, batch["image_idx"])
+        }
 
     def preservation(self, v, t, teacher) -> torch.Tensor:
         total = v.new_zeros(())
         if self.modalities in ("image", "both"):
-            total = total + self.relation(gather_with_grad(v), gather_no_grad(teacher["image"]), self.relation_temperature)
+            total = total + self.relation(
+                gather_with_grad(v), gather_no_grad(teacher["image"]), self.relation_temperature
+            )
         if self.modalities in ("text", "both"):
-            total = total + self.relation(gather_with_grad(t), gather_no_grad(teacher["text"]), self.relation_temperature)
+            total = total + self.relation(
+                gather_with_grad(t), gather_no_grad(teacher["text"]), self.relation_temperature
+            )
         return total
 
     def forward(self, image_emb, text_emb, image_ids, teacher=None) -> dict[str, torch.Tensor]:
@@ -113,8 +121,10 @@ class CoVLR(Objective):
         from one forward pass: `relation_kd`, the control that isolates the meta step."""
         if teacher is None:
             raise ValueError(f"objective={self.name} needs reference embeddings")
-        return {**self.consistency(image_emb, text_emb, image_ids),
-                "relation": self.beta * self.preservation(image_emb, text_emb, teacher)}
+        return {
+            **self.consistency(image_emb, text_emb, image_ids),
+            "relation": self.beta * self.preservation(image_emb, text_emb, teacher),
+        }
 
     def _check_can_act(self, encoder) -> None:
         if world_size() > 1 and self.second_order:
@@ -126,7 +136,8 @@ class CoVLR(Objective):
         for device in ("cuda", "cpu"):
             if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
                 raise ConfigError(
-                    f"objective={self.name} cannot take its virtual step under fp16 autocast (trainer.precision=16-mixed): "
+                    f"objective={self.name} cannot take its virtual step under fp16 autocast "
+                    "(trainer.precision=16-mixed): "
                     "the inner gradient would bypass the GradScaler and underflow; use trainer.precision=bf16-mixed "
                     "or 32-true"
                 )
@@ -172,16 +183,20 @@ class CoVLR(Objective):
         extra = [p for p in self.parameters() if p.requires_grad]
         wanted = trainable if self.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
         grads = torch.autograd.grad(
-            l_c, [p for _, p in wanted], create_graph=self.second_order, retain_graph=self.second_order, allow_unused=True
+            l_c,
+            [p for _, p in wanted],
+            create_graph=self.second_order,
+            retain_graph=self.second_order,
+            allow_unused=True,
         )
         grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
-        by_name = dict(zip((n for n, _ in wanted), grads))
+        by_name = dict(zip((n for n, _ in wanted), grads, strict=False))
         fast = {n: p if by_name[n] is None else p - self.alpha * by_name[n] for n, p in trainable}
         v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
         relation = self.beta * self.preservation(v_fast, t_fast, teacher)
         if self.second_order:
             return {**terms, "relation": relation}
-        carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads) if g is not None)
+        carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads, strict=False) if g is not None)
         return {
             **{k: x.detach() for k, x in terms.items()},
             "itc_grad": carrier - carrier.detach(),
@@ -197,12 +212,18 @@ class CoVLR(Objective):
         v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
         terms = self.consistency(v, t, ids)
         stepped = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad and n.endswith(PROJECTION_PARAMS)]
-        grads = torch.autograd.grad(terms["itc_i2t"] + terms["itc_t2i"], [p for _, p in stepped],
-                                    create_graph=self.second_order, retain_graph=True)
+        grads = torch.autograd.grad(
+            terms["itc_i2t"] + terms["itc_t2i"],
+            [p for _, p in stepped],
+            create_graph=self.second_order,
+            retain_graph=True,
+        )
         grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
-        fast = {n: p - self.alpha * g for (n, p), g in zip(stepped, grads)}
-        proj = {side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
-                for side in ("image", "text")}
+        fast = {n: p - self.alpha * g for (n, p), g in zip(stepped, grads, strict=False)}
+        proj = {
+            side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
+            for side in ("image", "text")
+        }
         v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,), strict=False), dim=-1)
         t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,), strict=False), dim=-1)
         return {**terms, "relation": self.beta * self.preservation(v_fast, t_fast, teacher)}
@@ -213,9 +234,17 @@ class CoVLR(Objective):
         if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
             v, t = module.encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
             return {**self(v, t, batch["image_idx"], teacher), **consistency}
-        return {**self.meta_terms(
-            module.encoder, batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_idx"], teacher
-        ), **consistency}
+        return {
+            **self.meta_terms(
+                module.encoder,
+                batch["images"],
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["image_idx"],
+                teacher,
+            ),
+            **consistency,
+        }
 
     def log_values(self):
         return {"temperature": float(self.temperature().detach())}

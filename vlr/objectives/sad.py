@@ -97,11 +97,14 @@ class StructureAwareDistillation(Objective):
             raise ConfigError(f"objective.head_on must be one of {HEADS_ON}, got '{head_on}'")
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ConfigError(f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+            raise ConfigError(
+                f"objective.weights has unknown terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}"
+            )
         if stage2_from not in ("best", "last"):
             raise ConfigError(f"objective.stage2_from must be 'best' or 'last', got '{stage2_from}'")
-        if stage1_epochs != "half" and (isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int)
-                                        or stage1_epochs < 0):
+        if stage1_epochs != "half" and (
+            isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int) or stage1_epochs < 0
+        ):
             raise ConfigError(f"objective.stage1_epochs must be an integer >= 0 or 'half', got {stage1_epochs!r}")
         if learnable_lambda and not 0.0 < lambda_init < 1.0:
             raise ConfigError(
@@ -135,8 +138,10 @@ class StructureAwareDistillation(Objective):
 
     def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
         if self.embed_dim is not None and self.embed_dim != embed_dim:
-            raise ConfigError(f"objective.embed_dim={self.embed_dim} but the encoder embeds in {embed_dim} dimensions; "
-                              "set it to null to take the encoder's size")
+            raise ConfigError(
+                f"objective.embed_dim={self.embed_dim} but the encoder embeds in {embed_dim} dimensions; "
+                "set it to null to take the encoder's size"
+            )
         self.embed_dim = embed_dim
         for kind, dim in (("image", image_dim), ("text", text_dim)):
             given = self.teacher_dims[kind]
@@ -154,8 +159,11 @@ class StructureAwareDistillation(Objective):
         if self.stage1_option != "half":
             return
         if max_epochs is None or max_epochs < 0:
-            log.warning("objective.stage1_epochs=half: the run has no epoch count (trainer.max_epochs=%s), so every "
-                        "term trains from the start; set objective.stage1_epochs to a number for two stages", max_epochs)
+            log.warning(
+                "objective.stage1_epochs=half: the run has no epoch count (trainer.max_epochs=%s), so every "
+                "term trains from the start; set objective.stage1_epochs to a number for two stages",
+                max_epochs,
+            )
             max_epochs = 0
         self.stage1_epochs = max_epochs // 2
         self.in_stage1 = self.stage1_epochs > 0

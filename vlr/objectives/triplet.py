@@ -21,8 +21,9 @@ class Triplet(Objective):
     randomly initialised towers stay at chance (measured: rsum 17.6 on the study's data).
     """
 
-    def __init__(self, margin: float = 0.2, max_violation: bool = True, reduction: str = "mean",
-                 sum_warmup_epochs: int = 1):
+    def __init__(
+        self, margin: float = 0.2, max_violation: bool = True, reduction: str = "mean", sum_warmup_epochs: int = 1
+    ):
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(f"objective.reduction must be 'mean' or 'sum', got '{reduction}'")
@@ -39,7 +40,9 @@ class Triplet(Objective):
         same = ids[:, None] == ids[None, :]
         cost_caption = (self.margin + scores - diag[:, None]).clamp(min=0).masked_fill(same, 0)  # image anchors
         cost_image = (self.margin + scores - diag[None, :]).clamp(min=0).masked_fill(same, 0)  # caption anchors
-        if self.max_violation and not self.warming_up:  # one cost per anchor: its hardest negative, or all its negatives
+        if (
+            self.max_violation and not self.warming_up
+        ):  # one cost per anchor: its hardest negative, or all its negatives
             per_image, per_caption = cost_caption.max(dim=1).values, cost_image.max(dim=0).values
         else:
             per_image, per_caption = cost_caption.sum(dim=1), cost_image.sum(dim=0)

@@ -137,8 +137,11 @@ def save_features(directory: str | Path, split: str, image: torch.Tensor, text: 
     atomic_write(path, lambda fh: fh.write(data), "reference features")  # never half a file where a run reads
     meta_path = directory / "meta.json"
     all_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    all_meta.setdefault("splits", {})[split] = {"images": int(image.shape[0]), "captions": int(text.shape[0]),
-                                                "sha256": hashlib.sha256(data).hexdigest()}
+    all_meta.setdefault("splits", {})[split] = {
+        "images": int(image.shape[0]),
+        "captions": int(text.shape[0]),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     all_meta.update({k: v for k, v in meta.items() if k != "splits"})
     atomic_write_text(meta_path, json.dumps(all_meta, indent=2), "reference metadata")
     return path
