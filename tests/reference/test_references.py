@@ -35,7 +35,7 @@ def _split(num_images, num_captions):
 def test_frozen_init_cache_returns_the_reference_embeddings():
     torch.manual_seed(0)
     module = RetrievalModule(*_towers(), create_objective("covlr"), embed_dim=8, teacher_cache=True)
-    ref = module.reference.encoder
+    ref = module.reference
     images, ids = torch.randn(6, 3, 16, 16), torch.randint(0, 30, (6, 5))
     images[1] = images[0]  # rows 0 and 1 are the same image (index 4)
     full = {
@@ -45,7 +45,14 @@ def test_frozen_init_cache_returns_the_reference_embeddings():
         "image_idx": torch.tensor([4, 4, 0, 7, 2, 9]),
         "caption_idx": torch.tensor([20, 21, 1, 35, 10, 45]),
     }
-    want = {"image": ref.embed_images(images), "text": ref.embed_texts(ids, full["attention_mask"])}
+    # the towers' own outputs (16-d here), not the 8-d projections newly initialised on top of them
+    enc = module.encoder
+    with torch.no_grad():
+        want = {
+            "image": F.normalize(enc.image_tower.eval()(images), dim=-1),
+            "text": F.normalize(enc.text_tower.eval()(ids, full["attention_mask"]), dim=-1),
+        }
+    assert (ref.image_dim, ref.text_dim) == (16, 16) and want["image"].shape[1] == 16
     for sel in ([0, 1, 2], [3, 4, 5], [5, 0, 3]):  # the cache grows, then serves rows computed earlier
         part = {k: v[sel] for k, v in full.items()}
         got = module.teacher_embeddings(part)
@@ -54,7 +61,27 @@ def test_frozen_init_cache_returns_the_reference_embeddings():
     assert module.reference._rows[("train", "image")][1].sum().item() == 5  # images 0, 2, 4, 7, 9
     # the reference never trains, and a trained encoder leaves it unchanged
     module.train()
-    assert not module.reference.encoder.training and module.encoder.training
+    assert not module.reference.image_tower.training and not module.reference.text_tower.training
+    assert module.encoder.training
+    assert not any(k.startswith("reference.") and "_proj." in k for k in module.state_dict())
+
+
+def test_checkpoints_of_the_earlier_reference_layout_still_load():
+    """Before, frozen_init held the whole encoder (``reference.encoder.*``, projections included)."""
+    torch.manual_seed(0)
+    module = RetrievalModule(*_towers(), create_objective("covlr"), embed_dim=8)
+    state = module.state_dict()
+    old = {}
+    for key, value in state.items():
+        old[key.replace("reference.", "reference.encoder.", 1) if key.startswith("reference.") else key] = value
+    old["reference.encoder.image_proj.weight"] = torch.zeros(8, 16)
+    from vlr.checkpoints import check_state_fits
+
+    check_state_fits(module, old, "old.ckpt")  # fits once upgraded
+    checkpoint = {"state_dict": old}
+    module.on_load_checkpoint(checkpoint)
+    assert checkpoint["state_dict"].keys() == state.keys()
+    module.load_state_dict(checkpoint["state_dict"])
 
 
 def test_feature_reference_looks_up_normalised_rows_and_sizes_the_sad_heads(tmp_path):

@@ -16,6 +16,7 @@ from vlr.metrics import RetrievalEvaluator
 from vlr.metrics.ranking import check_ties
 from vlr.objectives import Objective
 from vlr.reference import build_reference
+from vlr.reference.references import FrozenInitReference
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,14 @@ class RetrievalModule(pl.LightningModule):
         sampler.skip_items = done * loader.batch_size if done < trainer.num_training_batches else 0
         iter(trainer.fit_loop._data_fetcher)  # private, but the one place the iterator lives
 
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict) -> dict:
+        """An older checkpoint's tensors under the names this version uses."""
+        return FrozenInitReference.upgrade_state_dict(state_dict)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "state_dict" in checkpoint:  # Lightning loads the weights after this hook
+            checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint["state_dict"])
         self._best_restored = bool(checkpoint.get("vlr_best_restored", False))
         self.skipped_steps = int(checkpoint.get("vlr_skipped_steps", 0))
         self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]

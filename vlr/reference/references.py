@@ -4,8 +4,10 @@ One reference serves both the objectives that distil from it (CoVLR, SAD) and th
 evaluation's overlap@k, so every objective of a comparison is scored against the
 same neighbourhoods. Chosen by ``objective.teacher``:
 
-- ``frozen_init``: a frozen copy of the encoder as constructed (the pretrained towers
-  in the papers' setting; random towers give random structure);
+- ``frozen_init``: the towers' own outputs, from a frozen copy of the towers as
+  constructed (the pretrained towers in the papers' setting; random towers give random
+  structure). The newly initialised projections are not part of it: a random projection
+  would only blur the structure the towers bring;
 - ``features``: precomputed per-image and per-caption feature files
   (``objective.teacher_features``, see `vlr.reference.files`), looked up by dataset index.
 
@@ -28,10 +30,25 @@ TEACHERS = ("frozen_init", "features")
 class FrozenInitReference(nn.Module):
     kind = "frozen_init"
 
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict) -> dict:
+        """Checkpoints written before the reference held the towers alone (``reference.encoder.*``,
+        projections included): the same tower weights under their current names."""
+        out = {}
+        for key, value in state_dict.items():
+            if key.startswith("reference.encoder."):
+                rest = key[len("reference.encoder.") :]
+                if rest.startswith(("image_proj.", "text_proj.")):
+                    continue
+                key = f"reference.{rest}"
+            out[key] = value
+        return out
+
     def __init__(self, encoder: nn.Module):
         super().__init__()
-        self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
-        self.image_dim = self.text_dim = encoder.embed_dim
+        self.image_tower = copy.deepcopy(encoder.image_tower).requires_grad_(False).eval()
+        self.text_tower = copy.deepcopy(encoder.text_tower).requires_grad_(False).eval()
+        self.image_dim, self.text_dim = encoder.image_tower.out_dim, encoder.text_tower.out_dim
         self._rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.train(False)
 
@@ -63,9 +80,9 @@ class FrozenInitReference(nn.Module):
         """Reference rows of a batch. The reference is frozen, so an item's embedding only
         changes with augmentation: when ``cacheable`` it is computed once per dataset index."""
         if kind == "image":
-            compute, index = lambda: self.encoder.embed_images(batch["images"]), batch["image_idx"]  # noqa: E731
+            compute, index = lambda: F.normalize(self.image_tower(batch["images"]), dim=-1), batch["image_idx"]  # noqa: E731
         else:
-            compute = lambda: self.encoder.embed_texts(batch["input_ids"], batch["attention_mask"])  # noqa: E731
+            compute = lambda: F.normalize(self.text_tower(batch["input_ids"], batch["attention_mask"]), dim=-1)  # noqa: E731
             index = batch["caption_idx"]
         return self._cached((split, kind), index, compute) if cacheable else compute()
 
