@@ -73,6 +73,13 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     assert any(r.get("train/loss/itc_i2t") for r in rows) and any(r.get("train/temperature") for r in rows)
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 1 and wandb_runs[0].stat().st_size > 0
+    # the run's name and tags carry every factor of a comparison, imbalance strength included
+    record = wandb_runs[0].read_bytes()
+    assert b"infonce-synthetic-tiny-none0.0-s1" in record and b"strength:0.0" in record and b"model:tiny" in record
+    # known third-party noise is silenced at its source (vlr/noise.py, vlr.loggers.WandbLogger)
+    out = proc.stdout + proc.stderr
+    for noise in ("💡 Tip", "LeafSpec", "anonymous setting has no effect", "module(s) in eval mode"):
+        assert noise not in out, noise
 
     # vlr.eval on the best checkpoint reproduces the test metrics, reading the run's own config
     eval_dir = tmp_path / "eval"

@@ -16,6 +16,7 @@ import os
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -62,3 +63,13 @@ class ResumableCSVLogger(CSVLogger):
     @rank_zero_only
     def drop_rows_after(self, step: int) -> None:
         self.experiment.drop_rows_after(step)
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's W&B logger without the ``anonymous=None`` it always passes to ``wandb.init``:
+    current wandb warns on every run that the setting has no effect."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)

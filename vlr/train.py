@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import hydra
@@ -21,6 +20,7 @@ from vlr.build import build_data_and_model
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.loggers import ResumableCSVLogger
+from vlr.noise import silence_known_noise
 from vlr.reporting import finish_evaluation
 from vlr.runs import (
     RUN_TOKENIZER_DIR,
@@ -34,8 +34,7 @@ from vlr.runs import (
 from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
-# The frozen reference encoder is in eval mode on purpose.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+silence_known_noise()
 
 
 def instantiate_group(group: DictConfig | None) -> list:

@@ -1,0 +1,35 @@
+"""Known third-party messages that say nothing about a vlr run, silenced one by one (never all warnings).
+
+Installed by the entry points (`vlr.train`, `vlr.eval`) before anything is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# (message regex, why it is noise)
+WARNINGS = (
+    (r"Found \d+ module\(s\) in eval mode", "the frozen reference towers are in eval mode on purpose"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning's own pytree helper, on every batch"),
+)
+# Lightning's advertisement for its cloud logger, printed by every Trainer
+LOG_PREFIXES = {"lightning.pytorch.utilities.rank_zero": ("💡 Tip:",)}
+
+
+class _DropPrefixes(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def silence_known_noise() -> None:
+    for pattern, _why in WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name, prefixes in LOG_PREFIXES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
+            logger.addFilter(_DropPrefixes(prefixes))
