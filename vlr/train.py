@@ -122,7 +122,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     # selection is on val only: the sweep value and the reported val numbers are the best epoch's
     callback = trainer.checkpoint_callback
     monitor = getattr(callback, "monitor", None) or "val/rsum"
-    best_val = best_epoch_metrics(model.val_history, monitor, getattr(callback, "mode", "max"))
+    best_val = best_epoch_metrics(model.selectable_val_history(), monitor, getattr(callback, "mode", "max"))
     metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
     for logger in trainer.loggers:  # best-of-run summaries (W&B: the run summary shows the best epoch)
         if best_val and trainer.is_global_zero and hasattr(getattr(logger, "experiment", None), "summary"):

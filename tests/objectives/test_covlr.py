@@ -306,3 +306,11 @@ def test_consistency_term_joins_the_training_step_and_needs_paired_captions(name
     assert enc.text_tower.weight.grad.abs().sum() > 0
     off = create_objective(name, beta=2.0, temperature=0.2).double()
     assert "caption_consistency" not in off.training_step(module, batch)
+
+
+@pytest.mark.parametrize("name", ["covlr", "relation_kd"])
+def test_a_zero_relation_weight_is_refused(name):
+    from vlr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"objective.beta=0 turns the relation term of objective={name} off"):
+        create_objective(name, beta=0.0)

@@ -205,3 +205,113 @@ def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkp
             assert float(r["train/loss/itc_i2t"]) > 0
     out = proc.stdout + proc.stderr
     assert "stage 2 starts from the best stage-1 checkpoint" in out and "checkpoints/best.ckpt" in out
+    # stage 2 chooses its best among its own epochs (the release's stage 2 is a run of its own): the
+    # tested checkpoint and the reported val numbers are stage 2's, whatever stage 1 scored
+    import json
+
+    import torch
+
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == 2 and best["vlr_best_restored"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    val = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("val/rsum")]
+    assert metrics["val/rsum"] == pytest.approx(float(next(r for r in val if int(r["epoch"]) == 2)["val/rsum"]))
+
+
+@pytest.mark.slow
+def test_a_run_resumed_in_the_middle_of_stage_2_stays_in_stage_2(tmp_path):
+    """Lightning runs no epoch-start hook for an epoch resumed in its middle: the schedule must
+    still follow the restored epoch, and the resumed run end with the uninterrupted one's weights."""
+    import csv
+    import os
+
+    import torch
+
+    from tests.conftest import REPO, run_cli
+
+    args = [
+        "objective=sad",
+        "objective.stage1_epochs=1",
+        "trainer.max_epochs=2",
+        "data.num_train=40",
+        "data.num_val=15",
+        "data.num_test=15",
+        "data.batch_size=20",
+        "data.num_workers=0",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        "callbacks.last_checkpoint.every_n_steps=3",
+        "test=false",
+    ]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run_cli("vlr.train", *args, f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
+    # last.ckpt is written at steps 3, 6, 9, 10 (epoch end), 12: die right after the 5th, mid stage 2
+    inject = {
+        "VLR_TEST_DIE_AFTER": "last.ckpt:5",
+        "PYTHONPATH": f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}",
+    }
+    died = run_cli("vlr.train", *args, f"hydra.run.dir={resumed}", cwd=tmp_path, env=inject)
+    assert died.returncode == 137, died.stderr[-3000:]
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    proc = run_cli("vlr.train", *args, f"hydra.run.dir={resumed}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in csv.DictReader(open(resumed / "csv" / "metrics.csv")) if r.get("train/stage")]
+    after = [r for r in rows if int(r["step"]) >= 12]
+    assert after and all(float(r["train/stage"]) == 2.0 and float(r["train/loss/kd"]) > 0 for r in after)
+    w1 = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w2 = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ["objective.stage1_epochs=3", "trainer.max_epochs=3"],
+            "objective.stage1_epochs=3 but trainer.max_epochs=3: stage 2 would never run",
+        ),
+        (
+            ["objective.stage1_epochs=1", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"],
+            "objective.stage2_from=best: stage 1 (1 epochs) is never validated",
+        ),
+        (
+            ["objective.stage1_epochs=1", "trainer.max_epochs=3", "~callbacks"],
+            "objective.stage2_from=best needs a ModelCheckpoint that monitors a val metric",
+        ),
+    ],
+)
+def test_a_two_stage_schedule_that_cannot_work_is_refused_before_training(tmp_path, options, message):
+    from tests.conftest import run_cli
+
+    proc = run_cli(
+        "vlr.train",
+        "objective=sad",
+        *options,
+        "data.num_train=40",
+        "data.num_val=15",
+        "data.num_test=15",
+        "data.batch_size=20",
+        "data.num_workers=0",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert message in lines[-1], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # no step was trained
+
+
+def test_inert_options_are_refused_by_name():
+    from vlr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="objective.weights.kd=0 leaves the learnable lambda without a gradient"):
+        _setup(weights={"kd": 0.0})
+    _setup(weights={"kd": 0.0}, learnable_lambda=False)  # a fixed lambda: fine
+    _setup(weights={"kd": 0.0}, distance="mse")  # mse: kdi + kdt do depend on lambda
+    # a learnable temperature must start inside its bounds; a fixed one may be any positive value
+    with pytest.raises(ConfigError, match=r"objective.relation_temperature=1.0 is outside the bounds \[0.001, 0.5\]"):
+        create_objective("sad", embed_dim=4, relation_temperature=1.0, learnable_relation_temperature=True)
+    fixed = create_objective("sad", embed_dim=4, relation_temperature=1.0)
+    assert fixed.relation_temperature().item() == pytest.approx(1.0)

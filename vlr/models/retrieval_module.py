@@ -9,9 +9,11 @@ from collections.abc import Callable
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from vlr.data.sampler import EpochSampler
+from vlr.errors import ConfigError
 from vlr.metrics import RetrievalEvaluator
 from vlr.metrics.ranking import check_ties
 from vlr.objectives import Objective
@@ -168,8 +170,41 @@ class RetrievalModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.objective.set_max_epochs(self.trainer.max_epochs)
+        self._check_stage_schedule()
+
+    def _check_stage_schedule(self) -> None:
+        """A two-stage objective (SAD) needs a stage 2 to reach and, restoring the best stage-1
+        checkpoint, validation and a monitoring ModelCheckpoint in stage 1: refused before any
+        step, in one line, rather than failing (or restoring an arbitrary checkpoint) later."""
+        start = self.objective.selection_from_epoch
+        if not start:
+            return
+        trainer = self.trainer
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= start:
+            raise ConfigError(
+                f"objective.stage1_epochs={start} but trainer.max_epochs={trainer.max_epochs}: stage 2 would "
+                "never run; lower objective.stage1_epochs or raise trainer.max_epochs"
+            )
+        if self.objective.restore_best_at_epoch is None:
+            return
+        callback = trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint) or not callback.monitor:
+            raise ConfigError(
+                "objective.stage2_from=best needs a ModelCheckpoint that monitors a val metric (callbacks=default); "
+                "or set objective.stage2_from=last"
+            )
+        no_val = trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) > start
+        if no_val:
+            raise ConfigError(
+                f"objective.stage2_from=best: stage 1 ({start} epochs) is never validated "
+                f"(trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}, "
+                f"trainer.limit_val_batches={trainer.limit_val_batches}); or set objective.stage2_from=last"
+            )
 
     def on_train_start(self) -> None:
+        # epoch schedules (SAD's stage, triplet's warm-up) follow the restored epoch: Lightning runs
+        # no epoch-start hook for an epoch resumed in its middle
+        self.objective.on_train_epoch_start(self.current_epoch)
         if self._resume_pending:
             self._resume_pending = False
             self._continue_epoch_order()
@@ -179,10 +214,27 @@ class RetrievalModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.objective.on_train_epoch_start(self.current_epoch)
-        at = self.objective.restore_best_at_epoch
-        if at is not None and self.current_epoch >= at and not self._best_restored:
-            self._restore_best_checkpoint()
+        start = self.objective.selection_from_epoch
+        if start and self.current_epoch >= start and not self._best_restored:
+            if self.objective.restore_best_at_epoch is not None:
+                self._restore_best_checkpoint()
+            self._start_selection_over()
             self._best_restored = True
+
+    def _start_selection_over(self) -> None:
+        """Stage 2 picks its best checkpoint among its own epochs, as the release's separate
+        stage-2 run does: the checkpoint callback forgets stage 1's scores (best.ckpt is
+        overwritten at stage 2's first validation), and so does the reported best epoch."""
+        callback = self.trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint):
+            callback.best_k_models, callback.kth_best_model_path = {}, ""
+            callback.best_model_score, callback.best_model_path = None, ""
+            callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else -float("inf"))
+
+    def selectable_val_history(self) -> list[dict[str, float]]:
+        """The validations the best checkpoint is chosen among (stage 2's, for a two-stage objective)."""
+        start = self.objective.selection_from_epoch or 0
+        return [h for h in self.val_history if h["epoch"] >= start]
 
     # Run state beyond Lightning's: the stage-2 restore happens once per run, the skip count
     # carries on, and the global torch RNG (dropout) continues where it was, so a resumed run

@@ -53,6 +53,8 @@ class Objective(nn.Module):
 
     # an epoch at whose start the module restores the best checkpoint so far (SAD's stage 2)
     restore_best_at_epoch: int | None = None
+    # the first epoch whose validations count for the best checkpoint (SAD's stage 2); 0: all
+    selection_from_epoch: int = 0
 
     def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not own the training step")

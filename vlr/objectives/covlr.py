@@ -69,6 +69,10 @@ class CoVLR(Objective):
                 f"objective.{option} cannot act with objective.alpha=0 (no virtual step is taken); "
                 "use objective=relation_kd for the control, or alpha > 0"
             )
+        if beta == 0:
+            raise ConfigError(
+                f"objective.beta=0 turns the relation term of objective={self.name} off: that is objective=infonce"
+            )
         self.relation = relation_loss(relation)
         self.temperature = Temperature(temperature, learnable_temperature)
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature

@@ -114,11 +114,23 @@ class StructureAwareDistillation(Objective):
         if not 0.0 <= lambda_init <= 1.0:
             raise ConfigError(f"objective.lambda_init must lie in [0, 1], got {lambda_init}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        w = self.weights
+        if (
+            learnable_lambda
+            and w["kd"] == 0
+            and (distance == "mae" and w["kdi"] == w["kdt"] or w["kdi"] == w["kdt"] == 0)
+        ):
+            raise ConfigError(
+                "objective.weights.kd=0 leaves the learnable lambda without a gradient (with distance=mae and equal "
+                "kdi/kdt weights their sum does not depend on it); set objective.learnable_lambda=false"
+            )
         self.stage1_option, self.stage2_from = stage1_epochs, stage2_from
         self.stage1_epochs = 0 if stage1_epochs == "half" else stage1_epochs  # 'half': set by set_max_epochs
         self.in_stage1 = self.stage1_epochs > 0
         self.temperature = Temperature(temperature, learnable_temperature)
-        self.relation_temperature = Temperature(relation_temperature, learnable_relation_temperature)
+        self.relation_temperature = Temperature(
+            relation_temperature, learnable_relation_temperature, option="objective.relation_temperature"
+        )
         self.distill_temperature = distill_temperature  # None: the shared ITC temperature
         self.head_on = head_on
         # the heads connect the student's space and the reference's; their sizes come from the
@@ -170,6 +182,11 @@ class StructureAwareDistillation(Objective):
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.in_stage1 = epoch < self.stage1_epochs
+
+    @property
+    def selection_from_epoch(self) -> int:
+        """Stage 2 chooses its best checkpoint among its own epochs."""
+        return self.stage1_epochs
 
     @property
     def restore_best_at_epoch(self) -> int | None:
