@@ -19,6 +19,31 @@ from rich.table import Table
 from experiments.bench import eval_bench, loader_bench, real_towers, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
+# ratio -> (bound, inclusive): the targets the issues set; met or not is recorded and printed
+TARGETS = {
+    "eval_vs_vse_style": (1.0, False),
+    "ties_vs_strict_count": (1.2, False),
+    "framework_vs_bare": (1.10, True),
+    "covlr_vs_infonce": (2.1, True),
+    "covlr_projections_vs_infonce": (1.2, True),
+    "relation_kd_vs_infonce": (1.15, True),
+    "sad_vs_infonce": (1.3, True),
+}
+
+
+def check_targets(ratios: dict) -> dict:
+    out = {}
+    for key, (bound, inclusive) in TARGETS.items():
+        if key in ratios:
+            value = ratios[key]
+            out[key] = {
+                "value": value,
+                "target": f"{'<=' if inclusive else '<'} {bound}",
+                "met": value <= bound if inclusive else value < bound,
+            }
+    return out
+
+
 SECTIONS = {
     "eval": lambda tmp: eval_bench.run(),
     "train": train_bench.run,
@@ -40,6 +65,7 @@ def main() -> None:
             part = SECTIONS[name](Path(tmp) / name)
             for key in result:
                 result[key].update(part.get(key, {}))
+    result["targets"] = check_targets(result["ratios"])
     result["machine"] = {
         "cpus": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -53,6 +79,8 @@ def main() -> None:
     for key, value in {**{f"ratio {k}": v for k, v in result["ratios"].items()}, **result["figures"]}.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    missed = [f"{k} {t['value']:.3f} (target {t['target']})" for k, t in result["targets"].items() if not t["met"]]
+    print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))
 
 
 if __name__ == "__main__":
