@@ -116,7 +116,10 @@ def test_two_processes_equal_one(tmp_path, monkeypatch, objective):
     # The two runs' weights differ by rounding (<1e-5), which can flip near-tied ranks of
     # barely trained embeddings (one t2t query = 1.33 points), so their metrics are not
     # compared. What must be exact: the validation the 2-process run logged equals a
-    # 1-process evaluation of the same weights.
+    # 1-process evaluation of the same weights. The evaluation path does not depend on the
+    # objective, so two cases check it (float32 and float64) and the others save the time.
+    if objective not in ("infonce", "sad+float64"):
+        return
     logged = [r for r in csv.DictReader(open(tmp_path / "two" / "csv" / "metrics.csv")) if r.get("val/rsum")][-1]
     proc = run_cli(
         "vlr.eval",
