@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-COMMON = [
-    "data.num_train=60",
+# the same numbers on 1 and 2 processes: no shuffling, augmentation or dropout; SGD with momentum
+# (tests/test_ddp_exactness.py runs these too, on fewer images)
+DETERMINISTIC = [
     "data.num_val=15",
     "data.num_test=15",
-    "data.batch_size=20",  # 300 captions: 15 steps
+    "data.batch_size=20",
     "data.shuffle=false",
     "data.augment=false",
     "data.num_workers=0",
@@ -35,6 +36,7 @@ COMMON = [
     "model.optimizer.lr=0.5",
     "+model.optimizer.momentum=0.9",
 ]
+COMMON = ["data.num_train=60", *DETERMINISTIC]  # 300 captions / batch 20: 15 steps
 
 
 def _weights(run_dir: Path, overrides: list[str]) -> dict:

@@ -14,25 +14,10 @@ import json
 import pytest
 import torch
 
+from experiments.ddp_drift import DETERMINISTIC
 from tests.conftest import run_cli
 
-COMMON = [
-    "data.num_train=12",
-    "data.num_val=15",
-    "data.num_test=15",
-    "data.batch_size=20",  # 60 captions = 3 steps
-    "data.shuffle=false",
-    "data.augment=false",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "model.text_tower.config.hidden_dropout_prob=0",
-    "model.text_tower.config.attention_probs_dropout_prob=0",
-    "logger=csv",
-    "seed=5",
-    "model.optimizer._target_=torch.optim.SGD",
-    "model.optimizer.lr=0.5",
-    "+model.optimizer.momentum=0.9",
-]
+COMMON = ["data.num_train=12", *DETERMINISTIC]  # 60 captions / batch 20 = 3 steps
 
 
 def _run(tmp_path, name, objective, *extra):

@@ -31,7 +31,8 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+
+from experiments.bench.train_bench import lightning_step_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH, WARMUP = 32, 1
@@ -104,36 +105,6 @@ def _module(preset: str, name: str, options: dict):
     )
 
 
-class _Timer(pl.Callback):
-    def __init__(self):
-        self.start = self.end = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == WARMUP:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
-
-
-def _step_seconds(module, batches, accelerator: str = "cpu", precision: str = "32-true") -> float:
-    timer = _Timer()
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=len(batches),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[timer],
-        precision=precision,
-    )
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
-    return (timer.end - timer.start) / (len(batches) - WARMUP)
-
-
 def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
     ratios, figures = {}, {}
     for preset in presets:
@@ -146,7 +117,7 @@ def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
                 objective, options = OBJECTIVES[name]
                 pl.seed_everything(0, verbose=False)
                 module = _module(preset, objective, options)
-                times[name].append(_step_seconds(module, batches))
+                times[name].append(lightning_step_seconds(module, batches, WARMUP))
                 del module
                 gc.collect()
         step = {name: statistics.median(t) for name, t in times.items()}
@@ -175,7 +146,7 @@ def run_gpu(batch: int = 256, steps: int = 5) -> dict:
         pl.seed_everything(0, verbose=False)
         module = _module("clip_vit_b32", objective, options)
         torch.cuda.reset_peak_memory_stats()
-        seconds = _step_seconds(module, batches, accelerator="gpu", precision="bf16-mixed")
+        seconds = lightning_step_seconds(module, batches, WARMUP, accelerator="gpu", precision="bf16-mixed")
         out[name] = {
             "images_per_s": batch / seconds,
             "step_seconds": seconds,

@@ -65,34 +65,39 @@ def _model_and_batches(tmp: Path, objective: list[str] = ("objective=infonce",),
 
 
 class _StepTimer(pl.Callback):
-    def __init__(self):
-        self.start = self.end = None
-        self.step = 0
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == WARMUP:
+        if batch_idx == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == STEPS - 1:
-            self.end = time.perf_counter()
+        self.end = time.perf_counter()
 
 
-def _lightning(model, batches) -> float:
-    timer = _StepTimer()
+def lightning_step_seconds(
+    model, batches: list, warmup: int = WARMUP, accelerator: str = "cpu", precision: str = "32-true"
+) -> float:
+    """Mean Lightning training-step time over ``batches`` (already in memory), the first
+    ``warmup`` steps untimed."""
+    timer = _StepTimer(warmup)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
-        max_steps=STEPS,
+        max_steps=len(batches),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[timer],
+        precision=precision,
     )
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
-    return (timer.end - timer.start) / (STEPS - WARMUP)
+    return (timer.end - timer.start) / (len(batches) - warmup)
 
 
 def _bare(model, batches) -> float:
@@ -126,9 +131,9 @@ def run(tmp: Path) -> dict:
     per_objective = {name: [] for name in OBJECTIVES}
     for _ in range(ROUNDS):
         bare.append(_bare(model, batches))
-        light.append(_lightning(model, batches))
+        light.append(lightning_step_seconds(model, batches))
         for name in OBJECTIVES:
-            per_objective[name].append(_lightning(models[name], batches))
+            per_objective[name].append(lightning_step_seconds(models[name], batches))
     b, lit = statistics.median(bare), statistics.median(light)
     step = {name: statistics.median(times) for name, times in per_objective.items()}
     return {

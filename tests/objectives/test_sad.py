@@ -5,6 +5,16 @@ import torch.nn.functional as F
 
 from vlr.objectives import create_objective
 
+# a small synthetic run for the CLI tests: 40 images x 5 captions / batch 20 = 10 steps per epoch
+SMALL_RUN = [
+    "data.num_train=40",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=20",
+    "data.num_workers=0",
+    "logger=csv",
+]
+
 
 def _setup(**kw):
     g = torch.Generator().manual_seed(0)
@@ -181,12 +191,7 @@ def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkp
         "objective=sad",
         "objective.stage1_epochs=2",
         "trainer.max_epochs=3",
-        "data.num_train=40",
-        "data.num_val=15",
-        "data.num_test=15",
-        "data.batch_size=20",
-        "data.num_workers=0",
-        "logger=csv",
+        *SMALL_RUN,
         "trainer.log_every_n_steps=1",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
@@ -233,12 +238,7 @@ def test_a_run_resumed_in_the_middle_of_stage_2_stays_in_stage_2(tmp_path):
         "objective=sad",
         "objective.stage1_epochs=1",
         "trainer.max_epochs=2",
-        "data.num_train=40",
-        "data.num_val=15",
-        "data.num_test=15",
-        "data.batch_size=20",
-        "data.num_workers=0",
-        "logger=csv",
+        *SMALL_RUN,
         "trainer.log_every_n_steps=1",
         "callbacks.last_checkpoint.every_n_steps=3",
         "test=false",
@@ -287,12 +287,7 @@ def test_a_two_stage_schedule_that_cannot_work_is_refused_before_training(tmp_pa
         "vlr.train",
         "objective=sad",
         *options,
-        "data.num_train=40",
-        "data.num_val=15",
-        "data.num_test=15",
-        "data.batch_size=20",
-        "data.num_workers=0",
-        "logger=csv",
+        *SMALL_RUN,
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )

@@ -34,21 +34,19 @@ def _config(name_or_path: str | dict, kind: str):
     return sub
 
 
-def _one_source(name_or_path, config, option: str) -> None:
+def _model(model_class, name_or_path: str | None, config: dict | None, kind: str, option: str) -> nn.Module:
+    """``model_class`` from a checkpoint (hub name or local directory) or, random, from `CLIPConfig` fields."""
     if (name_or_path is None) == (config is None):
         raise ValueError(f"model.{option} needs exactly one of name_or_path or config")
+    if config is not None:
+        return model_class(_config(dict(config), kind))
+    return model_class.from_pretrained(str(name_or_path), config=_config(name_or_path, kind))
 
 
 class CLIPImageTower(nn.Module):
     def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
         super().__init__()
-        _one_source(name_or_path, config, "image_tower")
-        if config is not None:
-            self.model = CLIPVisionModelWithProjection(_config(dict(config), "vision"))
-        else:
-            self.model = CLIPVisionModelWithProjection.from_pretrained(
-                str(name_or_path), config=_config(name_or_path, "vision")
-            )
+        self.model = _model(CLIPVisionModelWithProjection, name_or_path, config, "vision", "image_tower")
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
@@ -72,13 +70,7 @@ class CLIPImageTower(nn.Module):
 class CLIPTextTower(nn.Module):
     def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
         super().__init__()
-        _one_source(name_or_path, config, "text_tower")
-        if config is not None:
-            self.model = CLIPTextModelWithProjection(_config(dict(config), "text"))
-        else:
-            self.model = CLIPTextModelWithProjection.from_pretrained(
-                str(name_or_path), config=_config(name_or_path, "text")
-            )
+        self.model = _model(CLIPTextModelWithProjection, name_or_path, config, "text", "text_tower")
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
