@@ -59,7 +59,7 @@ def tiny_pretrained(tmp_path_factory) -> dict:
     import torch
     from transformers import BertConfig, BertModel
 
-    from vlr.models.tokenizer import train_wordpiece
+    from vlr.data.tokenizer import train_wordpiece
 
     root = tmp_path_factory.mktemp("pretrained")
     torch.manual_seed(0)
@@ -125,3 +125,50 @@ def tiny_clip(tmp_path_factory, tiny_pretrained) -> dict:
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return {"dir": root, "model": model, "tokenizer": tokenizer}
+
+
+@pytest.fixture(scope="session")
+def data_formats(synthetic_root, tmp_path_factory) -> dict[str, list[str]]:
+    """`synthetic_root` in every data format vlr reads, as the overrides that train on it: the
+    synthetic source itself, a Karpathy JSON (``data=flickr30k``), the official COCO captions
+    files (``data=coco_official``) and LAVIS lists (``data=coco_lavis``). Images are linked."""
+    import json
+
+    entries = json.loads((synthetic_root / "dataset_synthetic.json").read_text())["images"]
+    by_split = {s: [e for e in entries if e["split"] == s] for s in ("train", "val", "test")}
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("karpathy", "coco", "lavis")}
+    for root in roots.values():
+        (root / "images").symlink_to(synthetic_root / "images")
+
+    (roots["karpathy"] / "dataset_flickr30k.json").write_text(json.dumps({"images": entries}))
+
+    (roots["coco"] / "annotations").mkdir()
+    for split, file in (("train", "captions_train2017.json"), ("val", "captions_val2017.json")):
+        images = [{"id": i, "file_name": e["filename"]} for i, e in enumerate(by_split[split])]
+        annotations = [
+            {"image_id": i, "caption": s["raw"]} for i, e in enumerate(by_split[split]) for s in e["sentences"]
+        ]
+        (roots["coco"] / "annotations" / file).write_text(json.dumps({"images": images, "annotations": annotations}))
+    for folder in ("train2017", "val2017"):
+        (roots["coco"] / folder).symlink_to(synthetic_root / "images")
+
+    for split in ("train", "val", "test"):
+        if split == "train":  # one entry per caption
+            rows = [
+                {"image": f"images/{e['filename']}", "caption": s["raw"], "image_id": e["filename"]}
+                for e in by_split[split]
+                for s in e["sentences"]
+            ]
+        else:
+            rows = [
+                {"image": f"images/{e['filename']}", "caption": [s["raw"] for s in e["sentences"]]}
+                for e in by_split[split]
+            ]
+        (roots["lavis"] / f"coco_karpathy_{split}.json").write_text(json.dumps(rows))
+
+    return {
+        "synthetic": [f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC],
+        "karpathy": ["data=flickr30k", f"data.root={roots['karpathy']}", "data.image_dir=''"],
+        "coco_captions": ["data=coco_official", f"data.root={roots['coco']}"],
+        "lavis": ["data=coco_lavis", f"data.root={roots['lavis']}"],
+    }

@@ -39,4 +39,4 @@ def test_real_data_preset_starts_with_tiny_towers(tmp_path, synthetic_root, tiny
     for tier in tiers:
         assert f"test/{tier}rsum" in metrics and f"test/{tier}t2t/NDCG@10" in metrics
     config = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "CLIPImageTower" in config and "image_transform: tower" in config and "teacher: frozen_init" in config
+    assert "CLIPImageTower" in config and "image_transform: tower" in config and "FrozenInitReference" in config

@@ -41,7 +41,7 @@ def test_the_wheel_carries_the_configs_and_the_entry_point_finds_them(tmp_path):
         env=env,
     )  # not the repository: only the installed copy
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "name: sad" in proc.stdout and "head_on: teacher" in proc.stdout
+    assert "name: sad" in proc.stdout and "head_on: reference" in proc.stdout
     where = subprocess.run(
         [sys.executable, "-c", "import vlr; print(vlr.__file__)"], capture_output=True, text=True, cwd=tmp_path, env=env
     )

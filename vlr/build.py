@@ -1,38 +1,55 @@
-"""Build the datamodule, tokenizer, objective and model from a composed config (shared by train and eval)."""
+"""Build the datamodule and the model from a composed config (shared by train and eval).
+
+Each piece is built whole, in dependency order: the imbalance; the image tower (the
+datamodule needs its preprocessing); the datamodule, given the imbalance, the tokenizer
+(or the factory that trains a WordPiece on its training captions) and that
+preprocessing; the reference (``reference`` group; feature files may be written by the
+data's preparation); the objective; and the module, given the towers, the objective and
+the reference.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from vlr.data import RetrievalDataModule
+from vlr.data import RetrievalDataModule, build_tokenizer
 from vlr.imbalance import Imbalance
-from vlr.models import RetrievalModule, build_tokenizer
+from vlr.models import RetrievalModule
+
+
+def tokenizer_for(cfg: DictConfig):
+    """``model.tokenizer``: a named tokenizer, or a factory of the training captions (WordPiece)."""
+    tok_cfg = cfg.model.tokenizer
+    if tok_cfg.name_or_path:
+        return build_tokenizer(tok_cfg.name_or_path)
+    return functools.partial(
+        build_tokenizer, None, vocab_size=tok_cfg.vocab_size, cache_dir=Path(cfg.paths.cache_dir) / "tokenizers"
+    )
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, RetrievalModule]:
-    datamodule: RetrievalDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     imbalance: Imbalance = hydra.utils.instantiate(cfg.imbalance, _convert_="all")
-    datamodule.set_imbalance(imbalance)
-    datamodule.prepare_data()  # idempotent and lock-protected: safe on every DDP rank
-
-    tok_cfg = cfg.model.tokenizer
-    tokenizer = build_tokenizer(
-        tok_cfg.name_or_path,
-        train_texts=None if tok_cfg.name_or_path else datamodule.train_captions(),
-        vocab_size=tok_cfg.vocab_size,
-        cache_dir=Path(cfg.paths.cache_dir) / "tokenizers",
+    model_cfg = imbalance.apply_to_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    image_tower = hydra.utils.instantiate(model_cfg.pop("image_tower"), _convert_="all")
+    tower_data_config = image_tower.data_config() if cfg.data.get("image_transform") == "tower" else None
+    datamodule: RetrievalDataModule = hydra.utils.instantiate(
+        cfg.data,
+        imbalance=imbalance,
+        tokenizer=tokenizer_for(cfg),
+        max_length=cfg.model.tokenizer.max_length,
+        tower_data_config=tower_data_config,
+        _convert_="all",
     )
-    datamodule.set_tokenizer(tokenizer, tok_cfg.max_length)
-
+    datamodule.prepare_data()  # idempotent and lock-protected: safe on every DDP rank
+    if model_cfg["text_tower"].get("config") is not None:  # a tower built from a config: the tokenizer's vocabulary
+        model_cfg["text_tower"]["vocab_size"] = len(datamodule.tokenizer)
+    reference = hydra.utils.instantiate(cfg.reference, _convert_="all")
     objective = hydra.utils.instantiate(cfg.objective, _convert_="all")
-    model_cfg = OmegaConf.create(imbalance.apply_to_model_config(OmegaConf.to_container(cfg.model, resolve=True)))
-    if model_cfg.text_tower.get("config") is not None:
-        with open_dict(model_cfg):
-            model_cfg.text_tower.vocab_size = len(tokenizer)
-    model: RetrievalModule = hydra.utils.instantiate(model_cfg, objective=objective, _convert_="all")
-    if datamodule.image_transform == "tower":
-        datamodule.set_tower_data_config(model.encoder.image_tower.data_config())
+    model: RetrievalModule = hydra.utils.instantiate(
+        OmegaConf.create(model_cfg), image_tower=image_tower, objective=objective, reference=reference, _convert_="all"
+    )
     return datamodule, model

@@ -32,7 +32,31 @@ from vlr.train import instantiate_trainer
 from vlr.user_errors import report_user_errors
 
 log = logging.getLogger(__name__)
-RUN_GROUPS = ("data", "model", "objective", "imbalance")
+RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference")
+LEGACY_KEYS = (
+    "objective.teacher",
+    "objective.teacher_features",
+    "data.teacher",
+    "data.teacher_features",
+    "model.teacher_cache",
+)
+
+
+def upgrade_run_config(run_cfg: DictConfig) -> None:
+    """A run written before the ``reference`` group: its ``objective.teacher`` choice as a
+    ``reference`` node, and the keys no class takes any more dropped."""
+    teacher = OmegaConf.select(run_cfg, "objective.teacher", default=None)
+    if "reference" not in run_cfg and teacher is not None:
+        path = OmegaConf.select(run_cfg, "objective.teacher_features", default=None)
+        run_cfg.reference = (
+            {"_target_": "vlr.reference.FeatureReference", "path": path}
+            if teacher == "features"
+            else {"_target_": "vlr.reference.FrozenInitReference", "_partial_": True}
+        )
+    for key in LEGACY_KEYS:
+        group, name = key.split(".")
+        if group in run_cfg and name in run_cfg[group]:
+            run_cfg[group].pop(name)
 
 
 def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
@@ -43,8 +67,11 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         log.warning("no %s next to the checkpoint; using data/model/objective as composed here", run_cfg_path)
         return
     run_cfg = OmegaConf.load(run_cfg_path)
+    upgrade_run_config(run_cfg)
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
     chosen = {ov.key_or_group for ov in overrides if ov.key_or_group in RUN_GROUPS}
+    if "data" in chosen:  # other data: its preset's reference (or the one chosen), not the run's
+        chosen.add("reference")
     adopted = [g for g in RUN_GROUPS if g in run_cfg and g not in chosen]
     with open_dict(cfg):
         for group in adopted:

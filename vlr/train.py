@@ -47,7 +47,7 @@ def instantiate_group(group: DictConfig | None) -> list:
 def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    model.skip_nonfinite = bool(trainer_cfg.pop("skip_nonfinite", False))
+    model.nonfinite.skip = bool(trainer_cfg.pop("skip_nonfinite", False))
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
     plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO()]
     if str(trainer_cfg.get("precision", "")).startswith("64"):

@@ -1,9 +1,9 @@
-"""Write reference (teacher) feature files for a dataset: ``python -m vlr.write_features [overrides]``.
+"""Write reference feature files for a dataset: ``python -m vlr.write_features [overrides]``.
 
 Embeds every image and caption of each split with a timm image encoder (its own
 eval transform, from timm's data config) and a transformers text encoder (its own
 tokenizer), and writes ``<out_dir>/<split>.safetensors`` (see `vlr.reference.files`)
-in annotation order, ready for ``objective.teacher=features``.
+in annotation order, ready for ``reference=features``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vlr.data import RetrievalDataModule
+from vlr.data import RetrievalDataModule, build_tokenizer
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages
-from vlr.data.transforms import timm_transform
-from vlr.models import build_tokenizer
+from vlr.data.transforms import tower_transform
 from vlr.reference import save_features
 from vlr.user_errors import report_user_errors
 
@@ -52,7 +51,7 @@ def write_features(cfg: DictConfig) -> Path:
             "text_encoder.name_or_path must name a pretrained model or local directory (its tokenizer is used)"
         )
     tokenizer = build_tokenizer(cfg.text_encoder.name_or_path)
-    transform = timm_transform(image_encoder.backbone, train=False)
+    transform = tower_transform(image_encoder.data_config(), train=False)
     out_dir = Path(cfg.out_dir)
     meta = {
         "image_encoder": OmegaConf.to_container(cfg.image_encoder, resolve=True),
@@ -68,10 +67,7 @@ def write_features(cfg: DictConfig) -> Path:
         text = _embed(text_encoder, loader(EvalCaptions(split)), device, f"{split_name} captions")
         path = save_features(out_dir, split_name, image, text, meta)
         log.info("%s: %d images x %d, %d captions x %d -> %s", split_name, *image.shape, *text.shape, path)
-    print(
-        f"reference features written to {out_dir}\n"
-        f"  train with: objective.teacher=features objective.teacher_features={out_dir}"
-    )
+    print(f"reference features written to {out_dir}\n  train with: reference=features reference.path={out_dir}")
     return out_dir
 
 

@@ -20,6 +20,7 @@ under bf16-mixed and records images/s and peak allocated memory per objective in
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -33,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from experiments.bench.train_bench import lightning_step_seconds
+from vlr.reference import FrozenInitReference
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH, WARMUP = 32, 1
@@ -66,7 +68,6 @@ def _towers_embed_dim(preset: str) -> int | None:
 
 def _objective(name: str, options: dict):
     cfg = OmegaConf.load(REPO / "vlr" / "conf" / "objective" / f"{name}.yaml")
-    cfg.teacher, cfg.teacher_features = "frozen_init", None
     for key, value in options.items():
         cfg[key] = value
     return instantiate(cfg)
@@ -101,7 +102,8 @@ def _module(preset: str, name: str, options: dict):
         _objective(name, options),
         embed_dim=embed_dim,
         optimizer=instantiate(optimizer),
-        teacher_cache=False,
+        # the frozen initial towers, recomputed every step (as with augmented training images)
+        reference=functools.partial(FrozenInitReference, cache=False),
     )
 
 

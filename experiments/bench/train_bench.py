@@ -57,7 +57,8 @@ def _model_and_batches(tmp: Path, objective: list[str] = ("objective=infonce",),
     pl.seed_everything(0)
     datamodule, model = build_data_and_model(cfg)
     datamodule.setup("fit")
-    model.reference.prepare("train", datamodule.split("train"))  # no trainer.fit(datamodule=...) does it here
+    # no trainer.fit(datamodule=...) does it here; augmentation is off (data.augment=false): cached
+    model.reference.prepare("train", datamodule.split("train"), augmented=False)
     loader = datamodule.train_dataloader()
     batches = [b for _, b in zip(range(STEPS), loader, strict=False)]
     assert all(b["images"].shape[0] == batch_size for b in batches)
@@ -125,8 +126,6 @@ def _bare(model, batches) -> float:
 def run(tmp: Path) -> dict:
     _, model, batches = _model_and_batches(tmp)
     models = {name: _model_and_batches(tmp, overrides)[1] for name, overrides in OBJECTIVES.items()}
-    for m in models.values():
-        m.teacher_cache = True  # augmentation is off, as with `data.augment=false` (cache = "auto")
     bare, light = [], []
     per_objective = {name: [] for name in OBJECTIVES}
     for _ in range(ROUNDS):

@@ -27,11 +27,11 @@ def damaged_root(tmp_path, synthetic_root):
 
 def _karpathy_dm(root, **kw):
     """The damaged copy read as plain Karpathy data (the synthetic source would regenerate it)."""
-    from vlr.models import build_tokenizer
+    from vlr.data import build_tokenizer
 
     dm = RetrievalDataModule(name="x", source="karpathy", root=str(root), annotation="dataset_synthetic.json",
-                             image_size=64, num_workers=0, **kw)
-    dm.set_tokenizer(build_tokenizer(None, dm.train_captions(), vocab_size=200), max_length=16)
+                             image_size=64, num_workers=0, max_length=16,
+                             tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200), **kw)
     return dm
 
 
@@ -108,9 +108,9 @@ def test_image_sampling_gives_one_item_per_image_with_one_of_its_captions(synthe
 def test_imbalance_weakens_training_data_only(synthetic_root):
     from vlr.imbalance import Imbalance
 
-    dm = _dm(synthetic_root, batch_size=20, shuffle=False, augment=False)
-    dm.set_imbalance(Imbalance("both", 1.0, text={"attribute_omission": 1.0}, image={"occlusion": 0.25},
-                               fewer_captions=0.5))
+    dm = _dm(synthetic_root, batch_size=20, shuffle=False, augment=False,
+             imbalance=Imbalance("both", 1.0, text={"attribute_omission": 1.0}, image={"occlusion": 0.25},
+                                 fewer_captions=0.5))
     dm.setup("fit")
     train = dm.train_dataloader()
     assert len(train.dataset) == 60 * 3  # ceil(0.5 * 5) captions per image

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from vlr.data import RetrievalDataModule
-from vlr.models import build_tokenizer
+from vlr.data import build_tokenizer
+from vlr.errors import ConfigError
+from vlr.metrics import rouge_l_relevance
 
 
 class _FakeTrainer:
@@ -13,10 +15,10 @@ class _FakeTrainer:
 def _dm(root, **kw):
     dm = RetrievalDataModule(
         name="synthetic", source="synthetic", root=str(root), num_train=60, num_val=20, num_test=20,
-        generator_seed=3, image_size=64, num_workers=0, **kw,
+        generator_seed=3, image_size=64, num_workers=0,
+        tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200), max_length=16, **kw,
     )
     dm.prepare_data()
-    dm.set_tokenizer(build_tokenizer(None, dm.train_captions(), vocab_size=200), max_length=16)
     return dm
 
 
@@ -76,16 +78,17 @@ def test_eval_loaders_cover_unique_images_and_all_captions(synthetic_root):
     seen_captions = torch.cat([b["caption_idx"] for b in captions]).tolist()
     assert seen_images == list(range(20)) and seen_captions == list(range(100))
     targets = dm.eval_targets("test")
-    assert targets["relevance"].shape == (100, 20)
+    relevance = rouge_l_relevance(targets["captions"], targets["text_to_image"], num_images=targets["num_images"])
+    assert relevance.shape == (100, 20)
     assert targets["image_labels"].shape == (20,)
     # a caption is maximally relevant to its own image (it is one of the references)
-    own = targets["relevance"][torch.arange(100), targets["text_to_image"]]
+    own = relevance[torch.arange(100), targets["text_to_image"]]
     assert torch.allclose(own, torch.ones(100))
 
 
 def test_setup_needs_tokenizer(synthetic_root):
     dm = RetrievalDataModule(name="s", source="synthetic", root=str(synthetic_root))
-    with pytest.raises(RuntimeError, match="needs a tokenizer"):
+    with pytest.raises(ConfigError, match="RetrievalDataModule needs a tokenizer"):
         dm.setup("fit")
 
 
@@ -97,3 +100,29 @@ def test_unknown_source():
 def test_unknown_data_option_is_an_error_not_ignored():
     with pytest.raises(TypeError, match="num_trian"):
         RetrievalDataModule(name="s", source="synthetic", root="/nowhere", num_trian=10)
+
+
+def test_a_resumed_fit_continues_the_restored_epoch_after_its_trained_batches(synthetic_root):
+    """Lightning asks for the loader after restoring the loop: the sampler learns the epoch and
+    skips the batches the checkpoint had trained, from the trainer's public progress."""
+    from types import SimpleNamespace
+
+    dm = _dm(synthetic_root, batch_size=20, shuffle=True, augment=False)
+    dm.setup("fit")
+    fresh = [b["caption_idx"].tolist() for b in dm.train_dataloader()]  # no trainer: epoch 0, from its start
+
+    def resumed(epoch, done, limit=1.0):
+        progress = SimpleNamespace(current=SimpleNamespace(processed=done))
+        dm.trainer = SimpleNamespace(
+            world_size=1, global_rank=0, current_epoch=epoch, limit_train_batches=limit,
+            state=SimpleNamespace(fn="fit"), fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        )
+        return [b["caption_idx"].tolist() for b in dm.train_dataloader()]
+
+    epoch2 = resumed(2, 0)
+    assert len(epoch2) == len(fresh) == 15 and epoch2 != fresh  # 300 captions / 20: another epoch's order
+    assert resumed(2, 4) == epoch2[4:]
+    assert resumed(2, 15) == epoch2  # a finished epoch skips nothing
+    assert resumed(2, 3, limit=3) == epoch2  # limit_train_batches=3: 3 batches were the whole epoch
+    dm.trainer = None
+    assert [b["caption_idx"].tolist() for b in dm.train_dataloader()] == fresh

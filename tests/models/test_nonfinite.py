@@ -14,7 +14,7 @@ def _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip):
     cfg = _compose([f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0", "data.batch_size=20"])
     pl.seed_everything(0)
     datamodule, module = build_data_and_model(cfg)
-    module.skip_nonfinite = skip
+    module.nonfinite.skip = skip
     forward, calls = module.objective.forward, []
 
     def nan_once(*args, **kwargs):
@@ -50,7 +50,7 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, monkeypatch, synthe
 def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path, monkeypatch, synthetic_root):
     datamodule, module, trainer = _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip=True)
     trainer.fit(module, datamodule=datamodule)
-    assert module.skipped_steps == 1
+    assert module.nonfinite.skipped == 1
     assert trainer.global_step == 4  # max_steps counts optimizer steps: the skipped batch took none
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert trainer.callback_metrics["train/skipped_nonfinite"] == 1.0

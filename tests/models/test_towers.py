@@ -3,7 +3,8 @@
 import torch
 from transformers import BertConfig, BertModel
 
-from vlr.models import ImageTower, TextTower, build_tokenizer
+from vlr.data import build_tokenizer
+from vlr.models import ImageTower, TextTower
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 

@@ -30,11 +30,11 @@ def _batch():
     images = torch.randn(6, 6, generator=g, dtype=torch.float64)
     texts = torch.randn(6, 7, generator=g, dtype=torch.float64)
     ids = torch.tensor([0, 0, 1, 2, 3, 3])
-    teacher = {
+    ref_rows = {
         "image": torch.randn(6, 3, generator=g, dtype=torch.float64),
         "text": torch.randn(6, 8, generator=g, dtype=torch.float64),
     }
-    return images, texts, ids, teacher
+    return images, texts, ids, ref_rows
 
 
 def _objective(**kw):
@@ -43,30 +43,30 @@ def _objective(**kw):
 
 
 def _total_grads(obj, enc, batch):
-    images, texts, ids, teacher = batch
+    images, texts, ids, ref_rows = batch
     enc.zero_grad()
-    terms = obj.meta_terms(enc, images, texts, None, ids, teacher)
+    terms = obj.meta_terms(enc, images, texts, None, ids, ref_rows)
     sum(terms.values()).backward()
     return {n: p.grad.clone() for n, p in enc.named_parameters()}
 
 
 def _meta_objective(obj, enc, params, batch):
     """f(theta) = L_c(theta) + beta * L_r(theta - alpha * grad L_c(theta)), written out directly."""
-    images, texts, ids, teacher = batch
+    images, texts, ids, ref_rows = batch
     v, t = functional_call(enc, params, (images, texts, None))
     l_c = sum(obj.consistency(v, t, ids).values())
     grads = torch.autograd.grad(l_c, list(params.values()), create_graph=True)
     fast = {n: p - obj.alpha * g for (n, p), g in zip(params.items(), grads, strict=False)}
     vf, tf = functional_call(enc, fast, (images, texts, None))
-    return l_c + obj.beta * obj.preservation(vf, tf, teacher)
+    return l_c + obj.beta * obj.preservation(vf, tf, ref_rows)
 
 
-@pytest.mark.parametrize("relation", ["row_kl", "distance_kl", "mae"])
+@pytest.mark.parametrize("relation", ["row_kl", "distance_kl", "similarity_mae"])
 def test_first_order_matches_closed_form(relation):
     enc, batch = TinyEncoder(), _batch()
     obj = _objective(relation=relation)
     got = _total_grads(obj, enc, batch)
-    images, texts, ids, teacher = batch
+    images, texts, ids, ref_rows = batch
     params = {n: p.detach().clone().requires_grad_(True) for n, p in enc.named_parameters()}
     v, t = functional_call(enc, params, (images, texts, None))
     g_c = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), list(params.values()))
@@ -74,7 +74,7 @@ def test_first_order_matches_closed_form(relation):
         n: (p - obj.alpha * g).detach().requires_grad_(True) for (n, p), g in zip(params.items(), g_c, strict=False)
     }
     vf, tf = functional_call(enc, fast, (images, texts, None))
-    g_r = torch.autograd.grad(obj.preservation(vf, tf, teacher), list(fast.values()))
+    g_r = torch.autograd.grad(obj.preservation(vf, tf, ref_rows), list(fast.values()))
     for (name, _), gc, gr in zip(params.items(), g_c, g_r, strict=False):
         assert torch.allclose(got[name], gc + obj.beta * gr, atol=1e-10), name
 
@@ -105,8 +105,8 @@ def test_second_order_matches_finite_differences():
 def test_projections_only_virtual_step_leaves_towers_out_of_the_step():
     enc, batch = TinyEncoder(), _batch()
     obj = _objective(virtual_params="projections")
-    images, texts, ids, teacher = batch
-    terms = obj.meta_terms(enc, images, texts, None, ids, teacher)
+    images, texts, ids, ref_rows = batch
+    terms = obj.meta_terms(enc, images, texts, None, ids, ref_rows)
     # relation term evaluated at theta' where only the projections moved
     params = {n: p.detach().clone().requires_grad_(True) for n, p in enc.named_parameters()}
     v, t = functional_call(enc, params, (images, texts, None))
@@ -114,12 +114,12 @@ def test_projections_only_virtual_step_leaves_towers_out_of_the_step():
     g = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params[n] for n in names], retain_graph=True)
     fast = {**params, **{n: params[n] - obj.alpha * gi for n, gi in zip(names, g, strict=False)}}
     vf, tf = functional_call(enc, fast, (images, texts, None))
-    assert terms["relation"].item() == pytest.approx(obj.beta * obj.preservation(vf, tf, teacher).item(), rel=1e-10)
+    assert terms["relation"].item() == pytest.approx(obj.beta * obj.preservation(vf, tf, ref_rows).item(), rel=1e-10)
     # the reused tower outputs carry the relation loss's gradient to the towers (first order)
-    reference = torch.autograd.grad(obj.beta * obj.preservation(vf, tf, teacher), [params["image_tower.weight"]])[0]
+    expected = torch.autograd.grad(obj.beta * obj.preservation(vf, tf, ref_rows), [params["image_tower.weight"]])[0]
     sum(terms.values()).backward()
     g_c = torch.autograd.grad(sum(obj.consistency(v, t, ids).values()), [params["image_tower.weight"]])[0]
-    assert torch.allclose(enc.image_tower.weight.grad, reference + g_c, atol=1e-10)
+    assert torch.allclose(enc.image_tower.weight.grad, expected + g_c, atol=1e-10)
 
 
 def test_bad_options_are_named():
@@ -127,12 +127,14 @@ def test_bad_options_are_named():
         create_objective("covlr", virtual_params="heads")
     with pytest.raises(ValueError, match="objective.relation must be one of"):
         create_objective("covlr", relation="cosine")
+    with pytest.raises(ValueError, match="objective.relation=mae is now called similarity_mae"):
+        create_objective("covlr", relation="mae")
 
 
 def test_first_order_carrier_gives_the_temperature_its_consistency_gradient():
-    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc, (images, texts, ids, ref_rows) = TinyEncoder(), _batch()
     obj = create_objective("covlr", alpha=0.5, beta=2.0, temperature=0.2, learnable_temperature=True).double()
-    terms = obj.meta_terms(enc, images, texts, None, ids, teacher)
+    terms = obj.meta_terms(enc, images, texts, None, ids, ref_rows)
     assert terms["itc_grad"].item() == 0.0  # carries gradient only
     sum(terms.values()).backward()
     got = obj.temperature.log_value.grad.clone()
@@ -143,16 +145,16 @@ def test_first_order_carrier_gives_the_temperature_its_consistency_gradient():
 
 
 def test_relation_kd_is_covlr_without_the_virtual_step():
-    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc, (images, texts, ids, ref_rows) = TinyEncoder(), _batch()
     kd = create_objective("relation_kd", beta=2.0, temperature=0.2, learnable_temperature=False).double()
     v, t = enc(images, texts, None)
-    terms = kd(v, t, ids, teacher)
+    terms = kd(v, t, ids, ref_rows)
     assert set(terms) == {"itc_i2t", "itc_t2i", "relation"}
-    assert terms["relation"].item() == pytest.approx(2.0 * kd.preservation(v, t, teacher).item(), rel=1e-12)
+    assert terms["relation"].item() == pytest.approx(2.0 * kd.preservation(v, t, ref_rows).item(), rel=1e-12)
     grads_kd = torch.autograd.grad(sum(terms.values()), list(enc.parameters()))
     covlr = _objective(second_order=False)
     covlr.alpha = 0.0  # the meta step's path at alpha = 0 moves nothing: the same gradient
-    meta = covlr.meta_terms(enc, images, texts, None, ids, teacher)
+    meta = covlr.meta_terms(enc, images, texts, None, ids, ref_rows)
     grads_meta = torch.autograd.grad(sum(meta.values()), list(enc.parameters()))
     for a, b in zip(grads_kd, grads_meta, strict=False):
         assert torch.allclose(a, b, atol=1e-12)
@@ -163,16 +165,16 @@ def test_relation_kd_is_covlr_without_the_virtual_step():
 def test_options_that_cannot_act_are_refused():
     from vlr.errors import ConfigError
 
-    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc, (images, texts, ids, ref_rows) = TinyEncoder(), _batch()
     enc.image_proj, enc.text_proj = nn.Identity(), nn.Identity()  # model.embed_dim=null
     enc.image_tower, enc.text_tower = nn.Linear(6, 4).double(), nn.Linear(7, 4).double()
     with pytest.raises(
         ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable projections"
     ):
-        _objective(virtual_params="projections").meta_terms(enc, images, texts, None, ids, teacher)
+        _objective(virtual_params="projections").meta_terms(enc, images, texts, None, ids, ref_rows)
     enc.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable encoder parameter takes the virtual step"):
-        _objective(second_order=True).meta_terms(enc, images, texts, None, ids, teacher)
+        _objective(second_order=True).meta_terms(enc, images, texts, None, ids, ref_rows)
     for option, kwargs in (
         ("second_order=true", {"second_order": True}),
         ("virtual_params=projections", {"virtual_params": "projections"}),
@@ -185,10 +187,10 @@ def test_options_that_cannot_act_are_refused():
 def _second_order_under_ddp(rank, world):
     from vlr.errors import ConfigError
 
-    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc, (images, texts, ids, ref_rows) = TinyEncoder(), _batch()
     with pytest.raises(ConfigError, match="objective.second_order=true cannot run under DDP"):
         _objective(second_order=True).meta_terms(
-            enc, images[rank::2], texts[rank::2], None, ids[rank::2], {k: x[rank::2] for k, x in teacher.items()}
+            enc, images[rank::2], texts[rank::2], None, ids[rank::2], {k: x[rank::2] for k, x in ref_rows.items()}
         )
 
 
@@ -222,9 +224,9 @@ def test_second_order_runs_with_attention_towers():
     )
     images, ids = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 2])
     input_ids, mask = torch.randint(5, 50, (4, 8)), torch.ones(4, 8, dtype=torch.long)
-    teacher = {"image": torch.randn(4, 6), "text": torch.randn(4, 5)}
+    ref_rows = {"image": torch.randn(4, 6), "text": torch.randn(4, 5)}
     obj = create_objective("covlr", second_order=True)
-    terms = obj.meta_terms(enc, images, input_ids, mask, ids, teacher)
+    terms = obj.meta_terms(enc, images, input_ids, mask, ids, ref_rows)
     sum(terms.values()).backward()  # differentiates through the virtual step's gradient
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters() if p.requires_grad)
 
@@ -232,18 +234,18 @@ def test_second_order_runs_with_attention_towers():
 def test_bf16_autocast_works_and_fp16_is_refused():
     from vlr.errors import ConfigError
 
-    enc, (images, texts, ids, teacher) = TinyEncoder(), _batch()
+    enc, (images, texts, ids, ref_rows) = TinyEncoder(), _batch()
     enc.float()
     images, texts = images.float(), texts.float()
-    teacher = {k: v.float() for k, v in teacher.items()}
+    ref_rows = {k: v.float() for k, v in ref_rows.items()}
     obj = create_objective("covlr", alpha=0.5, beta=2.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        terms = obj.meta_terms(enc, images, texts, None, ids, teacher)
+        terms = obj.meta_terms(enc, images, texts, None, ids, ref_rows)
     sum(terms.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
     with pytest.raises(ConfigError, match="cannot take its virtual step under fp16 autocast"):
         with torch.autocast("cpu", dtype=torch.float16):
-            create_objective("covlr").meta_terms(enc, images, texts, None, ids, teacher)
+            create_objective("covlr").meta_terms(enc, images, texts, None, ids, ref_rows)
 
 
 def _nt_xent_by_hand(t, p, ids, tau):
@@ -274,38 +276,40 @@ class _TextEncoder(TinyEncoder):
         return F.normalize(self.text_proj(torch.tanh(self.text_tower(input_ids))), dim=-1)
 
 
-class _Module:
-    def __init__(self, teacher):
-        self.encoder, self._teacher = _TextEncoder(), teacher
+class _RowsReference:
+    """A reference that returns given rows (what `reference.embed` returns for the batch)."""
 
-    def teacher_embeddings(self, batch):
-        return self._teacher
+    def __init__(self, rows):
+        self.rows = rows
+
+    def embed(self, kind, split, batch):
+        return self.rows[kind]
 
 
 @pytest.mark.parametrize("name", ["covlr", "relation_kd"])
-def test_consistency_term_joins_the_training_step_and_needs_paired_captions(name):
+def test_consistency_term_joins_the_batch_terms_and_needs_paired_captions(name):
     from vlr.errors import ConfigError
 
-    images, texts, ids, teacher = _batch()
+    images, texts, ids, ref_rows = _batch()
     pairs = torch.randn(6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     obj = create_objective(name, consistency_weight=10.0, beta=2.0, temperature=0.2).double()
-    module = _Module(teacher)
+    encoder, reference = _TextEncoder(), _RowsReference(ref_rows)
     batch = {"images": images, "input_ids": texts, "attention_mask": None, "image_idx": ids}
     with pytest.raises(
         ConfigError,
         match=r"objective.consistency_weight=10.0 needs a second caption per pair: "
         r"set data.paired_captions=true",
     ):
-        obj.training_step(module, batch)
+        obj.batch_terms(encoder, batch, reference)
     batch.update(pair_input_ids=pairs, pair_attention_mask=None)
-    terms = obj.training_step(module, batch)
-    enc = module.encoder
+    terms = obj.batch_terms(encoder, batch, reference)
+    enc = encoder
     want = 10.0 * obj.caption_consistency(enc.embed_texts(texts, None), enc.embed_texts(pairs, None), ids)
     assert terms["caption_consistency"].item() == pytest.approx(want.item(), rel=1e-12)
     sum(terms.values()).backward()  # the term trains the text side
     assert enc.text_tower.weight.grad.abs().sum() > 0
     off = create_objective(name, beta=2.0, temperature=0.2).double()
-    assert "caption_consistency" not in off.training_step(module, batch)
+    assert "caption_consistency" not in off.batch_terms(encoder, batch, reference)
 
 
 @pytest.mark.parametrize("name", ["covlr", "relation_kd"])

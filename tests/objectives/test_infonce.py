@@ -82,7 +82,7 @@ def test_a_temperature_at_its_bound_keeps_moving():
         sum(obj(v, t, torch.arange(8)).values()).backward()
         assert obj.temperature.log_value.grad.abs() > 0  # never a zero gradient, bound or not
         opt.step()
-        obj.after_optimizer_step()
+        obj.apply_bounds_()
         values.append(float(obj.temperature()))
     assert max(values) == pytest.approx(0.5) and all(0.001 <= x <= 0.5 + 1e-7 for x in values)
     # the other way round: aligned pairs want it colder, and it leaves the upper bound at once
@@ -90,5 +90,5 @@ def test_a_temperature_at_its_bound_keeps_moving():
     opt.zero_grad()
     sum(obj(v, t2, torch.arange(8)).values()).backward()
     opt.step()
-    obj.after_optimizer_step()
+    obj.apply_bounds_()
     assert float(obj.temperature()) < 0.5

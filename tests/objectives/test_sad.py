@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from vlr.objectives import create_objective
+from vlr.objectives.base import Stages
 
 # a small synthetic run for the CLI tests: 40 images x 5 captions / batch 20 = 10 steps per epoch
 SMALL_RUN = [
@@ -25,7 +26,7 @@ def _setup(**kw):
     torch.manual_seed(0)
     kw = {"lambda_init": 0.3, **kw}
     obj = create_objective(
-        "sad", embed_dim=4, image_teacher_dim=3, text_teacher_dim=6, temperature=0.1, relation_temperature=0.5, **kw
+        "sad", embed_dim=4, image_reference_dim=3, text_reference_dim=6, temperature=0.1, relation_temperature=0.5, **kw
     )
     return obj, v, t, u, w, ids
 
@@ -37,13 +38,13 @@ def _relations(x, tau):
     return np.array([[s[i, j] for j in range(len(x)) if j != i] for i in range(len(x))])
 
 
-def _soft_ce(student, teacher, head, ids, tau, head_on="teacher"):
-    if head_on == "teacher":  # the release: reference -> student space, the student embedding as is
+def _soft_ce(student, reference, head, ids, tau, head_on="reference"):
+    if head_on == "reference":  # the release: reference -> student space, the student embedding as is
         s = student.detach().double().numpy()
-        te = F.normalize(head(teacher), dim=-1).detach().double().numpy()
+        te = F.normalize(head(reference), dim=-1).detach().double().numpy()
     else:
         s = F.normalize(head(student), dim=-1).detach().double().numpy()
-        te = F.normalize(teacher, dim=-1).double().numpy()
+        te = F.normalize(reference, dim=-1).double().numpy()
     logits = s @ te.T / tau
     total = 0.0
     for i in range(len(ids)):
@@ -55,7 +56,7 @@ def _soft_ce(student, teacher, head, ids, tau, head_on="teacher"):
 
 def test_terms_match_hand_computation():
     obj, v, t, u, w, ids = _setup()
-    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    terms = obj(v, t, ids, reference={"image": u, "text": w})
     assert set(terms) == {"itc_i2t", "itc_t2i", "iic", "ttc", "kd", "kdi", "kdt"}
     r_s, r_i, r_t = _relations(v + t, 0.5), _relations(u, 0.5), _relations(w, 0.5)
     r_e = 0.3 * r_t + 0.7 * r_i
@@ -74,7 +75,7 @@ def test_terms_match_hand_computation():
 def test_head_on_student_maps_the_student_into_the_reference_space():
     obj, v, t, u, w, ids = _setup(head_on="student", distill_temperature=0.07)
     assert (obj.image_head.in_features, obj.image_head.out_features) == (4, 3)
-    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    terms = obj(v, t, ids, reference={"image": u, "text": w})
     ids_l = ids.tolist()
     assert terms["iic"].item() == pytest.approx(_soft_ce(v, u, obj.image_head, ids_l, 0.07, "student"), rel=1e-5)
     assert terms["ttc"].item() == pytest.approx(2.0 * _soft_ce(t, w, obj.text_head, ids_l, 0.07, "student"), rel=1e-5)
@@ -82,20 +83,20 @@ def test_head_on_student_maps_the_student_into_the_reference_space():
 
 def test_the_shared_temperature_learns_through_the_distillation_terms():
     obj, v, t, u, w, ids = _setup()
-    obj(v, t, ids, teacher={"image": u, "text": w})["iic"].backward()
+    obj(v, t, ids, reference={"image": u, "text": w})["iic"].backward()
     assert obj.temperature.log_value.grad is not None and obj.temperature.log_value.grad.abs().item() > 0
 
 
 def test_lambda_only_moves_through_kd_terms():
     obj, v, t, u, w, ids = _setup()
     v, t = v.clone().requires_grad_(True), t.clone().requires_grad_(True)
-    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    terms = obj(v, t, ids, reference={"image": u, "text": w})
     (terms["kdi"] + terms["kdt"]).backward()
     assert v.grad is None and t.grad is None  # the lambda-only terms never touch the student
     # with mae and kdi = kdt they are lambda*c and (1 - lambda)*c: their sum is flat in lambda
     assert obj.fusion_logit.grad.abs().item() < 1e-6
     obj.zero_grad()
-    obj(v, t, ids, teacher={"image": u, "text": w})["kd"].backward()
+    obj(v, t, ids, reference={"image": u, "text": w})["kd"].backward()
     assert obj.fusion_logit.grad.abs().item() > 1e-4  # kd moves it
 
 
@@ -106,8 +107,8 @@ def test_lambda_keeps_moving_near_its_bounds():
     obj = create_objective(
         "sad",
         embed_dim=4,
-        image_teacher_dim=3,
-        text_teacher_dim=4,
+        image_reference_dim=3,
+        text_reference_dim=4,
         relation_temperature=0.5,
         lambda_init=0.9,
         weights={"kdi": 0.0, "kdt": 0.0},
@@ -117,7 +118,7 @@ def test_lambda_keeps_moving_near_its_bounds():
     for _ in range(40):
         optimizer.zero_grad()
         # kd towards R_T alone: the student relations equal the text reference's, so lambda -> 1
-        terms = obj(v, t, ids, teacher={"image": u, "text": (v + t).detach() * 2.0})
+        terms = obj(v, t, ids, reference={"image": u, "text": (v + t).detach() * 2.0})
         terms["kd"].backward()
         assert obj.fusion_logit.grad.abs().item() > 0
         optimizer.step()
@@ -129,18 +130,21 @@ def test_lambda_keeps_moving_near_its_bounds():
 def test_fixed_lambda_may_sit_on_a_bound():
     obj, v, t, u, w, ids = _setup(lambda_init=0.0, learnable_lambda=False)
     assert not any("fusion" in n for n, _ in obj.named_parameters())
-    terms = obj(v, t, ids, teacher={"image": u, "text": w})
+    terms = obj(v, t, ids, reference={"image": u, "text": w})
     r_s, r_i = _relations(v + t, 0.5), _relations(u, 0.5)
     assert terms["kd"].item() == pytest.approx(2.0 * np.abs(r_s - r_i).mean(), rel=1e-5)
 
 
 def test_half_of_the_epochs_are_stage_one_by_default(caplog):
     obj = _setup(stage1_epochs="half")[0]
-    obj.set_max_epochs(5)
-    assert obj.stage1_epochs == 2 and obj.restore_best_at_epoch == 2
-    obj.set_max_epochs(1)
-    assert obj.stage1_epochs == 0 and obj.restore_best_at_epoch is None
-    obj.set_max_epochs(-1)  # a run bounded by max_steps alone: no stage 1, said in a warning
+    assert obj.stages(5) == Stages(stage2_epoch=2, from_best=True)
+    obj.set_epoch(1, 5)
+    assert obj.stage1_epochs == 2 and obj.in_stage1
+    obj.set_epoch(2, 5)
+    assert not obj.in_stage1
+    assert obj.stages(1) is None
+    assert obj.stages(-1) is None  # a run bounded by max_steps alone: no stage 1, said in a warning
+    obj.set_epoch(0, -1)
     assert obj.stage1_epochs == 0 and not obj.in_stage1
     assert "objective.stage1_epochs=half: the run has no epoch count" in caplog.text
 
@@ -151,15 +155,15 @@ def test_other_distances_are_zero_for_identical_structure(distance):
     obj = create_objective(
         "sad",
         embed_dim=4,
-        image_teacher_dim=4,
-        text_teacher_dim=6,
+        image_reference_dim=4,
+        text_reference_dim=6,
         distance=distance,
         student="image",
         lambda_init=0.0,
         learnable_lambda=False,
     )
-    terms = obj(v, t, ids, teacher={"image": v * 3.0, "text": w})  # same directions as the student
-    assert obj(v, t, ids, teacher={"image": u @ torch.ones(3, 4), "text": w})["kd"].item() > 1e-3
+    terms = obj(v, t, ids, reference={"image": v * 3.0, "text": w})  # same directions as the student
+    assert obj(v, t, ids, reference={"image": u @ torch.ones(3, 4), "text": w})["kd"].item() > 1e-3
     assert terms["kd"].item() == pytest.approx(0.0, abs=1e-5)  # float32 relations scaled by 1/0.07
 
 
@@ -217,7 +221,7 @@ def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkp
     import torch
 
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best["epoch"] == 2 and best["vlr_best_restored"]
+    assert best["epoch"] == 2 and best["callbacks"]["ObjectiveSchedule"] == {"stage2_started": True}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     val = [r for r in csv.DictReader(open(run_dir / "csv" / "metrics.csv")) if r.get("val/rsum")]
     assert metrics["val/rsum"] == pytest.approx(float(next(r for r in val if int(r["epoch"]) == 2)["val/rsum"]))

@@ -49,7 +49,7 @@ def test_sum_warmup_then_hardest_negatives():
     obj = create_objective("triplet", max_violation=True, sum_warmup_epochs=1)
     summed = create_objective("triplet", max_violation=False)(v, t, ids)
     hardest = create_objective("triplet", max_violation=True)(v, t, ids)
-    obj.on_train_epoch_start(0)
+    obj.set_epoch(0, None)
     assert obj(v, t, ids)["triplet_i2t"] == summed["triplet_i2t"] != hardest["triplet_i2t"]
-    obj.on_train_epoch_start(1)
+    obj.set_epoch(1, None)
     assert obj(v, t, ids)["triplet_t2i"] == hardest["triplet_t2i"]

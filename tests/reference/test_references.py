@@ -1,11 +1,15 @@
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vlr.data.corpus import CaptionSplit
+from vlr.errors import ConfigError
 from vlr.models import ImageTower, RetrievalModule, TextTower
 from vlr.objectives import create_objective
-from vlr.reference import FeatureFileError, save_features
+from vlr.objectives.base import reference_rows
+from vlr.reference import FeatureFileError, FeatureReference, FrozenInitReference, save_features
 
 
 def _towers():
@@ -34,7 +38,9 @@ def _split(num_images, num_captions):
 
 def test_frozen_init_cache_returns_the_reference_embeddings():
     torch.manual_seed(0)
-    module = RetrievalModule(*_towers(), create_objective("covlr"), embed_dim=8, teacher_cache=True)
+    module = RetrievalModule(
+        *_towers(), create_objective("covlr"), embed_dim=8, reference=functools.partial(FrozenInitReference, cache=True)
+    )
     ref = module.reference
     images, ids = torch.randn(6, 3, 16, 16), torch.randint(0, 30, (6, 5))
     images[1] = images[0]  # rows 0 and 1 are the same image (index 4)
@@ -55,7 +61,7 @@ def test_frozen_init_cache_returns_the_reference_embeddings():
     assert (ref.image_dim, ref.text_dim) == (16, 16) and want["image"].shape[1] == 16
     for sel in ([0, 1, 2], [3, 4, 5], [5, 0, 3]):  # the cache grows, then serves rows computed earlier
         part = {k: v[sel] for k, v in full.items()}
-        got = module.teacher_embeddings(part)
+        got = reference_rows(module.reference, part, torch.float32)
         assert torch.allclose(got["image"], want["image"][sel], atol=1e-6)
         assert torch.allclose(got["text"], want["text"][sel], atol=1e-6)
     assert module.reference._rows[("train", "image")][1].sum().item() == 5  # images 0, 2, 4, 7, 9
@@ -88,15 +94,15 @@ def test_feature_reference_looks_up_normalised_rows_and_sizes_the_sad_heads(tmp_
     g = torch.Generator().manual_seed(0)
     image, text = torch.randn(5, 7, generator=g), torch.randn(9, 3, generator=g)
     save_features(tmp_path, "train", image, text, {"what": "test"})
-    objective = create_objective("sad", embed_dim=8, teacher="features", teacher_features=str(tmp_path))
-    module = RetrievalModule(*_towers(), objective, embed_dim=8)
+    objective = create_objective("sad", embed_dim=8)
+    module = RetrievalModule(*_towers(), objective, embed_dim=8, reference=FeatureReference(str(tmp_path)))
     # the release's heads map the reference's features (7-d image, 3-d text) into the 8-d student space
     assert (objective.image_head.in_features, objective.text_head.in_features) == (7, 3)
     assert (objective.image_head.out_features, objective.text_head.out_features) == (8, 8)
     assert not any(k.startswith("reference.") for k in module.state_dict())  # no frozen copy in checkpoints
     module.reference.prepare("train", _split(5, 9))
     batch = {"image_idx": torch.tensor([4, 0, 4]), "caption_idx": torch.tensor([8, 2, 3])}
-    got = module.teacher_embeddings(batch)
+    got = reference_rows(module.reference, batch, torch.float32)
     assert torch.allclose(got["image"], F.normalize(image[[4, 0, 4]], dim=-1))
     assert torch.allclose(got["text"], F.normalize(text[[8, 2, 3]], dim=-1))
 
@@ -104,7 +110,7 @@ def test_feature_reference_looks_up_normalised_rows_and_sizes_the_sad_heads(tmp_
 def test_feature_reference_rejects_files_that_do_not_match_the_split(tmp_path):
     save_features(tmp_path, "train", torch.randn(5, 7), torch.randn(9, 3), {})
     module = RetrievalModule(
-        *_towers(), create_objective("infonce", teacher="features", teacher_features=str(tmp_path)), embed_dim=8
+        *_towers(), create_objective("infonce"), embed_dim=8, reference=FeatureReference(str(tmp_path))
     )
     with pytest.raises(
         FeatureFileError, match=r"train\.safetensors \['text'\]: has 9 rows but split 'train' has 10 captions"
@@ -116,21 +122,30 @@ def test_feature_reference_rejects_files_that_do_not_match_the_split(tmp_path):
 
 def test_explicit_sad_head_size_must_match_the_reference(tmp_path):
     save_features(tmp_path, "train", torch.randn(5, 7), torch.randn(9, 3), {})
-    objective = create_objective(
-        "sad", embed_dim=8, image_teacher_dim=6, teacher="features", teacher_features=str(tmp_path)
-    )
-    with pytest.raises(ValueError, match=r"objective.image_teacher_dim=6 but the reference's image features have 7"):
-        RetrievalModule(*_towers(), objective, embed_dim=8)
+    objective = create_objective("sad", embed_dim=8, image_reference_dim=6)
+    with pytest.raises(ValueError, match=r"objective.image_reference_dim=6 but the reference's image features have 7"):
+        RetrievalModule(*_towers(), objective, embed_dim=8, reference=FeatureReference(str(tmp_path)))
 
 
-def test_unknown_teacher_and_missing_directory_are_named():
-    with pytest.raises(ValueError, match=r"objective.teacher must be one of \('frozen_init', 'features'\), got 'dino'"):
-        RetrievalModule(*_towers(), create_objective("infonce", teacher="dino"), embed_dim=8)
-    with pytest.raises(ValueError, match="objective.teacher=features needs objective.teacher_features"):
-        RetrievalModule(*_towers(), create_objective("infonce", teacher="features"), embed_dim=8)
-    with pytest.raises(FeatureFileError, match="objective.teacher_features=/nonexistent/feats: no such directory"):
+def test_bad_reference_options_are_named():
+    with pytest.raises(ConfigError, match="reference=features needs reference.path"):
+        FeatureReference("")
+    with pytest.raises(FeatureFileError, match="reference.path=/nonexistent/feats: no such directory"):
+        FeatureReference("/nonexistent/feats")
+    with pytest.raises(ConfigError, match="reference.cache must be true, false or auto, got 'sometimes'"):
         RetrievalModule(
             *_towers(),
-            create_objective("infonce", teacher="features", teacher_features="/nonexistent/feats"),
+            create_objective("infonce"),
             embed_dim=8,
+            reference=functools.partial(FrozenInitReference, cache="sometimes"),
         )
+
+
+def test_frozen_init_caches_unaugmented_splits_only_under_auto():
+    ref = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8).reference
+    ref.prepare("train", _split(3, 3), augmented=True)
+    ref.prepare("val", _split(3, 3))
+    batch = {"images": torch.randn(2, 3, 16, 16), "image_idx": torch.tensor([0, 1])}
+    ref.embed("image", "train", batch)
+    ref.embed("image", "val", batch)
+    assert ("train", "image") not in ref._rows and ("val", "image") in ref._rows

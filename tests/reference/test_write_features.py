@@ -24,7 +24,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
 
     from vlr.data.images import load_rgb
     from vlr.data.karpathy import read_karpathy
-    from vlr.data.transforms import timm_transform
+    from vlr.data.transforms import tower_transform
     from vlr.models import ImageTower, TextTower
     from vlr.reference import load_features
 
@@ -39,7 +39,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"objective.teacher_features={out}" in proc.stdout
+    assert f"reference.path={out}" in proc.stdout
 
     split = read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, "test")
     feats = load_features(out, "test", split.num_images, split.num_captions)
@@ -48,7 +48,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
         checkpoint_path=str(tiny_pretrained["timm"]),
         model_kwargs=tiny_pretrained["timm_kwargs"],
     ).eval()
-    transform = timm_transform(tower.backbone, train=False)
+    transform = tower_transform(tower.data_config(), train=False)
     with torch.no_grad():
         want = tower(torch.stack([transform(load_rgb(p)) for p in split.image_paths[:4]]))
         assert torch.allclose(feats["image"][:4], want, atol=1e-5)
@@ -67,8 +67,8 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
     run = [
         "vlr.train",
         "objective=sad",
-        "objective.teacher=features",
-        f"objective.teacher_features={out}",
+        "reference=features",
+        f"reference.path={out}",
         f"data.root={synthetic_root}",
         *SYNTHETIC_ROOT_SPEC,
         "data.num_workers=0",

@@ -16,7 +16,6 @@ from vlr.data.sampler import EpochSampler
 from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
 from vlr.errors import ConfigError
-from vlr.metrics import rouge_l_relevance
 
 
 TRAIN_SAMPLING = ("caption", "image")
@@ -30,9 +29,11 @@ class RetrievalDataModule(pl.LightningDataModule):
     processes loads ``batch_size // world_size``. Evaluation loaders go over unique
     images and over all captions, every item with its index in the split.
 
-    ``teacher`` / ``teacher_features`` are the reference this data recommends; the
-    objective configs read them (``objective.teacher: ${data.teacher}``), and a command
-    line override of ``objective.teacher`` wins.
+    Complete when constructed: ``imbalance`` (a `vlr.imbalance.Imbalance`, applied to the
+    splits it names), ``tokenizer`` (a tokenizer, or a factory called once with the training
+    captions after `prepare_data`, for a WordPiece trained on them) with ``max_length``,
+    and ``tower_data_config`` (the image tower's preprocessing, for ``image_transform=tower``).
+    `vlr.build` passes them in from the composed config.
     """
 
     def __init__(
@@ -55,10 +56,12 @@ class RetrievalDataModule(pl.LightningDataModule):
         eval_folds: int = 1,
         eval_tiers: dict | None = None,
         cache_dir: str | None = None,
-        teacher: str = "frozen_init",
-        teacher_features: str | None = None,
         on_bad_image: str = "error",
         verify: bool = False,
+        imbalance=None,
+        tokenizer=None,
+        max_length: int = 32,
+        tower_data_config: dict | None = None,
         **source_kwargs,
     ):
         super().__init__()
@@ -75,11 +78,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{on_bad_image}'")
         self.name = name
         self.paired_captions = bool(paired_captions)
-        self.teacher, self.teacher_features = teacher, teacher_features
         self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
             train_sampling, image_transform, on_bad_image, verify
         )
-        self.tower_data_config: dict | None = None
+        self.tower_data_config = dict(tower_data_config) if tower_data_config is not None else None
         source_kwargs = {k: v for k, v in source_kwargs.items() if v is not None}  # presets null what they lack
         self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -88,21 +90,25 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.eval_folds, self.cache_dir = eval_folds, cache_dir
         # test-split gallery tiers from one embedding pass, e.g. COCO {5k: 1, 1k: 5} (name -> folds)
         self.eval_tiers = dict(eval_tiers) if eval_tiers else None
-        self.tokenizer, self.max_length = None, 32
-        self.imbalance = None
+        self._tokenizer, self.max_length = tokenizer, max_length
+        self.imbalance = imbalance
         self.splits: dict[str, CaptionSplit] = {}
 
     # -- data preparation -------------------------------------------------------------
     def prepare_data(self) -> None:
         self.source.prepare()
 
-    def set_imbalance(self, imbalance) -> None:
-        """A `vlr.imbalance.Imbalance` applied to the splits (training only unless it says so)."""
-        self.imbalance, self.splits = imbalance, {}
-
-    def set_tower_data_config(self, config: dict) -> None:
-        """The image tower's preprocessing (timm data config or CLIP's), for ``image_transform=tower``."""
-        self.tower_data_config = dict(config)
+    @property
+    def tokenizer(self):
+        """The tokenizer; a factory given to the constructor is called here, once, with the
+        training captions (so after `prepare_data` has made them available)."""
+        if self._tokenizer is None:
+            raise ConfigError(
+                "RetrievalDataModule needs a tokenizer (its tokenizer= argument; vlr.build passes model.tokenizer's)"
+            )
+        if not hasattr(self._tokenizer, "convert_tokens_to_ids"):  # a factory of the training captions
+            self._tokenizer = self._tokenizer(self.train_captions())
+        return self._tokenizer
 
     def split(self, name: str) -> CaptionSplit:
         """The split as training and evaluation see it: images checked (``on_bad_image``,
@@ -119,12 +125,8 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _degrader(self, split_name: str):
         return None if self.imbalance is None else self.imbalance.image_degrader(split_name)
 
-    def set_tokenizer(self, tokenizer, max_length: int) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
-
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is None:
-            raise RuntimeError("RetrievalDataModule needs a tokenizer: call set_tokenizer() before fitting")
+        self.tokenizer  # noqa: B018 -- fails now, in one line, when there is none
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
             raise ConfigError(
@@ -136,23 +138,20 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.per_rank_batch = self.batch_size // world
 
     def eval_targets(self, split_name: str) -> dict:
-        """What the evaluator needs besides embeddings: caption->image map, labels, ROUGE-L relevance."""
+        """What the evaluator needs besides embeddings: caption->image map, labels, the captions."""
         split = self.split(split_name)
         if split.num_images < 2:
             raise ConfigError(
                 f"the {split_name} split of {split.source or self.name} has {split.num_images} image(s); "
                 "retrieval evaluation needs at least 2"
             )
-        relevance = rouge_l_relevance(
-            split.tokens if split.tokens is not None else split.captions,
-            split.text_to_image,
-            num_images=split.num_images,
-            cache_dir=None if self.cache_dir is None else f"{self.cache_dir}/rouge",
-        )
         return {
             "text_to_image": split.text_to_image,
             "image_labels": split.labels,
-            "relevance": relevance,
+            # for the ROUGE-L relevance the module computes (vlr.metrics): data knows no metric
+            "captions": split.tokens if split.tokens is not None else split.captions,
+            "num_images": split.num_images,
+            "cache_dir": None if self.cache_dir is None else f"{self.cache_dir}/rouge",
             "folds": self.eval_folds,
             "tiers": self.eval_tiers if split_name == "test" else None,
         }
@@ -175,7 +174,10 @@ class RetrievalDataModule(pl.LightningDataModule):
         if self.image_transform == "builtin":
             return build_transform(self.image_size, train, self.augment, self.mean, self.std)
         if self.tower_data_config is None:
-            raise RuntimeError("data.image_transform=tower: call set_tower_data_config() with the image tower's config")
+            raise ConfigError(
+                "data.image_transform=tower needs the image tower's preprocessing (RetrievalDataModule's "
+                "tower_data_config argument, which vlr.build passes); or set data.image_transform=builtin"
+            )
         return tower_transform(self.tower_data_config, train and self.augment)
 
     def _train_dataset(self) -> TrainPairs:
@@ -198,8 +200,28 @@ class RetrievalDataModule(pl.LightningDataModule):
         seed = dataset.seed
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochSampler(dataset, self.shuffle, seed, world, rank)
+        self._continue_epoch(sampler)
         # drop_last: every step sees a full global batch, so all ranks gather equal shapes
         return self._loader(dataset, self.per_rank_batch, True, sampler=sampler)
+
+    def _continue_epoch(self, sampler: EpochSampler) -> None:
+        """A resumed run continues the restored epoch's order, minus its batches already trained.
+
+        Lightning asks for the loader after it has restored the loop state from the checkpoint
+        and creates the iterator before it tells the sampler the epoch (and it does not skip
+        batches of a plain loader): the sampler learns both here, from the restored progress."""
+        trainer = self.trainer
+        if trainer is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
+            return  # no loop to continue (a loader built outside trainer.fit)
+        sampler.set_epoch(trainer.current_epoch)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        per_epoch = len(sampler) // self.per_rank_batch
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            per_epoch = min(per_epoch, limit)
+        elif limit is not None and limit < 1.0:
+            per_epoch = int(per_epoch * limit)
+        sampler.skip_items = done * self.per_rank_batch if 0 < done < per_epoch else 0
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)

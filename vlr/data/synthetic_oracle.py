@@ -1,8 +1,8 @@
 """The synthetic data's reference: what good *unimodal* encoders would know, written as feature files.
 
-With random towers, ``teacher=frozen_init`` would make structure preservation mean
+With random towers, ``reference=frozen_init`` would make structure preservation mean
 preserving random structure. Instead the generator writes an oracle reference
-(``<root>/reference/<split>.safetensors``, used through ``objective.teacher=features``):
+(``<root>/reference/<split>.safetensors``, used through ``reference=oracle``):
 
 - image: everything the picture shows. Each object contributes one-hots of its
   shape, colour, shape-and-colour and position, weighted by size (large 1, small 0.5).

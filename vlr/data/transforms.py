@@ -26,19 +26,6 @@ def build_transform(
     return T.Compose([*head, T.ToTensor(), T.Normalize(mean, std)])
 
 
-def timm_data_config(backbone) -> dict:
-    """timm's data config for ``backbone`` (input size, interpolation, crop, mean/std from its
-    pretrained config), with the input size the model was actually built for: a ViT built
-    with ``img_size=64`` keeps its pretrained config's 224 otherwise."""
-    import timm.data
-
-    config = timm.data.resolve_data_config({}, model=backbone)
-    built = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
-    if built is not None:
-        config["input_size"] = (3, *built)
-    return config
-
-
 def tower_transform(config: dict, train: bool):
     """Preprocessing from a tower's data config (``input_size``, ``interpolation``, ``mean``,
     ``std``, ``crop_pct``): timm's eval transform, and for training a random resized crop
@@ -55,10 +42,3 @@ def tower_transform(config: dict, train: bool):
         T.ToTensor(),
         T.Normalize(config["mean"], config["std"]),
     ])
-
-
-def timm_transform(backbone, train: bool):
-    """The transform timm builds from ``timm_data_config(backbone)``: what pretrained weights expect."""
-    import timm.data
-
-    return timm.data.create_transform(**timm_data_config(backbone), is_training=train)

@@ -1,4 +1,11 @@
-"""Retrieval evaluation: cross-modal recall (VSE protocol), single-modal recall and NDCG, structure overlap."""
+"""Retrieval evaluation: cross-modal recall (VSE protocol), single-modal recall and NDCG, structure overlap.
+
+Add a metric: a function of the gathered embeddings (and the split's targets) with ties
+handled by `vlr.metrics.ranking` -- a ranking metric joins `retrieval.retrieval_metrics`,
+a structure metric `overlap.py` -- called from `RetrievalEvaluator.compute`, which logs
+every key it returns as ``val/<key>`` and ``test/<key>``. This package imports nothing
+from data, models or objectives.
+"""
 
 from vlr.metrics.evaluator import RetrievalEvaluator
 from vlr.metrics.overlap import neighbourhood_overlap

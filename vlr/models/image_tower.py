@@ -7,6 +7,19 @@ import torch
 from torch import nn
 
 
+def timm_data_config(backbone) -> dict:
+    """timm's data config for ``backbone`` (input size, interpolation, crop, mean/std from its
+    pretrained config), with the input size the model was actually built for: a ViT built
+    with ``img_size=64`` keeps its pretrained config's 224 otherwise."""
+    import timm.data
+
+    config = timm.data.resolve_data_config({}, model=backbone)
+    built = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
+    if built is not None:
+        config["input_size"] = (3, *built)
+    return config
+
+
 class ImageTower(nn.Module):
     """``timm.create_model(name, pretrained, checkpoint_path, num_classes=0, **model_kwargs)``.
 
@@ -32,8 +45,6 @@ class ImageTower(nn.Module):
 
     def data_config(self) -> dict:
         """timm's preprocessing for this model (what its pretrained weights expect)."""
-        from vlr.data.transforms import timm_data_config
-
         return timm_data_config(self.backbone)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,3 +20,32 @@ def cosine_with_warmup(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def total_training_steps(trainer) -> int:
+    """Optimizer steps of the whole run, for a schedule's length, without building a loader.
+
+    Lightning's ``estimated_stepping_batches`` would iterate the loader before a resume
+    restores the loop state (and the resumed epoch would restart from its first batch), so
+    the count comes from the datamodule's ``train_batches_per_epoch`` where it has one."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        return trainer.max_steps
+    if not hasattr(datamodule, "train_batches_per_epoch") or trainer.max_epochs is None or trainer.max_epochs < 0:
+        return int(trainer.estimated_stepping_batches)
+    per_epoch = datamodule.train_batches_per_epoch()
+    if isinstance(trainer.limit_train_batches, int):
+        per_epoch = min(per_epoch, trainer.limit_train_batches)
+    elif trainer.limit_train_batches is not None and trainer.limit_train_batches < 1.0:
+        per_epoch = int(per_epoch * trainer.limit_train_batches)
+    return max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
+
+
+def parameter_groups(module) -> list[dict]:
+    """Trainable parameters in two groups: matrices decay, vectors (biases, norms,
+    temperatures) do not."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2]},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]

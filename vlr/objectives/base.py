@@ -1,15 +1,21 @@
 """The objective plugin interface.
 
-An objective is a small module over L2-normalised, rank-local embeddings. It
-gathers what it needs with `vlr.distributed` and returns named, already-weighted
-loss terms; the training step optimises their sum and logs each one.
+An objective is a small module over L2-normalised, rank-local embeddings. It gathers
+what it needs with `vlr.distributed` and returns named, already-weighted loss terms; the
+training step optimises their sum and logs each one.
 
-One escape hatch: an objective that must own the whole training step (a meta
-objective that takes a virtual step) sets ``owns_training_step = True`` and
-implements ``training_step(module, batch)``. Nothing else is special-cased.
+One training method per objective, `Objective.batch_terms(encoder, batch, reference)`:
+the base implementation embeds the batch with the encoder, looks up the reference rows
+when the objective distils (``needs_reference``), and calls ``forward``. An objective
+that needs more than one forward pass (CoVLR's virtual step) overrides it, with the
+encoder and reference it is given. Objectives know nothing of the training loop: epoch
+schedules are plain data (`Objective.set_epoch`, `Objective.stages`) that the loop's
+callbacks (`vlr.callbacks.ObjectiveSchedule`) act on.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,48 +26,63 @@ from vlr.registry import Registry
 OBJECTIVES: Registry = Registry("objective")
 
 
+@dataclass(frozen=True)
+class Stages:
+    """A two-stage schedule: stage 2 starts at epoch ``stage2_epoch``, from the best stage-1
+    checkpoint when ``from_best``; checkpoint selection counts stage-2 epochs only."""
+
+    stage2_epoch: int
+    from_best: bool
+
+
+def reference_rows(reference: nn.Module, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The reference's rows for a training batch, in the model's dtype (feature files hold
+    float32; a 64-true run computes in float64)."""
+    return {kind: reference.embed(kind, "train", batch).to(dtype) for kind in ("image", "text")}
+
+
 class Objective(nn.Module):
-    owns_training_step: bool = False
-    needs_teacher: bool = False  # True: forward also receives the batch's reference embeddings
-    # Which reference the module builds (``objective.teacher``; see `vlr.reference`). Every
-    # objective has one, because evaluation's overlap@k is measured against it.
-    teacher: str = "frozen_init"
-    teacher_features: str | None = None
+    needs_reference: bool = False  # True: forward also receives the batch's reference embeddings
 
     def forward(
         self,
         image_emb: torch.Tensor,
         text_emb: torch.Tensor,
         image_ids: torch.Tensor,
-        teacher: dict[str, torch.Tensor] | None = None,
+        reference: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms for one step. ``image_ids[k]`` identifies the image of pair k, so
         several captions of one image in a (global) batch are recognised as positives.
-        ``teacher`` holds ``image`` and ``text`` reference embeddings of the same rows."""
+        ``reference`` holds ``image`` and ``text`` reference embeddings of the same rows."""
         raise NotImplementedError
+
+    def batch_terms(self, encoder: nn.Module, batch: dict, reference: nn.Module | None) -> dict[str, torch.Tensor]:
+        """The loss terms of a training batch for ``encoder`` (a `DualEncoder`), with ``reference``
+        (the run's reference, see `vlr.reference`)."""
+        image_emb, text_emb = encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
+        rows = None
+        if self.needs_reference:
+            if reference is None:
+                raise ValueError(f"objective {type(self).__name__} needs a reference")
+            rows = reference_rows(reference, batch, image_emb.dtype)
+        return self(image_emb, text_emb, batch["image_idx"], reference=rows)
 
     def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
         """Called once by the module, before any step, with the reference's feature sizes and the
         encoder's embedding size: an objective with parameters of its own sizes them from these,
         never from another config group."""
 
-    def set_max_epochs(self, max_epochs: int | None) -> None:
-        """Called by the module when fitting starts, with ``trainer.max_epochs`` (epoch schedules)."""
+    def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
+        """The epoch about to train (0-based) and the run's epoch count, for schedules over epochs
+        (SAD's stages, triplet's warm-up); like a sampler's ``set_epoch``."""
 
-    def on_train_epoch_start(self, epoch: int) -> None:
-        """Called by the module at the start of every training epoch (schedules over epochs)."""
+    def stages(self, max_epochs: int | None) -> Stages | None:
+        """The objective's two-stage schedule for a run of ``max_epochs``, or None (one stage)."""
+        return None
 
-    # an epoch at whose start the module restores the best checkpoint so far (SAD's stage 2)
-    restore_best_at_epoch: int | None = None
-    # the first epoch whose validations count for the best checkpoint (SAD's stage 2); 0: all
-    selection_from_epoch: int = 0
-
-    def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} does not own the training step")
-
-    def after_optimizer_step(self) -> None:
-        """Called by the module after every optimizer step: bounds are applied to parameters here,
-        in place (temperatures, X-VLM style), so the loss itself never cuts their gradient."""
+    def apply_bounds_(self) -> None:
+        """Called after every optimizer step: bounds are applied to parameters here, in place
+        (temperatures, X-VLM style), so the loss itself never cuts their gradient."""
         from vlr.objectives.infonce import Temperature
 
         for module in self.modules():
@@ -87,14 +108,8 @@ def check_loss_options(options: dict, prefix: str = "objective") -> None:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
 
 
-def create_objective(
-    name: str, teacher: str = "frozen_init", teacher_features: str | None = None, **kwargs
-) -> Objective:
-    """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` and arguments.
-
-    ``teacher`` / ``teacher_features`` choose the reference (read by the module), the rest
-    go to the objective's constructor."""
+def create_objective(name: str, **kwargs) -> Objective:
+    """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` (the
+    registry key) and the objective's constructor arguments."""
     check_loss_options(kwargs)
-    objective = OBJECTIVES.create(name, **kwargs)
-    objective.teacher, objective.teacher_features = teacher, teacher_features
-    return objective
+    return OBJECTIVES.create(name, **kwargs)

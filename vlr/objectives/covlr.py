@@ -3,7 +3,7 @@
     minimise  L_c(theta) + beta * L_r(theta - alpha * grad L_c(theta))
 
 L_c is InfoNCE over the global batch; L_r keeps the in-batch relations of the image
-and/or text embeddings close to the reference (teacher) embeddings, evaluated after the
+and/or text embeddings close to the reference embeddings, evaluated after the
 virtual step (MLDG reading of the paper; the released code has no meta step).
 First-order by default: grad L_c is a constant in the second term.
 
@@ -29,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlr.distributed import average_gradients, gather_no_grad, gather_with_grad, world_size
 from vlr.errors import ConfigError
-from vlr.objectives.base import OBJECTIVES, Objective
+from vlr.objectives.base import OBJECTIVES, Objective, reference_rows
 from vlr.objectives.infonce import Temperature, contrastive_terms
 from vlr.objectives.relations import relation_loss
 
@@ -40,8 +40,7 @@ MODALITIES = ("image", "text", "both")
 
 @OBJECTIVES.register("covlr")
 class CoVLR(Objective):
-    owns_training_step = True
-    needs_teacher = True
+    needs_reference = True
     name = "covlr"
 
     def __init__(
@@ -108,26 +107,26 @@ class CoVLR(Objective):
             "caption_consistency": self.consistency_weight * self.caption_consistency(t, t_pair, batch["image_idx"])
         }
 
-    def preservation(self, v, t, teacher) -> torch.Tensor:
+    def preservation(self, v, t, reference) -> torch.Tensor:
         total = v.new_zeros(())
         if self.modalities in ("image", "both"):
             total = total + self.relation(
-                gather_with_grad(v), gather_no_grad(teacher["image"]), self.relation_temperature
+                gather_with_grad(v), gather_no_grad(reference["image"]), self.relation_temperature
             )
         if self.modalities in ("text", "both"):
             total = total + self.relation(
-                gather_with_grad(t), gather_no_grad(teacher["text"]), self.relation_temperature
+                gather_with_grad(t), gather_no_grad(reference["text"]), self.relation_temperature
             )
         return total
 
-    def forward(self, image_emb, text_emb, image_ids, teacher=None) -> dict[str, torch.Tensor]:
+    def forward(self, image_emb, text_emb, image_ids, reference=None) -> dict[str, torch.Tensor]:
         """The alpha = 0 objective: InfoNCE + beta * relation loss at theta itself (no virtual step),
         from one forward pass: `relation_kd`, the control that isolates the meta step."""
-        if teacher is None:
+        if reference is None:
             raise ValueError(f"objective={self.name} needs reference embeddings")
         return {
             **self.consistency(image_emb, text_emb, image_ids),
-            "relation": self.beta * self.preservation(image_emb, text_emb, teacher),
+            "relation": self.beta * self.preservation(image_emb, text_emb, reference),
         }
 
     def _check_can_act(self, encoder) -> None:
@@ -155,7 +154,7 @@ class CoVLR(Objective):
                 "step would move nothing; use virtual_params=all"
             )
 
-    def meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher) -> dict[str, torch.Tensor]:
+    def meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference) -> dict[str, torch.Tensor]:
         """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update.
 
         First order: grad L_c(theta) is computed once, for every trainable parameter (the
@@ -175,11 +174,11 @@ class CoVLR(Objective):
             self._checked = True
         kernel = sdpa_kernel(SDPBackend.MATH) if self.second_order else contextlib.nullcontext()
         with kernel:
-            return self._meta_terms(encoder, images, input_ids, attention_mask, ids, teacher)
+            return self._meta_terms(encoder, images, input_ids, attention_mask, ids, reference)
 
-    def _meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher):
+    def _meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference):
         if self.virtual_params == "projections":
-            return self._projection_meta_terms(encoder, images, input_ids, attention_mask, ids, teacher)
+            return self._projection_meta_terms(encoder, images, input_ids, attention_mask, ids, reference)
         v, t = encoder(images, input_ids, attention_mask)
         terms = self.consistency(v, t, ids)
         l_c = terms["itc_i2t"] + terms["itc_t2i"]
@@ -197,7 +196,7 @@ class CoVLR(Objective):
         by_name = dict(zip((n for n, _ in wanted), grads, strict=False))
         fast = {n: p if by_name[n] is None else p - self.alpha * by_name[n] for n, p in trainable}
         v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
-        relation = self.beta * self.preservation(v_fast, t_fast, teacher)
+        relation = self.beta * self.preservation(v_fast, t_fast, reference)
         if self.second_order:
             return {**terms, "relation": relation}
         carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads, strict=False) if g is not None)
@@ -207,7 +206,7 @@ class CoVLR(Objective):
             "relation": relation,
         }
 
-    def _projection_meta_terms(self, encoder, images, input_ids, attention_mask, ids, teacher):
+    def _projection_meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference):
         """Only the projections step: the towers run once, the inner gradient is taken for the
         projections alone (autograd stops at their inputs, so nothing runs through the towers),
         and the meta-test forward re-projects the same tower outputs. One backward pass through
@@ -230,23 +229,21 @@ class CoVLR(Objective):
         }
         v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,), strict=False), dim=-1)
         t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,), strict=False), dim=-1)
-        return {**terms, "relation": self.beta * self.preservation(v_fast, t_fast, teacher)}
+        return {**terms, "relation": self.beta * self.preservation(v_fast, t_fast, reference)}
 
-    def training_step(self, module, batch: dict) -> dict[str, torch.Tensor]:
-        teacher = module.teacher_embeddings(batch)
-        consistency = self._consistency_terms(module.encoder, batch)
+    def batch_terms(self, encoder, batch: dict, reference) -> dict[str, torch.Tensor]:
+        """The meta step needs the encoder itself (the virtual step re-runs it with stepped
+        weights), so CoVLR overrides the base method; with alpha = 0 it is the base method."""
+        consistency = self._consistency_terms(encoder, batch)
         if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
-            v, t = module.encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
-            return {**self(v, t, batch["image_idx"], teacher), **consistency}
+            return {**super().batch_terms(encoder, batch, reference), **consistency}
+        if reference is None:
+            raise ValueError(f"objective={self.name} needs a reference")
+        images = batch["images"]
+        dtype = next(p.dtype for p in encoder.parameters() if p.is_floating_point())
+        rows = reference_rows(reference, batch, dtype)
         return {
-            **self.meta_terms(
-                module.encoder,
-                batch["images"],
-                batch["input_ids"],
-                batch["attention_mask"],
-                batch["image_idx"],
-                teacher,
-            ),
+            **self.meta_terms(encoder, images, batch["input_ids"], batch["attention_mask"], batch["image_idx"], rows),
             **consistency,
         }
 

@@ -71,7 +71,7 @@ class InfoNCE(Objective):
         self.temperature = Temperature(temperature, learnable_temperature)
         self.weight = weight
 
-    def forward(self, image_emb, text_emb, image_ids, teacher=None):
+    def forward(self, image_emb, text_emb, image_ids, reference=None):
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
         return {k: self.weight * x for k, x in contrastive_terms(v, t, ids, self.temperature()).items()}
 

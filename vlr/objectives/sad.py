@@ -3,11 +3,11 @@
 - instance level: symmetric InfoNCE (``itc_*``);
 - representation level: one-direction InfoNCE from the student embedding to the reference
   feature of the same modality (``iic``, ``ttc``); positives are pairs of the same image.
-  ``head_on=teacher`` (the release): a new linear head maps the *reference* feature into the
-  student's space and the student embedding itself is contrasted against it, with the shared
-  learnable ITC temperature. ``head_on=student``: the head maps the student into the
-  reference's space instead (the head then absorbs the mismatch, so the retrieval embedding
-  is constrained less).
+  ``head_on=reference`` (the release's "teacher", also accepted): a new linear head maps the
+  *reference* feature into the student's space and the student embedding itself is
+  contrasted against it, with the shared learnable ITC temperature. ``head_on=student``: the
+  head maps the student into the reference's space instead (the head then absorbs the
+  mismatch, so the retrieval embedding is constrained less).
 - structure level: the student's off-diagonal in-batch similarity matrix R_S is matched
   to the fused reference R_E = lambda R_T + (1 - lambda) R_I (``kd``); ``kdi`` and
   ``kdt`` (R_I and R_T against R_E) only move lambda. lambda = sigmoid(a free parameter),
@@ -21,7 +21,7 @@ Two-stage schedule (the release's recipe, the default when training from scratch
 ``stage1_epochs=half`` is half of ``trainer.max_epochs``, rounded down): for the first
 ``stage1_epochs`` epochs only ITC counts (the other terms are computed with weight 0, so every parameter
 still takes part in the loss and DDP needs no unused-parameter search); at the first
-stage-2 epoch the module restores the best stage-1 checkpoint (by the monitored val
+stage-2 epoch the `StageSchedule` callback restores the best stage-1 checkpoint (by the monitored val
 metric) when ``stage2_from=best``, then all terms train. The optimizer and the LR
 schedule continue, where the release starts a new run: one run, one schedule.
 """
@@ -37,46 +37,29 @@ from torch import nn
 
 from vlr.distributed import gather_no_grad, gather_with_grad
 from vlr.errors import ConfigError
-from vlr.objectives.base import OBJECTIVES, Objective
+from vlr.objectives.base import OBJECTIVES, Objective, Stages
 from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
-from vlr.objectives.relations import kl_rows, relation_matrix
+from vlr.objectives.relations import MATRIX_DISTANCES, relation_matrix
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"itc": 1.0, "iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
 STUDENTS = ("image", "text", "mean")
-HEADS_ON = ("teacher", "student")
-
-
-def _mae(a, b):
-    return (a - b).abs().mean()
-
-
-def _mse(a, b):
-    return (a - b).pow(2).mean()
-
-
-def _wasserstein(a, b):
-    """1-D Wasserstein-1 distance between the value distributions of each row, averaged."""
-    return (a.sort(dim=1).values - b.sort(dim=1).values).abs().mean()
-
-
-# "kl": row-softmax KL(R_target || R) -- our reading; the release's cumulative-sum "kl" differs
-DISTANCES = {"mae": _mae, "mse": _mse, "kl": kl_rows, "wasserstein": _wasserstein}
+HEADS_ON = ("reference", "student")
 
 
 @OBJECTIVES.register("sad")
 class StructureAwareDistillation(Objective):
-    needs_teacher = True
+    needs_reference = True
 
     def __init__(
         self,
         embed_dim: int | None = None,
-        image_teacher_dim: int | None = None,
-        text_teacher_dim: int | None = None,
+        image_reference_dim: int | None = None,
+        text_reference_dim: int | None = None,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
-        head_on: str = "teacher",
+        head_on: str = "reference",
         distill_temperature: float | None = None,
         relation_temperature: float = 0.07,
         learnable_relation_temperature: bool = False,
@@ -89,10 +72,11 @@ class StructureAwareDistillation(Objective):
         stage2_from: str = "best",
     ):
         super().__init__()
-        if distance not in DISTANCES:
-            raise ConfigError(f"objective.distance must be one of {sorted(DISTANCES)}, got '{distance}'")
+        if distance not in MATRIX_DISTANCES:
+            raise ConfigError(f"objective.distance must be one of {MATRIX_DISTANCES.names()}, got '{distance}'")
         if student not in STUDENTS:
             raise ConfigError(f"objective.student must be one of {STUDENTS}, got '{student}'")
+        head_on = "reference" if head_on == "teacher" else head_on  # the release's word for it
         if head_on not in HEADS_ON:
             raise ConfigError(f"objective.head_on must be one of {HEADS_ON}, got '{head_on}'")
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
@@ -125,8 +109,9 @@ class StructureAwareDistillation(Objective):
                 "kdi/kdt weights their sum does not depend on it); set objective.learnable_lambda=false"
             )
         self.stage1_option, self.stage2_from = stage1_epochs, stage2_from
-        self.stage1_epochs = 0 if stage1_epochs == "half" else stage1_epochs  # 'half': set by set_max_epochs
+        self.stage1_epochs = 0 if stage1_epochs == "half" else stage1_epochs  # 'half': resolved by set_epoch
         self.in_stage1 = self.stage1_epochs > 0
+        self._warned_no_epochs = False
         self.temperature = Temperature(temperature, learnable_temperature)
         self.relation_temperature = Temperature(
             relation_temperature, learnable_relation_temperature, option="objective.relation_temperature"
@@ -135,18 +120,20 @@ class StructureAwareDistillation(Objective):
         self.head_on = head_on
         # the heads connect the student's space and the reference's; their sizes come from the
         # encoder and the reference (bind_reference), and must match them where given
-        self.embed_dim, self.teacher_dims = embed_dim, {"image": image_teacher_dim, "text": text_teacher_dim}
+        self.embed_dim, self.reference_dims = embed_dim, {"image": image_reference_dim, "text": text_reference_dim}
         # built here when every size is given (direct use), else by bind_reference
-        self.image_head = self._head(embed_dim, image_teacher_dim) if embed_dim and image_teacher_dim else None
-        self.text_head = self._head(embed_dim, text_teacher_dim) if embed_dim and text_teacher_dim else None
+        self.image_head = self._head(embed_dim, image_reference_dim) if embed_dim and image_reference_dim else None
+        self.text_head = self._head(embed_dim, text_reference_dim) if embed_dim and text_reference_dim else None
         if learnable_lambda:
             self.fusion_logit = nn.Parameter(torch.tensor(math.log(lambda_init / (1.0 - lambda_init))))
         else:
             self.register_buffer("fusion_fixed", torch.tensor(float(lambda_init)))
-        self.distance, self.student = DISTANCES[distance], student
+        self.distance, self.student = MATRIX_DISTANCES.get(distance), student
 
-    def _head(self, embed_dim: int, teacher_dim: int) -> nn.Linear:
-        return nn.Linear(teacher_dim, embed_dim) if self.head_on == "teacher" else nn.Linear(embed_dim, teacher_dim)
+    def _head(self, embed_dim: int, reference_dim: int) -> nn.Linear:
+        if self.head_on == "reference":
+            return nn.Linear(reference_dim, embed_dim)
+        return nn.Linear(embed_dim, reference_dim)
 
     def bind_reference(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
         if self.embed_dim is not None and self.embed_dim != embed_dim:
@@ -156,42 +143,40 @@ class StructureAwareDistillation(Objective):
             )
         self.embed_dim = embed_dim
         for kind, dim in (("image", image_dim), ("text", text_dim)):
-            given = self.teacher_dims[kind]
+            given = self.reference_dims[kind]
             if given is not None and given != dim:
                 raise ConfigError(
-                    f"objective.{kind}_teacher_dim={given} but the reference's {kind} features "
+                    f"objective.{kind}_reference_dim={given} but the reference's {kind} features "
                     f"have {dim} dimensions; set it to null to take the reference's size"
                 )
             if getattr(self, f"{kind}_head") is None:
                 setattr(self, f"{kind}_head", self._head(embed_dim, dim))
 
-    def set_max_epochs(self, max_epochs: int | None) -> None:
+    def _stage1_count(self, max_epochs: int | None, warn: bool = False) -> int:
         """``stage1_epochs=half``: half of the run's epochs (rounded down) train ITC alone; a run
         bounded by steps alone (no epoch count) has no stage 1, with a warning."""
         if self.stage1_option != "half":
-            return
+            return self.stage1_option
         if max_epochs is None or max_epochs < 0:
-            log.warning(
-                "objective.stage1_epochs=half: the run has no epoch count (trainer.max_epochs=%s), so every "
-                "term trains from the start; set objective.stage1_epochs to a number for two stages",
-                max_epochs,
-            )
-            max_epochs = 0
-        self.stage1_epochs = max_epochs // 2
-        self.in_stage1 = self.stage1_epochs > 0
+            if warn and not self._warned_no_epochs:
+                self._warned_no_epochs = True
+                log.warning(
+                    "objective.stage1_epochs=half: the run has no epoch count (trainer.max_epochs=%s), so every "
+                    "term trains from the start; set objective.stage1_epochs to a number for two stages",
+                    max_epochs,
+                )
+            return 0
+        return max_epochs // 2
 
-    def on_train_epoch_start(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
+        self.stage1_epochs = self._stage1_count(max_epochs)
         self.in_stage1 = epoch < self.stage1_epochs
 
-    @property
-    def selection_from_epoch(self) -> int:
-        """Stage 2 chooses its best checkpoint among its own epochs."""
-        return self.stage1_epochs
-
-    @property
-    def restore_best_at_epoch(self) -> int | None:
-        """The epoch at whose start the module restores the best checkpoint so far (stage 2's start)."""
-        return self.stage1_epochs if self.stage1_epochs > 0 and self.stage2_from == "best" else None
+    def stages(self, max_epochs: int | None) -> Stages | None:
+        """Stage 2 starts after ``stage1_epochs``, from the best stage-1 checkpoint when
+        ``stage2_from=best``, and chooses its best checkpoint among its own epochs."""
+        stage1 = self._stage1_count(max_epochs, warn=True)
+        return Stages(stage1, from_best=self.stage2_from == "best") if stage1 > 0 else None
 
     def fusion_weight(self) -> torch.Tensor:
         """lambda, the weight of R_T in R_E: sigmoid of a free parameter (or fixed)."""
@@ -199,22 +184,22 @@ class StructureAwareDistillation(Objective):
             return torch.sigmoid(self.fusion_logit)
         return self.fusion_fixed
 
-    def _distill(self, head: nn.Linear, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor):
+    def _distill(self, head: nn.Linear, student: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor):
         """One-direction InfoNCE, rows = the (gathered) student embeddings."""
         tau = self.temperature() if self.distill_temperature is None else self.distill_temperature
-        if self.head_on == "teacher":
-            logits = student @ F.normalize(head(teacher), dim=-1).T / tau
+        if self.head_on == "reference":
+            logits = student @ F.normalize(head(reference), dim=-1).T / tau
         else:
-            logits = F.normalize(head(student), dim=-1) @ F.normalize(teacher, dim=-1).T / tau
+            logits = F.normalize(head(student), dim=-1) @ F.normalize(reference, dim=-1).T / tau
         return -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
 
-    def forward(self, image_emb, text_emb, image_ids, teacher=None):
-        if teacher is None:
-            raise ValueError("objective=sad needs reference embeddings (objective teacher)")
+    def forward(self, image_emb, text_emb, image_ids, reference=None):
+        if reference is None:
+            raise ValueError("objective=sad needs reference embeddings")
         if self.image_head is None or self.text_head is None:
             raise RuntimeError("objective=sad: bind_reference() was not called (the module does it)")
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
-        u, w = gather_no_grad(teacher["image"]), gather_no_grad(teacher["text"])
+        u, w = gather_no_grad(reference["image"]), gather_no_grad(reference["text"])
         wt = {k: (x if k == "itc" or not self.in_stage1 else 0.0) for k, x in self.weights.items()}
         terms = {k: wt["itc"] * x for k, x in contrastive_terms(v, t, ids, self.temperature()).items()}
         targets = same_image_targets(ids)

@@ -30,10 +30,10 @@ class Triplet(Objective):
         self.margin, self.max_violation, self.reduction = margin, max_violation, reduction
         self.sum_warmup_epochs, self.warming_up = sum_warmup_epochs, False
 
-    def on_train_epoch_start(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
         self.warming_up = epoch < self.sum_warmup_epochs
 
-    def forward(self, image_emb, text_emb, image_ids, teacher=None):
+    def forward(self, image_emb, text_emb, image_ids, reference=None):
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
         scores = v @ t.T
         diag = scores.diagonal()

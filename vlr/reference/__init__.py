@@ -1,10 +1,13 @@
-"""Intra-modal reference (teacher) representations: frozen initial towers or feature files."""
+"""Intra-modal references: frozen initial towers or feature files (the ``reference`` config group).
+
+Add one: a module with ``image_dim``/``text_dim``, ``prepare(split_name, split, augmented)`` and
+``embed(kind, split, batch)`` returning L2-normalised rows, and ``vlr/conf/reference/<name>.yaml``
+whose ``_target_`` builds it (``_partial_: true`` when it needs the encoder's towers)."""
 
 from vlr.reference.files import FeatureFileError, feature_dims, load_features, save_features
-from vlr.reference.references import TEACHERS, FeatureReference, FrozenInitReference, build_reference
+from vlr.reference.references import FeatureReference, FrozenInitReference, build_reference
 
 __all__ = [
-    "TEACHERS",
     "FeatureFileError",
     "FeatureReference",
     "FrozenInitReference",

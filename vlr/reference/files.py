@@ -1,4 +1,4 @@
-"""Reference (teacher) feature files: one per split, rows aligned with the annotation order.
+"""Reference feature files: one per split, rows aligned with the annotation order.
 
 A feature directory holds, for each split, either ``<split>.safetensors`` with tensors
 ``image`` [num_images, d_i] and ``text`` [num_captions, d_t], or the pair
@@ -44,7 +44,7 @@ def _missing(directory: Path, split: str) -> FeatureFileError:
     return FeatureFileError(
         f"no reference features for split '{split}' in {directory}: expected {split}.safetensors "
         f"(tensors 'image' and 'text') or {split}_image.npy + {split}_text.npy. "
-        f"Write them with `python -m vlr.write_features` (objective.teacher_features)"
+        f"Write them with `python -m vlr.write_features` (reference=features reference.path=<dir>)"
     )
 
 
@@ -65,7 +65,7 @@ def feature_dims(directory: str | Path, splits=("train", "val", "test")) -> tupl
         dims = [np.load(found[k], mmap_mode="r", allow_pickle=False).shape[-1] for k in KINDS]
         return int(dims[0]), int(dims[1])
     if not directory.is_dir():
-        raise FeatureFileError(f"objective.teacher_features={directory}: no such directory")
+        raise FeatureFileError(f"reference.path={directory}: no such directory")
     raise _missing(directory, splits[0])
 
 

@@ -1,17 +1,20 @@
-"""Reference (teacher) representations: what "intra-modal structure" is measured against.
+"""References: the intra-modal representations "structure" is measured against.
 
-One reference serves both the objectives that distil from it (CoVLR, SAD) and the
-evaluation's overlap@k, so every objective of a comparison is scored against the
-same neighbourhoods. Chosen by ``objective.teacher``:
+One reference serves both the objectives that distil from it (CoVLR, relation_kd, SAD)
+and the evaluation's overlap@k, so every objective of a comparison is scored against the
+same neighbourhoods. Chosen by the ``reference`` config group (``vlr/conf/reference/``):
 
-- ``frozen_init``: the towers' own outputs, from a frozen copy of the towers as
+- ``reference=frozen_init``: the towers' own outputs, from a frozen copy of the towers as
   constructed (the pretrained towers in the papers' setting; random towers give random
   structure). The newly initialised projections are not part of it: a random projection
-  would only blur the structure the towers bring;
-- ``features``: precomputed per-image and per-caption feature files
-  (``objective.teacher_features``, see `vlr.reference.files`), looked up by dataset index.
+  would only blur the structure the towers bring. It needs the towers, so its config is a
+  factory (``_partial_``) that the module calls with its encoder;
+- ``reference=features reference.path=<dir>``: precomputed per-image and per-caption
+  feature files (see `vlr.reference.files`), looked up by dataset index;
+- ``reference=oracle``: the synthetic data's generator-written features (the same class).
 
-Both return L2-normalised rows for the items of a batch.
+Both return L2-normalised rows for the items of a batch, through one interface:
+``prepare(split_name, split, augmented)`` once per split, then ``embed(kind, split, batch)``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlr.errors import ConfigError
 from vlr.reference.files import FeatureFileError, feature_dims, load_features
 
-TEACHERS = ("frozen_init", "features")
+CACHE_OPTIONS = (True, False, "auto")
 
 
 class FrozenInitReference(nn.Module):
+    """``cache`` (the training split; evaluation splits are never augmented and always cached):
+    keep each item's embedding per dataset index, since the reference is frozen and an item's
+    embedding changes only with augmentation. ``auto``: cache when the training images are not
+    augmented (``data.augment=false``)."""
+
     kind = "frozen_init"
 
     @staticmethod
@@ -44,8 +53,12 @@ class FrozenInitReference(nn.Module):
             out[key] = value
         return out
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, cache: bool | str = "auto"):
         super().__init__()
+        if cache not in CACHE_OPTIONS:
+            raise ConfigError(f"reference.cache must be true, false or auto, got {cache!r}")
+        self.cache = cache
+        self._cacheable: dict[str, bool] = {}
         self.image_tower = copy.deepcopy(encoder.image_tower).requires_grad_(False).eval()
         self.text_tower = copy.deepcopy(encoder.text_tower).requires_grad_(False).eval()
         self.image_dim, self.text_dim = encoder.image_tower.out_dim, encoder.text_tower.out_dim
@@ -55,8 +68,11 @@ class FrozenInitReference(nn.Module):
     def train(self, mode: bool = True):
         return super().train(False)  # never trains: no dropout, frozen norms
 
-    def prepare(self, split_name: str, split) -> None:
-        """Nothing to load: embeddings are computed from the batch."""
+    def prepare(self, split_name: str, split, augmented: bool = False) -> None:
+        """Nothing to load (embeddings are computed from the batch): decides whether the split's
+        rows are cached."""
+        explicit = split_name == "train" and self.cache != "auto"
+        self._cacheable[split_name] = bool(self.cache) if explicit else not augmented
 
     def _cached(self, key: tuple[str, str], index: torch.Tensor, compute) -> torch.Tensor:
         """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
@@ -76,9 +92,10 @@ class FrozenInitReference(nn.Module):
         return rows[index]
 
     @torch.no_grad()
-    def embed(self, kind: str, split: str, batch: dict, cacheable: bool) -> torch.Tensor:
-        """Reference rows of a batch. The reference is frozen, so an item's embedding only
-        changes with augmentation: when ``cacheable`` it is computed once per dataset index."""
+    def embed(self, kind: str, split: str, batch: dict) -> torch.Tensor:
+        """Reference rows of a batch; computed once per dataset index when the split is cached
+        (an unprepared split is computed every time)."""
+        cacheable = self._cacheable.get(split, self.cache is True)
         if kind == "image":
             compute, index = lambda: F.normalize(self.image_tower(batch["images"]), dim=-1), batch["image_idx"]  # noqa: E731
         else:
@@ -92,13 +109,15 @@ class FeatureReference(nn.Module):
 
     kind = "features"
 
-    def __init__(self, directory: str):
+    def __init__(self, path: str):
         super().__init__()
-        self.directory = str(directory)
-        self.image_dim, self.text_dim = feature_dims(directory)
+        if not path:
+            raise ConfigError("reference=features needs reference.path=<directory of feature files>")
+        self.directory = str(path)
+        self.image_dim, self.text_dim = feature_dims(path)
         self._splits: dict[str, dict[str, torch.Tensor]] = {}
 
-    def prepare(self, split_name: str, split) -> None:
+    def prepare(self, split_name: str, split, augmented: bool = False) -> None:
         """Load and validate ``split_name``'s files against the split's image and caption counts."""
         if split_name not in self._splits:
             loaded = load_features(self.directory, split_name, split.num_images, split.num_captions)
@@ -111,7 +130,7 @@ class FeatureReference(nn.Module):
             self._splits[split_name] = {k: F.normalize(v, dim=-1) for k, v in loaded.items()}
 
     @torch.no_grad()
-    def embed(self, kind: str, split: str, batch: dict, cacheable: bool = True) -> torch.Tensor:
+    def embed(self, kind: str, split: str, batch: dict) -> torch.Tensor:
         if split not in self._splits:
             raise RuntimeError(f"reference features of split '{split}' were not prepared (call prepare first)")
         table = self._splits[split][kind]
@@ -121,11 +140,15 @@ class FeatureReference(nn.Module):
         return table[index]
 
 
-def build_reference(teacher: str, teacher_features: str | None, encoder: nn.Module) -> nn.Module:
-    if teacher not in TEACHERS:
-        raise ValueError(f"objective.teacher must be one of {TEACHERS}, got '{teacher}'")
-    if teacher == "features":
-        if not teacher_features:
-            raise ValueError("objective.teacher=features needs objective.teacher_features=<directory of feature files>")
-        return FeatureReference(teacher_features)
-    return FrozenInitReference(encoder)
+def build_reference(reference, encoder: nn.Module) -> nn.Module:
+    """The module's reference: a built reference as is, a factory (the ``frozen_init`` config is a
+    ``_partial_``) called with the encoder, ``None`` the frozen initial towers."""
+    if reference is None:
+        return FrozenInitReference(encoder)
+    if isinstance(reference, nn.Module):
+        return reference
+    if callable(reference):
+        return reference(encoder)
+    raise ConfigError(
+        f"reference must be a reference module or a factory of the encoder, got {type(reference).__name__}"
+    )

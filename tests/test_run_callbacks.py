@@ -1,0 +1,109 @@
+"""The loop's bookkeeping units, each alone: non-finite policy, objective schedule, RNG state."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from vlr.callbacks import ObjectiveSchedule, TorchRNGState, check_stages
+from vlr.errors import ConfigError
+from vlr.models.nonfinite import NonFiniteGuard
+from vlr.objectives.base import Stages
+
+
+def test_nonfinite_guard_passes_stops_or_skips_and_counts():
+    finite, bad = torch.tensor(1.0), {"itc": torch.tensor(float("nan")), "kd": torch.tensor(2.0)}
+    assert NonFiniteGuard()(finite, {"itc": finite}, "step 0")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 7: itc=nan; trainer.skip_nonfinite=true"):
+        NonFiniteGuard(skip=False)(torch.tensor(float("nan")), bad, "step 7")
+    guard = NonFiniteGuard(skip=True)
+    assert not guard(torch.tensor(float("inf")), bad, "step 1") and not guard(torch.tensor(float("nan")), bad, "s")
+    assert guard.skipped == 2
+    again = NonFiniteGuard(skip=True)
+    again.load_state_dict(guard.state_dict())
+    assert again.skipped == 2
+
+
+class _Objective:
+    def __init__(self, stages):
+        self._stages, self.epochs = stages, []
+
+    def set_epoch(self, epoch, max_epochs):
+        self.epochs.append((epoch, max_epochs))
+
+    def stages(self, max_epochs):
+        return self._stages
+
+
+def _trainer(tmp_path, epoch=0, **kw):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val/rsum", mode="max")
+    defaults = dict(
+        max_epochs=4,
+        limit_val_batches=1.0,
+        check_val_every_n_epoch=1,
+        current_epoch=epoch,
+        checkpoint_callback=callback,
+    )
+    return SimpleNamespace(**{**defaults, **kw})
+
+
+def test_objective_schedule_tells_the_epoch_and_starts_stage_two_once(tmp_path):
+    objective = _Objective(Stages(stage2_epoch=2, from_best=False))
+    module = SimpleNamespace(objective=objective)
+    schedule = ObjectiveSchedule()
+    trainer = _trainer(tmp_path, epoch=1)
+    trainer.checkpoint_callback.best_model_path, trainer.checkpoint_callback.best_model_score = "a.ckpt", 3.0
+    schedule.on_train_start(trainer, module)  # a run resumed in epoch 1's middle
+    schedule.on_train_epoch_start(trainer, module)
+    assert objective.epochs == [(1, 4), (1, 4)] and not schedule.stage2_started
+    assert trainer.checkpoint_callback.best_model_path == "a.ckpt"
+    trainer.current_epoch = 2
+    schedule.on_train_epoch_start(trainer, module)
+    # stage 2 chooses its best among its own epochs: the checkpoint callback forgets stage 1's
+    assert schedule.stage2_started and trainer.checkpoint_callback.best_model_path == ""
+    assert trainer.checkpoint_callback.best_model_score is None
+    restored = ObjectiveSchedule()
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.stage2_started
+
+
+def test_objective_schedule_restores_the_best_stage_one_weights(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    best = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {k: torch.full_like(v, 7.0) for k, v in net.state_dict().items()}}, best)
+    module = SimpleNamespace(
+        objective=_Objective(Stages(stage2_epoch=1, from_best=True)), device="cpu", load_state_dict=net.load_state_dict
+    )
+    trainer = _trainer(tmp_path, epoch=1)
+    trainer.checkpoint_callback.best_model_path = str(best)
+    ObjectiveSchedule().on_train_epoch_start(trainer, module)
+    assert torch.equal(net.weight, torch.full((2, 2), 7.0))
+    trainer.checkpoint_callback.best_model_path = ""
+    with pytest.raises(RuntimeError, match="objective.stage2_from=best: no best checkpoint exists at epoch 1"):
+        ObjectiveSchedule().on_train_epoch_start(trainer, module)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_epochs": 2}, "objective.stage1_epochs=2 but trainer.max_epochs=2: stage 2 would never run"),
+        ({"check_val_every_n_epoch": 3}, r"objective.stage2_from=best: stage 1 \(2 epochs\) is never validated"),
+        ({"limit_val_batches": 0}, r"stage 1 \(2 epochs\) is never validated"),
+        ({"checkpoint_callback": None}, "objective.stage2_from=best needs a ModelCheckpoint that monitors"),
+    ],
+)
+def test_impossible_stage_schedules_are_refused(tmp_path, options, message):
+    trainer = _trainer(tmp_path, **options)
+    with pytest.raises(ConfigError, match=message):
+        check_stages(trainer, Stages(stage2_epoch=2, from_best=True))
+    check_stages(_trainer(tmp_path), Stages(stage2_epoch=2, from_best=True))  # a schedule that works
+
+
+def test_torch_rng_state_continues_where_it_was_saved():
+    callback = TorchRNGState()
+    state = callback.state_dict()
+    want = torch.rand(5)
+    torch.rand(3)
+    callback.load_state_dict(state)
+    assert torch.equal(torch.rand(5), want)

@@ -1,0 +1,43 @@
+"""`DualEncoder`: the two towers and their projections into one L2-normalised space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DualEncoder(nn.Module):
+    """Image and text towers with linear projections into a shared, L2-normalised space.
+
+    ``embed_dim=None`` keeps the towers' own output space (identity projections), for
+    towers that already share one (CLIP's projected embeddings)."""
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int | None):
+        super().__init__()
+        self.image_tower, self.text_tower = image_tower, text_tower
+        if embed_dim is None:
+            if image_tower.out_dim != text_tower.out_dim:
+                raise ValueError(
+                    f"model.embed_dim=null needs towers with one output size, got image {image_tower.out_dim} "
+                    f"and text {text_tower.out_dim}; set model.embed_dim"
+                )
+            self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
+            self.embed_dim = image_tower.out_dim
+        else:
+            self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
+            self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
+            self.embed_dim = embed_dim
+
+    def forward(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_images(images), self.embed_texts(input_ids, attention_mask)
+
+    def tower_features(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' outputs before the projections (what ``forward`` projects and normalises)."""
+        return self.image_tower(images), self.text_tower(input_ids, attention_mask)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)
+
+    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_tower(input_ids, attention_mask)), dim=-1)
