@@ -28,15 +28,16 @@ test: venv                         ## the whole suite, slow tests included (what
 test-fast: venv                    ## skip end-to-end and multi-process tests
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-lint: venv                         ## ruff lint + format check (what CI runs before the tests)
+lint: venv                         ## ruff lint + format check + mypy on vlr/ (what CI runs before the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv                       ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: venv                    ## mypy on vlr/ (not yet clean: see the README)
+typecheck: venv                    ## mypy on vlr/ alone (make lint runs it too)
 	$(VENV)/bin/mypy
 
 bench: venv                        ## writes experiments/bench/latest.json and prints a table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from vlr.data import RetrievalDataModule, build_tokenizer
 from vlr.imbalance import Imbalance
 from vlr.models import RetrievalModule
+
+
+def as_dict(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain, resolved Python data."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
 
 
 def tokenizer_for(cfg: DictConfig):
@@ -33,7 +39,7 @@ def tokenizer_for(cfg: DictConfig):
 
 def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, RetrievalModule]:
     imbalance: Imbalance = hydra.utils.instantiate(cfg.imbalance, _convert_="all")
-    model_cfg = imbalance.apply_to_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    model_cfg = imbalance.apply_to_model_config(as_dict(cfg.model))
     image_tower = hydra.utils.instantiate(model_cfg.pop("image_tower"), _convert_="all")
     tower_data_config = image_tower.data_config() if cfg.data.get("image_transform") == "tower" else None
     datamodule: RetrievalDataModule = hydra.utils.instantiate(

@@ -68,7 +68,7 @@ def average_gradients(grads: list[torch.Tensor | None]) -> list[torch.Tensor | N
     """Average gradients computed with ``torch.autograd.grad`` (which bypasses DDP's all-reduce)."""
     if world_size() == 1:
         return grads
-    out = []
+    out: list[torch.Tensor | None] = []
     for g in grads:
         if g is None:
             out.append(None)

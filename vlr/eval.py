@@ -67,6 +67,8 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         log.warning("no %s next to the checkpoint; using data/model/objective as composed here", run_cfg_path)
         return
     run_cfg = OmegaConf.load(run_cfg_path)
+    if not isinstance(run_cfg, DictConfig):
+        raise ValueError(f"{run_cfg_path}: not a run config (expected a mapping)")
     upgrade_run_config(run_cfg)
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
     chosen = {ov.key_or_group for ov in overrides if ov.key_or_group in RUN_GROUPS}
@@ -101,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         adopt_run_config(cfg, ckpt)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
-    if checkpoint is not None:
+    if checkpoint is not None and ckpt is not None:
         check_state_fits(model, checkpoint["state_dict"], ckpt)
         del checkpoint
     else:

@@ -54,11 +54,11 @@ class _KeepingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
-    def experiment(self) -> _KeepingWriter:
+    def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return self._experiment  # type: ignore[return-value]  # Lightning types it as its private writer
 
     @rank_zero_only
     def drop_rows_after(self, step: int) -> None:

@@ -37,8 +37,8 @@ def _is_rank_zero() -> bool:
 
 def pin_wandb_run(cfg: DictConfig) -> None:
     """Give the W&B logger this run directory's id, so a resumed run continues the same W&B run."""
-    logger = cfg.get("logger") or {}
-    if "wandb" not in logger or not logger.wandb:
+    logger = cfg.get("logger")
+    if not logger or "wandb" not in logger or not logger.wandb:
         return
     path = Path(cfg.paths.output_dir) / WANDB_ID_FILE
     if path.exists():
@@ -70,7 +70,7 @@ def share_run_dir_with_ddp_children() -> None:
     if hc.mode != RunMode.MULTIRUN:
         return
     sys.argv = [sys.argv[0], *hc.overrides.task]
-    with read_write(hc.run):
+    with read_write(hc.run):  # type: ignore[arg-type]  # a structured config node
         hc.run.dir = hc.runtime.output_dir
 
 

@@ -9,14 +9,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vlr.build import build_data_and_model
+from vlr.build import as_dict, build_data_and_model
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.loggers import ResumableCSVLogger
@@ -46,7 +47,7 @@ def instantiate_group(group: DictConfig | None) -> list:
 
 def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg = as_dict(cfg.trainer)
     model.nonfinite.skip = bool(trainer_cfg.pop("skip_nonfinite", False))
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
     plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO()]
@@ -65,7 +66,7 @@ def stop_between_steps(trainer: pl.Trainer):
     """Ctrl-C asks Lightning to stop after the current step, as SIGTERM does (its SIGTERM
     handling raises ``SIGTERMException`` between steps, and `LastCheckpoint` saves then);
     a second Ctrl-C aborts at once, keeping the previous ``last.ckpt``."""
-    requested = []
+    requested: list[int] = []
 
     def on_sigint(signum, frame):
         if requested:
@@ -98,7 +99,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         # run's checkpoints uses this copy, whatever data it evaluates on
         datamodule.tokenizer.save_pretrained(str(Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR))
     for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(as_dict(cfg))
 
     ckpt_path = resume_checkpoint(cfg)
     if ckpt_path is not None:  # fail in one line, before any step, on a file that is not a checkpoint of this model
@@ -126,10 +127,11 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
     for logger in trainer.loggers:  # best-of-run summaries (W&B: the run summary shows the best epoch)
         if best_val and trainer.is_global_zero and hasattr(getattr(logger, "experiment", None), "summary"):
-            logger.experiment.summary.update({f"best/{k}": v for k, v in best_val.items()})
+            run: Any = getattr(logger, "experiment")  # noqa: B009 -- W&B's run, checked above
+            run.summary.update({f"best/{k}": v for k, v in best_val.items()})
 
     if cfg.get("test"):
-        best = callback.best_model_path if callback else ""
+        best = getattr(callback, "best_model_path", "") if callback else ""
         if not best:
             log.warning("no best checkpoint (was validation skipped?); testing the current weights")
         model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0

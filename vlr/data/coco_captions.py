@@ -24,7 +24,8 @@ def read_coco_captions(
     data = load_json(path)
     images = field(data, "images", "the top level", path, list)
     annotations = field(data, "annotations", "the top level", path, list)
-    order, names = {}, []
+    order: dict = {}
+    names: list[str] = []
     for i, img in enumerate(images):
         image_id = field(img, "id", f"images[{i}]", path)
         order[image_id] = len(names)

@@ -214,7 +214,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         if trainer is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
             return  # no loop to continue (a loader built outside trainer.fit)
         sampler.set_epoch(trainer.current_epoch)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
         per_epoch = len(sampler) // self.per_rank_batch
         limit = trainer.limit_train_batches
         if isinstance(limit, int):

@@ -43,7 +43,7 @@ class TrainPairs(Dataset):
         self.captions = captions
         owners = split.text_to_image[captions]
         by_image = [captions[owners == i] for i in range(split.num_images)] if per_image or paired_captions else None
-        self.captions_of = [c for c in by_image if len(c)] if per_image else None
+        self.captions_of = [c for c in by_image if len(c)] if per_image and by_image is not None else None
         self.image_captions = by_image if paired_captions else None
 
     def __len__(self) -> int:

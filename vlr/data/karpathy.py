@@ -68,7 +68,11 @@ def read_karpathy(
     data = load_json(path)
     images = field(data, "images", "the top level", path, list)
     wanted = {split} | ({"restval"} if split == "train" and restval_to_train else set())
-    paths, captions, tokens, t2i, labels = [], [], [], [], []
+    paths: list[Path] = []
+    captions: list[str] = []
+    tokens: list[list[str] | None] = []
+    t2i: list[int] = []
+    labels: list[int | list[int]] = []
     for i, entry in enumerate(images):
         where = f"images[{i}]"
         if field(entry, "split", where, path, str) not in wanted:
@@ -98,7 +102,7 @@ def read_karpathy(
         image_paths=paths,
         captions=captions,
         text_to_image=torch.tensor(t2i, dtype=torch.long),
-        tokens=None if any(t is None for t in tokens) else tokens,
+        tokens=None if any(t is None for t in tokens) else [t for t in tokens if t is not None],
         labels=label_tensor,
         source=str(path),
     )

@@ -24,7 +24,7 @@ class EpochSampler(DistributedSampler):
         self.skip_items = 0
 
     def order(self) -> list[int]:
-        n = len(self.dataset)
+        n = len(self.dataset)  # type: ignore[arg-type]  # vlr's datasets are sized
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         else:

@@ -63,8 +63,7 @@ def caption_noise(words, strength, rng, vocab):
 @IMAGE_OPS.register("noise")
 def gaussian_noise(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
     """Additive Gaussian pixel noise, std = 0.5 * strength of the [0, 255] range."""
-    x = np.asarray(img, dtype=np.float32)
-    x = x + rng.normal(0.0, 127.5 * strength, x.shape)
+    x = np.asarray(img, dtype=np.float64) + rng.normal(0.0, 127.5 * strength, np.asarray(img).shape)
     return Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
 
 

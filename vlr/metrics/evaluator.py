@@ -141,7 +141,7 @@ class RetrievalEvaluator(Metric):
         tiers = self.tiers or {"": self.folds}
         if record is not None and 1 not in tiers.values():
             retrieval_metrics(images, texts, t2i, record=record, **common)
-        out = {}
+        out: dict[str, float] = {}
         for name, folds in tiers.items():
             part = retrieval_metrics(images, texts, t2i, folds=folds, record=record if folds == 1 else None, **common)
             out |= {(f"{name}/{k}" if name else k): v for k, v in part.items()}
@@ -187,7 +187,7 @@ class RetrievalEvaluator(Metric):
         else:
             _check_complete(image_idx, self.num_images, "images")
             _check_complete(text_idx, self.text_to_image.numel(), "texts")
-        record = {} if self.save_rankings and targets is None else None
+        record: dict | None = {} if self.save_rankings and targets is None else None
         out = self._metrics(images, texts, record, targets)
         if record is not None:
             k, t2i = self.save_rankings, self.text_to_image.to(images.device)

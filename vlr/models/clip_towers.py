@@ -12,6 +12,8 @@ without the weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import AutoConfig, CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
@@ -34,13 +36,13 @@ def _config(name_or_path: str | dict, kind: str):
     return sub
 
 
-def _model(model_class, name_or_path: str | None, config: dict | None, kind: str, option: str) -> nn.Module:
+def _model(model_class, name_or_path: str | None, config: dict | None, kind: str, option: str) -> Any:
     """``model_class`` from a checkpoint (hub name or local directory) or, random, from `CLIPConfig` fields."""
     if (name_or_path is None) == (config is None):
         raise ValueError(f"model.{option} needs exactly one of name_or_path or config")
     if config is not None:
         return model_class(_config(dict(config), kind))
-    return model_class.from_pretrained(str(name_or_path), config=_config(name_or_path, kind))
+    return model_class.from_pretrained(str(name_or_path), config=_config(str(name_or_path), kind))
 
 
 class CLIPImageTower(nn.Module):

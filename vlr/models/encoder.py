@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def tower_dim(tower: nn.Module) -> int:
+    """A tower's output size (its ``out_dim``: the one attribute every tower declares)."""
+    return int(getattr(tower, "out_dim"))  # noqa: B009 -- nn.Module types attributes as Tensor | Module
+
+
 class DualEncoder(nn.Module):
     """Image and text towers with linear projections into a shared, L2-normalised space.
 
@@ -22,11 +27,12 @@ class DualEncoder(nn.Module):
                     f"model.embed_dim=null needs towers with one output size, got image {image_tower.out_dim} "
                     f"and text {text_tower.out_dim}; set model.embed_dim"
                 )
-            self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
-            self.embed_dim = image_tower.out_dim
+            self.image_proj: nn.Module = nn.Identity()
+            self.text_proj: nn.Module = nn.Identity()
+            self.embed_dim: int = tower_dim(image_tower)
         else:
-            self.image_proj = nn.Linear(image_tower.out_dim, embed_dim)
-            self.text_proj = nn.Linear(text_tower.out_dim, embed_dim)
+            self.image_proj = nn.Linear(tower_dim(image_tower), embed_dim)
+            self.text_proj = nn.Linear(tower_dim(text_tower), embed_dim)
             self.embed_dim = embed_dim
 
     def forward(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:

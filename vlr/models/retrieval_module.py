@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -57,9 +58,11 @@ class RetrievalModule(pl.LightningModule):
             ignore=["image_tower", "text_tower", "objective", "optimizer", "scheduler", "reference"], logger=False
         )
         self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
-        self.reference = build_reference(reference, self.encoder)
+        # a reference: image_dim, text_dim, prepare(split_name, split, augmented), embed(kind, split, batch)
+        built: Any = build_reference(reference, self.encoder)
+        self.reference: Any = built
         self.objective = objective
-        objective.bind_reference(self.reference.image_dim, self.reference.text_dim, self.encoder.embed_dim)
+        objective.bind_reference(built.image_dim, built.text_dim, int(self.encoder.embed_dim))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         evaluation = dict(evaluation or {})
         self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))
@@ -96,8 +99,8 @@ class RetrievalModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         for name, value in terms.items():
             self.log(f"train/loss/{name}", value, batch_size=n)
-        for name, value in self.objective.log_values().items():
-            self.log(f"train/{name}", value, batch_size=n)
+        for name, scalar in self.objective.log_values().items():
+            self.log(f"train/{name}", scalar, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -136,7 +139,7 @@ class RetrievalModule(pl.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
         if split is None or not hasattr(datamodule, "eval_targets"):
             return  # fitting from bare dataloaders: no evaluation split to prepare
         for name in ("train", split) if stage == "fit" else (split,):
@@ -163,7 +166,7 @@ class RetrievalModule(pl.LightningModule):
 
     @torch.no_grad()
     def _eval_step(self, split: str, batch: dict) -> None:
-        evaluator = self.evaluators[split]
+        evaluator = self._evaluator(split)
         if "images" in batch:
             images = batch["images"]
             evaluator.update(
@@ -179,8 +182,11 @@ class RetrievalModule(pl.LightningModule):
                 text_ref=self.reference.embed("text", split, batch),
             )
 
+    def _evaluator(self, split: str) -> RetrievalEvaluator:
+        return cast(RetrievalEvaluator, self.evaluators[split])
+
     def _log_evaluation(self, split: str) -> None:
-        evaluator = self.evaluators[split]
+        evaluator = self._evaluator(split)
         evaluator.allow_partial = self._loader_limited(split)
         metrics = evaluator.compute()  # already global: every rank holds the same numbers
         if evaluator.last_coverage is not None:
@@ -209,8 +215,8 @@ class RetrievalModule(pl.LightningModule):
         trainer = self.trainer
         limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
         return (
-            bool(trainer.fast_dev_run)
-            or bool(trainer.overfit_batches)
+            bool(getattr(trainer, "fast_dev_run", False))
+            or bool(getattr(trainer, "overfit_batches", 0))
             or not (isinstance(limit, float) and limit == 1.0)
         )
 

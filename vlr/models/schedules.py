@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -22,13 +23,13 @@ def cosine_with_warmup(
     return LambdaLR(optimizer, factor)
 
 
-def total_training_steps(trainer) -> int:
+def total_training_steps(trainer: Any) -> int:
     """Optimizer steps of the whole run, for a schedule's length, without building a loader.
 
     Lightning's ``estimated_stepping_batches`` would iterate the loader before a resume
     restores the loop state (and the resumed epoch would restart from its first batch), so
     the count comes from the datamodule's ``train_batches_per_epoch`` where it has one."""
-    datamodule = getattr(trainer, "datamodule", None)
+    datamodule: Any = getattr(trainer, "datamodule", None)
     if trainer.max_steps is not None and trainer.max_steps > 0:
         return trainer.max_steps
     if not hasattr(datamodule, "train_batches_per_epoch") or trainer.max_epochs is None or trainer.max_epochs < 0:

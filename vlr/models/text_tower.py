@@ -32,7 +32,7 @@ class TextTower(nn.Module):
         if name_or_path is not None:
             self.encoder = AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False)
         else:
-            cfg = dict(config)
+            cfg = dict(config or {})
             model_type = cfg.pop("model_type")
             if vocab_size is not None:
                 cfg["vocab_size"] = vocab_size

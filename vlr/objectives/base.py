@@ -16,6 +16,7 @@ callbacks (`vlr.callbacks.ObjectiveSchedule`) act on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class Stages:
     from_best: bool
 
 
-def reference_rows(reference: nn.Module, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def reference_rows(reference: Any, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The reference's rows for a training batch, in the model's dtype (feature files hold
     float32; a 64-true run computes in float64)."""
     return {kind: reference.embed(kind, "train", batch).to(dtype) for kind in ("image", "text")}

@@ -109,7 +109,8 @@ class StructureAwareDistillation(Objective):
                 "kdi/kdt weights their sum does not depend on it); set objective.learnable_lambda=false"
             )
         self.stage1_option, self.stage2_from = stage1_epochs, stage2_from
-        self.stage1_epochs = 0 if stage1_epochs == "half" else stage1_epochs  # 'half': resolved by set_epoch
+        # 'half': resolved by set_epoch, from the run's epoch count
+        self.stage1_epochs: int = 0 if isinstance(stage1_epochs, str) else stage1_epochs
         self.in_stage1 = self.stage1_epochs > 0
         self._warned_no_epochs = False
         self.temperature = Temperature(temperature, learnable_temperature)
@@ -155,7 +156,7 @@ class StructureAwareDistillation(Objective):
     def _stage1_count(self, max_epochs: int | None, warn: bool = False) -> int:
         """``stage1_epochs=half``: half of the run's epochs (rounded down) train ITC alone; a run
         bounded by steps alone (no epoch count) has no stage 1, with a warning."""
-        if self.stage1_option != "half":
+        if not isinstance(self.stage1_option, str):  # a number (the constructor accepts 'half' or an int)
             return self.stage1_option
         if max_epochs is None or max_epochs < 0:
             if warn and not self._warned_no_epochs:
@@ -182,7 +183,7 @@ class StructureAwareDistillation(Objective):
         """lambda, the weight of R_T in R_E: sigmoid of a free parameter (or fixed)."""
         if hasattr(self, "fusion_logit"):
             return torch.sigmoid(self.fusion_logit)
-        return self.fusion_fixed
+        return self.get_buffer("fusion_fixed")
 
     def _distill(self, head: nn.Linear, student: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor):
         """One-direction InfoNCE, rows = the (gathered) student embeddings."""

@@ -20,6 +20,7 @@ Both return L2-normalised rows for the items of a batch, through one interface:
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,7 @@ class FrozenInitReference(nn.Module):
             out[key] = value
         return out
 
-    def __init__(self, encoder: nn.Module, cache: bool | str = "auto"):
+    def __init__(self, encoder: Any, cache: bool | str = "auto"):
         super().__init__()
         if cache not in CACHE_OPTIONS:
             raise ConfigError(f"reference.cache must be true, false or auto, got {cache!r}")
@@ -61,7 +62,7 @@ class FrozenInitReference(nn.Module):
         self._cacheable: dict[str, bool] = {}
         self.image_tower = copy.deepcopy(encoder.image_tower).requires_grad_(False).eval()
         self.text_tower = copy.deepcopy(encoder.text_tower).requires_grad_(False).eval()
-        self.image_dim, self.text_dim = encoder.image_tower.out_dim, encoder.text_tower.out_dim
+        self.image_dim, self.text_dim = int(encoder.image_tower.out_dim), int(encoder.text_tower.out_dim)
         self._rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.train(False)
 
@@ -76,16 +77,19 @@ class FrozenInitReference(nn.Module):
 
     def _cached(self, key: tuple[str, str], index: torch.Tensor, compute) -> torch.Tensor:
         """Rows of a per-dataset-index cache, computing the batch when any row is missing."""
-        rows, filled = self._rows.get(key, (None, None))
-        if rows is not None and rows.shape[0] > int(index.max()) and bool(filled[index].all()):
+        emb = None
+        if key not in self._rows:
+            emb = compute()
+            self._rows[key] = (emb.new_zeros(0, emb.shape[1]), torch.zeros(0, dtype=torch.bool, device=emb.device))
+        rows, filled = self._rows[key]
+        if rows.shape[0] > int(index.max()) and bool(filled[index].all()):
             return rows[index]
-        emb = compute()
+        emb = compute() if emb is None else emb
         size = int(index.max()) + 1
-        if rows is None or rows.shape[0] < size:  # grow, keeping what is cached
+        if rows.shape[0] < size:  # grow, keeping what is cached
             grown = emb.new_zeros(size, emb.shape[1])
             grown_filled = torch.zeros(size, dtype=torch.bool, device=emb.device)
-            if rows is not None:
-                grown[: rows.shape[0]], grown_filled[: rows.shape[0]] = rows, filled
+            grown[: rows.shape[0]], grown_filled[: rows.shape[0]] = rows, filled
             rows, filled = grown, grown_filled
         rows[index], filled[index] = emb, True
         self._rows[key] = (rows, filled)
