@@ -1,11 +1,18 @@
 """Compare runs: mean ± std tables per objective and imbalance level, a trade-off plot, and the verdict.
 
     python -m experiments.compare multirun/2026-11-23/10-00-00 [more run dirs ...] --out report/
+    python -m experiments.compare --wandb-offline multirun/2026-11-23 --out report/
     python -m experiments.compare --wandb-project vlr [--wandb-entity me] --out report/
 
 A run is a directory with ``metrics.json`` and ``.hydra/config.yaml`` (every ``vlr.train``
-run directory; a Hydra multirun folder holds many). From W&B, runs are read through the
-public API (online only): their config and summary metrics.
+run directory; a Hydra multirun folder holds many). ``--wandb-offline`` reads the offline
+W&B run files under the given folders (`vlr.wandb_files`), ``--wandb-project`` an online
+project through the public API: their config and summary test metrics.
+
+Runs are pooled over seeds only. Runs that differ in anything else than the objective, the
+imbalance and its strength (another dataset, model, learning rate, or another ``alpha`` for
+the same objective) are never pooled: the comparison stops and names the keys that differ,
+so they are compared separately, or pooled on purpose with ``--ignore KEY``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,90 @@ BASELINES = ("infonce", "triplet")
 STRUCTURE = ("covlr", "sad")
 
 
+# config keys that do not change what a run measures (where it ran, how it logged)
+NEVER_COMPARED = (
+    "seed",
+    "paths.",
+    "hydra.",
+    "logger.",
+    "callbacks.",
+    "task_name",
+    "ckpt_path",
+    "resume",
+    "test",
+    "save_rankings",
+    "rankings_topk",
+    "num_threads",
+    "optimized_metric",
+    "data.num_workers",
+    "data.root",
+    "data.cache_dir",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.accelerator",
+    "trainer.enable_progress_bar",
+    "trainer.default_root_dir",
+    "experiment",
+    "debug",
+    "hparams_search",
+    "_wandb",
+)
+FACTORS = ("objective", "imbalance")  # compared factors: their options are compared among runs of one choice
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def differing_keys(cells: list[dict], ignore: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Config keys whose values differ between runs that would be pooled or compared: any key
+    outside the factors across all runs, and a factor's options (``objective.alpha``) across
+    runs of the same choice (``objective.name``). Key -> the values seen."""
+    skip = NEVER_COMPARED + tuple(ignore)
+
+    def compared(key: str) -> bool:
+        return not any(key == s or key.startswith(s if s.endswith(".") else f"{s}.") for s in skip)
+
+    out: dict[str, set] = defaultdict(set)
+
+    def scan(members: list[dict], keys: list[str]) -> None:
+        for key in keys:
+            values = {repr(m.get("config", {}).get(key, "<absent>")) for m in members}
+            if len(values) > 1:
+                out[key] |= values
+
+    all_keys = sorted({k for c in cells for k in c.get("config", {}) if compared(k)})
+    scan(cells, [k for k in all_keys if k.split(".")[0] not in FACTORS])
+    for factor in FACTORS:
+        by_choice: dict = defaultdict(list)
+        for c in cells:
+            by_choice[c.get("config", {}).get(f"{factor}.name")].append(c)
+        options = [
+            k for k in all_keys if k.split(".")[0] == factor and k not in (f"{factor}.name", f"{factor}.strength")
+        ]
+        for members in by_choice.values():
+            scan(members, options)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def check_comparable(cells: list[dict], ignore: tuple[str, ...] = ()) -> None:
+    differ = differing_keys(cells, ignore)
+    if differ:
+        listed = "; ".join(f"{k}: {', '.join(v)}" for k, v in differ.items())
+        raise SystemExit(
+            f"these runs differ in more than objective, imbalance and seed ({listed}); compare them separately, "
+            f"or pool them on purpose with --ignore {' --ignore '.join(differ)}"
+        )
+
+
 def cell_from_run_dir(run_dir: Path) -> dict:
     """One cell from a run directory: what was run (objective, imbalance, seed, command) and its test metrics."""
     import yaml
@@ -38,6 +129,7 @@ def cell_from_run_dir(run_dir: Path) -> dict:
         "strength": float(cfg["imbalance"]["strength"]),
         "seed": int(cfg["seed"]),
         "command": " ".join(["python -m vlr.train", *overrides]),
+        "config": flatten(cfg),
         "metrics": {
             k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")
         },
@@ -59,20 +151,40 @@ def cells_from_wandb(project: str, entity: str | None = None) -> list[dict]:
     api = wandb.Api()
     cells = []
     for run in api.runs(f"{entity}/{project}" if entity else project):
-        cfg, summary = run.config, dict(run.summary)
-        metrics = {k: float(v) for k, v in summary.items() if k.startswith("test/") and isinstance(v, (int, float))}
-        if not metrics or "objective" not in cfg:
-            continue
-        cells.append(
-            {
-                "objective": cfg["objective"]["name"],
-                "imbalance": cfg.get("imbalance", {}).get("name", "none"),
-                "strength": float(cfg.get("imbalance", {}).get("strength", 0.0)),
-                "seed": int(cfg.get("seed", 0)),
-                "command": f"wandb run {run.path}",
-                "metrics": metrics,
-            }
-        )
+        cell = _cell_from_config(dict(run.config), dict(run.summary), f"wandb run {run.path}")
+        if cell is not None:
+            cells.append(cell)
+    return cells
+
+
+def _cell_from_config(cfg: dict, summary: dict, command: str) -> dict | None:
+    metrics = {k: float(v) for k, v in summary.items() if k.startswith("test/") and isinstance(v, (int, float))}
+    if not metrics or "objective" not in cfg:
+        return None
+    return {
+        "objective": cfg["objective"]["name"],
+        "imbalance": cfg.get("imbalance", {}).get("name", "none"),
+        "strength": float(cfg.get("imbalance", {}).get("strength", 0.0)),
+        "seed": int(cfg.get("seed", 0)),
+        "command": command,
+        "config": flatten(cfg),
+        "metrics": metrics,
+    }
+
+
+def cells_from_wandb_offline(paths: list[Path]) -> list[dict]:
+    """Cells from offline W&B run files (``wandb/offline-run-*/run-*.wandb``) under ``paths``."""
+    from vlr.wandb_files import read_run
+
+    files = sorted({f for root in paths for f in Path(root).rglob("run-*.wandb")})
+    cells = []
+    for f in files:
+        run = read_run(f)
+        cell = _cell_from_config(run.config, run.summary, f"wandb offline run {f.parent.name}")
+        if cell is not None:
+            cells.append(cell)
+    if not cells:
+        raise SystemExit(f"no offline W&B runs with test metrics under {', '.join(map(str, paths))}")
     return cells
 
 
@@ -160,14 +272,17 @@ def tradeoff_plot(summary, path: Path) -> None:
     levels = sorted({(k[1], k[2]) for k in summary})
     markers = "os^Dv<>p"
     for i, obj in enumerate(objectives):
-        xs, ys, xe, ye = [], [], [], []
+        xs, ys, xe, ye, shown = [], [], [], [], []
         for level in levels:
             stats = summary.get((obj, *level))
             if stats and "rsum" in stats and "rsum_single" in stats:
                 xs.append(stats["rsum"][0]), xe.append(stats["rsum"][1])
                 ys.append(stats["rsum_single"][0]), ye.append(stats["rsum_single"][1])
+                shown.append(level)  # the label goes with its own point, whatever levels are missing
+        if not xs:
+            continue
         line = ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=markers[i % len(markers)], capsize=3, label=obj)
-        for x, y, level in zip(xs, ys, levels, strict=False):
+        for x, y, level in zip(xs, ys, shown, strict=True):
             ax.annotate(
                 f"{level[1]:g}",
                 (x, y),
@@ -179,7 +294,9 @@ def tradeoff_plot(summary, path: Path) -> None:
     imbalances = sorted({lvl[0] for lvl in levels})
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)")
     ax.set_ylabel("single-modal rsum (i2i + t2t R@1,5,10)")
-    ax.set_title(f"Trade-off per objective; labels = {'/'.join(imbalances)} strength; bars = std over seeds")
+    ax.set_title(
+        f"Trade-off per objective\npoint labels: {'/'.join(imbalances)} strength; bars: std over seeds", fontsize=10
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -216,7 +333,15 @@ def write_outputs(cells: list[dict], out: Path, title: str, notes: str = "") -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run directories or folders that contain them")
+    parser.add_argument("--wandb-offline", nargs="+", type=Path, help="folders holding offline W&B run files")
     parser.add_argument("--wandb-project")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="pool runs that differ in this config key (or key prefix), e.g. --ignore trainer.precision",
+    )
     parser.add_argument("--wandb-entity")
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--title", default="Objective comparison")
@@ -233,9 +358,15 @@ def main(argv: list[str] | None = None) -> None:
 
         print(paired_table(*args.paired))
         return
-    if bool(args.runs) == bool(args.wandb_project):
-        parser.error("give run directories or --wandb-project (one of them)")
-    cells = cells_from_dirs(args.runs) if args.runs else cells_from_wandb(args.wandb_project, args.wandb_entity)
+    if sum(map(bool, (args.runs, args.wandb_offline, args.wandb_project))) != 1:
+        parser.error("give run directories, --wandb-offline folders or --wandb-project (one of them)")
+    if args.runs:
+        cells = cells_from_dirs(args.runs)
+    elif args.wandb_offline:
+        cells = cells_from_wandb_offline(args.wandb_offline)
+    else:
+        cells = cells_from_wandb(args.wandb_project, args.wandb_entity)
+    check_comparable(cells, tuple(args.ignore))
     write_outputs(cells, args.out, args.title)
     print(f"{len(cells)} runs -> {args.out}/report.md, tradeoff.png, results.json")
 

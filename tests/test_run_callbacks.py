@@ -107,3 +107,25 @@ def test_torch_rng_state_continues_where_it_was_saved():
     torch.rand(3)
     callback.load_state_dict(state)
     assert torch.equal(torch.rand(5), want)
+
+
+def test_parameter_counts_split_trainable_and_frozen_per_part():
+    from tests.reference.test_references import _towers
+    from vlr.callbacks import parameter_counts
+    from vlr.models import RetrievalModule
+    from vlr.objectives import create_objective
+
+    image, text = _towers()
+    text.requires_grad_(False)  # a frozen text tower
+    module = RetrievalModule(image, text, create_objective("sad", embed_dim=8), embed_dim=8)
+    counts = parameter_counts(module)
+
+    def n(m, trainable=None):
+        return sum(p.numel() for p in m.parameters() if trainable is None or p.requires_grad == trainable)
+
+    assert counts["params/image_tower/trainable"] == n(image) and counts["params/image_tower/frozen"] == 0
+    assert counts["params/text_tower/frozen"] == n(text) and counts["params/text_tower/trainable"] == 0
+    assert counts["params/projections/trainable"] == 2 * (16 * 8 + 8)
+    assert counts["params/objective/trainable"] == n(module.objective, True) > 0  # SAD's heads, temperature, lambda
+    assert counts["params/reference/frozen"] == n(image) + n(text) and counts["params/reference/trainable"] == 0
+    assert counts["params/total/trainable"] + counts["params/total/frozen"] == n(module)

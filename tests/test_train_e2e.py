@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from vlr.wandb_files import read_run
 
 SMALL = [
     "data.num_train=40",
@@ -74,8 +75,23 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 1 and wandb_runs[0].stat().st_size > 0
     # the run's name and tags carry every factor of a comparison, imbalance strength included
-    record = wandb_runs[0].read_bytes()
-    assert b"infonce-synthetic-tiny-none0.0-s1" in record and b"strength:0.0" in record and b"model:tiny" in record
+    run = read_run(wandb_runs[0])
+    assert run.name == "infonce-synthetic-tiny-none0.0-s1" and run.group == "infonce-none0.0"
+    assert {"strength:0.0", "model:tiny", "objective:infonce", "seed:1"} <= set(run.tags)
+    # the summary holds each val metric's best (max; min for ranks), not the last epoch's
+    best = {k: max(float(r[k]) for r in val) for k in ("val/rsum", "val/i2t/R@1")}
+    assert run.summary["val/rsum"] == {"max": pytest.approx(best["val/rsum"], abs=1e-4)}
+    assert run.summary["val/i2t/R@1"] == {"max": pytest.approx(best["val/i2t/R@1"], abs=1e-4)}
+    assert run.summary["val/t2i/medr"] == {"min": min(float(r["val/t2i/medr"]) for r in val)}
+    # the learning rate of each parameter group, every step, in W&B and in metrics.csv
+    lr_rows = [h for h in run.history if "lr-AdamW/decay" in h]
+    assert len(lr_rows) == sum(1 for r in rows if r.get("lr-AdamW/decay")) > 0
+    assert all(0 < h["lr-AdamW/no_decay"] <= 1e-3 for h in lr_rows)
+    # parameter counts per part, in the run config
+    model = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    towers = sum(v.numel() for k, v in model.items() if k.startswith("encoder.image_tower."))
+    assert run.config["params/image_tower/trainable"] == towers and run.config["params/image_tower/frozen"] == 0
+    assert run.config["params/total/trainable"] > towers
     # known third-party noise is silenced at its source (vlr/noise.py, vlr.loggers.WandbLogger)
     out = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "LeafSpec", "anonymous setting has no effect", "module(s) in eval mode"):

@@ -65,11 +65,29 @@ class ResumableCSVLogger(CSVLogger):
         self.experiment.drop_rows_after(step)
 
 
+# validation metrics where smaller is better; every other val/* is best at its maximum
+LOWER_IS_BETTER = tuple(f"val/{d}/{m}" for d in ("i2t", "t2i") for m in ("medr", "meanr"))
+
+
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's W&B logger without the ``anonymous=None`` it always passes to ``wandb.init``:
-    current wandb warns on every run that the setting has no effect."""
+    """Lightning's W&B logger, with each run's summary holding the best of every validation
+    metric (``define_metric``: max, or min for medr/meanr) instead of the last epoch's, and
+    without the ``anonymous=None`` Lightning always passes to ``wandb.init`` (current wandb
+    warns on every run that the setting has no effect)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+        self._best_summaries: set[str] = set()
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step=None) -> None:
+        # each val metric is defined when first logged, by name: W&B applies the first glob that
+        # matches, and Lightning's own "*" (its step axis) would shadow a "val/*" summary rule
+        new = [k for k in metrics if k.startswith("val/") and k not in self._best_summaries]
+        for name in new:
+            summary = "min" if name in LOWER_IS_BETTER else "max"
+            self.experiment.define_metric(name, step_metric="trainer/global_step", summary=summary)
+            self._best_summaries.add(name)
+        super().log_metrics(metrics, step)

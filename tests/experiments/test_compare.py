@@ -54,3 +54,59 @@ def test_run_directories_to_report_files(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| none | 0 | covlr | 1 | – | – | 110.00 ± 0.00 |" in text and text == report(cells, "T")
     assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _run_dir(root, name, cfg, rsum):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "metrics.json").write_text(json.dumps({"test/rsum": rsum, "test/rsum_single": 50.0}))
+
+
+def _cfg(objective, seed=0, data="synthetic", **options):
+    return {
+        "objective": {"name": objective, **options},
+        "imbalance": {"name": "none", "strength": 0.0},
+        "seed": seed,
+        "data": {"name": data, "num_workers": seed},  # num_workers never changes a result
+        "paths": {"output_dir": f"/runs/{objective}{seed}"},
+    }
+
+
+def test_unlike_runs_are_never_pooled_and_the_differing_keys_are_named(tmp_path):
+    import pytest
+
+    from experiments.compare import check_comparable, main
+
+    root = tmp_path / "runs"
+    _run_dir(root, "a", _cfg("infonce", 0), 100.0)
+    _run_dir(root, "b", _cfg("infonce", 1), 102.0)
+    _run_dir(root, "c", _cfg("covlr", 0, alpha=0.01, beta=1.0), 104.0)  # objectives differ in their options: fine
+    check_comparable(cells_from_dirs([root]))
+    _run_dir(root, "d", _cfg("covlr", 1, alpha=0.1, beta=1.0), 90.0)  # another alpha for the same objective
+    _run_dir(root, "e", _cfg("infonce", 2, data="coco"), 50.0)  # another dataset
+    with pytest.raises(SystemExit, match=r"differ in .*data\.name: 'coco', 'synthetic'; objective\.alpha: 0\.01, 0\.1"):
+        main([str(root), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written from a pooled comparison
+    main([str(root), "--out", str(tmp_path / "out"), "--ignore", "data.name", "--ignore", "objective.alpha"])
+    assert "| none | 0 | covlr | 2 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_offline_wandb_runs_are_read_from_their_files(tmp_path):
+    import subprocess
+    import sys
+
+    from experiments.compare import cells_from_wandb_offline
+
+    writer = (
+        "import sys, wandb\n"
+        "run = wandb.init(project='t', dir=sys.argv[1], mode='offline', config={'objective': {'name': 'covlr', "
+        "'alpha': 0.01}, 'imbalance': {'name': 'text_weak', 'strength': 0.5}, 'seed': 3})\n"
+        "run.log({'val/rsum': 1.0}); run.log({'test/rsum': 123.5, 'test/rsum_single': 45.0})\n"
+        "run.finish()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (cell,) = cells_from_wandb_offline([tmp_path])
+    assert (cell["objective"], cell["imbalance"], cell["strength"], cell["seed"]) == ("covlr", "text_weak", 0.5, 3)
+    assert cell["metrics"] == {"test/rsum": 123.5, "test/rsum_single": 45.0}
+    assert cell["config"]["objective.alpha"] == 0.01

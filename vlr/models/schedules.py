@@ -46,7 +46,8 @@ def parameter_groups(module) -> list[dict]:
     """Trainable parameters in two groups: matrices decay, vectors (biases, norms,
     temperatures) do not."""
     params = [p for p in module.parameters() if p.requires_grad]
+    # named, so the learning-rate monitor logs lr-<optimizer>/decay and lr-<optimizer>/no_decay
     return [
-        {"params": [p for p in params if p.ndim >= 2]},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim >= 2], "name": "decay"},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": "no_decay"},
     ]
