@@ -78,7 +78,10 @@ class RetrievalModule(pl.LightningModule):
         self.nonfinite = NonFiniteGuard(skip_nonfinite)
 
     def configure_callbacks(self) -> list:
-        return [ObjectiveSchedule(), TorchRNGState()]
+        """The loop's bookkeeping every run needs; once per trainer (a ``trainer.test`` after
+        ``trainer.fit`` finds them attached already)."""
+        present = {type(c) for c in self.trainer.callbacks}
+        return [cb() for cb in (ObjectiveSchedule, TorchRNGState) if cb not in present]
 
     # -- embedding ----------------------------------------------------------------------
     def embed_images(self, images):
