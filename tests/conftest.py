@@ -136,7 +136,7 @@ def data_formats(synthetic_root, tmp_path_factory) -> dict[str, list[str]]:
 
     entries = json.loads((synthetic_root / "dataset_synthetic.json").read_text())["images"]
     by_split = {s: [e for e in entries if e["split"] == s] for s in ("train", "val", "test")}
-    roots = {name: tmp_path_factory.mktemp(name) for name in ("karpathy", "coco", "lavis")}
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("karpathy", "coco", "lavis", "vizwiz")}
     for root in roots.values():
         (root / "images").symlink_to(synthetic_root / "images")
 
@@ -166,9 +166,38 @@ def data_formats(synthetic_root, tmp_path_factory) -> dict[str, list[str]]:
             ]
         (roots["lavis"] / f"coco_karpathy_{split}.json").write_text(json.dumps(rows))
 
+    write_vizwiz(roots["vizwiz"], by_split["train"], by_split["val"], synthetic_root / "images")
+
     return {
         "synthetic": [f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC],
+        "vizwiz": ["data=vizwiz", f"data.root={roots['vizwiz']}", "data.val_images=20"],
         "karpathy": ["data=flickr30k", f"data.root={roots['karpathy']}", "data.image_dir=''"],
         "coco_captions": ["data=coco_official", f"data.root={roots['coco']}"],
         "lavis": ["data=coco_lavis", f"data.root={roots['lavis']}"],
     }
+
+
+def write_vizwiz(root: Path, train: list[dict], val: list[dict], images: Path) -> None:
+    """Karpathy-style entries as official VizWiz-Captions files: every image's first caption
+    marked rejected and its second pre-canned (a pre-canned text), so the defaults keep 3 of 5."""
+    import json
+
+    (root / "annotations").mkdir(parents=True)
+    for split, entries in (("train", train), ("val", val)):
+        (root / split).symlink_to(images)
+        anns = []
+        for i, e in enumerate(entries):
+            for j, s in enumerate(e["sentences"]):
+                text = "Quality issues are too severe to recognize visual content." if j == 1 else s["raw"]
+                anns.append(
+                    {
+                        "image_id": i,
+                        "caption": text,
+                        "is_rejected": j == 0,
+                        "is_precanned": j == 1,
+                        "id": len(anns),
+                        "text_detected": False,
+                    }
+                )
+        images_list = [{"id": i, "file_name": e["filename"], "text_detected": False} for i, e in enumerate(entries)]
+        (root / "annotations" / f"{split}.json").write_text(json.dumps({"images": images_list, "annotations": anns}))

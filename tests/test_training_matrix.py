@@ -22,7 +22,7 @@ from vlr.build import build_data_and_model
 pytestmark = pytest.mark.slow
 
 OBJECTIVES = ("infonce", "triplet", "covlr", "relation_kd", "sad")
-FORMATS = ("synthetic", "karpathy", "coco_captions", "lavis")
+FORMATS = ("synthetic", "karpathy", "coco_captions", "lavis", "vizwiz")
 
 
 def _trainer(ckpt_dir, **kw):

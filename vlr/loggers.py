@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
@@ -82,7 +83,7 @@ class WandbLogger(_LightningWandbLogger):
         self._best_summaries: set[str] = set()
 
     @rank_zero_only
-    def log_metrics(self, metrics, step=None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # each val metric is defined when first logged, by name: W&B applies the first glob that
         # matches, and Lightning's own "*" (its step axis) would shadow a "val/*" summary rule
         new = [k for k in metrics if k.startswith("val/") and k not in self._best_summaries]

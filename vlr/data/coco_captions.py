@@ -9,6 +9,7 @@ Images keep the annotation file's order; captions of an image keep theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,8 +19,14 @@ from vlr.data.karpathy import AnnotationError, check_caption, field, load_json
 
 
 def read_coco_captions(
-    captions_path: str | Path, image_dir: str | Path, split: str, instances_path: str | Path | None = None
+    captions_path: str | Path,
+    image_dir: str | Path,
+    split: str,
+    instances_path: str | Path | None = None,
+    keep_annotation: Callable[[dict], bool] | None = None,
 ) -> CaptionSplit:
+    """``keep_annotation``: annotations it returns False for are dropped (VizWiz's rejected and
+    pre-canned captions); an image left without captions is dropped with them."""
     path, image_dir = Path(captions_path), Path(image_dir)
     data = load_json(path)
     images = field(data, "images", "the top level", path, list)
@@ -36,6 +43,8 @@ def read_coco_captions(
         image_id = field(ann, "image_id", where, path)
         if image_id not in order:
             raise AnnotationError(f"{path}: {where}.image_id={image_id} is not in images[]")
+        if keep_annotation is not None and not keep_annotation(ann):
+            continue
         raw = field(ann, "caption", where, path)
         by_image[order[image_id]].append(check_caption(raw, f"{where}.caption", path, names[order[image_id]]))
     keep = [i for i, caps in enumerate(by_image) if caps]  # COCO lists a few images with no captions

@@ -8,6 +8,7 @@ from vlr.data.coco_captions import read_coco_captions
 from vlr.data.corpus import CaptionSplit
 from vlr.data.karpathy import read_karpathy
 from vlr.data.lavis import read_lavis
+from vlr.data.vizwiz import read_vizwiz
 from vlr.data.synthetic import ANNOTATION, SyntheticSpec, generate_synthetic
 from vlr.registry import Registry
 
@@ -69,6 +70,39 @@ class LavisSource:
 
     def read(self, split: str) -> CaptionSplit:
         return read_lavis(self.root / _per_split("annotations", self.annotations, split), self.root / self.image_root, split)
+
+
+@SOURCES.register("vizwiz")
+class VizWizSource:
+    """VizWiz-Captions' official files (see `vlr.data.vizwiz`): rejected and pre-canned
+    captions dropped unless told otherwise, val held out of the train file, test = official val."""
+
+    def __init__(
+        self,
+        root: str,
+        annotations: dict,
+        image_dirs: dict,
+        val_images: int = 1000,
+        drop_rejected: bool = True,
+        drop_precanned: bool = True,
+        annotation=None,
+    ):
+        self.root, self.annotations, self.image_dirs = Path(root), annotations, image_dirs
+        self.val_images, self.drop_rejected, self.drop_precanned = val_images, drop_rejected, drop_precanned
+
+    def prepare(self) -> None:
+        """Nothing to do for files the user already has."""
+
+    def read(self, split: str) -> CaptionSplit:
+        return read_vizwiz(
+            self.root,
+            split,
+            self.annotations,
+            self.image_dirs,
+            val_images=self.val_images,
+            drop_rejected=self.drop_rejected,
+            drop_precanned=self.drop_precanned,
+        )
 
 
 @SOURCES.register("synthetic")

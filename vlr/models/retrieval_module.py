@@ -80,7 +80,7 @@ class RetrievalModule(pl.LightningModule):
     def configure_callbacks(self) -> list:
         """The loop's bookkeeping every run needs; once per trainer (a ``trainer.test`` after
         ``trainer.fit`` finds them attached already)."""
-        present = {type(c) for c in self.trainer.callbacks}
+        present = {type(c) for c in getattr(self.trainer, "callbacks", [])}
         return [cb() for cb in (ObjectiveSchedule, TorchRNGState) if cb not in present]
 
     # -- embedding ----------------------------------------------------------------------
