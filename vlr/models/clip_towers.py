@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
+from vlr.models.locking import lock_groups, transformer_groups
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -46,12 +48,19 @@ def _model(model_class, name_or_path: str | None, config: dict | None, kind: str
 
 
 class CLIPImageTower(nn.Module):
-    def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        freeze: bool = False,
+        config: dict | None = None,
+        unlocked_layers: int | None = None,
+    ):
         super().__init__()
         self.model = _model(CLIPVisionModelWithProjection, name_or_path, config, "vision", "image_tower")
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
+        lock_groups(transformer_groups(self.model), unlocked_layers, "model.image_tower.unlocked_layers")
 
     def data_config(self) -> dict:
         """CLIP's preprocessing: bicubic resize of the short side and centre crop, OpenAI mean/std."""
@@ -70,12 +79,19 @@ class CLIPImageTower(nn.Module):
 
 
 class CLIPTextTower(nn.Module):
-    def __init__(self, name_or_path: str | None = None, freeze: bool = False, config: dict | None = None):
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        freeze: bool = False,
+        config: dict | None = None,
+        unlocked_layers: int | None = None,
+    ):
         super().__init__()
         self.model = _model(CLIPTextModelWithProjection, name_or_path, config, "text", "text_tower")
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
+        lock_groups(transformer_groups(self.model), unlocked_layers, "model.text_tower.unlocked_layers")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from torch import nn
+
+from vlr.models.locking import lock_groups, transformer_groups
 
 
 def timm_data_config(backbone) -> dict:
@@ -25,6 +29,7 @@ class ImageTower(nn.Module):
 
     ``pretrained=true`` downloads only when asked (and online); ``checkpoint_path`` loads
     local weights. ``model_kwargs`` override the architecture (e.g. a shallow ViT at 64 px).
+    ``unlocked_layers=N``: only the last N layer groups train (`vlr.models.locking`).
     """
 
     def __init__(
@@ -34,6 +39,7 @@ class ImageTower(nn.Module):
         checkpoint_path: str | None = None,
         model_kwargs: dict | None = None,
         freeze: bool = False,
+        unlocked_layers: int | None = None,
     ):
         super().__init__()
         self.backbone = timm.create_model(
@@ -42,6 +48,18 @@ class ImageTower(nn.Module):
         self.out_dim = self.backbone.num_features
         if freeze:
             self.backbone.requires_grad_(False)
+        lock_groups(self.layer_groups(), unlocked_layers, "model.image_tower.unlocked_layers")
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """timm's own coarse groups (stem, blocks, head) where the model defines them, as
+        open_clip locks timm towers; else the generic split around the stack of blocks."""
+        if hasattr(self.backbone, "group_matcher"):
+            from timm.models import group_parameters
+
+            matcher: Any = getattr(self.backbone, "group_matcher")  # noqa: B009 -- typed Tensor | Module
+            groups = group_parameters(self.backbone, matcher(coarse=True))
+            return [[self.backbone.get_parameter(n) for n in groups[k]] for k in sorted(groups)]
+        return transformer_groups(self.backbone)
 
     def data_config(self) -> dict:
         """timm's preprocessing for this model (what its pretrained weights expect)."""

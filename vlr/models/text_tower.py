@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from vlr.models.locking import lock_groups, transformer_groups
+
 
 class TextTower(nn.Module):
     """A transformers encoder pooled to one vector per caption.
@@ -13,7 +15,8 @@ class TextTower(nn.Module):
     Either ``name_or_path`` (hub name or local directory) or ``config`` (a dict with
     ``model_type`` and its fields, e.g. a small ``bert`` trained from scratch; its
     ``vocab_size`` is filled in from the tokenizer). ``pooling``: ``cls`` or ``mean``
-    (mean over non-padding tokens).
+    (mean over non-padding tokens). ``unlocked_layers=N``: only the last N layer groups (the
+    embeddings, then each transformer layer) train (`vlr.models.locking`).
     """
 
     def __init__(
@@ -23,6 +26,7 @@ class TextTower(nn.Module):
         pooling: str = "cls",
         vocab_size: int | None = None,
         freeze: bool = False,
+        unlocked_layers: int | None = None,
     ):
         super().__init__()
         if pooling not in ("cls", "mean"):
@@ -41,6 +45,7 @@ class TextTower(nn.Module):
         self.out_dim = self.encoder.config.hidden_size
         if freeze:
             self.encoder.requires_grad_(False)
+        lock_groups(transformer_groups(self.encoder), unlocked_layers, "model.text_tower.unlocked_layers")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
