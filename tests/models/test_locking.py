@@ -24,6 +24,7 @@ def _trainable(module, prefix=""):
 def test_image_tower_keeps_the_last_groups_trainable():
     full = ImageTower("vit_tiny_patch16_224", model_kwargs=VIT)
     assert all(p.requires_grad for p in full.parameters())
+
     def trainable(tower):
         names = {n for n, p in tower.backbone.named_parameters() if p.requires_grad}
         return {".".join(n.split(".")[:2]) if n.startswith("blocks.") else n.split(".")[0] for n in names}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-from vlr.models.locking import lock_groups, transformer_groups
+from vlr.models.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -74,6 +74,9 @@ class CLIPImageTower(nn.Module):
             "crop_mode": "center",
         }
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_grad_checkpointing(self.model, enable, "image")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=images).image_embeds
 
@@ -92,6 +95,9 @@ class CLIPTextTower(nn.Module):
         if freeze:
             self.model.requires_grad_(False)
         lock_groups(transformer_groups(self.model), unlocked_layers, "model.text_tower.unlocked_layers")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_grad_checkpointing(self.model, enable, "text")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds

@@ -21,6 +21,7 @@ class DualEncoder(nn.Module):
     def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int | None):
         super().__init__()
         self.image_tower, self.text_tower = image_tower, text_tower
+        self.grad_checkpointing = False  # the towers recompute activations in backward (set by the module)
         if embed_dim is None:
             if image_tower.out_dim != text_tower.out_dim:
                 raise ValueError(

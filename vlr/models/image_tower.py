@@ -8,6 +8,7 @@ import timm
 import torch
 from torch import nn
 
+from vlr.errors import ConfigError
 from vlr.models.locking import lock_groups, transformer_groups
 
 
@@ -60,6 +61,15 @@ class ImageTower(nn.Module):
             groups = group_parameters(self.backbone, matcher(coarse=True))
             return [[self.backbone.get_parameter(n) for n in groups[k]] for k in sorted(groups)]
         return transformer_groups(self.backbone)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's own switch: blocks recompute their activations in the backward pass."""
+        switch: Any = getattr(self.backbone, "set_grad_checkpointing", None)
+        if switch is None:
+            raise ConfigError(
+                f"model.grad_checkpointing: timm model {type(self.backbone).__name__} has no switch for it"
+            )
+        switch(enable)
 
     def data_config(self) -> dict:
         """timm's preprocessing for this model (what its pretrained weights expect)."""

@@ -1,4 +1,6 @@
-"""Partial locking, as open_clip's ``--lock-image-unlocked-groups`` / ``--lock-text-unlocked-layers``.
+"""Partial locking and gradient checkpointing: the switches on a tower's layers.
+
+Partial locking, as open_clip's ``--lock-image-unlocked-groups`` / ``--lock-text-unlocked-layers``.
 
 A tower is an ordered list of layer groups from the input side: the stem (patch or token
 embeddings), each transformer block, and the head (final norm, projection) when it has
@@ -57,3 +59,14 @@ def transformer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
         else:
             stem.append(param)
     return [g for g in (stem, *per_block, head) if g]
+
+
+def set_hf_grad_checkpointing(model, enable: bool, side: str) -> None:
+    """A transformers model's gradient checkpointing, non-reentrant (it then works inside
+    ``torch.func.functional_call``, CoVLR's virtual step, and with frozen inputs)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"model.grad_checkpointing: the {side} tower ({type(model).__name__}) does not support it")
+    if enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()

@@ -51,6 +51,7 @@ class RetrievalModule(pl.LightningModule):
         tokenizer: dict | None = None,
         reference: nn.Module | Callable[[nn.Module], nn.Module] | None = None,
         skip_nonfinite: bool = False,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
         # plain data only, so checkpoints load with weights_only=True; the full config lives in .hydra/
@@ -58,6 +59,10 @@ class RetrievalModule(pl.LightningModule):
             ignore=["image_tower", "text_tower", "objective", "optimizer", "scheduler", "reference"], logger=False
         )
         self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
+        if grad_checkpointing:  # memory for compute: the towers recompute activations in backward
+            for tower in (image_tower, text_tower):
+                getattr(tower, "set_grad_checkpointing")(True)  # noqa: B009 -- every vlr tower has it
+            self.encoder.grad_checkpointing = True  # objectives that re-run the towers check it
         # a reference: image_dim, text_dim, prepare(split_name, split, augmented), embed(kind, split, batch)
         built: Any = build_reference(reference, self.encoder)
         self.reference: Any = built

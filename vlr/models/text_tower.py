@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from vlr.models.locking import lock_groups, transformer_groups
+from vlr.models.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
 
 
 class TextTower(nn.Module):
@@ -46,6 +46,10 @@ class TextTower(nn.Module):
         if freeze:
             self.encoder.requires_grad_(False)
         lock_groups(transformer_groups(self.encoder), unlocked_layers, "model.text_tower.unlocked_layers")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """transformers' own switch (non-reentrant checkpoints, which work with CoVLR's functional step)."""
+        set_hf_grad_checkpointing(self.encoder, enable, "text")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -144,6 +144,12 @@ class CoVLR(Objective):
                     "the inner gradient would bypass the GradScaler and underflow; use trainer.precision=bf16-mixed "
                     "or 32-true"
                 )
+        if getattr(encoder, "grad_checkpointing", False) and self.virtual_params == "all":
+            raise ConfigError(
+                f"objective={self.name} re-runs the towers with stepped weights (torch.func.functional_call), and "
+                "gradient checkpointing would recompute them in backward with the original weights: set "
+                "model.grad_checkpointing=false, or objective.virtual_params=projections (the towers then run once)"
+            )
         names = [n for n, p in encoder.named_parameters() if p.requires_grad]
         if not names:
             raise ConfigError(f"objective={self.name}: no trainable encoder parameter takes the virtual step")
