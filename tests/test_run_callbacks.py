@@ -1,5 +1,6 @@
 """The loop's bookkeeping units, each alone: non-finite policy, objective schedule, RNG state."""
 
+import tempfile
 from types import SimpleNamespace
 
 import pytest
@@ -129,3 +130,52 @@ def test_parameter_counts_split_trainable_and_frozen_per_part():
     assert counts["params/objective/trainable"] == n(module.objective, True) > 0  # SAD's heads, temperature, lambda
     assert counts["params/reference/frozen"] == n(image) + n(text) and counts["params/reference/trainable"] == 0
     assert counts["params/total/trainable"] + counts["params/total/frozen"] == n(module)
+
+
+def test_checkpoints_of_the_earlier_version_keep_their_run_state():
+    """Before the callbacks held it, the module kept it as vlr_best_restored, vlr_torch_rng and
+    vlr_skipped_steps: a run resumed from such a checkpoint must not restore stage 2 twice, must
+    continue its RNG, and must keep counting skipped steps."""
+    from tests.reference.test_references import _towers
+    from vlr.models import RetrievalModule
+    from vlr.objectives import create_objective
+
+    fit = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    rng = torch.get_rng_state()
+    want = torch.rand(3)
+    old = {"vlr_best_restored": True, "vlr_torch_rng": rng, "vlr_skipped_steps": 4, "state_dict": {}}
+    schedule = ObjectiveSchedule()
+    schedule.on_load_checkpoint(fit, None, old)
+    assert schedule.stage2_started
+    torch.rand(10)
+    TorchRNGState().on_load_checkpoint(fit, None, old)
+    assert torch.equal(torch.rand(3), want)
+    module = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8)
+    old["state_dict"] = module.state_dict()
+    module.on_load_checkpoint(old)
+    assert module.nonfinite.skipped == 4
+
+
+def test_a_checkpoint_written_with_another_reference_loads_with_the_one_configured():
+    """The reference never trains: a model trained against feature files is evaluated against the
+    frozen initial towers (and the other way round) with the configured reference kept."""
+    from tests.reference.test_references import _towers
+    from vlr.checkpoints import check_state_fits
+    from vlr.models import RetrievalModule
+    from vlr.objectives import create_objective
+    from vlr.reference import FeatureReference, save_features
+
+    torch.manual_seed(0)
+    frozen = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8)
+    with tempfile.TemporaryDirectory() as d:
+        save_features(d, "train", torch.randn(5, 7), torch.randn(9, 3), {})
+        features = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8, reference=FeatureReference(d))
+    for source, target in ((features, frozen), (frozen, features)):
+        state = source.state_dict()
+        check_state_fits(target, state, "x.ckpt")  # no mismatch reported
+        checkpoint = {"state_dict": state}
+        target.on_load_checkpoint(checkpoint)
+        kept = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("reference.")}
+        target.load_state_dict(checkpoint["state_dict"])  # strict
+        assert all(torch.equal(target.state_dict()[k], v) for k, v in kept.items())
+        assert torch.equal(target.encoder.image_proj.weight, source.encoder.image_proj.weight)

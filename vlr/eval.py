@@ -29,7 +29,7 @@ from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.reporting import finish_evaluation
 from vlr.runs import RUN_TOKENIZER_DIR
 from vlr.train import instantiate_trainer
-from vlr.user_errors import report_user_errors
+from vlr.user_errors import refuse_legacy_overrides, report_user_errors
 
 log = logging.getLogger(__name__)
 RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference")
@@ -53,6 +53,12 @@ def upgrade_run_config(run_cfg: DictConfig) -> None:
             if teacher == "features"
             else {"_target_": "vlr.reference.FrozenInitReference", "_partial_": True}
         )
+    objective = run_cfg.get("objective") or {}
+    for old, new in (("image_teacher_dim", "image_reference_dim"), ("text_teacher_dim", "text_reference_dim")):
+        if old in objective:
+            objective[new] = objective.pop(old)
+    if objective.get("relation") == "mae":  # CoVLR's similarity MAE, renamed apart from SAD's distance=mae
+        objective["relation"] = "similarity_mae"
     for key in LEGACY_KEYS:
         group, name = key.split(".")
         if group in run_cfg and name in run_cfg[group]:
@@ -127,6 +133,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
 
 
+@refuse_legacy_overrides
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:

@@ -12,6 +12,11 @@ import warnings
 WARNINGS = (
     (r"Found \d+ module\(s\) in eval mode", "the frozen reference towers are in eval mode on purpose"),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning's own pytree helper, on every batch"),
+    (
+        r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
+        "RetrievalDataModule continues the epoch's order itself (tests/test_resume.py: bit-equal to an "
+        "uninterrupted run)",
+    ),
 )
 # Lightning's advertisement for its cloud logger, printed by every Trainer
 LOG_PREFIXES = {"lightning.pytorch.utilities.rank_zero": ("💡 Tip:",)}

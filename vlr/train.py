@@ -32,7 +32,7 @@ from vlr.runs import (
     share_run_dir_with_ddp_children,
     sweep_value,
 )
-from vlr.user_errors import report_user_errors
+from vlr.user_errors import refuse_legacy_overrides, report_user_errors
 
 log = logging.getLogger(__name__)
 silence_known_noise()
@@ -150,6 +150,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return sweep_value(cfg, metrics), metrics
 
 
+@refuse_legacy_overrides
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:

@@ -92,3 +92,15 @@ def test_a_temperature_at_its_bound_keeps_moving():
     opt.step()
     obj.apply_bounds_()
     assert float(obj.temperature()) < 0.5
+
+
+def test_an_objective_from_another_package_is_built_by_class_path():
+    from vlr.errors import ConfigError
+    from vlr.objectives import create_objective
+
+    obj = create_objective("mine", cls="vlr.objectives.infonce.InfoNCE", temperature=0.05)
+    assert type(obj).__name__ == "InfoNCE" and abs(float(obj.temperature()) - 0.05) < 1e-6
+    with pytest.raises(
+        ConfigError, match="objective.cls=torch.nn.Linear is not a subclass of vlr.objectives.Objective"
+    ):
+        create_objective("mine", cls="torch.nn.Linear")

@@ -38,6 +38,12 @@ class ObjectiveSchedule(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.stage2_started = bool(state_dict.get("stage2_started", False))
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        """Checkpoints of earlier versions kept this state as ``vlr_best_restored`` (Lightning then
+        has no state of this callback to load, so this value stands)."""
+        if "vlr_best_restored" in checkpoint:
+            self.stage2_started = bool(checkpoint["vlr_best_restored"])
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
         stages = pl_module.objective.stages(trainer.max_epochs)
         if stages is not None:

@@ -120,10 +120,25 @@ class RetrievalModule(pl.LightningModule):
         start = stages.stage2_epoch if stages is not None else 0
         return [h for h in self.val_history if h["epoch"] >= start]
 
-    @staticmethod
-    def upgrade_state_dict(state_dict: dict) -> dict:
-        """An older checkpoint's tensors under the names this version uses."""
-        return FrozenInitReference.upgrade_state_dict(state_dict)
+    def upgrade_state_dict(self, state_dict: dict) -> dict:
+        """A checkpoint's tensors as this module holds them: an older version's names upgraded,
+        and the reference as configured here when the checkpoint was written with another one.
+        The reference never trains, so a model trained with ``reference=oracle`` can be scored
+        against ``reference=frozen_init`` (the towers as built here: the run's own initial towers
+        when they are pretrained) and the other way round; same reference, the checkpoint's copy."""
+        state = FrozenInitReference.upgrade_state_dict(state_dict)
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("reference.")}
+        theirs = {k for k in state if k.startswith("reference.")}
+        if theirs != set(own):
+            log.warning(
+                "the checkpoint was written with another reference (%d reference tensors, %d configured here): "
+                "overlap@k is measured against the one configured here (%s)",
+                len(theirs),
+                len(own),
+                type(self.reference).__name__,
+            )
+            state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
+        return state
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlr_val_history"] = [dict(h) for h in self.val_history]
@@ -133,7 +148,10 @@ class RetrievalModule(pl.LightningModule):
         if "state_dict" in checkpoint:  # Lightning loads the weights after this hook
             checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint["state_dict"])
         self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]
-        self.nonfinite.load_state_dict(checkpoint.get("vlr_nonfinite", {}))
+        # checkpoints of earlier versions kept the count as vlr_skipped_steps
+        self.nonfinite.load_state_dict(
+            checkpoint.get("vlr_nonfinite", {"skipped": checkpoint.get("vlr_skipped_steps", 0)})
+        )
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -3,8 +3,8 @@
 Add one: a file in this package with an `Objective` subclass registered by
 ``@OBJECTIVES.register("name")`` (every module here is imported, so nothing else to
 edit), and ``vlr/conf/objective/name.yaml`` with ``_target_: vlr.objectives.create_objective``
-and ``name: name``. An objective in your own package works too: point the yaml's
-``_target_`` at its class.
+and ``name: name``. An objective in your own package works too: the same yaml with
+``cls: mypkg.losses.MyObjective`` (``name`` then names its runs).
 """
 
 import importlib

@@ -109,8 +109,18 @@ def check_loss_options(options: dict, prefix: str = "objective") -> None:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
 
 
-def create_objective(name: str, **kwargs) -> Objective:
+def create_objective(name: str, cls: str | None = None, **kwargs) -> Objective:
     """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` (the
-    registry key) and the objective's constructor arguments."""
+    registry key, and the name runs are known by) and the objective's constructor arguments.
+
+    ``cls``: an `Objective` subclass by dotted path (``mypkg.losses.MyObjective``), for an
+    objective that lives in your own package; ``name`` then only names the runs."""
     check_loss_options(kwargs)
-    return OBJECTIVES.create(name, **kwargs)
+    if cls is None:
+        return OBJECTIVES.create(name, **kwargs)
+    from hydra.utils import get_class
+
+    objective_class = get_class(cls)
+    if not (isinstance(objective_class, type) and issubclass(objective_class, Objective)):
+        raise ConfigError(f"objective.cls={cls} is not a subclass of vlr.objectives.Objective")
+    return objective_class(**kwargs)

@@ -21,7 +21,7 @@ Two-stage schedule (the release's recipe, the default when training from scratch
 ``stage1_epochs=half`` is half of ``trainer.max_epochs``, rounded down): for the first
 ``stage1_epochs`` epochs only ITC counts (the other terms are computed with weight 0, so every parameter
 still takes part in the loss and DDP needs no unused-parameter search); at the first
-stage-2 epoch the `StageSchedule` callback restores the best stage-1 checkpoint (by the monitored val
+stage-2 epoch the `ObjectiveSchedule` callback restores the best stage-1 checkpoint (by the monitored val
 metric) when ``stage2_from=best``, then all terms train. The optimizer and the LR
 schedule continue, where the release starts a new run: one run, one schedule.
 """
