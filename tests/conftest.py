@@ -201,3 +201,44 @@ def write_vizwiz(root: Path, train: list[dict], val: list[dict], images: Path) -
                 )
         images_list = [{"id": i, "file_name": e["filename"], "text_detected": False} for i, e in enumerate(entries)]
         (root / "annotations" / f"{split}.json").write_text(json.dumps({"images": images_list, "annotations": anns}))
+
+
+def tiny_bert(hidden: int = 16, layers: int = 1) -> dict:
+    """A TextTower ``config`` for a BERT of ``layers`` layers, ``hidden`` wide (2 heads)."""
+    return dict(
+        model_type="bert",
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=16,
+    )
+
+
+def small_run(root, *overrides: str) -> list[str]:
+    """Overrides for a quick run on `synthetic_root` (batch 10, no workers, no loggers)."""
+    return [
+        f"data.root={root}",
+        *SYNTHETIC_ROOT_SPEC,
+        "data.batch_size=10",
+        "data.num_workers=0",
+        "logger=none",
+        *overrides,
+    ]
+
+
+def quiet_trainer(**kw):
+    """A CPU Trainer for tests: two steps, no validation, loggers, checkpoints, bars or summary."""
+    import lightning.pytorch as pl
+
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**options, **kw})

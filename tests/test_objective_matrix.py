@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from tests.conftest import SYNTHETIC_ROOT_SPEC
+from tests.conftest import quiet_trainer, small_run
 from tests.test_config import _compose
 from vlr.build import build_data_and_model
 from vlr.errors import ConfigError
@@ -52,17 +52,7 @@ def test_every_objective_mode_trains_with_every_tower_preset(
     tmp_path, monkeypatch, synthetic_root, tiny_pretrained, tiny_clip, preset, mode
 ):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose(
-        [
-            f"data.root={synthetic_root}",
-            *SYNTHETIC_ROOT_SPEC,
-            "data.batch_size=10",
-            "data.num_workers=0",
-            "logger=none",
-            *_preset(preset, tiny_pretrained, tiny_clip),
-            *MODES[mode],
-        ]
-    )
+    cfg = _compose(small_run(synthetic_root, *_preset(preset, tiny_pretrained, tiny_clip), *MODES[mode]))
     pl.seed_everything(0)
     datamodule, module = build_data_and_model(cfg)
     before = {n: p.detach().clone() for n, p in module.encoder.named_parameters()}
@@ -72,17 +62,7 @@ def test_every_objective_mode_trains_with_every_tower_preset(
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             terms_seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")})
 
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[_Terms()],
-    )
+    trainer = quiet_trainer(callbacks=[_Terms()])
     if preset == "clip_vit_b32" and mode == "covlr+projections":  # CLIP keeps its joint space: identity projections
         with pytest.raises(ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable"):
             trainer.fit(module, datamodule=datamodule)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from tests.conftest import quiet_trainer
 from tests.test_config import _compose
 from tests.test_objective_matrix import _preset
 from vlr.build import build_data_and_model
@@ -25,19 +26,9 @@ OBJECTIVES = ("infonce", "triplet", "covlr", "relation_kd", "sad")
 FORMATS = ("synthetic", "karpathy", "coco_captions", "lavis", "vizwiz")
 
 
-def _trainer(ckpt_dir, **kw):
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_top_k=-1)],
-        **kw,
-    )
+def _trainer(ckpt_dir):
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_top_k=-1)
+    return quiet_trainer(enable_checkpointing=True, num_sanity_val_steps=0, callbacks=[checkpoints])
 
 
 @pytest.mark.parametrize("data_format", FORMATS)

@@ -85,3 +85,8 @@ def test_the_release_lists_read_through_the_lavis_preset(tmp_path):
     source = SOURCES.create("lavis", root=str(tmp_path), annotations=dict(cfg.data.annotations), image_root="")
     test = source.read("test")
     assert test.image_paths == [tmp_path / "val" / "VizWiz_val_00000772.jpg"] and test.num_captions == 2
+
+
+def test_an_unknown_vizwiz_option_is_an_error_not_ignored(vizwiz_root):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['drop_rejectd'\]"):
+        _source(vizwiz_root, drop_rejectd=False)

@@ -3,24 +3,14 @@
 import pytest
 import torch
 
-from tests.conftest import SYNTHETIC_ROOT_SPEC
+from tests.conftest import small_run
 from tests.test_config import _compose
 from vlr.build import build_data_and_model
 
 
 def _grads(tmp_path, monkeypatch, root, overrides):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose(
-        [
-            f"data.root={root}",
-            *SYNTHETIC_ROOT_SPEC,
-            "data.batch_size=10",
-            "data.num_workers=0",
-            "data.augment=false",
-            "data.shuffle=false",
-            *overrides,
-        ]
-    )
+    cfg = _compose(small_run(root, "data.augment=false", "data.shuffle=false", *overrides))
     torch.manual_seed(0)
     datamodule, module = build_data_and_model(cfg)
     datamodule.setup("fit")

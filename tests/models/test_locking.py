@@ -3,22 +3,12 @@
 import pytest
 import torch
 
+from tests.conftest import quiet_trainer, small_run, tiny_bert
 from vlr.errors import ConfigError
 from vlr.models import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
 
 VIT = dict(img_size=16, patch_size=8, embed_dim=16, depth=3, num_heads=2)
-BERT = dict(
-    model_type="bert",
-    hidden_size=16,
-    num_hidden_layers=3,
-    num_attention_heads=2,
-    intermediate_size=32,
-    max_position_embeddings=16,
-)
-
-
-def _trainable(module, prefix=""):
-    return sorted({n.split(".")[0] if not prefix else n for n, p in module.named_parameters() if p.requires_grad})
+BERT = tiny_bert(layers=3)
 
 
 def test_image_tower_keeps_the_last_groups_trainable():
@@ -65,35 +55,14 @@ def test_clip_towers_count_the_head_as_the_last_group(tiny_clip):
 
 
 def test_a_locked_group_does_not_move_in_training(tmp_path, monkeypatch, synthetic_root):
-    import lightning.pytorch as pl
-
-    from tests.conftest import SYNTHETIC_ROOT_SPEC
     from tests.test_config import _compose
     from vlr.build import build_data_and_model
 
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose(
-        [
-            f"data.root={synthetic_root}",
-            *SYNTHETIC_ROOT_SPEC,
-            "data.batch_size=10",
-            "data.num_workers=0",
-            "logger=none",
-            "+model.image_tower.unlocked_layers=2",
-            "+model.text_tower.unlocked_layers=1",
-        ]
-    )
-    datamodule, module = build_data_and_model(cfg)
+    unlocked = ["+model.image_tower.unlocked_layers=2", "+model.text_tower.unlocked_layers=1"]
+    datamodule, module = build_data_and_model(_compose(small_run(synthetic_root, *unlocked)))
     before = {n: p.detach().clone() for n, p in module.encoder.named_parameters()}
-    pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, datamodule=datamodule)
+    quiet_trainer().fit(module, datamodule=datamodule)
     moved = {n for n, p in module.encoder.named_parameters() if not torch.equal(p, before[n])}
     assert "image_tower.backbone.blocks.1.attn.qkv.weight" in moved and "image_tower.backbone.norm.weight" in moved
     assert not any(

@@ -3,6 +3,7 @@
 import torch
 from transformers import BertConfig, BertModel
 
+from tests.conftest import tiny_bert
 from vlr.data import build_tokenizer
 from vlr.models import ImageTower, TextTower
 
@@ -42,14 +43,7 @@ def test_transformers_tower_loads_a_local_directory(tmp_path):
 
 def test_mean_pooling_ignores_padding():
     tower = TextTower(
-        config=dict(
-            model_type="bert",
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=16,
-        ),
+        config=tiny_bert(),
         vocab_size=30,
         pooling="mean",
     ).eval()

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from tests.conftest import tiny_bert
 from vlr.objectives import create_objective
 
 
@@ -210,14 +211,7 @@ def test_second_order_runs_with_attention_towers():
             "vit_tiny_patch16_224", model_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
         ),
         TextTower(
-            config=dict(
-                model_type="bert",
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                max_position_embeddings=16,
-            ),
+            config=tiny_bert(hidden=32),
             vocab_size=50,
         ),
         embed_dim=16,

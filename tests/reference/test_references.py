@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import tiny_bert
 from vlr.data.corpus import CaptionSplit
 from vlr.errors import ConfigError
 from vlr.models import ImageTower, RetrievalModule, TextTower
@@ -17,14 +18,7 @@ def _towers():
         "vit_tiny_patch16_224", model_kwargs=dict(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
     )
     text = TextTower(
-        config=dict(
-            model_type="bert",
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=16,
-        ),
+        config=tiny_bert(),
         vocab_size=30,
     )
     return image, text

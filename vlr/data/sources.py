@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 from vlr.data.coco_captions import read_coco_captions
 from vlr.data.corpus import CaptionSplit
@@ -77,32 +79,18 @@ class VizWizSource:
     """VizWiz-Captions' official files (see `vlr.data.vizwiz`): rejected and pre-canned
     captions dropped unless told otherwise, val held out of the train file, test = official val."""
 
-    def __init__(
-        self,
-        root: str,
-        annotations: dict,
-        image_dirs: dict,
-        val_images: int = 1000,
-        drop_rejected: bool = True,
-        drop_precanned: bool = True,
-        annotation=None,
-    ):
+    def __init__(self, root: str, annotations: dict, image_dirs: dict, annotation=None, **options: Any):
         self.root, self.annotations, self.image_dirs = Path(root), annotations, image_dirs
-        self.val_images, self.drop_rejected, self.drop_precanned = val_images, drop_rejected, drop_precanned
+        known = set(inspect.signature(read_vizwiz).parameters) - {"root", "split", "annotations", "image_dirs"}
+        if set(options) - known:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(set(options) - known)}; known: {sorted(known)}")
+        self.options = options  # val_images, drop_rejected, drop_precanned (read_vizwiz's defaults)
 
     def prepare(self) -> None:
         """Nothing to do for files the user already has."""
 
     def read(self, split: str) -> CaptionSplit:
-        return read_vizwiz(
-            self.root,
-            split,
-            self.annotations,
-            self.image_dirs,
-            val_images=self.val_images,
-            drop_rejected=self.drop_rejected,
-            drop_precanned=self.drop_precanned,
-        )
+        return read_vizwiz(self.root, split, self.annotations, self.image_dirs, **self.options)
 
 
 @SOURCES.register("synthetic")

@@ -47,7 +47,12 @@ def _model(model_class, name_or_path: str | None, config: dict | None, kind: str
     return model_class.from_pretrained(str(name_or_path), config=_config(str(name_or_path), kind))
 
 
-class CLIPImageTower(nn.Module):
+class _CLIPTower(nn.Module):
+    """One side of CLIP with its projection: ``side`` is ``image`` or ``text``."""
+
+    model_class: Any = None
+    side = ""
+
     def __init__(
         self,
         name_or_path: str | None = None,
@@ -56,11 +61,20 @@ class CLIPImageTower(nn.Module):
         unlocked_layers: int | None = None,
     ):
         super().__init__()
-        self.model = _model(CLIPVisionModelWithProjection, name_or_path, config, "vision", "image_tower")
+        kind = "vision" if self.side == "image" else "text"
+        self.model = _model(self.model_class, name_or_path, config, kind, f"{self.side}_tower")
         self.out_dim = self.model.config.projection_dim
         if freeze:
             self.model.requires_grad_(False)
-        lock_groups(transformer_groups(self.model), unlocked_layers, "model.image_tower.unlocked_layers")
+        lock_groups(transformer_groups(self.model), unlocked_layers, f"model.{self.side}_tower.unlocked_layers")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_grad_checkpointing(self.model, enable, self.side)
+
+
+class CLIPImageTower(_CLIPTower):
+    model_class = CLIPVisionModelWithProjection
+    side = "image"
 
     def data_config(self) -> dict:
         """CLIP's preprocessing: bicubic resize of the short side and centre crop, OpenAI mean/std."""
@@ -74,30 +88,13 @@ class CLIPImageTower(nn.Module):
             "crop_mode": "center",
         }
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        set_hf_grad_checkpointing(self.model, enable, "image")
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=images).image_embeds
 
 
-class CLIPTextTower(nn.Module):
-    def __init__(
-        self,
-        name_or_path: str | None = None,
-        freeze: bool = False,
-        config: dict | None = None,
-        unlocked_layers: int | None = None,
-    ):
-        super().__init__()
-        self.model = _model(CLIPTextModelWithProjection, name_or_path, config, "text", "text_tower")
-        self.out_dim = self.model.config.projection_dim
-        if freeze:
-            self.model.requires_grad_(False)
-        lock_groups(transformer_groups(self.model), unlocked_layers, "model.text_tower.unlocked_layers")
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        set_hf_grad_checkpointing(self.model, enable, "text")
+class CLIPTextTower(_CLIPTower):
+    model_class = CLIPTextModelWithProjection
+    side = "text"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
