@@ -189,11 +189,21 @@ class RetrievalDataModule(pl.LightningDataModule):
         )
 
     def train_batches_per_epoch(self) -> int:
-        """Batches per epoch on each rank, without building a loader: the scheduler's length.
-        (Lightning's ``estimated_stepping_batches`` would iterate the loader before a resume
-        restores the loop state, and the resumed epoch would restart from its first batch.)"""
+        """Batches per epoch on each rank, within ``trainer.limit_train_batches``, without building
+        a loader: the scheduler's length. (Lightning's ``estimated_stepping_batches`` would iterate
+        the loader before a resume restores the loop state, and the resumed epoch would restart
+        from its first batch.)"""
         world = self.trainer.world_size if self.trainer is not None else 1
-        return math.ceil(len(self._train_dataset()) / world) // self.per_rank_batch
+        return self._within_limit(math.ceil(len(self._train_dataset()) / world) // self.per_rank_batch)
+
+    def _within_limit(self, batches: int) -> int:
+        """``batches`` cut by ``trainer.limit_train_batches`` (a count, or a fraction below 1)."""
+        limit = getattr(self.trainer, "limit_train_batches", None) if self.trainer is not None else None
+        if isinstance(limit, int):
+            return min(batches, limit)
+        if limit is not None and limit < 1.0:
+            return int(batches * limit)
+        return batches
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._train_dataset()
@@ -215,12 +225,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             return  # no loop to continue (a loader built outside trainer.fit)
         sampler.set_epoch(trainer.current_epoch)
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-        per_epoch = len(sampler) // self.per_rank_batch
-        limit = trainer.limit_train_batches
-        if isinstance(limit, int):
-            per_epoch = min(per_epoch, limit)
-        elif limit is not None and limit < 1.0:
-            per_epoch = int(per_epoch * limit)
+        per_epoch = self._within_limit(len(sampler) // self.per_rank_batch)
         sampler.skip_items = done * self.per_rank_batch if 0 < done < per_epoch else 0
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:

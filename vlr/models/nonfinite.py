@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -19,10 +20,12 @@ class NonFiniteGuard:
     def __init__(self, skip: bool = False):
         self.skip, self.skipped = bool(skip), 0
 
-    def __call__(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], where: str) -> bool:
-        """True when the step should go on; raises or counts a skip otherwise."""
+    def __call__(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], where: str | Callable[[], str]) -> bool:
+        """True when the step should go on; raises or counts a skip otherwise. ``where`` names the
+        step (or builds the name: it is only needed when the loss is not finite)."""
         if bool(torch.isfinite(loss)):
             return True
+        where = where() if callable(where) else where
         bad = [f"{k}={float(v.detach())}" for k, v in terms.items() if not bool(torch.isfinite(v))]
         if not self.skip:
             raise FloatingPointError(

@@ -100,7 +100,10 @@ class RetrievalModule(pl.LightningModule):
         terms = self.objective.batch_terms(self.encoder, batch, self.reference)
         loss = torch.stack(list(terms.values())).sum()
         n = batch["image_idx"].shape[0]
-        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+
+        def where() -> str:
+            return f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+
         if not self.nonfinite(loss, terms, where):
             self.log("train/skipped_nonfinite", float(self.nonfinite.skipped), batch_size=n)
             return None

@@ -34,11 +34,7 @@ def total_training_steps(trainer: Any) -> int:
         return trainer.max_steps
     if not hasattr(datamodule, "train_batches_per_epoch") or trainer.max_epochs is None or trainer.max_epochs < 0:
         return int(trainer.estimated_stepping_batches)
-    per_epoch = datamodule.train_batches_per_epoch()
-    if isinstance(trainer.limit_train_batches, int):
-        per_epoch = min(per_epoch, trainer.limit_train_batches)
-    elif trainer.limit_train_batches is not None and trainer.limit_train_batches < 1.0:
-        per_epoch = int(per_epoch * trainer.limit_train_batches)
+    per_epoch = datamodule.train_batches_per_epoch()  # within trainer.limit_train_batches
     return max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
 
 
