@@ -128,6 +128,30 @@ def tiny_clip(tmp_path_factory, tiny_pretrained) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> dict:
+    """A tiny open_clip architecture (a model-config JSON) and a checkpoint file of its random
+    weights, saved locally: what ``model=open_clip model.arch=<json> model.pretrained=<file>`` loads."""
+    import json
+
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("open_clip")
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    arch = root / "vlr-tiny-open-clip.json"
+    arch.write_text(json.dumps(config))
+    open_clip.add_model_config(arch)
+    torch.manual_seed(2)
+    model = open_clip.create_model(arch.stem).eval()
+    torch.save(model.state_dict(), root / "tiny-open-clip.pt")
+    return {"arch": arch, "pretrained": root / "tiny-open-clip.pt", "model": model}
+
+
+@pytest.fixture(scope="session")
 def data_formats(synthetic_root, tmp_path_factory) -> dict[str, list[str]]:
     """`synthetic_root` in every data format vlr reads, as the overrides that train on it: the
     synthetic source itself, a Karpathy JSON (``data=flickr30k``), the official COCO captions

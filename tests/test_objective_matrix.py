@@ -30,7 +30,14 @@ MODES = {
 }
 
 
-def _preset(name, tiny_pretrained, tiny_clip) -> list[str]:
+def _preset(name, tiny_pretrained, tiny_clip, tiny_open_clip=None) -> list[str]:
+    if name == "open_clip":
+        return [
+            "model=open_clip",
+            f"model.arch={tiny_open_clip['arch']}",
+            f"model.pretrained={tiny_open_clip['pretrained']}",
+            "data.image_transform=tower",
+        ]
     if name == "tiny":
         return []
     if name == "vit_bert":
@@ -46,13 +53,14 @@ def _preset(name, tiny_pretrained, tiny_clip) -> list[str]:
     return ["model=clip_vit_b32", f"model.image_tower.name_or_path={tiny_clip['dir']}", "data.image_transform=tower"]
 
 
-@pytest.mark.parametrize("preset", ["tiny", "vit_bert", "clip_vit_b32"])
+@pytest.mark.parametrize("preset", ["tiny", "vit_bert", "clip_vit_b32", "open_clip"])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_objective_mode_trains_with_every_tower_preset(
-    tmp_path, monkeypatch, synthetic_root, tiny_pretrained, tiny_clip, preset, mode
+    tmp_path, monkeypatch, synthetic_root, tiny_pretrained, tiny_clip, tiny_open_clip, preset, mode
 ):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose(small_run(synthetic_root, *_preset(preset, tiny_pretrained, tiny_clip), *MODES[mode]))
+    towers = _preset(preset, tiny_pretrained, tiny_clip, tiny_open_clip)
+    cfg = _compose(small_run(synthetic_root, *towers, *MODES[mode]))
     pl.seed_everything(0)
     datamodule, module = build_data_and_model(cfg)
     before = {n: p.detach().clone() for n, p in module.encoder.named_parameters()}
@@ -63,7 +71,9 @@ def test_every_objective_mode_trains_with_every_tower_preset(
             terms_seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")})
 
     trainer = quiet_trainer(callbacks=[_Terms()])
-    if preset == "clip_vit_b32" and mode == "covlr+projections":  # CLIP keeps its joint space: identity projections
+    if (
+        preset in ("clip_vit_b32", "open_clip") and mode == "covlr+projections"
+    ):  # CLIP keeps its joint space: identity projections
         with pytest.raises(ConfigError, match="objective.virtual_params=projections, but the encoder has no trainable"):
             trainer.fit(module, datamodule=datamodule)
         return

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vlr.data import RetrievalDataModule, build_tokenizer
+from vlr.data.tokenizer import OpenCLIPTokenizer
 from vlr.imbalance import Imbalance
 from vlr.models import RetrievalModule
 
@@ -27,9 +28,22 @@ def as_dict(node: DictConfig) -> dict[str, Any]:
     return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
 
 
+# model-level keys a preset defines for its towers to interpolate (``model=open_clip``'s
+# ``model.arch`` and ``model.pretrained``)
+PRESET_VARIABLES = ("arch", "pretrained")
+
+
+def trains_wordpiece(cfg: DictConfig) -> bool:
+    """Whether ``model.tokenizer`` is a WordPiece trained on the training captions (no name, no open_clip arch)."""
+    return not cfg.model.tokenizer.get("name_or_path") and not cfg.model.tokenizer.get("open_clip")
+
+
 def tokenizer_for(cfg: DictConfig):
-    """``model.tokenizer``: a named tokenizer, or a factory of the training captions (WordPiece)."""
+    """``model.tokenizer``: open_clip's tokenizer of an arch, a named tokenizer, or a factory of
+    the training captions (WordPiece)."""
     tok_cfg = cfg.model.tokenizer
+    if tok_cfg.get("open_clip"):
+        return OpenCLIPTokenizer(tok_cfg.open_clip)
     if tok_cfg.name_or_path:
         return build_tokenizer(tok_cfg.name_or_path)
     return functools.partial(
@@ -40,6 +54,8 @@ def tokenizer_for(cfg: DictConfig):
 def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, RetrievalModule]:
     imbalance: Imbalance = hydra.utils.instantiate(cfg.imbalance, _convert_="all")
     model_cfg = imbalance.apply_to_model_config(as_dict(cfg.model))
+    for key in PRESET_VARIABLES:  # resolved into the towers' nodes above; not RetrievalModule arguments
+        model_cfg.pop(key, None)
     image_tower = hydra.utils.instantiate(model_cfg.pop("image_tower"), _convert_="all")
     tower_data_config = image_tower.data_config() if cfg.data.get("image_transform") == "tower" else None
     datamodule: RetrievalDataModule = hydra.utils.instantiate(

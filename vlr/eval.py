@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vlr.build import build_data_and_model
+from vlr.build import build_data_and_model, trains_wordpiece
 from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.reporting import finish_evaluation
 from vlr.runs import RUN_TOKENIZER_DIR
@@ -89,7 +89,7 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         if "." in key and key.split(".")[0] in adopted and not ov.is_delete():
             OmegaConf.update(cfg, key, ov.value(), force_add=True)
     run_tokenizer = run_cfg_path.parent.parent / RUN_TOKENIZER_DIR
-    if not cfg.model.tokenizer.get("name_or_path") and (run_tokenizer / "tokenizer.json").is_file():
+    if trains_wordpiece(cfg) and (run_tokenizer / "tokenizer.json").is_file():
         with open_dict(cfg):  # the vocabulary the checkpoint's embeddings were trained with
             cfg.model.tokenizer.name_or_path = str(run_tokenizer)
     log.info(

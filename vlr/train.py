@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from vlr.build import as_dict, build_data_and_model
+from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.loggers import ResumableCSVLogger
@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     pin_wandb_run(cfg)
     datamodule, model = build_data_and_model(cfg)
     trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
-    if trainer.is_global_zero and not cfg.model.tokenizer.get("name_or_path"):
+    if trainer.is_global_zero and trains_wordpiece(cfg):
         # a WordPiece trained on this data's captions belongs to the weights: vlr.eval of this
         # run's checkpoints uses this copy, whatever data it evaluates on
         datamodule.tokenizer.save_pretrained(str(Path(cfg.paths.output_dir) / RUN_TOKENIZER_DIR))

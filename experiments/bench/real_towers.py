@@ -9,12 +9,18 @@ is ``frozen_init`` (recomputed every step, as with augmented images). Each objec
 step is timed through Lightning after ``WARMUP`` steps, in rounds that alternate the
 objectives, and reported as its ratio to InfoNCE's step on the same towers.
 
+The memory section (`run_memory`) builds CLIP ViT-B/32 the same way at batch 16 and
+measures step time and peak resident memory (model, optimizer state and activations) with
+and without gradient checkpointing, and with and without a frozen copy of the towers as
+reference: InfoNCE, which distils nothing, no longer builds one (``with_copy`` forces the
+copy every objective carried before); SAD needs it.
+
 Set ``VLR_BENCH_REAL_STEPS`` to time more steps (default 2 per round, 1 round: a real-size
 step takes tens of seconds on 2 cores).
 
 On a GPU: ``python -m experiments.bench.real_towers --gpu`` times CLIP ViT-B/32 at batch 256
-under bf16-mixed and records images/s and peak allocated memory per objective in
-``experiments/bench/gpu.json`` (not part of ``make bench``, which runs on the CPU).
+under bf16-mixed and records images/s and peak allocated memory per objective and per
+memory case in ``experiments/bench/gpu.json`` (not part of ``make bench``, which runs on the CPU).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import gc
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +41,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from experiments.bench.memory import measure
 from experiments.bench.train_bench import lightning_step_seconds
 from vlr.reference import FrozenInitReference
 
@@ -91,20 +100,34 @@ def _batches(vocab: int, length: int, steps: int, batch: int = BATCH) -> list[di
     return out
 
 
-def _module(preset: str, name: str, options: dict):
+def _module(preset: str, name: str, options: dict, grad_checkpointing: bool = False, copy: bool = False):
     from vlr.models import RetrievalModule
 
     image, text, embed_dim, _ = _towers(preset)
     optimizer = OmegaConf.load(REPO / "vlr" / "conf" / "model" / f"{preset}.yaml").optimizer
+    # the frozen initial towers, recomputed every step (as with augmented training images); an
+    # objective that distils nothing gets evaluation rows only, unless ``copy`` forces the copy
+    reference = functools.partial(FrozenInitReference, cache=False)
     return RetrievalModule(
         image,
         text,
         _objective(name, options),
         embed_dim=embed_dim,
         optimizer=instantiate(optimizer),
-        # the frozen initial towers, recomputed every step (as with augmented training images)
-        reference=functools.partial(FrozenInitReference, cache=False),
+        reference=(lambda encoder: reference(encoder)) if copy else reference,
+        grad_checkpointing=grad_checkpointing,
     )
+
+
+MEMORY_BATCH = 16
+# case -> (objective, options, gradient checkpointing, force a frozen copy of the towers)
+MEMORY_CASES = {
+    "infonce": ("infonce", {}, False, False),
+    "infonce_with_copy": ("infonce", {}, False, True),
+    "infonce_grad_ckpt": ("infonce", {}, True, False),
+    "sad": ("sad", {"stage1_epochs": 0}, False, False),
+    "sad_grad_ckpt": ("sad", {"stage1_epochs": 0}, True, False),
+}
 
 
 def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
@@ -138,6 +161,54 @@ def run(tmp: Path | None = None, presets=("clip_vit_b32", "vit_bert")) -> dict:
     }
 
 
+def memory_case(case: str) -> dict:
+    """One case in this process: step seconds and the peak resident memory it added."""
+    objective, options, checkpointing, copy = MEMORY_CASES[case]
+    batches = _batches(*_towers("clip_vit_b32")[3], WARMUP + STEPS, MEMORY_BATCH)
+    pl.seed_everything(0, verbose=False)
+    with measure() as used:  # from before the towers are built: weights, copy, optimizer, activations
+        module = _module("clip_vit_b32", objective, options, checkpointing, copy)
+        seconds = lightning_step_seconds(module, batches, WARMUP)
+    return {"step_seconds": seconds, "peak_gib": used["peak_added_gib"]}
+
+
+def run_memory(tmp: Path | None = None) -> dict:
+    """CLIP ViT-B/32 from config, CPU, batch 16: step time and peak resident memory per case,
+    each case in a fresh process (freed memory stays in the allocator's arenas, so a second
+    case in the same process would read a peak below its true one)."""
+    figures, ratios = {}, {}
+    for case in MEMORY_CASES:
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.bench.real_towers", "--memory-case", case],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory case {case} failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        figures[f"real_clip_b16_{case}_step_seconds"] = result["step_seconds"]
+        figures[f"real_clip_b16_{case}_peak_gib"] = result["peak_gib"]
+    for case, base in (("infonce_with_copy", "infonce"), ("infonce_grad_ckpt", "infonce"), ("sad_grad_ckpt", "sad")):
+        for what in ("peak_gib", "step_seconds"):
+            short = "memory" if what == "peak_gib" else "time"
+            ratios[f"real_clip_b16_{case}_{short}_vs_{base}"] = (
+                figures[f"real_clip_b16_{case}_{what}"] / figures[f"real_clip_b16_{base}_{what}"]
+            )
+    return {
+        "ratios": ratios,
+        "figures": figures,
+        "notes": {
+            "real_towers_memory": f"CLIP ViT-B/32 from config (random weights), CPU fp32, batch {MEMORY_BATCH}, AdamW, "
+            "each case in a fresh process; peak resident memory added from before the towers are built (weights, "
+            f"reference copy, optimizer state, activations; /proc VmHWM); {STEPS} timed steps after {WARMUP} "
+            "warm-up. with_copy: a frozen copy of the towers, as every objective carried before this version; "
+            "grad_ckpt: model.grad_checkpointing=true",
+        },
+    }
+
+
 def run_gpu(batch: int = 256, steps: int = 5) -> dict:
     """CLIP ViT-B/32, bf16-mixed, one GPU: images/s and peak allocated GiB per objective."""
     batches = _batches(*_towers("clip_vit_b32")[3], WARMUP + steps, batch)
@@ -157,8 +228,23 @@ def run_gpu(batch: int = 256, steps: int = 5) -> dict:
         del module
         gc.collect()
         torch.cuda.empty_cache()
+    memory = {}
+    for case, (objective, options, checkpointing, copy) in MEMORY_CASES.items():
+        pl.seed_everything(0, verbose=False)
+        torch.cuda.reset_peak_memory_stats()
+        module = _module("clip_vit_b32", objective, options, checkpointing, copy)
+        seconds = lightning_step_seconds(module, batches, WARMUP, accelerator="gpu", precision="bf16-mixed")
+        memory[case] = {
+            "images_per_s": batch / seconds,
+            "step_seconds": seconds,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+        del module
+        gc.collect()
+        torch.cuda.empty_cache()
     return {
         "objectives": out,
+        "memory_cases": memory,
         "device": torch.cuda.get_device_name(),
         "batch": batch,
         "precision": "bf16-mixed",
@@ -172,7 +258,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gpu", action="store_true", help="CLIP ViT-B/32, bf16, batch 256 on one GPU")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--memory-case", choices=sorted(MEMORY_CASES), help="one CPU memory case (run_memory's worker)")
     args = parser.parse_args()
+    if args.memory_case:
+        print(json.dumps(memory_case(args.memory_case)))
+        return
     if not args.gpu:
         print(json.dumps(run(), indent=2))
         return

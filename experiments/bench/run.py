@@ -49,6 +49,7 @@ SECTIONS = {
     "train": train_bench.run,
     "loader": loader_bench.run,
     "real_towers": real_towers.run,
+    "real_towers_memory": real_towers.run_memory,
 }
 
 

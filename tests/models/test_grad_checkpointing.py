@@ -29,7 +29,8 @@ def test_checkpointed_towers_give_the_same_gradients(tmp_path, monkeypatch, synt
     _, plain = _grads(tmp_path, monkeypatch, synthetic_root, objective)
     module, ckpt = _grads(tmp_path, monkeypatch, synthetic_root, [*objective, "model.grad_checkpointing=true"])
     assert module.encoder.image_tower.backbone.grad_checkpointing
-    assert module.encoder.text_tower.encoder.is_gradient_checkpointing
+    text = module.encoder.text_tower.encoder
+    assert getattr(text, "is_activation_checkpointing", None) or text.is_gradient_checkpointing
     assert plain.keys() == ckpt.keys() and len(plain) > 10
     for name in plain:
         assert torch.allclose(plain[name], ckpt[name], rtol=1e-4, atol=1e-6), name

@@ -136,7 +136,7 @@ def test_bad_reference_options_are_named():
 
 
 def test_frozen_init_caches_unaugmented_splits_only_under_auto():
-    ref = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8).reference
+    ref = RetrievalModule(*_towers(), create_objective("covlr"), embed_dim=8).reference  # distils: a copy
     ref.prepare("train", _split(3, 3), augmented=True)
     ref.prepare("val", _split(3, 3))
     batch = {"images": torch.randn(2, 3, 16, 16), "image_idx": torch.tensor([0, 1])}

@@ -111,3 +111,30 @@ def _load_cached(target: Path) -> PreTrainedTokenizerFast | None:
     except Exception as err:  # missing files, truncated JSON, checksum mismatch
         log.warning("tokenizer cache %s is damaged (%s); rebuilding it", target, str(err).splitlines()[0][:200])
         return None
+
+
+class OpenCLIPTokenizer:
+    """open_clip's tokenizer for ``arch`` behind the transformers call `Collate` makes. It
+    pads to the model's context length (open_clip's text towers read every position); the
+    mask marks the non-padding tokens."""
+
+    def __init__(self, arch: str):
+        import open_clip
+
+        from vlr.open_clip_names import open_clip_name
+
+        self.arch = arch
+        self._tokenize = open_clip.get_tokenizer(open_clip_name(arch))
+        self.pad_token_id = int(getattr(self._tokenize, "pad_id", 0) or 0)
+
+    def __call__(self, texts: list[str], return_tensors: str = "pt", **_ignored) -> dict:
+        import torch
+
+        ids = self._tokenize(list(texts))
+        return {"input_ids": ids, "attention_mask": (ids != self.pad_token_id).long().to(torch.long)}
+
+    def convert_tokens_to_ids(self, tokens):  # a tokenizer, not a factory of the captions (the datamodule asks)
+        raise NotImplementedError("open_clip tokenizers map text to ids only")
+
+    def __len__(self) -> int:
+        return int(getattr(self._tokenize, "vocab_size", 0) or len(getattr(self._tokenize, "encoder", {})))

@@ -9,6 +9,7 @@ Add a tower: an ``nn.Module`` with ``out_dim``, ``forward`` (images, or ``input_
 from vlr.models.clip_towers import CLIPImageTower, CLIPTextTower
 from vlr.models.encoder import DualEncoder
 from vlr.models.image_tower import ImageTower
+from vlr.models.open_clip_towers import OpenCLIPImageTower, OpenCLIPTextTower
 from vlr.models.retrieval_module import RetrievalModule
 from vlr.models.text_tower import TextTower
 
@@ -16,6 +17,8 @@ __all__ = [
     "CLIPImageTower",
     "CLIPTextTower",
     "ImageTower",
+    "OpenCLIPImageTower",
+    "OpenCLIPTextTower",
     "TextTower",
     "DualEncoder",
     "RetrievalModule",

@@ -66,7 +66,14 @@ def set_hf_grad_checkpointing(model, enable: bool, side: str) -> None:
     ``torch.func.functional_call``, CoVLR's virtual step, and with frozen inputs)."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(f"model.grad_checkpointing: the {side} tower ({type(model).__name__}) does not support it")
-    if enable:
+    if enable and getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # what transformers would switch off itself, with a warning
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old names warn
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_disable()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vlr.callbacks import ObjectiveSchedule, TorchRNGState
+from vlr.errors import ConfigError
 from vlr.metrics import RetrievalEvaluator, rouge_l_relevance
 from vlr.metrics.ranking import check_ties
 from vlr.models.encoder import DualEncoder
@@ -24,7 +25,7 @@ from vlr.models.nonfinite import NonFiniteGuard
 from vlr.models.schedules import parameter_groups, total_training_steps
 from vlr.objectives import Objective
 from vlr.reference import build_reference
-from vlr.reference.references import FrozenInitReference
+from vlr.reference.references import FrozenInitReference, InitialEvalRows
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RetrievalModule(pl.LightningModule):
         reference: nn.Module | Callable[[nn.Module], nn.Module] | None = None,
         skip_nonfinite: bool = False,
         grad_checkpointing: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         # plain data only, so checkpoints load with weights_only=True; the full config lives in .hydra/
@@ -64,8 +66,11 @@ class RetrievalModule(pl.LightningModule):
                 getattr(tower, "set_grad_checkpointing")(True)  # noqa: B009 -- every vlr tower has it
             self.encoder.grad_checkpointing = True  # objectives that re-run the towers check it
         # a reference: image_dim, text_dim, prepare(split_name, split, augmented), embed(kind, split, batch)
-        built: Any = build_reference(reference, self.encoder)
+        # frozen_init copies the towers only for an objective that distils during training
+        built: Any = build_reference(reference, self.encoder, training_rows=objective.needs_reference)
         self.reference: Any = built
+        if compile:  # after the reference's copy (which stays eager); in place, so weight names do not change
+            self._compile_towers(objective)
         self.objective = objective
         objective.bind_reference(built.image_dim, built.text_dim, int(self.encoder.embed_dim))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -81,6 +86,21 @@ class RetrievalModule(pl.LightningModule):
         self.save_rankings = 0  # > 0: a final evaluation keeps per-query rankings (set by the entry points)
         self.evaluators = nn.ModuleDict()
         self.nonfinite = NonFiniteGuard(skip_nonfinite)
+
+    def _compile_towers(self, objective: Objective) -> None:
+        """``model.compile=true``: `torch.compile` each tower in place (``nn.Module.compile``),
+        so checkpoints keep the eager names and load either way."""
+        if not hasattr(torch, "compile"):
+            raise ConfigError("model.compile=true needs torch.compile (torch >= 2.0)")
+        # CoVLR's virtual step over the towers (alpha > 0, virtual_params=all)
+        if getattr(objective, "virtual_params", None) == "all" and getattr(objective, "alpha", 0) > 0:
+            raise ConfigError(
+                "model.compile=true: objective=covlr re-runs the towers with stepped weights through "
+                "torch.func.functional_call, which a compiled tower does not follow; use "
+                "objective.virtual_params=projections, or model.compile=false"
+            )
+        for tower in (self.encoder.image_tower, self.encoder.text_tower):
+            tower.compile()
 
     def configure_callbacks(self) -> list:
         """The loop's bookkeeping every run needs; once per trainer (a ``trainer.test`` after
@@ -132,7 +152,16 @@ class RetrievalModule(pl.LightningModule):
         state = FrozenInitReference.upgrade_state_dict(state_dict)
         own = {k: v for k, v in self.state_dict().items() if k.startswith("reference.")}
         theirs = {k for k in state if k.startswith("reference.")}
-        if theirs != set(own):
+        towers_copy = theirs and all(k.startswith(("reference.image_tower.", "reference.text_tower.")) for k in theirs)
+        if theirs != set(own) and towers_copy and isinstance(self.reference, InitialEvalRows):
+            # an earlier version kept a copy of the initial towers for every objective; this one
+            # embeds the evaluation splits with the towers as built here, which are those towers
+            log.info(
+                "the checkpoint's copy of the initial towers is not needed: "
+                "the reference rows come from the towers as built"
+            )
+            state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
+        elif theirs != set(own):
             log.warning(
                 "the checkpoint was written with another reference (%d reference tensors, %d configured here): "
                 "overlap@k is measured against the one configured here (%s)",
@@ -146,11 +175,15 @@ class RetrievalModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlr_val_history"] = [dict(h) for h in self.val_history]
         checkpoint["vlr_nonfinite"] = self.nonfinite.state_dict()
+        if isinstance(self.reference, InitialEvalRows):
+            checkpoint["vlr_reference_rows"] = self.reference.rows_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "state_dict" in checkpoint:  # Lightning loads the weights after this hook
             checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint["state_dict"])
         self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]
+        if isinstance(self.reference, InitialEvalRows):  # the towers are about to hold trained weights
+            self.reference.load_rows_state(checkpoint.get("vlr_reference_rows", {}))
         # checkpoints of earlier versions kept the count as vlr_skipped_steps
         self.nonfinite.load_state_dict(
             checkpoint.get("vlr_nonfinite", {"skipped": checkpoint.get("vlr_skipped_steps", 0)})
@@ -173,6 +206,8 @@ class RetrievalModule(pl.LightningModule):
             return  # fitting from bare dataloaders: no evaluation split to prepare
         for name in ("train", split) if stage == "fit" else (split,):
             self.reference.prepare(name, datamodule.split(name), augmented=name == "train" and datamodule.augment)
+        if isinstance(self.reference, InitialEvalRows):
+            self._precompute_reference_rows(datamodule, ("val", "test") if stage == "fit" else (split,))
         if split in self.evaluators:
             return
         targets = datamodule.eval_targets(split)
@@ -192,6 +227,21 @@ class RetrievalModule(pl.LightningModule):
             ties=self.eval_ties,
             save_rankings=self.save_rankings if stage != "fit" else 0,
         ).to(self.device)
+
+    def _precompute_reference_rows(self, datamodule: Any, splits: tuple[str, ...]) -> None:
+        """Embed the evaluation splits with the towers as built, before any step and before a
+        checkpoint's weights load (Lightning calls ``setup`` first): the test split too when
+        fitting, since the test after training must not see the trained towers. Each rank
+        embeds the whole split (unsharded loaders)."""
+        device = self.trainer.strategy.root_device
+        self.encoder.to(device)  # where the strategy puts it next anyway
+        for name in splits:
+            loaders = datamodule.val_dataloader() if name == "val" else datamodule.test_dataloader()
+            self.reference.precompute(name, datamodule.split(name), loaders, device)
+
+    def on_train_start(self) -> None:
+        if isinstance(self.reference, InitialEvalRows):
+            self.reference.towers_trained = True  # no evaluation rows can be computed from here on
 
     @torch.no_grad()
     def _eval_step(self, split: str, batch: dict) -> None:

@@ -15,11 +15,18 @@ same neighbourhoods. Chosen by the ``reference`` config group (``vlr/conf/refere
 
 Both return L2-normalised rows for the items of a batch, through one interface:
 ``prepare(split_name, split, augmented)`` once per split, then ``embed(kind, split, batch)``.
+
+``frozen_init`` copies the towers only when the objective distils from them during training.
+For the others (InfoNCE, triplet) the reference serves overlap@k alone, so `InitialEvalRows`
+embeds each evaluation split once with the towers as built, before the first step, and
+keeps those rows (in checkpoints too, as ``vlr_reference_rows``) instead of a second copy of the towers.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 from typing import Any
 
 import torch
@@ -144,14 +151,128 @@ class FeatureReference(nn.Module):
         return table[index]
 
 
-def build_reference(reference, encoder: nn.Module) -> nn.Module:
+def split_fingerprint(split) -> str:
+    """What identifies a split's rows: its images, captions and their pairing."""
+    digest = hashlib.sha1()
+    for part in (*map(str, split.image_paths), "\0", *split.captions, "\0", *map(str, split.text_to_image.tolist())):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\n")
+    return f"{split.num_images}x{split.num_captions}:{digest.hexdigest()[:16]}"
+
+
+class InitialEvalRows(nn.Module):
+    """The ``frozen_init`` reference when nothing distils from it during training: each
+    evaluation split's rows, embedded once by the towers as built (`precompute`, called by the
+    module before the first step, and before a checkpoint's weights are loaded), then looked
+    up by dataset index. No copy of the towers exists; the rows travel in checkpoints
+    (``vlr_reference_rows``, next to the weights), keyed by split name and a fingerprint of the split's
+    content, so a resumed run and ``vlr.eval`` score against the rows the run started from,
+    and a checkpoint evaluated on other data gets that data's rows from the towers as built."""
+
+    kind = "frozen_init"
+
+    def __init__(self, encoder: Any, cache: bool | str = "auto"):
+        super().__init__()
+        if cache not in CACHE_OPTIONS:  # the frozen_init option, checked alike (evaluation rows are always kept)
+            raise ConfigError(f"reference.cache must be true, false or auto, got {cache!r}")
+        self._source = (encoder,)  # the module's own encoder: a tuple, so it is not a submodule
+        self.image_dim, self.text_dim = int(encoder.image_tower.out_dim), int(encoder.text_tower.out_dim)
+        # split -> {"fingerprint": str, "image"/"text": rows, "image_filled"/"text_filled": bool masks}
+        self._tables: dict[str, dict[str, Any]] = {}
+        self.towers_trained = False  # set once the encoder's weights are no longer the initial ones
+
+    def prepare(self, split_name: str, split, augmented: bool = False) -> None:
+        """Nothing to do: evaluation rows come from `precompute`; training never asks."""
+
+    def has_rows(self, split_name: str, fingerprint: str) -> bool:
+        table = self._tables.get(split_name)
+        return table is not None and table["fingerprint"] == fingerprint
+
+    @torch.no_grad()
+    def precompute(self, split_name: str, split, loaders, device: torch.device) -> None:
+        """Embed all of ``split_name`` with the encoder's towers as they are now (the initial
+        towers); ``loaders`` are the split's image and caption loaders, unsharded. The whole
+        split, whatever the trainer's limits: a later full evaluation needs every row, and
+        the towers will have trained by then."""
+        fingerprint = split_fingerprint(split)
+        if self.has_rows(split_name, fingerprint):
+            return
+        if self.towers_trained:
+            raise ConfigError(
+                f"reference=frozen_init: the reference rows of the '{split_name}' split were not computed before "
+                "the towers trained (nor kept in the checkpoint); evaluate through `python -m vlr.eval ckpt_path=...`, "
+                "which embeds them with the towers as built, or use reference=features reference.path=<dir>"
+            )
+        encoder = self._source[0]
+        towers = (encoder.image_tower, encoder.text_tower)
+        modes = [tower.training for tower in towers]
+        for tower in towers:
+            tower.eval()
+        table: dict[str, Any] = {"fingerprint": fingerprint}
+        try:
+            for kind, loader, size, dim in (
+                ("image", loaders[0], split.num_images, self.image_dim),
+                ("text", loaders[1], split.num_captions, self.text_dim),
+            ):
+                rows = torch.zeros(size, dim)
+                for batch in loader:
+                    if kind == "image":
+                        out, index = towers[0](batch["images"].to(device)), batch["image_idx"]
+                    else:
+                        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                        out, index = towers[1](ids, mask), batch["caption_idx"]
+                    rows[index] = F.normalize(out.float(), dim=-1).cpu()
+                table[kind] = rows
+        finally:
+            for tower, mode in zip(towers, modes, strict=True):
+                tower.train(mode)
+        self._tables[split_name] = table
+
+    @torch.no_grad()
+    def embed(self, kind: str, split: str, batch: dict) -> torch.Tensor:
+        index = batch["image_idx" if kind == "image" else "caption_idx"]
+        table = self._tables.get(split)
+        if table is None:
+            raise RuntimeError(
+                f"reference rows of split '{split}' were not precomputed: reference=frozen_init without a distilling "
+                "objective embeds evaluation splits once, before training (RetrievalModule.setup)"
+            )
+        if table[kind].device != index.device:
+            table[kind] = table[kind].to(index.device)
+        return table[kind][index]
+
+    def rows_state(self) -> dict:
+        """The rows, for a checkpoint (the module writes them as ``vlr_reference_rows``)."""
+        return {
+            split: {k: v.cpu() if torch.is_tensor(v) else v for k, v in t.items()} for split, t in self._tables.items()
+        }
+
+    def load_rows_state(self, state: dict) -> None:
+        """A checkpoint's rows; a split this module already embedded from other data keeps its own.
+        Loading a checkpoint replaces the towers' weights, so no rows are computed after it."""
+        for split, table in (state or {}).items():
+            own = self._tables.get(split)
+            if own is None or own["fingerprint"] == table["fingerprint"]:
+                self._tables[split] = dict(table)
+        self.towers_trained = True
+
+
+def _is_frozen_init_factory(reference: Any) -> bool:
+    func = reference.func if isinstance(reference, functools.partial) else reference
+    return func is FrozenInitReference
+
+
+def build_reference(reference, encoder: nn.Module, training_rows: bool = True) -> nn.Module:
     """The module's reference: a built reference as is, a factory (the ``frozen_init`` config is a
-    ``_partial_``) called with the encoder, ``None`` the frozen initial towers."""
+    ``_partial_``) called with the encoder, ``None`` the frozen initial towers. ``training_rows``:
+    whether the objective asks for reference rows of training batches; without it ``frozen_init``
+    keeps evaluation rows only (`InitialEvalRows`), not a copy of the towers."""
     if reference is None:
-        return FrozenInitReference(encoder)
+        reference = FrozenInitReference
     if isinstance(reference, nn.Module):
         return reference
     if callable(reference):
+        if not training_rows and _is_frozen_init_factory(reference):
+            return InitialEvalRows(encoder, **getattr(reference, "keywords", {}))
         return reference(encoder)
     raise ConfigError(
         f"reference must be a reference module or a factory of the encoder, got {type(reference).__name__}"

@@ -1,0 +1,32 @@
+"""open_clip model names: one place that turns ``model.arch`` into a name open_clip knows.
+
+The towers (`vlr.models.open_clip_towers`) and the tokenizer (`vlr.data.tokenizer`) both
+resolve the same ``arch``; a model-config JSON must be registered before either asks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlr.errors import ConfigError
+
+
+def open_clip_name(arch: str) -> str:
+    """The open_clip model name of ``arch``: an open_clip model name, ``hf-hub:``/``local-dir:``
+    as open_clip reads them, or a model-config ``.json`` file (registered with
+    `open_clip.add_model_config` under the file's stem)."""
+    import open_clip
+
+    path = Path(str(arch))
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ConfigError(f"model.arch={arch}: no such model-config file")
+        if path.stem not in open_clip.list_models():
+            open_clip.add_model_config(path)
+        return path.stem
+    if ":" not in str(arch) and str(arch) not in open_clip.list_models():
+        raise ConfigError(
+            f"model.arch={arch} is not an open_clip model (one of open_clip.list_models(), a model-config .json, "
+            "hf-hub:<repo> or local-dir:<dir>)"
+        )
+    return str(arch)
