@@ -179,3 +179,31 @@ def test_a_checkpoint_written_with_another_reference_loads_with_the_one_configur
         target.load_state_dict(checkpoint["state_dict"])  # strict
         assert all(torch.equal(target.state_dict()[k], v) for k, v in kept.items())
         assert torch.equal(target.encoder.image_proj.weight, source.encoder.image_proj.weight)
+
+
+def test_the_model_summary_leaves_out_flops_it_did_not_count(caplog):
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+
+    from vlr.callbacks import ModelSummary
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 4)
+
+    summary = Summary(Net(), max_depth=1)
+    args = (
+        summary._get_summary_data(),
+        summary.total_parameters,
+        summary.trainable_parameters,
+        summary.model_size,
+        summary.total_training_modes,
+    )
+    with caplog.at_level("INFO", logger="vlr.callbacks.model_summary"):
+        ModelSummary.summarize(*args, total_flops=0)
+    assert "Trainable params" in caplog.text and "16 " in caplog.text and "Flops" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vlr.callbacks.model_summary"):
+        ModelSummary.summarize(*args, total_flops=1234)
+    assert "Total Flops" in caplog.text

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlr.data import RetrievalDataModule, build_tokenizer
 from vlr.data.tokenizer import OpenCLIPTokenizer
+from vlr.errors import ConfigError
 from vlr.imbalance import Imbalance
 from vlr.models import RetrievalModule
 
@@ -33,6 +34,20 @@ def as_dict(node: DictConfig) -> dict[str, Any]:
 PRESET_VARIABLES = ("arch", "pretrained")
 
 
+def check_image_size(image_tower: Any, data_cfg: DictConfig) -> None:
+    """A tower with positional embeddings for one image size (CLIP, open_clip) fed vlr's builtin
+    transform at another size fails deep inside its forward; say so before anything runs."""
+    if not getattr(image_tower, "fixed_input_size", False) or data_cfg.get("image_transform") == "tower":
+        return
+    size = tuple(image_tower.data_config()["input_size"][-2:])
+    wanted = data_cfg.get("image_size")
+    if wanted is not None and (int(wanted), int(wanted)) != size:
+        raise ConfigError(
+            f"data.image_size={wanted}, but the image tower takes {size[0]}x{size[1]} images: "
+            "set data.image_transform=tower (its own preprocessing) or data.image_size to match"
+        )
+
+
 def trains_wordpiece(cfg: DictConfig) -> bool:
     """Whether ``model.tokenizer`` is a WordPiece trained on the training captions (no name, no open_clip arch)."""
     return not cfg.model.tokenizer.get("name_or_path") and not cfg.model.tokenizer.get("open_clip")
@@ -43,7 +58,7 @@ def tokenizer_for(cfg: DictConfig):
     the training captions (WordPiece)."""
     tok_cfg = cfg.model.tokenizer
     if tok_cfg.get("open_clip"):
-        return OpenCLIPTokenizer(tok_cfg.open_clip)
+        return OpenCLIPTokenizer(tok_cfg.open_clip, tok_cfg.get("max_length"))
     if tok_cfg.name_or_path:
         return build_tokenizer(tok_cfg.name_or_path)
     return functools.partial(
@@ -58,6 +73,7 @@ def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, Retrieva
         model_cfg.pop(key, None)
     image_tower = hydra.utils.instantiate(model_cfg.pop("image_tower"), _convert_="all")
     tower_data_config = image_tower.data_config() if cfg.data.get("image_transform") == "tower" else None
+    check_image_size(image_tower, cfg.data)
     datamodule: RetrievalDataModule = hydra.utils.instantiate(
         cfg.data,
         imbalance=imbalance,

@@ -88,6 +88,9 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         key = ov.key_or_group
         if "." in key and key.split(".")[0] in adopted and not ov.is_delete():
             OmegaConf.update(cfg, key, ov.value(), force_add=True)
+    if "seed" in run_cfg and "seed" not in {ov.key_or_group for ov in overrides}:
+        with open_dict(cfg):  # the towers as built are the run's initial ones (random init: the reference)
+            cfg.seed = run_cfg.seed
     run_tokenizer = run_cfg_path.parent.parent / RUN_TOKENIZER_DIR
     if trains_wordpiece(cfg) and (run_tokenizer / "tokenizer.json").is_file():
         with open_dict(cfg):  # the vocabulary the checkpoint's embeddings were trained with

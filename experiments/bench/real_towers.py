@@ -188,13 +188,13 @@ def run_memory(tmp: Path | None = None) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"memory case {case} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        figures[f"real_clip_b16_{case}_step_seconds"] = result["step_seconds"]
-        figures[f"real_clip_b16_{case}_peak_gib"] = result["peak_gib"]
+        figures[f"real_clip_vit_b32_bs16_{case}_step_seconds"] = result["step_seconds"]
+        figures[f"real_clip_vit_b32_bs16_{case}_peak_gib"] = result["peak_gib"]
     for case, base in (("infonce_with_copy", "infonce"), ("infonce_grad_ckpt", "infonce"), ("sad_grad_ckpt", "sad")):
         for what in ("peak_gib", "step_seconds"):
             short = "memory" if what == "peak_gib" else "time"
-            ratios[f"real_clip_b16_{case}_{short}_vs_{base}"] = (
-                figures[f"real_clip_b16_{case}_{what}"] / figures[f"real_clip_b16_{base}_{what}"]
+            ratios[f"real_clip_vit_b32_bs16_{case}_{short}_vs_{base}"] = (
+                figures[f"real_clip_vit_b32_bs16_{case}_{what}"] / figures[f"real_clip_vit_b32_bs16_{base}_{what}"]
             )
     return {
         "ratios": ratios,
@@ -205,6 +205,11 @@ def run_memory(tmp: Path | None = None) -> dict:
             f"reference copy, optimizer state, activations; /proc VmHWM); {STEPS} timed steps after {WARMUP} "
             "warm-up. with_copy: a frozen copy of the towers, as every objective carried before this version; "
             "grad_ckpt: model.grad_checkpointing=true",
+            "real_towers_gpu": (
+                "not run: " + ("make bench runs on the CPU" if torch.cuda.is_available() else "no CUDA device")
+            )
+            + "; `python -m experiments.bench.real_towers --gpu` records CLIP ViT-B/32 at batch 256, bf16 (images/s, "
+            "peak memory per objective and memory case) in experiments/bench/gpu.json",
         },
     }
 

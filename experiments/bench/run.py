@@ -82,6 +82,9 @@ def main() -> None:
     Console().print(table)
     missed = [f"{k} {t['value']:.3f} (target {t['target']})" for k, t in result["targets"].items() if not t["met"]]
     print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))
+    for key in ("real_towers_gpu",):
+        if key in result["notes"]:
+            print(f"{key}: {result['notes'][key]}")
 
 
 if __name__ == "__main__":

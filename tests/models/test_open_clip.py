@@ -112,3 +112,48 @@ def test_bad_arch_and_pretrained_are_named(tmp_path, tiny_open_clip):
         OpenCLIPTextTower(str(tiny_open_clip["arch"]), pretrained="/no/ckpt.pt")
     with pytest.raises(ConfigError, match="model.pretrained=laion9000 is not a tag of ViT-B-32 .*openai"):
         OpenCLIPImageTower("ViT-B-32", pretrained="laion9000")
+
+
+def test_a_config_file_builds_what_it_says_whatever_its_name(tmp_path, tiny_open_clip):
+    """A file named like a built-in model, and two files of one name, each build their own config."""
+    import json
+
+    config = json.loads(tiny_open_clip["arch"].read_text())
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    named_like_builtin = tmp_path / "a" / "ViT-B-32.json"
+    named_like_builtin.write_text(json.dumps(config))
+    assert OpenCLIPImageTower(str(named_like_builtin)).out_dim == 16  # not ViT-B-32's 512
+    config["embed_dim"] = 8
+    same_name = tmp_path / "b" / "ViT-B-32.json"
+    same_name.write_text(json.dumps(config))
+    assert OpenCLIPImageTower(str(same_name)).out_dim == 8
+    assert OpenCLIPTextTower(str(same_name)).out_dim == 8
+
+
+def test_openai_weights_get_quickgelu_and_tokens_fit_the_context():
+    from vlr.models.open_clip_towers import _quick_gelu_needed
+
+    # OpenAI's weights were trained with QuickGELU: the plain name would load them into GELU blocks
+    assert _quick_gelu_needed("ViT-B-32", "openai")
+    assert not _quick_gelu_needed("ViT-B-32-quickgelu", "openai")
+    assert not _quick_gelu_needed("ViT-B-16", "laion2b_s34b_b88k")
+    assert OpenCLIPTokenizer("ViT-B-32", max_length=77)(["a dog"])["input_ids"].shape == (1, 77)
+    with pytest.raises(ConfigError, match="model.tokenizer.max_length=32, but ViT-B-32 reads 77 tokens"):
+        OpenCLIPTokenizer("ViT-B-32", max_length=32)
+
+
+def test_settings_that_cannot_work_end_in_one_line(tmp_path, monkeypatch, synthetic_root, tiny_open_clip):
+    monkeypatch.setenv("VLR_ROOT", str(tmp_path))
+    towers = [f"model.arch={tiny_open_clip['arch']}", "model=open_clip"]
+    cfg = _compose(small_run(synthetic_root, *towers))  # the synthetic data's builtin 64-px transform
+    with pytest.raises(
+        ConfigError, match="data.image_size=64, but the image tower takes 32x32 images: set data.image_transform=tower"
+    ):
+        build_data_and_model(cfg)
+    with pytest.raises(
+        ConfigError, match=r"model.pretrained=openai is not a tag of vlr-tiny-open-clip-\w+ \(it has none"
+    ):
+        OpenCLIPImageTower(str(tiny_open_clip["arch"]), pretrained="openai")
+    cfg = _compose(small_run(synthetic_root, *_preset("open_clip", None, None, tiny_open_clip), "model.compile=maybe"))
+    with pytest.raises(Exception, match="model.compile must be true or false, got 'maybe'"):
+        build_data_and_model(cfg)

@@ -61,7 +61,7 @@ def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root,
     # the same run with the earlier design: a frozen copy of the towers, embedding every evaluation batch
     datamodule, copy_module = _build(synthetic_root)
     copy_module.reference = FrozenInitReference(copy_module.encoder)
-    copy_metrics = _fit_and_score(datamodule, copy_module)
+    copy_metrics = _fit_and_score(datamodule, copy_module, tmp_path / "copy")
     for key in ("test/image/overlap@10", "test/text/overlap@10"):
         assert 0 < rows_metrics[key] < 100
         assert rows_metrics[key] == pytest.approx(copy_metrics[key], abs=1e-9), key
@@ -75,6 +75,15 @@ def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root,
     again = trainer.test(fresh, datamodule=datamodule, ckpt_path=str(last), weights_only=True, verbose=False)[0]
     assert again["test/image/overlap@10"] == pytest.approx(rows_metrics["test/image/overlap@10"], abs=1e-9)
     assert again["test/rsum"] == pytest.approx(rows_metrics["test/rsum"], abs=1e-9)
+
+    # a checkpoint of the earlier design, scored by a module built from another seed: its copy of the
+    # run's initial towers gives the rows (the towers as built here are other random towers)
+    legacy = tmp_path / "copy" / "last.ckpt"
+    assert any(k.startswith("reference.image_tower.") for k in torch.load(legacy, weights_only=True)["state_dict"])
+    datamodule, fresh = _build(synthetic_root, seed=123)
+    again = quiet_trainer().test(fresh, datamodule=datamodule, ckpt_path=str(legacy), weights_only=True, verbose=False)
+    for key in ("test/image/overlap@10", "test/text/overlap@10", "test/rsum"):
+        assert again[0][key] == pytest.approx(copy_metrics[key], abs=1e-9), key
 
 
 def test_trained_towers_refuse_to_embed_a_new_split(synthetic_root):
@@ -103,3 +112,28 @@ def test_checkpoint_rows_of_other_data_do_not_replace_this_datas(synthetic_root,
         upgraded = module.upgrade_state_dict(legacy)
     assert upgraded.keys() == module.state_dict().keys()
     assert "another reference" not in caplog.text
+
+
+def test_rows_of_other_pixels_are_not_reused(synthetic_root):
+    """The fingerprint covers what evaluation feeds the towers: blurred evaluation images
+    (``imbalance.apply_to_eval``) are other rows than clean ones of the same files."""
+    fingerprints = []
+    for extra in ([], ["imbalance=image_blur", "imbalance.strength=1.0", "imbalance.apply_to_eval=true"]):
+        cfg = _compose(
+            [
+                f"data.root={synthetic_root}",
+                *SYNTHETIC_ROOT_SPEC,
+                "data.num_workers=0",
+                "logger=none",
+                "reference=frozen_init",
+                "objective=infonce",
+                *extra,
+            ]
+        )
+        pl.seed_everything(0)
+        datamodule, module = build_data_and_model(cfg)
+        datamodule.setup("test")
+        module.reference.precompute("test", datamodule.split("test"), datamodule.test_dataloader(), torch.device("cpu"))
+        fingerprints.append(module.reference.rows_state()["test"]["fingerprint"])
+    assert fingerprints[0] != fingerprints[1]
+    assert fingerprints[0].split(":")[:2] == fingerprints[1].split(":")[:2]  # same files and captions

@@ -1,10 +1,12 @@
 """Callbacks: checkpointing (`LastCheckpoint`, `AtomicCheckpointIO`, configured by the
-``callbacks`` group and `vlr.train`), `ParameterCounts` and `LearningRateMonitor` (``callbacks`` group), and the run
-bookkeeping every `RetrievalModule` adds itself (`ObjectiveSchedule`, `TorchRNGState`).
+``callbacks`` group and `vlr.train`), `ParameterCounts`, `LearningRateMonitor` and
+`ModelSummary` (``callbacks`` group), and the run bookkeeping every `RetrievalModule`
+adds itself (`ObjectiveSchedule`, `TorchRNGState`).
 Each keeps its own state in checkpoints and can be tested alone."""
 
 from vlr.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
 from vlr.callbacks.learning_rates import LearningRateMonitor
+from vlr.callbacks.model_summary import ModelSummary
 from vlr.callbacks.objective_schedule import ObjectiveSchedule, check_stages, forget_best, restore_best
 from vlr.callbacks.parameter_counts import ParameterCounts, parameter_counts
 from vlr.callbacks.rng_state import TorchRNGState
@@ -13,6 +15,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "LastCheckpoint",
     "LearningRateMonitor",
+    "ModelSummary",
     "ObjectiveSchedule",
     "ParameterCounts",
     "TorchRNGState",

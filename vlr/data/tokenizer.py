@@ -118,13 +118,20 @@ class OpenCLIPTokenizer:
     pads to the model's context length (open_clip's text towers read every position); the
     mask marks the non-padding tokens."""
 
-    def __init__(self, arch: str):
+    def __init__(self, arch: str, max_length: int | None = None):
         import open_clip
 
+        from vlr.errors import ConfigError
         from vlr.open_clip_names import open_clip_name
 
         self.arch = arch
         self._tokenize = open_clip.get_tokenizer(open_clip_name(arch))
+        context = getattr(self._tokenize, "context_length", None)
+        if max_length is not None and context is not None and int(max_length) != int(context):
+            raise ConfigError(
+                f"model.tokenizer.max_length={max_length}, but {arch} reads {context} tokens (its context length); "
+                "leave it null for open_clip models"
+            )
         self.pad_token_id = int(getattr(self._tokenize, "pad_id", 0) or 0)
 
     def __call__(self, texts: list[str], return_tensors: str = "pt", **_ignored) -> dict:

@@ -75,6 +75,7 @@ class _CLIPTower(nn.Module):
 class CLIPImageTower(_CLIPTower):
     model_class = CLIPVisionModelWithProjection
     side = "image"
+    fixed_input_size = True  # positional embeddings for one image size: data.image_transform=tower
 
     def data_config(self) -> dict:
         """CLIP's preprocessing: bicubic resize of the short side and centre crop, OpenAI mean/std."""

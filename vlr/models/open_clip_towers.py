@@ -22,30 +22,75 @@ from vlr.errors import ConfigError
 from vlr.open_clip_names import open_clip_name
 
 
-def create_open_clip(arch: str, pretrained: str | None) -> Any:
-    """The whole open_clip model (CPU, fp32), weights from ``pretrained`` when given."""
+def _is_file(pretrained: str) -> bool:
+    return "/" in pretrained or bool(Path(pretrained).suffix)
+
+
+def _check_pretrained(name: str, pretrained: str) -> None:
+    import open_clip
+
+    if _is_file(pretrained):
+        if not Path(pretrained).is_file():
+            raise ConfigError(f"model.pretrained={pretrained}: no such checkpoint file")
+        return
+    if ":" in name:  # hf-hub:/local-dir: bring their own weights
+        return
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        known = f"its tags: {', '.join(tags)}" if tags else "it has none; give a checkpoint file"
+        raise ConfigError(f"model.pretrained={pretrained} is not a tag of {name} ({known})")
+
+
+def _quick_gelu_needed(name: str, pretrained: str | None) -> bool:
+    """OpenAI's weights were trained with QuickGELU; ``ViT-B-32`` + ``openai`` would load them into
+    GELU blocks (open_clip only warns). The tag's own config says which activation it needs."""
+    import open_clip
+
+    if not pretrained or _is_file(pretrained) or ":" in name:
+        return False
+    wants = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    has = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    return wants and not has
+
+
+class _OpenCLIPChatter(logging.Filter):
+    """open_clip reports every step of building a model at INFO on the root logger, and warns that
+    random weights are random when they were asked for: dropped while vlr builds one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "No pretrained weights loaded" in record.getMessage():
+            return False
+        return not ("open_clip" in record.pathname and record.levelno < logging.WARNING)
+
+
+_BUILT: dict[str, Any] = {}  # the last model built, kept for the other tower of the same model
+
+
+def create_open_clip(arch: str, pretrained: str | None, side: str) -> Any:
+    """The whole open_clip model (CPU, fp32), weights from ``pretrained`` when given. Both towers
+    of one model come from one build: the first tower's call builds it, the other's takes it."""
     import open_clip
 
     name = open_clip_name(arch)
-    if pretrained and not ("/" in str(pretrained) or Path(str(pretrained)).suffix):  # a tag, not a file
-        tags = open_clip.list_pretrained_tags_by_model(name) if ":" not in name else []
-        if tags and pretrained not in tags:
-            raise ConfigError(f"model.pretrained={pretrained} is not a tag of {name} (its tags: {', '.join(tags)})")
-    elif pretrained and not Path(str(pretrained)).is_file():
-        raise ConfigError(f"model.pretrained={pretrained}: no such checkpoint file")
     if pretrained:
-        return open_clip.create_model(name, pretrained=pretrained, require_pretrained=True)
-    notice = _DropRandomInitNotice()  # random weights were asked for: open_clip's warning says only that
-    logging.getLogger().addFilter(notice)
+        _check_pretrained(name, str(pretrained))
+    key = (name, str(pretrained))
+    if _BUILT.get("key") == key and _BUILT.get("for") == side:
+        model = _BUILT["model"]
+        _BUILT.clear()
+        return model
+    chatter = _OpenCLIPChatter()
+    logging.getLogger().addFilter(chatter)
     try:
-        return open_clip.create_model(name, pretrained=None)
+        kwargs = {"force_quick_gelu": True} if _quick_gelu_needed(name, pretrained) else {}
+        model = open_clip.create_model(
+            name, pretrained=pretrained or None, require_pretrained=bool(pretrained), **kwargs
+        )
     finally:
-        logging.getLogger().removeFilter(notice)
-
-
-class _DropRandomInitNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        logging.getLogger().removeFilter(chatter)
+    _BUILT.clear()
+    _BUILT.update({"key": key, "for": "text" if side == "image" else "image", "model": model})
+    return model
 
 
 def _locks(unlocked: int | None, option: str) -> bool:
@@ -72,11 +117,13 @@ def _embed_dim(model: Any) -> int:
 class OpenCLIPImageTower(nn.Module):
     """open_clip's vision tower (``model.visual``) with its projection."""
 
+    fixed_input_size = True  # positional embeddings for one image size: data.image_transform=tower
+
     def __init__(
         self, arch: str, pretrained: str | None = None, freeze: bool = False, unlocked_layers: int | None = None
     ):
         super().__init__()
-        model = create_open_clip(arch, pretrained)
+        model = create_open_clip(arch, pretrained, "image")
         self.out_dim = _embed_dim(model)
         self.visual = model.visual
         self.preprocess_cfg = dict(getattr(self.visual, "preprocess_cfg", {}) or {})
@@ -119,7 +166,7 @@ class OpenCLIPTextTower(nn.Module):
         self, arch: str, pretrained: str | None = None, freeze: bool = False, unlocked_layers: int | None = None
     ):
         super().__init__()
-        model = create_open_clip(arch, pretrained)
+        model = create_open_clip(arch, pretrained, "text")
         self.out_dim = _embed_dim(model)
         del model.visual
         for name in ("logit_scale", "logit_bias"):

@@ -60,6 +60,9 @@ class RetrievalModule(pl.LightningModule):
         self.save_hyperparameters(
             ignore=["image_tower", "text_tower", "objective", "optimizer", "scheduler", "reference"], logger=False
         )
+        for option, value in (("grad_checkpointing", grad_checkpointing), ("compile", compile)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"model.{option} must be true or false, got {value!r}")
         self.encoder = DualEncoder(image_tower, text_tower, embed_dim)
         if grad_checkpointing:  # memory for compute: the towers recompute activations in backward
             for tower in (image_tower, text_tower):
@@ -155,11 +158,8 @@ class RetrievalModule(pl.LightningModule):
         towers_copy = theirs and all(k.startswith(("reference.image_tower.", "reference.text_tower.")) for k in theirs)
         if theirs != set(own) and towers_copy and isinstance(self.reference, InitialEvalRows):
             # an earlier version kept a copy of the initial towers for every objective; this one
-            # embeds the evaluation splits with the towers as built here, which are those towers
-            log.info(
-                "the checkpoint's copy of the initial towers is not needed: "
-                "the reference rows come from the towers as built"
-            )
+            # embeds the evaluation splits with that copy (on_load_checkpoint) and holds no tensors
+            log.info("the checkpoint's copy of the initial towers embeds the evaluation splits' reference rows")
             state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
         elif theirs != set(own):
             log.warning(
@@ -179,11 +179,18 @@ class RetrievalModule(pl.LightningModule):
             checkpoint["vlr_reference_rows"] = self.reference.rows_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if isinstance(self.reference, InitialEvalRows):  # the towers are about to hold trained weights
+            self.reference.load_rows_state(checkpoint.get("vlr_reference_rows", {}))
+            copy_of_towers = {
+                k[len("reference.") :]: v
+                for k, v in FrozenInitReference.upgrade_state_dict(checkpoint.get("state_dict", {})).items()
+                if k.startswith(("reference.image_tower.", "reference.text_tower."))
+            }
+            if copy_of_towers:  # an earlier version's checkpoint: its copy is the run's initial towers
+                self.reference.adopt_initial_towers(copy_of_towers)
         if "state_dict" in checkpoint:  # Lightning loads the weights after this hook
             checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint["state_dict"])
         self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]
-        if isinstance(self.reference, InitialEvalRows):  # the towers are about to hold trained weights
-            self.reference.load_rows_state(checkpoint.get("vlr_reference_rows", {}))
         # checkpoints of earlier versions kept the count as vlr_skipped_steps
         self.nonfinite.load_state_dict(
             checkpoint.get("vlr_nonfinite", {"skipped": checkpoint.get("vlr_skipped_steps", 0)})
@@ -238,6 +245,20 @@ class RetrievalModule(pl.LightningModule):
         for name in splits:
             loaders = datamodule.val_dataloader() if name == "val" else datamodule.test_dataloader()
             self.reference.precompute(name, datamodule.split(name), loaders, device)
+
+    def _ensure_reference_rows(self, split: str) -> None:
+        """Rows a checkpoint loaded after ``setup`` did not bring (an earlier version's checkpoint
+        carries the initial towers instead): embedded before the split is evaluated."""
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        if isinstance(self.reference, InitialEvalRows) and hasattr(datamodule, "eval_targets"):
+            if not self.reference.has_split(split):
+                self._precompute_reference_rows(datamodule, (split,))
+
+    def on_validation_start(self) -> None:
+        self._ensure_reference_rows("val")
+
+    def on_test_start(self) -> None:
+        self._ensure_reference_rows("test")
 
     def on_train_start(self) -> None:
         if isinstance(self.reference, InitialEvalRows):

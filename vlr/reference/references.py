@@ -179,9 +179,21 @@ class InitialEvalRows(nn.Module):
         # split -> {"fingerprint": str, "image"/"text": rows, "image_filled"/"text_filled": bool masks}
         self._tables: dict[str, dict[str, Any]] = {}
         self.towers_trained = False  # set once the encoder's weights are no longer the initial ones
+        self._initial_state: dict[str, torch.Tensor] | None = None  # an earlier checkpoint's tower copy
+
+    def adopt_initial_towers(self, state: dict[str, torch.Tensor]) -> None:
+        """A checkpoint of an earlier version held a frozen copy of the run's initial towers
+        (``image_tower.*``/``text_tower.*``): the rows are embedded with it, not with the towers as
+        built here, which differ from the run's when the towers start from random weights."""
+        self._initial_state = dict(state)
+        self._tables.clear()
+        self.towers_trained = True
 
     def prepare(self, split_name: str, split, augmented: bool = False) -> None:
         """Nothing to do: evaluation rows come from `precompute`; training never asks."""
+
+    def has_split(self, split_name: str) -> bool:
+        return split_name in self._tables
 
     def has_rows(self, split_name: str, fingerprint: str) -> bool:
         table = self._tables.get(split_name)
@@ -193,10 +205,12 @@ class InitialEvalRows(nn.Module):
         towers); ``loaders`` are the split's image and caption loaders, unsharded. The whole
         split, whatever the trainer's limits: a later full evaluation needs every row, and
         the towers will have trained by then."""
-        fingerprint = split_fingerprint(split)
+        first = next(iter(loaders[0]), None)  # the pixels as evaluation sees them (transform, degradation)
+        pixels = hashlib.sha1(first["images"].float().numpy().tobytes()).hexdigest()[:12] if first else "none"
+        fingerprint = f"{split_fingerprint(split)}:{pixels}"
         if self.has_rows(split_name, fingerprint):
             return
-        if self.towers_trained:
+        if self.towers_trained and self._initial_state is None:
             raise ConfigError(
                 f"reference=frozen_init: the reference rows of the '{split_name}' split were not computed before "
                 "the towers trained (nor kept in the checkpoint); evaluate through `python -m vlr.eval ckpt_path=...`, "
@@ -204,6 +218,11 @@ class InitialEvalRows(nn.Module):
             )
         encoder = self._source[0]
         towers = (encoder.image_tower, encoder.text_tower)
+        if self._initial_state is not None:  # a checkpoint of an earlier version brought the initial towers
+            state = self._initial_state
+            towers = tuple(copy.deepcopy(t) for t in towers)
+            for tower, prefix in zip(towers, ("image_tower.", "text_tower."), strict=True):
+                tower.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         modes = [tower.training for tower in towers]
         for tower in towers:
             tower.eval()
