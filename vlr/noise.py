@@ -18,8 +18,11 @@ WARNINGS = (
         "uninterrupted run)",
     ),
 )
-# Lightning's advertisement for its cloud logger, printed by every Trainer
-LOG_PREFIXES = {"lightning.pytorch.utilities.rank_zero": ("💡 Tip:",)}
+# Lightning's advertisement for its cloud logger, printed by every Trainer; its note that the
+# callbacks group's ModelSummary (vlr.callbacks.ModelSummary) replaces its default one
+LOG_PREFIXES = {
+    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "Trainer already configured with model summary callbacks")
+}
 
 
 class _DropPrefixes(logging.Filter):

@@ -1,9 +1,9 @@
-"""Lightning's model summary without a "Total Flops: 0" line.
+"""Lightning's model summary without a FLOPs column of zeros and a "Total Flops: 0" line.
 
 Lightning counts FLOPs only through a module's ``example_input_array``, which vlr's
 module does not set (its batches are dicts of images and token ids whose shapes come from
 the data), so every run printed ``0 Total Flops``: a number that reads as a measurement.
-The line is left out when nothing was counted; everything else is Lightning's table.
+The column and the line are left out when nothing was counted; everything else is Lightning's table.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class ModelSummary(LightningModelSummary):
         total_flops: int,
         **summarize_kwargs: Any,
     ) -> None:
+        if not total_flops:  # neither the FLOPs column nor the total: nothing was counted
+            summary_data = [(name, values) for name, values in summary_data if name != "FLOPs"]
         table = _format_summary_table(
             total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *summary_data
         )
