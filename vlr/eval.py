@@ -77,7 +77,8 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         raise ValueError(f"{run_cfg_path}: not a run config (expected a mapping)")
     upgrade_run_config(run_cfg)
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    chosen = {ov.key_or_group for ov in overrides if ov.key_or_group in RUN_GROUPS}
+    given = {ov.key_or_group for ov in overrides}
+    chosen = given & set(RUN_GROUPS)
     if "data" in chosen:  # other data: its preset's reference (or the one chosen), not the run's
         chosen.add("reference")
     adopted = [g for g in RUN_GROUPS if g in run_cfg and g not in chosen]
@@ -88,7 +89,7 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
         key = ov.key_or_group
         if "." in key and key.split(".")[0] in adopted and not ov.is_delete():
             OmegaConf.update(cfg, key, ov.value(), force_add=True)
-    if "seed" in run_cfg and "seed" not in {ov.key_or_group for ov in overrides}:
+    if "seed" in run_cfg and "seed" not in given:
         with open_dict(cfg):  # the towers as built are the run's initial ones (random init: the reference)
             cfg.seed = run_cfg.seed
     run_tokenizer = run_cfg_path.parent.parent / RUN_TOKENIZER_DIR

@@ -217,36 +217,21 @@ def run_memory(tmp: Path | None = None) -> dict:
 def run_gpu(batch: int = 256, steps: int = 5) -> dict:
     """CLIP ViT-B/32, bf16-mixed, one GPU: images/s and peak allocated GiB per objective."""
     batches = _batches(*_towers("clip_vit_b32")[3], WARMUP + steps, batch)
-    out = {}
-    for name, (objective, options) in OBJECTIVES.items():
-        if name == "covlr_projections":  # CLIP's identity projections: refused
-            continue
-        pl.seed_everything(0, verbose=False)
-        module = _module("clip_vit_b32", objective, options)
-        torch.cuda.reset_peak_memory_stats()
-        seconds = lightning_step_seconds(module, batches, WARMUP, accelerator="gpu", precision="bf16-mixed")
-        out[name] = {
-            "images_per_s": batch / seconds,
-            "step_seconds": seconds,
-            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-        }
-        del module
-        gc.collect()
-        torch.cuda.empty_cache()
-    memory = {}
-    for case, (objective, options, checkpointing, copy) in MEMORY_CASES.items():
+
+    def measured(objective: str, options: dict, checkpointing: bool = False, copy: bool = False) -> dict:
         pl.seed_everything(0, verbose=False)
         torch.cuda.reset_peak_memory_stats()
         module = _module("clip_vit_b32", objective, options, checkpointing, copy)
         seconds = lightning_step_seconds(module, batches, WARMUP, accelerator="gpu", precision="bf16-mixed")
-        memory[case] = {
-            "images_per_s": batch / seconds,
-            "step_seconds": seconds,
-            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-        }
+        peak = torch.cuda.max_memory_allocated() / 2**30
         del module
         gc.collect()
         torch.cuda.empty_cache()
+        return {"images_per_s": batch / seconds, "step_seconds": seconds, "peak_allocated_gib": peak}
+
+    # covlr_projections: CLIP's identity projections, refused
+    out = {name: measured(*spec) for name, spec in OBJECTIVES.items() if name != "covlr_projections"}
+    memory = {case: measured(*spec) for case, spec in MEMORY_CASES.items()}
     return {
         "objectives": out,
         "memory_cases": memory,

@@ -135,10 +135,8 @@ class OpenCLIPTokenizer:
         self.pad_token_id = int(getattr(self._tokenize, "pad_id", 0) or 0)
 
     def __call__(self, texts: list[str], return_tensors: str = "pt", **_ignored) -> dict:
-        import torch
-
         ids = self._tokenize(list(texts))
-        return {"input_ids": ids, "attention_mask": (ids != self.pad_token_id).long().to(torch.long)}
+        return {"input_ids": ids, "attention_mask": (ids != self.pad_token_id).long()}
 
     def convert_tokens_to_ids(self, tokens):  # a tokenizer, not a factory of the captions (the datamodule asks)
         raise NotImplementedError("open_clip tokenizers map text to ids only")

@@ -1,8 +1,8 @@
 """open_clip towers (``model=open_clip``): any model of open_clip's zoo, with its own preprocessing and tokenizer.
 
 ``arch`` is an open_clip model name (``ViT-B-32``, ``ViT-B-16-SigLIP``, ``EVA02-B-16``, ...),
-a path to a model-config JSON (registered with `open_clip.add_model_config` under the file's
-stem), or ``hf-hub:``/``local-dir:`` as open_clip reads them. ``pretrained`` is an open_clip
+a path to a model-config JSON (registered under a name of its content, see
+`vlr.open_clip_names`), or ``hf-hub:``/``local-dir:`` as open_clip reads them. ``pretrained`` is an open_clip
 tag (``openai``, ``laion2b_s34b_b79k``, ...; downloaded once, online), a local checkpoint
 file, or null for random weights. Each tower keeps its half of the model and returns the
 projected embedding (before normalisation), so ``model.embed_dim: null`` trains in the

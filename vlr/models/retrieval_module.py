@@ -93,10 +93,7 @@ class RetrievalModule(pl.LightningModule):
     def _compile_towers(self, objective: Objective) -> None:
         """``model.compile=true``: `torch.compile` each tower in place (``nn.Module.compile``),
         so checkpoints keep the eager names and load either way."""
-        if not hasattr(torch, "compile"):
-            raise ConfigError("model.compile=true needs torch.compile (torch >= 2.0)")
-        # CoVLR's virtual step over the towers (alpha > 0, virtual_params=all)
-        if getattr(objective, "virtual_params", None) == "all" and getattr(objective, "alpha", 0) > 0:
+        if getattr(objective, "reruns_towers", False):  # CoVLR's virtual step over the towers
             raise ConfigError(
                 "model.compile=true: objective=covlr re-runs the towers with stepped weights through "
                 "torch.func.functional_call, which a compiled tower does not follow; use "
@@ -155,20 +152,19 @@ class RetrievalModule(pl.LightningModule):
         state = FrozenInitReference.upgrade_state_dict(state_dict)
         own = {k: v for k, v in self.state_dict().items() if k.startswith("reference.")}
         theirs = {k for k in state if k.startswith("reference.")}
-        towers_copy = theirs and all(k.startswith(("reference.image_tower.", "reference.text_tower.")) for k in theirs)
-        if theirs != set(own) and towers_copy and isinstance(self.reference, InitialEvalRows):
-            # an earlier version kept a copy of the initial towers for every objective; this one
-            # embeds the evaluation splits with that copy (on_load_checkpoint) and holds no tensors
-            log.info("the checkpoint's copy of the initial towers embeds the evaluation splits' reference rows")
-            state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
-        elif theirs != set(own):
-            log.warning(
-                "the checkpoint was written with another reference (%d reference tensors, %d configured here): "
-                "overlap@k is measured against the one configured here (%s)",
-                len(theirs),
-                len(own),
-                type(self.reference).__name__,
-            )
+        if theirs != set(own):
+            if isinstance(self.reference, InitialEvalRows) and len(FrozenInitReference.towers_in(state)) == len(theirs):
+                # an earlier version kept a copy of the initial towers for every objective; this one
+                # embeds the evaluation splits with that copy (on_load_checkpoint) and holds no tensors
+                log.info("the checkpoint's copy of the initial towers embeds the evaluation splits' reference rows")
+            else:
+                log.warning(
+                    "the checkpoint was written with another reference (%d reference tensors, %d configured here): "
+                    "overlap@k is measured against the one configured here (%s)",
+                    len(theirs),
+                    len(own),
+                    type(self.reference).__name__,
+                )
             state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
         return state
 
@@ -181,11 +177,7 @@ class RetrievalModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if isinstance(self.reference, InitialEvalRows):  # the towers are about to hold trained weights
             self.reference.load_rows_state(checkpoint.get("vlr_reference_rows", {}))
-            copy_of_towers = {
-                k[len("reference.") :]: v
-                for k, v in FrozenInitReference.upgrade_state_dict(checkpoint.get("state_dict", {})).items()
-                if k.startswith(("reference.image_tower.", "reference.text_tower."))
-            }
+            copy_of_towers = FrozenInitReference.towers_in(checkpoint.get("state_dict", {}))
             if copy_of_towers:  # an earlier version's checkpoint: its copy is the run's initial towers
                 self.reference.adopt_initial_towers(copy_of_towers)
         if "state_dict" in checkpoint:  # Lightning loads the weights after this hook

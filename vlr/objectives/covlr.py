@@ -144,7 +144,7 @@ class CoVLR(Objective):
                     "the inner gradient would bypass the GradScaler and underflow; use trainer.precision=bf16-mixed "
                     "or 32-true"
                 )
-        if getattr(encoder, "grad_checkpointing", False) and self.virtual_params == "all":
+        if getattr(encoder, "grad_checkpointing", False) and self.reruns_towers:
             raise ConfigError(
                 f"objective={self.name} re-runs the towers with stepped weights (torch.func.functional_call), and "
                 "gradient checkpointing would recompute them in backward with the original weights: set "
@@ -159,6 +159,12 @@ class CoVLR(Objective):
                 "(model.embed_dim=null keeps the towers' joint space with identity projections): the virtual "
                 "step would move nothing; use virtual_params=all"
             )
+
+    @property
+    def reruns_towers(self) -> bool:
+        """Whether the virtual step re-runs the towers with stepped weights (``torch.func.functional_call``):
+        alpha > 0 and ``virtual_params=all``. Gradient checkpointing and compiled towers cannot follow it."""
+        return self.alpha > 0 and self.virtual_params == "all"
 
     def meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference) -> dict[str, torch.Tensor]:
         """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update.

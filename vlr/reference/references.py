@@ -37,6 +37,7 @@ from vlr.errors import ConfigError
 from vlr.reference.files import FeatureFileError, feature_dims, load_features
 
 CACHE_OPTIONS = (True, False, "auto")
+TOWER_PREFIXES = ("reference.image_tower.", "reference.text_tower.")  # a frozen_init copy in a state dict
 
 
 class FrozenInitReference(nn.Module):
@@ -60,6 +61,13 @@ class FrozenInitReference(nn.Module):
                 key = f"reference.{rest}"
             out[key] = value
         return out
+
+    @staticmethod
+    def towers_in(state_dict: dict) -> dict:
+        """The frozen copy of the initial towers a checkpoint holds (any version's names), keyed as
+        the towers' own tensors (``image_tower.*``, ``text_tower.*``); empty when it holds none."""
+        state = FrozenInitReference.upgrade_state_dict(state_dict)
+        return {k[len("reference.") :]: v for k, v in state.items() if k.startswith(TOWER_PREFIXES)}
 
     def __init__(self, encoder: Any, cache: bool | str = "auto"):
         super().__init__()
@@ -176,7 +184,7 @@ class InitialEvalRows(nn.Module):
             raise ConfigError(f"reference.cache must be true, false or auto, got {cache!r}")
         self._source = (encoder,)  # the module's own encoder: a tuple, so it is not a submodule
         self.image_dim, self.text_dim = int(encoder.image_tower.out_dim), int(encoder.text_tower.out_dim)
-        # split -> {"fingerprint": str, "image"/"text": rows, "image_filled"/"text_filled": bool masks}
+        # split -> {"fingerprint": str, "image": rows, "text": rows}
         self._tables: dict[str, dict[str, Any]] = {}
         self.towers_trained = False  # set once the encoder's weights are no longer the initial ones
         self._initial_state: dict[str, torch.Tensor] | None = None  # an earlier checkpoint's tower copy
