@@ -3,6 +3,7 @@
     python -m experiments.compare multirun/2026-11-23/10-00-00 [more run dirs ...] --out report/
     python -m experiments.compare --wandb-offline multirun/2026-11-23 --out report/
     python -m experiments.compare --wandb-project vlr [--wandb-entity me] --out report/
+    python -m experiments.compare multirun/... --out report/ --log-wandb vlr   # figure + table as W&B media
 
 A run is a directory with ``metrics.json`` and ``.hydra/config.yaml`` (every ``vlr.train``
 run directory; a Hydra multirun folder holds many). ``--wandb-offline`` reads the offline
@@ -24,9 +25,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
+
 CROSS = ["i2t/R@1", "t2i/R@1", "rsum"]
 SINGLE = ["i2i/R@1", "t2t/R@1", "i2i/NDCG@10", "t2t/NDCG@10", "ndcg_single@10", "rsum_single"]
-NDCG_SINGLE = "ndcg_single@10"  # i2i + t2t NDCG@10 (ROUGE-L relevance): the papers' single-modal protocol
+NDCG_SINGLE = SINGLE_MODAL_NDCG  # i2i + t2t NDCG@10 (ROUGE-L relevance): the papers' single-modal protocol
 OVERLAP = ["image/overlap@10", "text/overlap@10"]
 BASELINES = ("infonce", "triplet")
 STRUCTURE = ("covlr", "sad")
@@ -158,7 +161,11 @@ def cells_from_wandb(project: str, entity: str | None = None) -> list[dict]:
 
 
 def _cell_from_config(cfg: dict, summary: dict, command: str) -> dict | None:
-    metrics = {k: float(v) for k, v in summary.items() if k.startswith("test/") and isinstance(v, (int, float))}
+    metrics = {
+        k: float(v)
+        for k, v in summary.items()
+        if k.startswith("test/") and k != "test/step" and isinstance(v, (int, float))  # test/step: W&B's test axis
+    }
     if not metrics or "objective" not in cfg:
         return None
     return {
@@ -197,8 +204,9 @@ def summarize(cells: list[dict]) -> dict[tuple[str, str, float], dict[str, tuple
     groups: dict = defaultdict(lambda: defaultdict(list))
     for c in cells:
         metrics = {k.removeprefix("test/"): float(v) for k, v in c["metrics"].items()}
-        if "i2i/NDCG@10" in metrics and "t2t/NDCG@10" in metrics:
-            metrics[NDCG_SINGLE] = metrics["i2i/NDCG@10"] + metrics["t2t/NDCG@10"]
+        ndcg = single_modal_ndcg(metrics)
+        if ndcg is not None:
+            metrics[NDCG_SINGLE] = ndcg
         for k, v in metrics.items():
             groups[(c["objective"], c["imbalance"], c["strength"])][k].append(v)
     return {key: {m: mean_std(v) for m, v in metrics.items()} for key, metrics in groups.items()}
@@ -330,6 +338,36 @@ def write_outputs(cells: list[dict], out: Path, title: str, notes: str = "") -> 
     tradeoff_plot(summarize(cells), out / "tradeoff.png")
 
 
+def results_table(cells: list[dict]) -> tuple[list[str], list[list[object]]]:
+    """The report's numbers as one table (a row per objective x imbalance x strength): mean and
+    std over seeds of every cross-modal, single-modal and overlap metric."""
+    summary = summarize(cells)
+    metrics = [*CROSS, *SINGLE, *OVERLAP]
+    columns = ["imbalance", "strength", "objective", "n"]
+    columns += [f"{m} {stat}" for m in metrics for stat in ("mean", "std")]
+    rows = []
+    for key in sorted(summary, key=lambda k: (k[1], k[2], _order(k[0]))):
+        stats = summary[key]
+        n = max((s[2] for s in stats.values()), default=0)
+        values = [stats[m][i] if m in stats else None for m in metrics for i in (0, 1)]
+        rows.append([key[1], key[2], key[0], n, *values])
+    return columns, rows
+
+
+def log_to_wandb(cells: list[dict], out: Path, title: str, project: str = "vlr", offline: bool = True) -> Path:
+    """The trade-off figure and the results table of a comparison as W&B media (a ``compare`` run)."""
+    from vlr.wandb_report import log_summary_run
+
+    return log_summary_run(
+        project=project,
+        name=title,
+        save_dir=out,
+        images={"tradeoff": out / "tradeoff.png"},
+        tables={"results": results_table(cells)},
+        offline=offline,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run directories or folders that contain them")
@@ -345,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb-entity")
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--title", default="Objective comparison")
+    parser.add_argument(
+        "--log-wandb",
+        metavar="PROJECT",
+        help="also log the trade-off figure and the results table to W&B (offline unless --online)",
+    )
+    parser.add_argument("--online", action="store_true", help="with --log-wandb: log to the W&B server")
     parser.add_argument(
         "--paired",
         nargs=2,
@@ -369,6 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     check_comparable(cells, tuple(args.ignore))
     write_outputs(cells, args.out, args.title)
     print(f"{len(cells)} runs -> {args.out}/report.md, tradeoff.png, results.json")
+    if args.log_wandb:
+        folder = log_to_wandb(cells, args.out, args.title, args.log_wandb, offline=not args.online)
+        print(f"trade-off figure and results table logged to W&B: {folder}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import build_data_and_model, trains_wordpiece
 from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.loggers import wandb_run_per_job
 from vlr.reporting import finish_evaluation
 from vlr.runs import RUN_TOKENIZER_DIR
 from vlr.train import instantiate_trainer
@@ -141,7 +142,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with wandb_run_per_job():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ LOG_PREFIXES = {
     "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "Trainer already configured with model summary callbacks")
 }
 
+# loggers whose INFO lines are noise: alembic lists its plugins each time Optuna opens a SQLite study
+QUIET_LOGGERS = {"alembic": logging.WARNING}
+
 
 class _DropPrefixes(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]):
@@ -41,3 +44,5 @@ def silence_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
             logger.addFilter(_DropPrefixes(prefixes))
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)

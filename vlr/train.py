@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.checkpoints import check_state_fits, read_checkpoint
-from vlr.loggers import ResumableCSVLogger
+from vlr.loggers import ResumableCSVLogger, wandb_run_per_job
 from vlr.noise import silence_known_noise
 from vlr.reporting import finish_evaluation
 from vlr.runs import (
@@ -155,7 +155,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     try:
-        value, _ = train(cfg)
+        with wandb_run_per_job():
+            value, _ = train(cfg)
     finally:
         release_distributed()
     return value

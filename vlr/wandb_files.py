@@ -57,7 +57,9 @@ def _key(item) -> str:
 class WandbRun:
     """What an offline run recorded: ``config`` (key -> value), ``history`` (one dict per
     logged row), ``summary`` (the last summary value per key), ``metrics`` (define_metric
-    records: name or glob -> the summary kinds asked for), and the run's name and tags."""
+    records: name or glob -> the summary kinds asked for), ``step_metrics`` (name or glob -> its
+    x axis, where one was defined), ``artifacts`` (name, type, aliases, metadata and files of
+    each logged artifact), and the run's name and tags."""
 
     name: str = ""
     group: str = ""
@@ -67,6 +69,8 @@ class WandbRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, set[str]] = field(default_factory=dict)
+    step_metrics: dict[str, str] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_run(path: str | Path) -> WandbRun:
@@ -101,4 +105,13 @@ def read_run(path: str | Path) -> WandbRun:
             m = record.metric
             kinds = {k for k in ("min", "max", "mean", "best", "last") if getattr(m.summary, k)}
             run.metrics.setdefault(m.glob_name or m.name, set()).update(kinds)
+            if m.step_metric:
+                run.step_metrics[m.glob_name or m.name] = m.step_metric
+        elif kind == "artifact":
+            a = record.artifact
+            contents = {e.path: e.size for e in a.manifest.contents}
+            meta = json.loads(a.metadata) if a.metadata else {}
+            run.artifacts.append(
+                {"name": a.name, "type": a.type, "aliases": list(a.aliases), "metadata": meta, "files": contents}
+            )
     return run

@@ -3,8 +3,9 @@
 Each cell is one ``vlr.train`` run with ``experiment=imbalance_study`` (see that preset for
 sizes); cells run two at a time, single-threaded, and a cell whose ``metrics.json`` exists
 is not run again, so an interrupted study continues where it stopped. Writes
-``experiments/imbalance/{results.json, report.md, tradeoff.png}``; each cell's ``command``
-re-runs it exactly (from the repository root).
+``experiments/imbalance/{results.json, report.md, tradeoff.png}``, and logs the figure and the
+results table to an offline W&B run (``runs/wandb``); each cell's ``command`` re-runs it
+exactly (from the repository root).
 
     python -m experiments.imbalance.study [--jobs 2] [--seeds 0 1 2] [--strengths 0 0.5 1] [--imbalance text_weak]
 """
@@ -20,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from experiments.compare import cell_from_run_dir, write_outputs
+from experiments.compare import cell_from_run_dir, log_to_wandb, write_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "experiments" / "imbalance"
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--wandb", default="vlr", metavar="PROJECT", help="offline W&B project for the figure and table ('' = none)"
+    )
     args = parser.parse_args(argv)
 
     grid = [
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     title = f"Modal-imbalance study: {args.imbalance} on the synthetic benchmark"
     write_outputs(cells, args.out, title, notes)
     print(f"{len(cells)} cells in {time.time() - start:.0f} s -> {args.out}/results.json, report.md, tradeoff.png")
+    if args.wandb:  # under runs/ (not committed), beside the cells' own runs
+        folder = log_to_wandb(cells, args.out / "runs", title, args.wandb)
+        print(f"trade-off figure and results table logged to W&B (offline): {folder}")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,24 @@ def test_offline_wandb_runs_are_read_from_their_files(tmp_path):
     assert (cell["objective"], cell["imbalance"], cell["strength"], cell["seed"]) == ("covlr", "text_weak", 0.5, 3)
     assert cell["metrics"] == {"test/rsum": 123.5, "test/rsum_single": 45.0}
     assert cell["config"]["objective.alpha"] == 0.01
+
+
+def test_the_figure_and_the_results_table_are_logged_to_an_offline_wandb_run(tmp_path):
+    from experiments.compare import main
+    from vlr.wandb_files import read_run
+
+    root = tmp_path / "runs"
+    for seed, (objective, rsum) in enumerate([("infonce", 100.0), ("infonce", 104.0), ("covlr", 110.0)]):
+        _run_dir(root, f"r{seed}", _cfg(objective, seed=seed), rsum)
+    main([str(root), "--out", str(tmp_path / "out"), "--log-wandb", "vlr", "--title", "T"])
+    [folder] = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    run = read_run(folder)
+    assert run.name == "T" and run.job_type == "compare"
+    [logged] = run.history
+    assert (folder / "files" / logged["tradeoff/path"]).read_bytes() == (tmp_path / "out" / "tradeoff.png").read_bytes()
+    table = json.loads((folder / "files" / logged["results/path"]).read_text())
+    columns = table["columns"]
+    rows = [dict(zip(columns, r, strict=True)) for r in table["data"]]
+    assert [(r["objective"], r["n"]) for r in rows] == [("infonce", 2), ("covlr", 1)]
+    assert rows[0]["rsum mean"] == 102.0 and rows[0]["rsum std"] == statistics.stdev([100.0, 104.0])
+    assert rows[1]["rsum mean"] == 110.0 and rows[1]["rsum_single mean"] == 50.0

@@ -1,0 +1,90 @@
+"""``hparams_search=optuna`` keeps its study in multirun/optuna.db and a re-launched sweep finishes it."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+TINY = [
+    "hydra.sweeper.n_trials=2",
+    "data.num_train=12",
+    "data.num_val=15",
+    "data.num_test=15",
+    "data.batch_size=20",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "logger=csv",
+]
+
+
+def _sweep(tmp_path, **kwargs):
+    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *TINY]
+    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
+
+
+def _trials(db) -> list[tuple[int, str]]:
+    """(number, state) of every trial, read with sqlite3 (not through optuna)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        except sqlite3.OperationalError:  # the tables are being created
+            return []
+
+
+def _has_params(db, number: int) -> bool:
+    with sqlite3.connect(db) as con:
+        query = "SELECT count(*) FROM trial_params JOIN trials USING (trial_id) WHERE number = ?"
+        return con.execute(query, (number,)).fetchone()[0] == 2
+
+
+def _job_dirs(tmp_path) -> list:
+    return sorted(p.parent for p in (tmp_path / "multirun").rglob("metrics.json"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path):
+    import optuna
+
+    db = tmp_path / "multirun" / "optuna.db"
+    first = _sweep(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    # killed while running its second trial, its parameters drawn
+    while _trials(db) != [(0, "COMPLETE"), (1, "RUNNING")] or not _has_params(db, 1):
+        assert first.poll() is None, f"the sweep ended before it could be interrupted: {first.stderr.read()[-3000:]}"
+        assert time.time() < deadline, _trials(db)
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert len(_job_dirs(tmp_path)) == 1
+
+    second = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, out[-3000:]
+    assert "1 of 2 trials finished, 1 interrupted (re-queued with the same parameters), 1 to run" in out
+    assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
+    assert len(_job_dirs(tmp_path)) == 2  # one more trial ran, not two
+    study = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    assert trials[2].params == trials[1].params != trials[0].params  # the interrupted trial was re-run
+    assert trials[2].params["model.optimizer.lr"] != trials[0].params["model.optimizer.lr"]
+    assert set(trials[1].params) == {"model.optimizer.lr", "objective.temperature"}
+    # each trial's value is its job's optimized metric: val rsum + 0.5 x val rsum_single of its best epoch
+    for job_dir, trial in zip(_job_dirs(tmp_path), (trials[0], trials[2]), strict=True):  # sweep dirs sort by time
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert trial.value == pytest.approx(metrics["val/rsum"] + 0.5 * metrics["val/rsum_single"], abs=1e-6)
+    assert study.best_value == max(trials[0].value, trials[2].value)
+
+    third = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = third.communicate(timeout=600)[0]
+    assert third.returncode == 0, out[-3000:]
+    assert "2 of 2 trials finished, 0 interrupted (re-queued with the same parameters), 0 to run" in out
+    assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
+    assert len(_job_dirs(tmp_path)) == 2

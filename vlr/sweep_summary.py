@@ -1,0 +1,77 @@
+"""One sweep at a glance: a row per job (the overrides that differ between jobs, its metrics) and a
+trade-off figure. Written by `vlr.sweeps.SummarizeSweep` at the end of every Hydra multirun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# the papers' single-modal protocol: i2i + t2t NDCG@10 (ROUGE-L relevance)
+SINGLE_MODAL_NDCG = "ndcg_single@10"
+COLUMNS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/NDCG@10", "t2t/NDCG@10", SINGLE_MODAL_NDCG)
+
+
+def single_modal_ndcg(metrics: dict[str, float], prefix: str = "") -> float | None:
+    """``{prefix}i2i/NDCG@10 + {prefix}t2t/NDCG@10``, or None when either is missing."""
+    i2i, t2t = metrics.get(f"{prefix}i2i/NDCG@10"), metrics.get(f"{prefix}t2t/NDCG@10")
+    return None if i2i is None or t2t is None else i2i + t2t
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    pairs = (str(o).partition("=") for o in items or [])  # a list: Hydra writes one
+    return {key: value for key, _, value in pairs}
+
+
+def _short(value: str) -> str:
+    """An override's value for a figure label: floats to 3 significant digits (Optuna's draws)."""
+    try:
+        return f"{float(value):.3g}" if any(c in value for c in ".eE") else value
+    except ValueError:
+        return value
+
+
+def sweep_rows(jobs: list[Path]) -> tuple[list[str], list[list[object]], list[tuple[str, float, float]]]:
+    """Columns, one row per job, and the figure's points (label, cross-modal rsum, single-modal)."""
+    overrides = [_overrides(job) for job in jobs]
+    keys = sorted({k for o in overrides for k in o})
+    varied = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
+    metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    stage = "test" if all("test/rsum" in m for m in metrics) else "val"
+    columns = ["job", *varied, "split", *COLUMNS]
+    rows, points = [], []
+    for job, o, m in zip(jobs, overrides, metrics, strict=True):
+        values = {c: m.get(f"{stage}/{c}") for c in COLUMNS}
+        values[SINGLE_MODAL_NDCG] = single_modal_ndcg(m, f"{stage}/")
+        rows.append([job.name, *[o.get(k, "") for k in varied], stage, *[values[c] for c in COLUMNS]])
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(o.get(k, ''))}" for k in varied) or f"job {job.name}"
+        if values["rsum"] is not None and values[SINGLE_MODAL_NDCG] is not None:
+            points.append((label, float(values["rsum"]), float(values[SINGLE_MODAL_NDCG])))
+    return columns, rows, points
+
+
+def tradeoff_figure(points: list[tuple[str, float, float]], path: Path, title: str) -> Path | None:
+    """Cross-modal rsum (x) against i2i + t2t NDCG@10 (y), a labelled point per job; better is up
+    and to the right. None when no job has both measures."""
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for i, (label, x, y) in enumerate(points):
+        ax.scatter([x], [y], s=30, color=f"C{i % 10}", label=label)
+    ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
+    ax.set_ylabel("single-modal i2i + t2t NDCG@10  →  better")
+    ax.set_title(title, fontsize=9, wrap=True)
+    ax.legend(fontsize=7, loc="best", title="job", title_fontsize=8, ncol=1 + len(points) // 12)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,119 @@
+"""Hydra callbacks for sweeps (``hydra.callbacks``): an Optuna study that resumes when re-launched,
+and a summary of every sweep (a table and a trade-off figure, in W&B too) when it ends.
+
+hydra-optuna-sweeper keeps its study in ``hydra.sweeper.storage`` (a SQLite file by default in
+``hparams_search=optuna``) and loads it when it exists, but then runs ``n_trials`` *more*
+trials, and a trial the interrupted sweep was running stays RUNNING in the file forever.
+`ResumeOptunaStudy` runs before the sweeper is built (``on_multirun_start``): it marks such a
+trial FAIL and queues its parameters again (the next trial asks for exactly them), and lowers
+``n_trials`` to the trials still to run, so a re-launched sweep finishes the one it continues:
+``n_trials`` finished trials in all, the interrupted one re-run. (So raising ``n_trials`` extends a
+finished study.) A seeded sampler gets ``seed + trials so far``: restarted with its first seed it
+would propose the study's first parameters again.
+
+Do not re-launch a study another process is still running: its running trials would be taken
+for interrupted ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "vlr_interrupted"  # system attribute of a trial marked FAIL because its sweep was stopped
+
+
+def sqlite_file(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///`` storage URL (None for other URLs or in-memory)."""
+    if not storage.startswith("sqlite:///") or storage in ("sqlite://", "sqlite:///:memory:"):
+        return None
+    return Path(storage.removeprefix("sqlite:///"))
+
+
+class ResumeOptunaStudy(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweeper = config.hydra.sweeper
+        storage = sweeper.get("storage")
+        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage:
+            return
+        import optuna
+        from optuna.trial import TrialState
+
+        path = sqlite_file(str(storage))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "A new study created" INFO line
+        try:
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+        except KeyError:  # no study of this name yet: the sweeper creates it
+            log.info(f"Optuna study {sweeper.study_name!r} starts in {storage}")
+            return
+        trials = study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state.is_finished() and not t.system_attrs.get(INTERRUPTED)]
+        interrupted = [t for t in trials if t.state == TrialState.RUNNING]
+        for trial in interrupted:
+            study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
+            study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            if trial.params:  # a trial killed before its parameters were drawn has nothing to re-run
+                study.enqueue_trial(trial.params)
+        left = max(0, int(sweeper.n_trials) - len(finished))
+        log.info(
+            f"Optuna study {sweeper.study_name!r} resumes from {storage}: {len(finished)} of {sweeper.n_trials} "
+            f"trials finished, {len(interrupted)} interrupted (re-queued with the same parameters), {left} to run"
+        )
+        if left == 0:  # no job creates the sweep folder, where the sweeper writes optimization_results.yaml
+            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        with read_write(sweeper), open_dict(sweeper):
+            sweeper.n_trials = left
+            if sweeper.get("sampler") and sweeper.sampler.get("seed") is not None:
+                # the sampler restarts in this process: with its first seed it would draw the study's first
+                # parameters again; offset by the trials so far (still reproducible from the study's state)
+                sweeper.sampler.seed = int(sweeper.sampler.seed) + len(trials)
+
+
+class SummarizeSweep(Callback):
+    """At the end of a sweep (``on_multirun_end``): one row per finished job, with the overrides
+    that differ between jobs and its metrics (test, else val), written to ``<sweep dir>/sweep.csv``,
+    and a trade-off figure ``<sweep dir>/tradeoff.png`` (cross-modal rsum against i2i + t2t
+    NDCG@10, one labelled point per job). When the sweep logs to W&B (``logger.wandb`` in its
+    config), both go to a W&B run of their own (job type ``compare``) as a Table and an Image."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import csv
+
+        from omegaconf import OmegaConf
+
+        from vlr.sweep_summary import sweep_rows, tradeoff_figure
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(
+            (p for p in sweep_dir.glob("*") if (p / "metrics.json").is_file()), key=lambda p: (len(p.name), p.name)
+        )
+        if not jobs:
+            return
+        columns, rows, points = sweep_rows(jobs)
+        table = sweep_dir / "sweep.csv"
+        with open(table, "w", newline="") as fh:
+            csv.writer(fh).writerows([columns, *rows])
+        figure = tradeoff_figure(points, sweep_dir / "tradeoff.png", f"{len(jobs)} jobs of {sweep_dir}")
+        log.info(f"sweep summary: {table}" + (f", {figure}" if figure else ""))
+        wandb = OmegaConf.select(config, "logger.wandb")
+        if not wandb:
+            return
+        from vlr.wandb_report import log_summary_run
+
+        folder = log_summary_run(
+            project=str(wandb.get("project") or "vlr"),
+            entity=wandb.get("entity"),
+            name=f"sweep-{sweep_dir.resolve().parent.name}-{sweep_dir.name}",
+            save_dir=sweep_dir,
+            images={"tradeoff": figure} if figure else {},
+            tables={"sweep": (columns, rows)},
+            offline=bool(wandb.get("offline", True)),
+        )
+        log.info(f"sweep summary logged to W&B: {folder}")
