@@ -14,6 +14,9 @@ Runs are pooled over seeds only. Runs that differ in anything else than the obje
 imbalance and its strength (another dataset, model, learning rate, or another ``alpha`` for
 the same objective) are never pooled: the comparison stops and names the keys that differ,
 so they are compared separately, or pooled on purpose with ``--ignore KEY``.
+
+The verdict pairs runs by seed and uses per-query rankings (``rankings.safetensors``) for 95%
+bootstrap intervals over seeds and test images when every run has them; see `verdict`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ SINGLE = ["i2i/R@1", "t2t/R@1", "i2i/NDCG@10", "t2t/NDCG@10", "ndcg_single@10", 
 NDCG_SINGLE = SINGLE_MODAL_NDCG  # i2i + t2t NDCG@10 (ROUGE-L relevance): the papers' single-modal protocol
 OVERLAP = ["image/overlap@10", "text/overlap@10"]
 BASELINES = ("infonce", "triplet")
-STRUCTURE = ("covlr", "sad")
+STRUCTURE = ("relation_kd", "covlr", "sad")  # relation_kd: CoVLR's relation loss without the meta step
+EQUIVALENCE_MARGIN = 2.0  # rsum points: "no cross-modal cost" needs the whole interval inside ±this
 
 
 # config keys that do not change what a run measures (where it ran, how it logged)
@@ -136,6 +140,7 @@ def cell_from_run_dir(run_dir: Path) -> dict:
         "metrics": {
             k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")
         },
+        **({"rankings": str(run_dir / "rankings.safetensors")} if (run_dir / "rankings.safetensors").is_file() else {}),
     }
 
 
@@ -238,11 +243,16 @@ def difference(summary, a: tuple, b: tuple, metric: str) -> tuple[float, float] 
     return ma - mb, math.sqrt(sa**2 / na + sb**2 / nb)
 
 
-def verdict(summary) -> str:
+def verdict(summary, cells: list[dict] | None = None, margin: float = EQUIVALENCE_MARGIN) -> str:
     """Per level: does each structure-preserving objective beat the InfoNCE baseline on single-modal
-    retrieval (by more than 2 standard errors of the difference) without losing cross-modal rsum
-    (by more than 2)? Single-modal = the papers' protocol (i2i + t2t NDCG@10) where logged, else
-    rsum_single; the other single-modal measure is printed beside it."""
+    retrieval without losing cross-modal rsum? Single-modal = the papers' protocol (i2i + t2t
+    NDCG@10) where logged, else rsum_single.
+
+    With per-query rankings for every paired run (``save_rankings=true``), the differences are
+    paired by seed with 95% two-stage bootstrap intervals (seeds, then test images:
+    `experiments.paired.seeds_and_queries_difference`): a rise is resolved when the interval lies
+    above 0, and "no cross-modal cost" needs the whole rsum interval inside ±``margin``.
+    Without rankings, a Welch rule on the seed means (2 standard errors) stands in, and says so."""
     lines = []
     levels = sorted({(k[1], k[2]) for k in summary})
     for imbalance, strength in levels:
@@ -250,6 +260,10 @@ def verdict(summary) -> str:
         for obj in STRUCTURE:
             key = (obj, imbalance, strength)
             primary = NDCG_SINGLE if difference(summary, key, base, NDCG_SINGLE) else "rsum_single"
+            pairs = _paired_rankings(cells or [], key, base)
+            if pairs:
+                lines.append(_paired_line(pairs, key, primary, margin))
+                continue
             single, cross = difference(summary, key, base, primary), difference(summary, key, base, "rsum")
             if single is None or cross is None:
                 continue
@@ -264,9 +278,50 @@ def verdict(summary) -> str:
             aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
             lines.append(
                 f"- {imbalance} {strength:g}, {obj} vs infonce: {primary} {single[0]:+.2f} (± {single[1]:.2f} s.e.), "
-                f"rsum {cross[0]:+.2f} (± {cross[1]:.2f}) → **{answer}**{aside}"
+                f"rsum {cross[0]:+.2f} (± {cross[1]:.2f}) → **{answer}** (Welch, 2 s.e.: no per-query rankings){aside}"
             )
     return "\n".join(lines)
+
+
+def _paired_rankings(cells: list[dict], key: tuple, base: tuple) -> list[tuple[dict, dict]]:
+    """The rankings of ``key``'s and ``base``'s runs paired by seed; [] unless every run of both
+    has rankings and they share at least one seed."""
+    from experiments.paired import load_rankings
+
+    def by_seed(k: tuple) -> dict[int, dict]:
+        return {c["seed"]: c for c in cells if (c["objective"], c["imbalance"], c["strength"]) == k}
+
+    a, b = by_seed(key), by_seed(base)
+    seeds = sorted(set(a) & set(b))
+    if not seeds or not all("rankings" in c for c in (*a.values(), *b.values())):
+        return []
+    return [(load_rankings(Path(a[s]["rankings"])), load_rankings(Path(b[s]["rankings"]))) for s in seeds]
+
+
+def _paired_line(pairs: list[tuple[dict, dict]], key: tuple, primary: str, margin: float) -> str:
+    from experiments.paired import seeds_and_queries_difference
+
+    single = seeds_and_queries_difference(pairs, primary)
+    cross = seeds_and_queries_difference(pairs, "rsum")
+    raises, falls = single["low"] > 0, single["high"] < 0
+    costs = cross["high"] < 0
+    equivalent = -margin < cross["low"] and cross["high"] < margin
+    if not raises:
+        answer = "no: single-modal retrieval falls" if falls else "no: a single-modal rise is not resolved"
+    elif costs:
+        answer = "no: it costs cross-modal retrieval"
+    elif equivalent or cross["low"] > 0:
+        answer = "yes"
+    else:
+        answer = f"unresolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
+
+    def fmt(d: dict) -> str:
+        return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+    return (
+        f"- {key[1]} {key[2]:g}, {key[0]} vs infonce ({single['seeds']} paired seeds): {primary} {fmt(single)}, "
+        f"rsum {fmt(cross)} → **{answer}** (95% bootstrap over seeds and test images)"
+    )
 
 
 def tradeoff_plot(summary, path: Path) -> None:
@@ -324,7 +379,7 @@ def report(cells: list[dict], title: str, notes: str = "") -> str:
         "## Structure preservation (overlap@10 with the reference neighbourhoods)",
         table(summary, OVERLAP),
         "## Does structure preservation raise single-modal retrieval without costing cross-modal retrieval?",
-        verdict(summary) or "(needs infonce and covlr/sad runs at the same level)",
+        verdict(summary, cells) or "(needs infonce and relation_kd/covlr/sad runs at the same level)",
     ]
     if notes:
         parts += [notes.strip()]

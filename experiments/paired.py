@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vlr.sweep_summary import SINGLE_MODAL_NDCG
+
 RSUM = [f"{d}/R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
 RSUM_SINGLE = [f"{d}/R@{k}" for d in ("t2t", "i2i") for k in (1, 5, 10)]
+NDCG_SINGLE = ["i2i/NDCG@10", "t2t/NDCG@10"]  # SINGLE_MODAL_NDCG: the papers' single-modal protocol
 DEFAULT_METRICS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/NDCG@10", "t2t/NDCG@10")
 
 
@@ -46,7 +49,7 @@ def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _components(metric: str) -> list[str]:
-    return {"rsum": RSUM, "rsum_single": RSUM_SINGLE}.get(metric, [metric])
+    return {"rsum": RSUM, "rsum_single": RSUM_SINGLE, SINGLE_MODAL_NDCG: NDCG_SINGLE}.get(metric, [metric])
 
 
 def _resampled(r: dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np.ndarray:
@@ -69,10 +72,54 @@ def paired_difference(
     n_img = int(a["text_to_image"].max()) + 1
     full = np.ones((1, n_img))
     point = float(_resampled(a, metric, full)[0] - _resampled(b, metric, full)[0])
-    weights = np.random.default_rng(seed).multinomial(n_img, np.full(n_img, 1.0 / n_img), size=n).astype(np.float64)
+    weights = _image_weights(np.random.default_rng(seed), n_img, n)
     diffs = _resampled(a, metric, weights) - _resampled(b, metric, weights)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"difference": point, "low": float(lo), "high": float(hi), "n_boot": n, "level": level}
+
+
+def _image_weights(rng: np.random.Generator, n_img: int, n: int) -> np.ndarray:
+    return rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=n).astype(np.float64)
+
+
+def seeds_and_queries_difference(
+    pairs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+    metric: str,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """A minus B over paired seeds: ``pairs`` holds, per seed, the rankings of A and of B (the
+    same test set within a pair). The point estimate is the mean over seeds of the full-test-set
+    difference; the interval is a two-stage percentile bootstrap: seeds resampled with
+    replacement, then the test images of each drawn seed (A and B on the same draw), so it
+    covers both training randomness and the test sample. One seed: images only."""
+    if not pairs:
+        raise ValueError("no paired runs")
+    rng = np.random.default_rng(seed)
+    points, boots = [], []
+    for a, b in pairs:
+        if not np.array_equal(a["text_to_image"], b["text_to_image"]):
+            raise SystemExit("two paired runs were not evaluated on the same test set (text_to_image differs)")
+        n_img = int(a["text_to_image"].max()) + 1
+        full = np.ones((1, n_img))
+        points.append(float(_resampled(a, metric, full)[0] - _resampled(b, metric, full)[0]))
+        weights = _image_weights(rng, n_img, n)
+        boots.append(_resampled(a, metric, weights) - _resampled(b, metric, weights))
+    per_seed = np.stack(boots)  # [seeds, n]: image-resampled differences of each seed
+    drawn = rng.integers(0, len(pairs), size=(n, len(pairs)))  # stage 1: seeds
+    column = rng.integers(0, n, size=(n, len(pairs)))  # stage 2: an image resample of each drawn seed
+    diffs = per_seed[drawn, column].mean(axis=1)
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {
+        "difference": float(np.mean(points)),
+        "low": float(lo),
+        "high": float(hi),
+        "seeds": len(pairs),
+        "per_seed": points,
+        "n_boot": n,
+        "level": level,
+    }
 
 
 def paired_table(run_a: Path, run_b: Path, metrics=DEFAULT_METRICS, n: int = 2000, seed: int = 0) -> str:

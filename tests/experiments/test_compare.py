@@ -3,6 +3,8 @@
 import json
 import statistics
 
+import numpy as np
+
 import yaml
 
 from experiments.compare import cells_from_dirs, difference, report, summarize, verdict, write_outputs
@@ -29,8 +31,8 @@ def test_summary_difference_and_verdict():
     d, se = difference(summary, ("covlr", "text_weak", 0.5), ("infonce", "text_weak", 0.5), "rsum_single")
     assert d == 30 and abs(se - (2 * 4 / 3) ** 0.5) < 1e-9
     lines = verdict(summary).splitlines()
-    assert "covlr vs infonce" in lines[0] and lines[0].endswith("**yes**")
-    assert "sad vs infonce" in lines[1] and lines[1].endswith("**no: it costs cross-modal retrieval**")
+    assert "covlr vs infonce" in lines[0] and "**yes** (Welch, 2 s.e.: no per-query rankings)" in lines[0]
+    assert "sad vs infonce" in lines[1] and "**no: it costs cross-modal retrieval**" in lines[1]
 
 
 def test_run_directories_to_report_files(tmp_path):
@@ -131,3 +133,42 @@ def test_the_figure_and_the_results_table_are_logged_to_an_offline_wandb_run(tmp
     assert [(r["objective"], r["n"]) for r in rows] == [("infonce", 2), ("covlr", 1)]
     assert rows[0]["rsum mean"] == 102.0 and rows[0]["rsum std"] == statistics.stdev([100.0, 104.0])
     assert rows[1]["rsum mean"] == 110.0 and rows[1]["rsum_single mean"] == 50.0
+
+
+def _rankings_file(path, n_img, i2t, t2i, ndcg):
+    """Per-query rankings with constant values: every image query scores ``i2t`` (R@k) and
+    ``ndcg`` (i2i and t2t NDCG@10), every caption query ``t2i``; 2 captions per image."""
+    from safetensors.numpy import save_file
+
+    caps = 2
+    r = {"text_to_image": np.repeat(np.arange(n_img), caps)}
+    for k in (1, 5, 10):
+        r[f"i2t/R@{k}"] = np.full(n_img, i2t)
+        r[f"t2i/R@{k}"] = np.full(n_img * caps, t2i)
+    r["i2i/NDCG@10"] = np.full(n_img, ndcg)
+    r["t2t/NDCG@10"] = np.full(n_img * caps, ndcg)
+    save_file(r, str(path))
+
+
+def _ranked_cell(tmp_path, objective, seed, i2t, ndcg):
+    path = tmp_path / f"{objective}-{seed}.safetensors"
+    _rankings_file(path, 20, i2t, 0.5, ndcg)
+    cell = _cell(objective, 1.0, seed, 0.0, 0.0)
+    cell["metrics"] = {"test/rsum": 300 * i2t + 150.0, "test/i2i/NDCG@10": 100 * ndcg, "test/t2t/NDCG@10": 100 * ndcg}
+    cell["rankings"] = str(path)
+    return cell
+
+
+def test_with_rankings_the_verdict_uses_paired_intervals_and_an_equivalence_margin(tmp_path):
+    cells = [_ranked_cell(tmp_path, "infonce", s, 0.5, 0.5) for s in (0, 1, 2)]
+    # covlr: NDCG up 10 points per direction on every seed, rsum within 0.3 points: a resolved rise, no cost
+    cells += [_ranked_cell(tmp_path, "covlr", s, 0.5 + 0.001 * s, 0.6) for s in (0, 1, 2)]
+    # sad: NDCG up, rsum down 15 points on every seed: a resolved cost
+    cells += [_ranked_cell(tmp_path, "sad", s, 0.45, 0.6) for s in (0, 1, 2)]
+    # relation_kd: rsum -5.7 / +0.3 / +6.3 across seeds: the interval spans the ±2 margin, unresolved
+    cells += [_ranked_cell(tmp_path, "relation_kd", s, 0.501 + 0.02 * (s - 1), 0.6) for s in (0, 1, 2)]
+    lines = {line.split(", ")[1].split(" vs")[0]: line for line in verdict(summarize(cells), cells).splitlines()}
+    assert "ndcg_single@10 +20.00 [+20.00, +20.00], rsum +0.30 [+0.00, +0.60] → **yes**" in lines["covlr"]
+    assert "(3 paired seeds)" in lines["covlr"] and "bootstrap over seeds and test images" in lines["covlr"]
+    assert "rsum -15.00 [-15.00, -15.00] → **no: it costs cross-modal retrieval**" in lines["sad"]
+    assert "rsum +0.30 [-5.70, +6.30] → **unresolved" in lines["relation_kd"]

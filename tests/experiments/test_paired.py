@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from experiments.paired import paired_difference, paired_table
+from experiments.paired import paired_difference, paired_table, seeds_and_queries_difference
 
 
 def _rankings(rng, n_img=300, caps=3, p_i2t=0.5, p_t2i=0.4):
@@ -44,3 +44,18 @@ def test_identical_runs_have_a_zero_interval_and_other_test_sets_are_refused(tmp
         save_file(r, str(tmp_path / name / "rankings.safetensors"))
     text = paired_table(tmp_path / "b", tmp_path / "a", metrics=["rsum", "i2t/R@1"], n=300)
     assert "| rsum |" in text and "| yes |" in text
+
+
+def test_the_seed_stage_of_the_two_stage_bootstrap_widens_the_interval_to_the_spread_of_seeds():
+    rng = np.random.default_rng(1)
+    base = _rankings(rng)
+    shifted_up = {**base, "i2t/R@1": base["i2t/R@1"] + 0.1}  # +10 points on every query
+    shifted_down = {**base, "i2t/R@1": base["i2t/R@1"] - 0.1}
+    d = seeds_and_queries_difference([(shifted_up, base), (shifted_down, base)], "i2t/R@1", n=4000)
+    assert d["per_seed"] == pytest.approx([10.0, -10.0]) and d["difference"] == pytest.approx(0.0)
+    # resampled seed pairs average to -10, 0 or +10 (with probability 1/4, 1/2, 1/4): the 95% interval spans both
+    assert d["low"] == pytest.approx(-10.0) and d["high"] == pytest.approx(10.0)
+    one = seeds_and_queries_difference([(shifted_up, base)], "i2t/R@1")
+    assert one["low"] == pytest.approx(10.0) and one["high"] == pytest.approx(10.0) and one["seeds"] == 1
+    same = seeds_and_queries_difference([(base, base), (base, base)], "rsum")
+    assert same["low"] == same["high"] == same["difference"] == 0.0
