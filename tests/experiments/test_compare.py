@@ -4,7 +4,6 @@ import json
 import statistics
 
 import numpy as np
-
 import yaml
 
 from experiments.compare import cells_from_dirs, difference, report, summarize, verdict, write_outputs
