@@ -48,14 +48,15 @@ def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarr
     )
 
 
-def _components(metric: str) -> list[str]:
+def components(metric: str) -> list[str]:
+    """The per-query keys a metric sums (rsum: the six cross-modal recalls; a plain metric: itself)."""
     return {"rsum": RSUM, "rsum_single": RSUM_SINGLE, SINGLE_MODAL_NDCG: NDCG_SINGLE}.get(metric, [metric])
 
 
 def _resampled(r: dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np.ndarray:
     """The metric (x100, summed over its components) on each resample; ``weights`` [B, images]."""
     total = np.zeros(weights.shape[0])
-    for key in _components(metric):
+    for key in components(metric):
         if key not in r:
             raise SystemExit(f"metric {metric!r} needs per-query {key!r}, which the rankings file does not hold")
         sums, counts = _per_image(r, key)

@@ -1,92 +1,311 @@
-"""The modal-imbalance study (``make study``): objectives x imbalance strengths x seeds on synthetic data.
+"""The modal-imbalance study (``make study``): does structure preservation help under imbalance?
 
-Each cell is one ``vlr.train`` run with ``experiment=imbalance_study`` (see that preset for
-sizes); cells run two at a time, single-threaded, and a cell whose ``metrics.json`` exists
-is not run again, so an interrupted study continues where it stopped. Writes
-``experiments/imbalance/{results.json, report.md, tradeoff.png}``, and logs the figure and the
-results table to an offline W&B run (``runs/wandb``); each cell's ``command`` re-runs it
-exactly (from the repository root).
+Design (issue 15; every choice is a flag, the defaults are the study):
 
-    python -m experiments.imbalance.study [--jobs 2] [--seeds 0 1 2] [--strengths 0 0.5 1] [--imbalance text_weak]
+- data: the synthetic benchmark v3 (captions identify their image), two generator seeds;
+- references learned from a disjoint generated corpus, embedding what the student sees
+  (``reference=learned``); their own single-modal scores are the "reference alone" rows;
+- arms: infonce, triplet, relation_kd (CoVLR's relation loss without the meta step: the
+  control), covlr, sad (two-stage, its non-ITC loss weights scaled by a factor chosen on
+  **val** by a small sweep: the same factor for every cell);
+- imbalance in both directions, ``text_weak`` and ``image_weak``, at strengths 0, 0.5, 1
+  (strength 0 is the balanced data, one set of cells for both directions);
+- 5 seeds x 2 generator seeds per cell, paired across arms by (generator seed, seed);
+- statistics: paired differences against infonce (and covlr against relation_kd) with 95%
+  two-stage bootstrap intervals over the pairs and the test images
+  (`experiments.paired.seeds_and_queries_difference`, from each run's per-query rankings);
+  "no cross-modal cost" only when the rsum interval lies inside ±2 points.
+
+Cells run as Hydra multiruns (the seeds of one arm x level in one process, two processes at
+a time, single-threaded); a cell whose ``metrics.json`` exists is not run again, so an
+interrupted study continues where it stopped. Each cell's recorded ``command`` re-runs it
+alone; the study re-runs one and checks the numbers are the same. Writes
+``experiments/imbalance/{results.json, report.md, tradeoff.png, difference_<direction>.png}``
+(`experiments.imbalance.report` renders them from results.json) and logs the figure and the
+table to an offline W&B run.
+
+    python -m experiments.imbalance.study [--jobs 2] [--seeds 0 1 2 3 4] [--generator-seeds 0 1]
+        [--override data=flickr30k ...]   # other presets: each cell gets these overrides too
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from experiments.compare import cell_from_run_dir, log_to_wandb, write_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "experiments" / "imbalance"
-OBJECTIVES = ("infonce", "triplet", "covlr", "sad")
-NOTES = OUT / "notes.md"  # hand-written analysis, appended to the generated report
+RUNS = Path("experiments/imbalance/runs")  # relative to the repository root, where the commands run
+ARMS = ("infonce", "triplet", "relation_kd", "covlr", "sad")
+DIRECTIONS = ("text_weak", "image_weak")
+STRENGTHS = (0.0, 0.5, 1.0)
+SEEDS = (0, 1, 2, 3, 4)
+GENERATOR_SEEDS = (0, 1)
+# SAD's non-ITC loss weights (the release's: iic 1, ttc 2, kd 2, kdi 1, kdt 1) times one factor,
+# chosen on val: the balanced data, generator seed 0, two seeds
+SAD_WEIGHTS = {"iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
+SAD_SCALES = (1.0, 0.3, 0.1)
+SAD_SWEEP_SEEDS = (0, 1)
+BASE = ("experiment=imbalance_study",)
 
 
-def cell_overrides(objective: str, imbalance: str, strength: float, seed: int) -> list[str]:
-    run_dir = f"experiments/imbalance/runs/{objective}-{imbalance}-{strength:g}-s{seed}"
-    return [
-        "experiment=imbalance_study",
-        f"objective={objective}",
-        f"imbalance={imbalance}",
-        f"imbalance.strength={strength:g}",
-        f"seed={seed}",
-        f"hydra.run.dir={run_dir}",
-    ]
+@dataclass(frozen=True)
+class Block:
+    """The cells of one arm x level x generator seed, run as one multirun over their seeds."""
+
+    arm: str
+    imbalance: str
+    strength: float
+    generator_seed: int
+    seeds: tuple[int, ...]
+    extra: tuple[str, ...] = ()
+    name: str = ""
+    runs: Path = RUNS
+
+    @property
+    def directory(self) -> Path:
+        level = "none" if self.strength == 0 else f"{self.imbalance}-{self.strength:g}"
+        return self.runs / f"g{self.generator_seed}" / (self.name or f"{self.arm}-{level}")
+
+    def overrides(self) -> list[str]:
+        imbalance = "none" if self.strength == 0 else self.imbalance
+        out = [*BASE, f"objective={self.arm}", f"imbalance={imbalance}"]
+        out += [f"imbalance.strength={self.strength:g}"] if self.strength else []
+        return [*out, f"data.generator_seed={self.generator_seed}", *self.extra]
+
+    def cell_dir(self, seed: int) -> Path:
+        return self.directory / f"s{seed}"
+
+    def command(self, seed: int, user: tuple[str, ...] = ()) -> str:
+        args = [*self.overrides(), *user, f"seed={seed}", f"hydra.run.dir={self.cell_dir(seed)}"]
+        return "python -m vlr.train " + " ".join(shlex.quote(a) for a in args)
 
 
-def run_cell(overrides: list[str]) -> dict:
-    run_dir = REPO / overrides[-1].split("=", 1)[1]
-    command = "python -m vlr.train " + " ".join(shlex.quote(o) for o in overrides)
-    if not (run_dir / "metrics.json").exists():
+@dataclass
+class Study:
+    seeds: tuple[int, ...] = SEEDS
+    generator_seeds: tuple[int, ...] = GENERATOR_SEEDS
+    strengths: tuple[float, ...] = STRENGTHS
+    directions: tuple[str, ...] = DIRECTIONS
+    arms: tuple[str, ...] = ARMS
+    user: tuple[str, ...] = ()  # the user's overrides, given to every cell
+    jobs: int = 2
+    runs: Path = RUNS
+    log: list[str] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return cell_env()
+
+    def run_block(self, block: Block) -> None:
+        missing = [s for s in block.seeds if not (REPO / block.cell_dir(s) / "metrics.json").is_file()]
+        if not missing:
+            return
+        args = [
+            *block.overrides(),
+            *self.user,
+            f"seed={','.join(map(str, missing))}",
+            f"hydra.sweep.dir={block.directory}",
+            "hydra.sweep.subdir=s${seed}",
+            "~hydra.callbacks.summarize_sweep",
+        ]
         start = time.time()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VLR_ROOT": str(REPO)}
         proc = subprocess.run(
-            [sys.executable, "-m", "vlr.train", *overrides], cwd=REPO, env=env, capture_output=True, text=True
+            [sys.executable, "-m", "vlr.train", "-m", *args], cwd=REPO, env=self.env(), capture_output=True, text=True
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"cell failed: {command}\n{proc.stderr[-3000:]}")
-        print(f"  {time.time() - start:6.1f} s  {command}", flush=True)
-    cell = cell_from_run_dir(run_dir)
-    cell["command"] = command
-    return cell
+            raise RuntimeError(f"cells failed: {block.directory} seeds {missing}\n{proc.stderr[-3000:]}")
+        line = f"  {time.time() - start:6.1f} s  {block.directory} seeds {missing}"
+        self.log.append(line)
+        print(line, flush=True)
+
+    def run_blocks(self, blocks: list[Block]) -> None:
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(self.run_block, blocks))
+
+    def prepare(self) -> dict[str, dict]:
+        """Per generator seed: generate the data, fit the learned references (once, cached) and
+        score the references alone on the test split, one process per generator seed."""
+
+        def one(g: int) -> tuple[str, dict]:
+            out = REPO / self.runs / f"g{g}" / "reference_alone.json"
+            if not out.is_file():
+                cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out)]
+                cmd += [*BASE, f"data.generator_seed={g}", *self.user]
+                proc = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
+            return str(g), json.loads(out.read_text())
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            return dict(pool.map(one, self.generator_seeds))
+
+    @property
+    def sweep_seeds(self) -> tuple[int, ...]:
+        return tuple(s for s in SAD_SWEEP_SEEDS if s in self.seeds) or self.seeds[:1]
+
+    def sad_sweep(self) -> dict:
+        """SAD's loss-weight factor, chosen on val: the one with the highest mean over seeds of
+        val rsum + val i2i NDCG@10 + val t2t NDCG@10 (cross- and single-modal together, so
+        neither is bought with the other), on the balanced data of the first generator seed."""
+        g = self.generator_seeds[0]
+        blocks = [
+            Block("sad", "none", 0.0, g, self.sweep_seeds, sad_overrides(scale), f"sad_sweep/x{scale:g}", self.runs)
+            for scale in SAD_SCALES
+        ]
+        self.run_blocks(blocks)
+        rows = []
+        for scale, block in zip(SAD_SCALES, blocks, strict=True):
+            vals = [json.loads((REPO / block.cell_dir(s) / "metrics.json").read_text()) for s in self.sweep_seeds]
+            scores = [v["val/rsum"] + v["val/i2i/NDCG@10"] + v["val/t2t/NDCG@10"] for v in vals]
+            rows.append({"scale": scale, "val_score_per_seed": scores, "val_score": sum(scores) / len(scores)})
+        best = max(rows, key=lambda r: r["val_score"])
+        return {
+            "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
+            "generator_seed": g,
+            "seeds": list(self.sweep_seeds),
+            "weights_at_scale_1": SAD_WEIGHTS,
+            "rows": rows,
+            "chosen_scale": best["scale"],
+        }
+
+    def blocks(self, sad_scale: float) -> list[Block]:
+        levels = [("none", 0.0)] + [(d, s) for d in self.directions for s in self.strengths if s > 0]
+        if 0.0 not in self.strengths:
+            levels = levels[1:]
+        out = []
+        for g in self.generator_seeds:
+            for imbalance, strength in levels:
+                for arm in self.arms:
+                    extra = sad_overrides(sad_scale) if arm == "sad" else ()
+                    out.append(Block(arm, imbalance, strength, g, self.seeds, extra, runs=self.runs))
+        return out
+
+
+def sad_overrides(scale: float) -> tuple[str, ...]:
+    return tuple(f"objective.weights.{k}={v * scale:g}" for k, v in SAD_WEIGHTS.items())
+
+
+def read_cell(block: Block, seed: int, user: tuple[str, ...]) -> dict:
+    run_dir = REPO / block.cell_dir(seed)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    return {
+        "arm": block.arm,
+        "imbalance": block.imbalance if block.strength else "none",
+        "strength": block.strength,
+        "generator_seed": block.generator_seed,
+        "seed": seed,
+        "command": block.command(seed, user),
+        "run_dir": str(block.cell_dir(seed)),
+        "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
+        "val": {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        "chance": {k.removeprefix("test/"): v for k, v in evaluation["chance"].items()},
+    }
+
+
+def cell_env() -> dict[str, str]:
+    """Cells run single-threaded, with their data under VLR_ROOT (the repository unless set)."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "VLR_ROOT": os.environ.get("VLR_ROOT", str(REPO)),
+    }
+
+
+def check_reproduced(cell: dict, runs: Path) -> dict:
+    """Re-run one cell's recorded command alone (a fresh process, not the multirun that ran it)
+    into a scratch folder; its test metrics must be equal."""
+    scratch = runs / "reproduce"
+    command = cell["command"].replace(f"hydra.run.dir={cell['run_dir']}", f"hydra.run.dir={scratch}")
+    env = cell_env()
+    proc = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:], "resume=false"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return {"command": command, "equal": False, "error": proc.stderr[-2000:]}
+    again = json.loads((REPO / scratch / "metrics.json").read_text())
+    test = {k.removeprefix("test/"): v for k, v in again.items() if k.startswith("test/")}
+    differing = sorted(k for k in cell["test"] if test.get(k) != cell["test"][k])
+    return {"command": cell["command"], "equal": not differing, "differing": differing}
 
 
 def main(argv: list[str] | None = None) -> None:
+    from experiments.imbalance.analysis import analyse
+    from experiments.imbalance.report import write_report
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
-    parser.add_argument("--imbalance", default="text_weak")
-    parser.add_argument("--strengths", nargs="+", type=float, default=[0.0, 0.5, 1.0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS))
+    parser.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--generator-seeds", nargs="+", type=int, default=list(GENERATOR_SEEDS))
+    parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell (other presets)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where the cells' run directories go")
+    parser.add_argument("--no-reproduce", action="store_true", help="skip re-running one cell's command")
     parser.add_argument(
         "--wandb", default="vlr", metavar="PROJECT", help="offline W&B project for the figure and table ('' = none)"
     )
     args = parser.parse_args(argv)
-
-    grid = [
-        cell_overrides(o, args.imbalance, s, seed)
-        for seed in args.seeds
-        for s in args.strengths
-        for o in args.objectives
-    ]
-    print(f"{len(grid)} cells, {args.jobs} at a time")
+    if "infonce" not in args.arms:
+        parser.error("--arms must include infonce: every comparison is against it")
+    study = Study(
+        seeds=tuple(args.seeds),
+        generator_seeds=tuple(args.generator_seeds),
+        strengths=tuple(args.strengths),
+        directions=tuple(args.directions),
+        arms=tuple(args.arms),
+        user=tuple(args.override),
+        jobs=args.jobs,
+        runs=args.runs,
+    )
     start = time.time()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        cells = list(pool.map(run_cell, grid))
-    notes = NOTES.read_text() if NOTES.exists() else ""
-    title = f"Modal-imbalance study: {args.imbalance} on the synthetic benchmark"
-    write_outputs(cells, args.out, title, notes)
-    print(f"{len(cells)} cells in {time.time() - start:.0f} s -> {args.out}/results.json, report.md, tradeoff.png")
-    if args.wandb:  # under runs/ (not committed), beside the cells' own runs
-        folder = log_to_wandb(cells, args.out / "runs", title, args.wandb)
+    reference_alone = study.prepare()
+    print(f"data and references ready ({time.time() - start:.0f} s)", flush=True)
+    sweep = study.sad_sweep() if "sad" in study.arms else {"chosen_scale": 1.0}
+    print(f"SAD loss-weight factor chosen on val: {sweep['chosen_scale']:g}", flush=True)
+    blocks = study.blocks(sweep["chosen_scale"])
+    print(f"{sum(len(b.seeds) for b in blocks)} cells in {len(blocks)} blocks, {study.jobs} at a time", flush=True)
+    study.run_blocks(blocks)
+    cells = [read_cell(b, s, study.user) for b in blocks for s in b.seeds]
+    reproduced = None if args.no_reproduce else check_reproduced(cells[len(cells) // 2], study.runs)
+    duration = time.time() - start
+    results = analyse(cells, REPO)
+    results.update(
+        design={
+            "arms": list(study.arms),
+            "directions": list(study.directions),
+            "strengths": list(study.strengths),
+            "seeds": list(study.seeds),
+            "generator_seeds": list(study.generator_seeds),
+            "overrides": [*BASE, *study.user],
+            "equivalence_margin_rsum": results["margin"],
+        },
+        sad_sweep=sweep,
+        reference_alone=reference_alone,
+        reproduced=reproduced,
+        duration_s=round(duration),
+        command="make study" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
+        cells=cells,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, args.out)
+    print(f"{len(cells)} cells in {duration:.0f} s -> {args.out}/results.json, report.md, figures", flush=True)
+    if args.wandb:
+        from experiments.imbalance.report import log_to_wandb
+
+        folder = log_to_wandb(results, args.out, REPO / study.runs, args.wandb)
         print(f"trade-off figure and results table logged to W&B (offline): {folder}")
 
 

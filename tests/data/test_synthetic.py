@@ -183,3 +183,52 @@ def test_damaged_synthetic_data_is_rebuilt_with_a_warning(tmp_path, caplog):
         generate_synthetic(root, spec)
     assert f"synthetic data {root} is damaged (dataset_synthetic.json differ" in caplog.text
     assert (root / "dataset_synthetic.json").read_bytes() == good
+
+
+def _phrase_objects(raw: str) -> list[tuple[str, str, str]]:
+    """(colour, shape) of every object a version-3 caption names, parsed independently of the
+    generator's templates: each colour word starts an object, whose shape is the next shape word."""
+    words = raw.replace(",", " ,").split()
+    found = []
+    for i, w in enumerate(words):
+        if w in COLOURS:
+            shape = next(x for x in words[i + 1 :] if x in SHAPES)
+            found.append((w, shape))
+    return found
+
+
+def test_version_3_captions_name_every_object_and_identify_their_image(tmp_path):
+    from vlr.data.synthetic import duplicate_caption_fraction
+
+    spec = SyntheticSpec(num_train=300, num_val=100, num_test=100, seed=4, version=3)
+    data = json.loads(generate_synthetic(tmp_path / "v3", spec).read_text())
+    for entry in data["images"]:
+        objs = entry["objects"]
+        assert 3 <= len(objs) <= 4 and len({o["position"] for o in objs}) == len(objs)
+        assert [o["size"] for o in objs] == ["large"] + ["small"] * (len(objs) - 1)
+        assert len({s["raw"] for s in entry["sentences"]}) == 5
+        for sent in entry["sentences"]:
+            named = sorted(_phrase_objects(sent["raw"]))
+            assert named == sorted((o["colour"], o["shape"]) for o in objs), (sent["raw"], objs)
+            for o in objs:
+                assert POSITION_PHRASE[o["position"]] in sent["raw"]
+    # captions identify their image: recomputed here, and recorded in the manifest
+    for split in ("train", "val", "test"):
+        captions = [(e["imgid"], s["raw"]) for e in data["images"] if e["split"] == split for s in e["sentences"]]
+        shared = sum(1 for i, raw in captions if any(j != i and r == raw for j, r in captions))
+        assert shared / len(captions) == duplicate_caption_fraction(data["images"], split) < 0.01
+    manifest = json.loads((tmp_path / "v3" / "generator.json").read_text())
+    assert manifest["version"] == 3 and set(manifest["duplicate_captions"]) == {"train", "val", "test"}
+
+
+def test_version_2_stays_reproducible_and_its_shared_captions_are_measured(tmp_path, synthetic_root):
+    from vlr.data.synthetic import duplicate_caption_fraction
+
+    spec = SyntheticSpec(num_train=60, num_val=20, num_test=20, seed=3)  # the session dataset's spec (version 2)
+    assert spec.version == 2
+    again = generate_synthetic(tmp_path / "v2", spec)
+    assert again.read_text() == (synthetic_root / "dataset_synthetic.json").read_text()
+    images = json.loads(again.read_text())["images"]
+    assert duplicate_caption_fraction(images, "train") > 0.3  # partial captions: many are shared
+    with pytest.raises(ValueError, match=r"data.generator_version=4: the synthetic generator has versions \(2, 3\)"):
+        generate_synthetic(tmp_path / "v4", SyntheticSpec(version=4))

@@ -11,7 +11,7 @@ from vlr.data.corpus import CaptionSplit
 from vlr.data.karpathy import read_karpathy
 from vlr.data.lavis import read_lavis
 from vlr.data.vizwiz import read_vizwiz
-from vlr.data.synthetic import ANNOTATION, SyntheticSpec, generate_synthetic
+from vlr.data.synthetic import ANNOTATION, GENERATOR_VERSION, SyntheticSpec, generate_synthetic
 from vlr.registry import Registry
 
 SOURCES: Registry = Registry("data source")
@@ -106,11 +106,22 @@ class SyntheticSource(KarpathySource):
         generator_seed: int = 0,
         image_size: int = 64,
         captions_per_image: int = 5,
+        generator_version: int = GENERATOR_VERSION,
+        reference_images: int = 0,
         annotation: str | None = None,
         **kwargs,
     ):
         super().__init__(root, annotation or ANNOTATION, **kwargs)
-        self.spec = SyntheticSpec(num_train, num_val, num_test, generator_seed, image_size, captions_per_image)
+        self.spec = SyntheticSpec(
+            num_train,
+            num_val,
+            num_test,
+            generator_seed,
+            image_size,
+            captions_per_image,
+            int(generator_version),
+            int(reference_images),
+        )
 
     def prepare(self) -> None:
         generate_synthetic(self.root, self.spec)

@@ -7,10 +7,16 @@ images already in it. Each image records its objects (shape, colour, size,
 position) and a scene-class ``label`` = (shape, colour) of its one large object,
 so single-modal retrieval has ground truth and later imbalance settings can
 control what captions say and what images show.
+
+Versions (``SyntheticSpec.version``, ``data.generator_version``): 2 draws 1-3 objects and
+captions that each mention part of the scene, so many captions are shared by several images
+(748 of 1,000 test captions have a twin); 3 draws 3-4 objects and captions that each name
+every object, so captions identify their image and t2t retrieval has a real answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,7 +32,11 @@ from PIL import Image, ImageDraw
 from vlr.data.synthetic_oracle import write_oracle_reference
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = 2  # 2: writes the oracle reference features (reference/)
+GENERATOR_VERSION = 2  # the default: 2 writes the oracle reference features (reference/)
+# 3: every caption names every object (3-4 per scene) with its colour and place, so a caption
+# identifies its image (duplicate captions across images of a split: measured, recorded in the
+# manifest, well under 1%); version 2 stays reproducible by its number (data.generator_version=2)
+VERSIONS = (2, 3)
 ANNOTATION = "dataset_synthetic.json"
 REFERENCE_DIR = "reference"  # oracle reference features (see vlr.data.synthetic_oracle)
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -48,6 +58,7 @@ POSITION_PHRASE = {
 }
 SIZES = {"large": 0.42, "small": 0.22}
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+REFERENCE_SPLIT_ID = 3  # the reference corpus: seeds no split uses
 NUM_CLASSES = len(SHAPES) * len(COLOURS)
 
 
@@ -66,6 +77,21 @@ def scene_label(obj: SceneObject) -> int:
 def sample_scene(rng: np.random.Generator) -> list[SceneObject]:
     """One large object and 0-2 small ones, each in its own position."""
     n = int(rng.integers(1, 4))
+    positions = rng.permutation(list(POSITIONS))[:n]
+    return [
+        SceneObject(
+            shape=str(rng.choice(SHAPES)),
+            colour=str(rng.choice(list(COLOURS))),
+            size="large" if i == 0 else "small",
+            position=str(positions[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def sample_scene_v3(rng: np.random.Generator) -> list[SceneObject]:
+    """Version 3: one large object and 2-3 small ones, each in its own position."""
+    n = int(rng.integers(3, 5))
     positions = rng.permutation(list(POSITIONS))[:n]
     return [
         SceneObject(
@@ -130,6 +156,46 @@ def caption_templates(objects: list[SceneObject]) -> list[str]:
     return out
 
 
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def caption_templates_v3(objects: list[SceneObject], rng: np.random.Generator) -> list[str]:
+    """Version 3: six phrasings, each naming every object's colour, shape and place (the small
+    objects in a drawn order per caption), so the words of any one caption pin the scene down."""
+    big, rest = objects[0], objects[1:]
+    where = POSITION_PHRASE
+
+    def smalls() -> list[SceneObject]:
+        return [rest[int(i)] for i in rng.permutation(len(rest))]
+
+    count, smaller = (("", "", "two", "three", "four")[n] for n in (len(objects), len(rest)))
+    return [
+        f"a large {big.colour} {big.shape} {where[big.position]} with "
+        + _join([f"a small {o.colour} {o.shape} {where[o.position]}" for o in smalls()]),
+        f"{count} shapes: " + _join([f"{_a(o.colour)} {o.shape} {where[o.position]}" for o in [big, *smalls()]]),
+        f"the biggest shape is {_a(big.colour)} {big.shape} {where[big.position]}, next to "
+        + _join([f"{_a(o.colour)} {o.shape} {where[o.position]}" for o in smalls()]),
+        "a picture of "
+        + _join([f"{_a(o.colour)} {o.shape} {where[o.position]}" for o in smalls()])
+        + f" and a bigger {big.colour} {big.shape} {where[big.position]}",
+        _join([f"{where[o.position]} {_a(o.colour)} {o.shape}" for o in [big, *smalls()]]),
+        f"{_a(big.colour)} {big.shape} {where[big.position]} and {smaller} smaller shapes: "
+        + _join([f"{o.colour} {o.shape} {where[o.position]}" for o in smalls()]),
+    ]
+
+
+def duplicate_caption_fraction(images: list[dict], split: str) -> float:
+    """The fraction of ``split``'s captions whose exact text is also a caption of another image
+    of the split (0 when captions identify their image)."""
+    owners: dict[str, set[int]] = {}
+    captions = [(e["imgid"], s["raw"]) for e in images if e["split"] == split for s in e["sentences"]]
+    for imgid, raw in captions:
+        owners.setdefault(raw, set()).add(imgid)
+    shared = sum(1 for _, raw in captions if len(owners[raw]) > 1)
+    return shared / max(1, len(captions))
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     num_train: int = 1500
@@ -139,14 +205,22 @@ class SyntheticSpec:
     image_size: int = 64
     captions_per_image: int = 5
     version: int = GENERATOR_VERSION
+    # images (with all their captions) of a disjoint set the references learn from
+    # (``reference=learned``): drawn like the splits' but from their own seeds, never shown to a run
+    reference_images: int = 0
+
+
+# the spec's fields when generator version 2 first wrote manifests without the marker
+LEGACY_SPEC_FIELDS = {"num_train", "num_val", "num_test", "seed", "image_size", "captions_per_image", "version"}
+REFERENCE_CORPUS = "reference_corpus"  # <root>/reference_corpus/{images/, captions.json}
 
 
 def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int, image_dir: Path) -> dict:
-    rng = np.random.default_rng([spec.seed, SPLIT_IDS[split], index])
-    objects = sample_scene(rng)
-    filename = f"{split}_{index:05d}.png"
+    rng = np.random.default_rng([spec.seed, SPLIT_IDS.get(split, REFERENCE_SPLIT_ID), index])
+    objects = sample_scene_v3(rng) if spec.version == 3 else sample_scene(rng)
+    filename = f"{'ref' if split == 'reference' else split}_{index:05d}.png"
     render(objects, spec.image_size, rng).save(image_dir / filename)
-    templates = caption_templates(objects)
+    templates = caption_templates_v3(objects, rng) if spec.version == 3 else caption_templates(objects)
     chosen = rng.choice(len(templates), size=min(spec.captions_per_image, len(templates)), replace=False)
     sentences = []
     for k, t in enumerate(chosen):
@@ -164,6 +238,19 @@ def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int,
     }
 
 
+def write_reference_corpus(spec: SyntheticSpec, directory: Path) -> None:
+    """``spec.reference_images`` images and all their captions (``captions.json``: a list of
+    ``{"filename", "captions"}``), from the reference seeds: the data the learned references
+    fit on, disjoint from every split. No labels or object lists are written."""
+    (directory / "images").mkdir(parents=True)
+    full = dataclasses.replace(spec, captions_per_image=6)  # every phrasing: more caption pairs to learn from
+    rows = []
+    for i in range(spec.reference_images):
+        entry = _entry(full, "reference", i, i, 0, directory / "images")
+        rows.append({"filename": entry["filename"], "captions": [s["raw"] for s in entry["sentences"]]})
+    (directory / "captions.json").write_text(json.dumps(rows))
+
+
 MANIFEST = "generator.json"
 # files that say which vlr data preset a folder holds (the user probably meant that preset)
 PRESET_HINTS = (
@@ -176,7 +263,7 @@ PRESET_HINTS = (
 
 def _is_vlr_manifest(manifest: dict) -> bool:
     """A manifest vlr's generator wrote: the marker, or (generator version 2) exactly the spec's fields."""
-    return manifest.get("generator") == "vlr.synthetic" or set(manifest) == set(asdict(SyntheticSpec()))
+    return manifest.get("generator") == "vlr.synthetic" or set(manifest) == LEGACY_SPEC_FIELDS
 
 
 def _refuse_foreign(root: Path) -> None:
@@ -224,6 +311,8 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
     from vlr.data.karpathy import AnnotationError
 
     root = Path(root)
+    if spec.version not in VERSIONS:
+        raise ValueError(f"data.generator_version={spec.version}: the synthetic generator has versions {VERSIONS}")
     wanted = {"generator": "vlr.synthetic", **asdict(spec)}
 
     def check_existing() -> bool:
@@ -239,7 +328,8 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
             if any(root.iterdir()):
                 _refuse_foreign(root)
             return False
-        differs = {k: (manifest.get(k), v) for k, v in asdict(spec).items() if manifest.get(k) != v}
+        default = asdict(SyntheticSpec())  # a field newer than the manifest has its default value there
+        differs = {k: (manifest.get(k, default[k]), v) for k, v in asdict(spec).items() if manifest.get(k, default[k]) != v}
         if differs:
             shown = ", ".join(f"{k} {old} (wanted {new})" for k, (old, new) in differs.items())
             raise AnnotationError(
@@ -270,8 +360,18 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
                 imgid += 1
                 sentid += len(entry["sentences"])
         (tmp / ANNOTATION).write_text(json.dumps({"dataset": "synthetic", "images": images}))
+        if spec.reference_images:
+            write_reference_corpus(spec, tmp / REFERENCE_CORPUS)
+        duplicates = {split: duplicate_caption_fraction(images, split) for split in SPLIT_IDS}
+        log.info(
+            "synthetic data (generator version %d): captions shared with another image: %s",
+            spec.version,
+            ", ".join(f"{split} {100 * f:.2f}%" for split, f in duplicates.items()),
+        )
+        wanted["duplicate_captions"] = duplicates
         write_oracle_reference(images, tmp / REFERENCE_DIR, SHAPES, COLOURS, POSITIONS)
         checked = [ANNOTATION, *(str(p.relative_to(tmp)) for p in sorted((tmp / REFERENCE_DIR).glob("*")))]
+        checked += [f"{REFERENCE_CORPUS}/captions.json"] if spec.reference_images else []
         wanted["sha256"] = {name: _digest(tmp / name) for name in checked}
         (tmp / MANIFEST).write_text(json.dumps(wanted))  # last: its presence means "complete"
         if root.exists():  # empty, or vlr's own data of this spec found damaged above
