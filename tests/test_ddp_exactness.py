@@ -66,7 +66,7 @@ def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
     [
         "infonce",
         "triplet",
-        "covlr",
+        # plain covlr (virtual step over all parameters) is inside covlr+consistency, which adds a term to it
         "covlr+projections",
         "covlr+consistency",
         "relation_kd",

@@ -38,7 +38,6 @@ def _pad(rows: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(rows, (0, width - rows.shape[1]))
 
 
-@torch.no_grad()
 def reference_alone(overrides: list[str]) -> dict[str, float]:
     import lightning.pytorch as pl
 

@@ -9,6 +9,7 @@ import torch
 from vlr.data.synthetic import SyntheticSpec, generate_synthetic
 from vlr.errors import ConfigError
 from vlr.reference import LearnedReference
+from vlr.reference.learned import ConvEncoder
 
 FIT = dict(image_size=32, image_dim=16, text_dim=16, image_epochs=1, text_epochs=2, batch_size=16)
 
@@ -38,11 +39,16 @@ def test_fitted_once_cached_and_reproducible(corpus, tmp_path):
     # a fresh fit of the same corpus (another copy of the data) gives the same weights, bit for bit
     copy = tmp_path / "copy"
     generate_synthetic(copy, SyntheticSpec(num_train=8, num_val=4, num_test=4, seed=2, version=3, reference_images=48))
-    other = LearnedReference(str(copy / "reference_corpus"), **FIT)
+    with torch.no_grad():  # as vlr.build may be called: fitting still trains
+        other = LearnedReference(str(copy / "reference_corpus"), **FIT)
     assert other.directory.name == first.directory.name  # the same key: settings + corpus
     for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert json.loads(meta.read_text())["corpus_images"] == 48
+    fitted = json.loads(meta.read_text())
+    assert fitted["corpus_images"] == 48 and len(fitted["image_loss_per_epoch"]) == FIT["image_epochs"]
+    assert fitted["text_loss_per_epoch"][-1] < fitted["text_loss_per_epoch"][0]  # it learned something
+    torch.manual_seed(0)  # the fit's seed: the image encoder as initialised there, before training
+    assert not torch.equal(ConvEncoder(16).out.weight, first.image_encoder.out.weight)
     with pytest.raises(ConfigError, match=r"reference=learned needs a reference corpus at .*nowhere/reference_corpus"):
         LearnedReference(str(tmp_path / "nowhere" / "reference_corpus"), **FIT)
 

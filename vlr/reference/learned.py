@@ -111,10 +111,12 @@ def _views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+@torch.enable_grad()  # whoever builds the reference (under no_grad, say), fitting needs gradients
 def fit_image_encoder(
     images: torch.Tensor, dim: int, epochs: int, batch_size: int, seed: int
 ) -> tuple[nn.Module, list]:
     """SimCLR on ``images`` (normalised, [N, 3, H, W]); returns the encoder and the loss per epoch."""
+    batch_size = min(batch_size, len(images))  # a corpus smaller than a batch still trains
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     encoder, head = ConvEncoder(dim), nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -135,10 +137,12 @@ def fit_image_encoder(
     return encoder.eval().requires_grad_(False), losses
 
 
+@torch.enable_grad()
 def fit_text_encoder(
     captions: list[list[str]], dim: int, epochs: int, batch_size: int, seed: int
 ) -> tuple[NGramEncoder, list]:
     """Contrastive training on two captions of one image (``captions``: per image, its captions)."""
+    batch_size = min(batch_size, len(captions))
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     counts: dict[str, int] = {}
