@@ -232,3 +232,15 @@ def test_version_2_stays_reproducible_and_its_shared_captions_are_measured(tmp_p
     assert duplicate_caption_fraction(images, "train") > 0.3  # partial captions: many are shared
     with pytest.raises(ValueError, match=r"data.generator_version=4: the synthetic generator has versions \(2, 3\)"):
         generate_synthetic(tmp_path / "v4", SyntheticSpec(version=4))
+
+
+def test_version_2_writes_what_it_wrote_before_version_3_existed(tmp_path):
+    """Digests of a small version-2 dataset as written by a54f910 (the last commit before version 3):
+    the default data, and every number measured on it, are unchanged."""
+    root = tmp_path / "v2"
+    annotation = generate_synthetic(root, SyntheticSpec(num_train=12, num_val=4, num_test=4, seed=7))
+    images = hashlib.sha256()
+    for path in sorted((root / "images").iterdir()):
+        images.update(path.read_bytes())
+    assert hashlib.sha256(annotation.read_bytes()).hexdigest().startswith("daeb30d77a1712979893d9bc2ca3a77e")
+    assert images.hexdigest().startswith("946b825d7293e394d6bd9a1600ecdfd1")

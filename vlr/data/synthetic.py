@@ -74,24 +74,10 @@ def scene_label(obj: SceneObject) -> int:
     return SHAPES.index(obj.shape) * len(COLOURS) + list(COLOURS).index(obj.colour)
 
 
-def sample_scene(rng: np.random.Generator) -> list[SceneObject]:
-    """One large object and 0-2 small ones, each in its own position."""
-    n = int(rng.integers(1, 4))
-    positions = rng.permutation(list(POSITIONS))[:n]
-    return [
-        SceneObject(
-            shape=str(rng.choice(SHAPES)),
-            colour=str(rng.choice(list(COLOURS))),
-            size="large" if i == 0 else "small",
-            position=str(positions[i]),
-        )
-        for i in range(n)
-    ]
-
-
-def sample_scene_v3(rng: np.random.Generator) -> list[SceneObject]:
-    """Version 3: one large object and 2-3 small ones, each in its own position."""
-    n = int(rng.integers(3, 5))
+def sample_scene(rng: np.random.Generator, objects: tuple[int, int] = (1, 3)) -> list[SceneObject]:
+    """One large object and small ones, ``objects`` = (fewest, most) in all, each in its own
+    position: 1-3 in version 2, 3-4 in version 3."""
+    n = int(rng.integers(objects[0], objects[1] + 1))
     positions = rng.permutation(list(POSITIONS))[:n]
     return [
         SceneObject(
@@ -217,7 +203,7 @@ REFERENCE_CORPUS = "reference_corpus"  # <root>/reference_corpus/{images/, capti
 
 def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int, image_dir: Path) -> dict:
     rng = np.random.default_rng([spec.seed, SPLIT_IDS.get(split, REFERENCE_SPLIT_ID), index])
-    objects = sample_scene_v3(rng) if spec.version == 3 else sample_scene(rng)
+    objects = sample_scene(rng, (3, 4) if spec.version == 3 else (1, 3))
     filename = f"{'ref' if split == 'reference' else split}_{index:05d}.png"
     render(objects, spec.image_size, rng).save(image_dir / filename)
     templates = caption_templates_v3(objects, rng) if spec.version == 3 else caption_templates(objects)
