@@ -28,6 +28,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from experiments.paired import MARGIN
 from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 
 CROSS = ["i2t/R@1", "t2i/R@1", "rsum"]
@@ -36,7 +37,6 @@ NDCG_SINGLE = SINGLE_MODAL_NDCG  # i2i + t2t NDCG@10 (ROUGE-L relevance): the pa
 OVERLAP = ["image/overlap@10", "text/overlap@10"]
 BASELINES = ("infonce", "triplet")
 STRUCTURE = ("relation_kd", "covlr", "sad")  # relation_kd: CoVLR's relation loss without the meta step
-EQUIVALENCE_MARGIN = 2.0  # rsum points: "no cross-modal cost" needs the whole interval inside ±this
 
 
 # config keys that do not change what a run measures (where it ran, how it logged)
@@ -243,7 +243,7 @@ def difference(summary, a: tuple, b: tuple, metric: str) -> tuple[float, float] 
     return ma - mb, math.sqrt(sa**2 / na + sb**2 / nb)
 
 
-def verdict(summary, cells: list[dict] | None = None, margin: float = EQUIVALENCE_MARGIN) -> str:
+def verdict(summary, cells: list[dict] | None = None, margin: float = MARGIN) -> str:
     """Per level: does each structure-preserving objective beat the InfoNCE baseline on single-modal
     retrieval without losing cross-modal rsum? Single-modal = the papers' protocol (i2i + t2t
     NDCG@10) where logged, else rsum_single.
@@ -274,6 +274,8 @@ def verdict(summary, cells: list[dict] | None = None, margin: float = EQUIVALENC
                 if raises and not costs
                 else ("no: it costs cross-modal retrieval" if raises else "no: single-modal retrieval does not rise")
             )
+            if min(summary[key][primary][2], summary[base][primary][2]) < 2:  # no spread: no standard error
+                answer = "not resolved: one seed (no spread across seeds to judge a difference by)"
             other = difference(summary, key, base, "rsum_single") if primary == NDCG_SINGLE else None
             aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
             lines.append(
@@ -299,21 +301,23 @@ def _paired_rankings(cells: list[dict], key: tuple, base: tuple) -> list[tuple[d
 
 
 def _paired_line(pairs: list[tuple[dict, dict]], key: tuple, primary: str, margin: float) -> str:
-    from experiments.paired import seeds_and_queries_difference
+    from experiments.paired import seeds_and_queries_difference, status
 
     single = seeds_and_queries_difference(pairs, primary)
     cross = seeds_and_queries_difference(pairs, "rsum")
-    raises, falls = single["low"] > 0, single["high"] < 0
-    costs = cross["high"] < 0
-    equivalent = -margin < cross["low"] and cross["high"] < margin
-    if not raises:
-        answer = "no: single-modal retrieval falls" if falls else "no: a single-modal rise is not resolved"
-    elif costs:
-        answer = "no: it costs cross-modal retrieval"
-    elif equivalent or cross["low"] > 0:
-        answer = "yes"
-    else:
-        answer = f"unresolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
+    verdict = status(single, cross, margin)
+    answer = {
+        "reproduces": "yes",
+        "does not reproduce": "no: it costs cross-modal retrieval"
+        if verdict["cross"] == "cost"
+        else "no: single-modal retrieval falls",
+        "not resolved": "not resolved: "
+        + (
+            "a single-modal rise is not resolved"
+            if verdict["single"] != "up"
+            else f"single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
+        ),
+    }[verdict["claim"]]
 
     def fmt(d: dict) -> str:
         return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"

@@ -21,6 +21,7 @@ RSUM = [f"{d}/R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
 RSUM_SINGLE = [f"{d}/R@{k}" for d in ("t2t", "i2i") for k in (1, 5, 10)]
 NDCG_SINGLE = ["i2i/NDCG@10", "t2t/NDCG@10"]  # SINGLE_MODAL_NDCG: the papers' single-modal protocol
 DEFAULT_METRICS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/NDCG@10", "t2t/NDCG@10")
+MARGIN = 2.0  # rsum points: "no cross-modal cost" needs the whole interval inside ±MARGIN
 
 
 def load_rankings(run: Path) -> dict[str, np.ndarray]:
@@ -89,38 +90,86 @@ def seeds_and_queries_difference(
     n: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    clusters: list | None = None,
 ) -> dict[str, float]:
     """A minus B over paired seeds: ``pairs`` holds, per seed, the rankings of A and of B (the
-    same test set within a pair). The point estimate is the mean over seeds of the full-test-set
-    difference; the interval is a two-stage percentile bootstrap: seeds resampled with
-    replacement, then the test images of each drawn seed (A and B on the same draw), so it
-    covers both training randomness and the test sample. One seed: images only."""
+    same test set within a pair). ``clusters`` names each pair's test set (the generator seed of
+    synthetic data, say); None: every pair was scored on one test set (runs of the same data).
+
+    The point estimate is the mean over pairs of the full-test-set difference. The interval is a
+    percentile bootstrap that resamples what varies: test sets (clusters) with replacement, then
+    the seeds within each drawn test set, and that test set's images, with **one** image resample
+    shared by all its seeds (they were scored on the same images, so the test sample's variance
+    is not averaged away across seeds), A and B on the same draw. One pair: images only."""
     if not pairs:
         raise ValueError("no paired runs")
+    clusters = list(clusters) if clusters is not None else [0] * len(pairs)
+    if len(clusters) != len(pairs):
+        raise ValueError("one cluster per pair")
     rng = np.random.default_rng(seed)
-    points, boots = [], []
-    for a, b in pairs:
+    points = []
+    groups: dict = {}
+    for (a, b), cluster in zip(pairs, clusters, strict=True):
         if not np.array_equal(a["text_to_image"], b["text_to_image"]):
             raise SystemExit("two paired runs were not evaluated on the same test set (text_to_image differs)")
-        n_img = int(a["text_to_image"].max()) + 1
-        full = np.ones((1, n_img))
+        full = np.ones((1, int(a["text_to_image"].max()) + 1))
         points.append(float(_resampled(a, metric, full)[0] - _resampled(b, metric, full)[0]))
+        groups.setdefault(cluster, []).append((a, b))
+    # per test set: [seeds, n] differences, every seed under the same n image resamples
+    per_set = []
+    for members in groups.values():
+        n_img = int(members[0][0]["text_to_image"].max()) + 1
+        if any(int(a["text_to_image"].max()) + 1 != n_img for a, _ in members):
+            raise SystemExit("pairs given one cluster were scored on test sets of different sizes")
         weights = _image_weights(rng, n_img, n)
-        boots.append(_resampled(a, metric, weights) - _resampled(b, metric, weights))
-    per_seed = np.stack(boots)  # [seeds, n]: image-resampled differences of each seed
-    drawn = rng.integers(0, len(pairs), size=(n, len(pairs)))  # stage 1: seeds
-    column = rng.integers(0, n, size=(n, len(pairs)))  # stage 2: an image resample of each drawn seed
-    diffs = per_seed[drawn, column].mean(axis=1)
+        per_set.append(np.stack([_resampled(a, metric, weights) - _resampled(b, metric, weights) for a, b in members]))
+    diffs = np.empty(n)
+    for r in range(n):
+        total, count = 0.0, 0
+        for g in rng.integers(0, len(per_set), size=len(per_set)):  # test sets
+            table = per_set[g]
+            column = rng.integers(0, n)  # one image resample of this test set, for all its seeds
+            drawn = rng.integers(0, table.shape[0], size=table.shape[0])  # seeds within it
+            total, count = total + float(table[drawn, column].sum()), count + len(drawn)
+        diffs[r] = total / count
     lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {
         "difference": float(np.mean(points)),
         "low": float(lo),
         "high": float(hi),
         "seeds": len(pairs),
+        "test_sets": len(per_set),
         "per_seed": points,
         "n_boot": n,
         "level": level,
     }
+
+
+def status(single: dict, cross: dict, margin: float = MARGIN) -> dict[str, str]:
+    """What a comparison resolves.
+
+    - single: "up" / "down" (the interval lies above / below 0) or "not resolved";
+    - cross: "equivalent" (the whole interval inside ±margin), "cost" / "gain" (outside the
+      margin and resolved below / above 0), or "not resolved";
+    - claim (structure preservation raises single-modal retrieval at no cross-modal cost):
+      "reproduces" (single up, cross equivalent or gain), "does not reproduce" (single down, or
+      a cross-modal cost), "not resolved" (anything else: the data cannot tell)."""
+    s = "up" if single["low"] > 0 else ("down" if single["high"] < 0 else "not resolved")
+    if -margin < cross["low"] and cross["high"] < margin:
+        c = "equivalent"
+    elif cross["high"] < 0:
+        c = "cost"
+    elif cross["low"] > 0:
+        c = "gain"
+    else:
+        c = "not resolved"
+    if s == "up" and c in ("equivalent", "gain"):
+        claim = "reproduces"
+    elif s == "down" or c == "cost":
+        claim = "does not reproduce"
+    else:
+        claim = "not resolved"
+    return {"single": s, "cross": c, "claim": claim}
 
 
 def paired_table(run_a: Path, run_b: Path, metrics=DEFAULT_METRICS, n: int = 2000, seed: int = 0) -> str:

@@ -22,8 +22,8 @@ TINY = [
 ]
 
 
-def _sweep(tmp_path, **kwargs):
-    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *TINY]
+def _sweep(tmp_path, *extra, **kwargs):
+    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *TINY, *extra]
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
 
@@ -68,7 +68,7 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
     second = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = second.communicate(timeout=600)[0]
     assert second.returncode == 0, out[-3000:]
-    assert "1 of 2 trials finished, 1 interrupted (re-queued with the same parameters), 1 to run" in out
+    assert "1 of 2 trials finished, 1 interrupted (1 re-queued with the same parameters), 1 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
     assert len(_job_dirs(tmp_path)) == 2  # one more trial ran, not two
     study = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}")
@@ -85,6 +85,41 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
     third = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = third.communicate(timeout=600)[0]
     assert third.returncode == 0, out[-3000:]
-    assert "2 of 2 trials finished, 0 interrupted (re-queued with the same parameters), 0 to run" in out
+    assert "2 of 2 trials finished, 0 interrupted (0 re-queued with the same parameters), 0 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
     assert len(_job_dirs(tmp_path)) == 2
+
+
+@pytest.mark.slow
+def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_search_is_refused(tmp_path):
+    import optuna
+
+    db = tmp_path / "multirun" / "optuna.db"
+    first = _sweep(
+        tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    trial0 = json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text())
+    # one more trial into the same sweep folder: not into job 0's folder, which holds trial 0's run
+    more = _sweep(
+        tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out = more.communicate(timeout=600)[0]
+    assert more.returncode == 0, out[-3000:]
+    assert "resuming from" not in out  # no trial resumes another's checkpoint
+    assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0
+    [new] = list((tmp_path / "fixed").glob("resume1-0/metrics.json"))
+    trials = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}").get_trials()
+    metrics = json.loads(new.read_text())
+    assert trials[1].value == pytest.approx(metrics["val/rsum"] + 0.5 * metrics["val/rsum_single"], abs=1e-6)
+    # the same study name for another search (another imbalance) is refused, in one line, before any trial
+    other = _sweep(tmp_path, "imbalance=text_weak", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = other.communicate(timeout=600)[0]
+    assert other.returncode != 0
+    assert (
+        "hydra.sweeper.study_name=vlr-optuna-infonce-synthetic: the study in sqlite:///multirun/optuna.db is "
+        "another search (overrides:"
+        in out
+        and "imbalance=text_weak" in out
+    )
+    assert len(optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}").trials) == 2

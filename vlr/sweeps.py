@@ -26,6 +26,20 @@ from omegaconf import DictConfig, open_dict, read_write
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "vlr_interrupted"  # system attribute of a trial marked FAIL because its sweep was stopped
+SETTINGS = "vlr_search"  # study user attribute: the search the study was created for (see search_settings)
+
+
+def search_settings(config: DictConfig) -> dict:
+    """What makes two launches the same search: the command line's overrides (``hydra.*`` aside:
+    where it runs, ``n_trials``), the search space and the direction. A study is resumed only by
+    a launch with the same settings."""
+    from omegaconf import OmegaConf
+
+    sweeper = config.hydra.sweeper
+    overrides = sorted(str(o) for o in config.hydra.overrides.task if not str(o).startswith(("hydra.", "hydra/")))
+    params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
+    direction = OmegaConf.to_container(sweeper.direction) if OmegaConf.is_list(sweeper.direction) else sweeper.direction
+    return {"overrides": overrides, "params": params, "direction": direction}
 
 
 def sqlite_file(storage: str) -> Path | None:
@@ -48,26 +62,53 @@ class ResumeOptunaStudy(Callback):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "A new study created" INFO line
+        settings = search_settings(config)
         try:
             study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
-        except KeyError:  # no study of this name yet: the sweeper creates it
+        except KeyError:  # a new study: created here with the search it is for (the sweeper then loads it)
+            direction = settings["direction"]
+            study = optuna.create_study(
+                study_name=sweeper.study_name,
+                storage=storage,
+                directions=direction if isinstance(direction, list) else [direction],
+            )
+            study.set_user_attr(SETTINGS, settings)
             log.info(f"Optuna study {sweeper.study_name!r} starts in {storage}")
             return
+        stored = study.user_attrs.get(SETTINGS)
+        if stored is not None and stored != settings:
+            differ = [k for k in settings if stored.get(k) != settings[k]]
+            shown = "; ".join(f"{k}: {stored.get(k)} there, {settings[k]} now" for k in differ)
+            # SystemExit: Hydra turns a callback's exceptions into warnings and would sweep on
+            raise SystemExit(
+                f"hydra.sweeper.study_name={sweeper.study_name}: the study in {storage} is another search ({shown}); "
+                "re-launch its own command to resume it, or choose another hydra.sweeper.study_name"
+            )
         trials = study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state.is_finished() and not t.system_attrs.get(INTERRUPTED)]
         interrupted = [t for t in trials if t.state == TrialState.RUNNING]
+        requeued = 0
         for trial in interrupted:
             study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
             study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
             if trial.params:  # a trial killed before its parameters were drawn has nothing to re-run
                 study.enqueue_trial(trial.params)
+                requeued += 1
         left = max(0, int(sweeper.n_trials) - len(finished))
         log.info(
             f"Optuna study {sweeper.study_name!r} resumes from {storage}: {len(finished)} of {sweeper.n_trials} "
-            f"trials finished, {len(interrupted)} interrupted (re-queued with the same parameters), {left} to run"
+            f"trials finished, {len(interrupted)} interrupted ({requeued} re-queued with the same parameters), "
+            f"{left} to run"
         )
+        sweep_dir = Path(config.hydra.sweep.dir)
         if left == 0:  # no job creates the sweep folder, where the sweeper writes optimization_results.yaml
-            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        if sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir()):
+            # the same sweep folder again (hydra.sweep.dir given): job numbers restart at 0, and job 0's
+            # folder holds an earlier trial's run, which vlr.train would resume. This launch's jobs go into
+            # their own folders (each job's config is composed again from the hydra overrides: one more)
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=resume{len(trials)}-${{hydra.job.num}}")
         with read_write(sweeper), open_dict(sweeper):
             sweeper.n_trials = left
             if sweeper.get("sampler") and sweeper.sampler.get("seed") is not None:

@@ -8,7 +8,8 @@ into ``results.json``, so the report can be regenerated from that file alone.
 - cross-modal measure: rsum (i2t + t2i R@1, 5, 10);
 - comparisons: every arm against infonce, and covlr against relation_kd (what the meta step
   adds beyond its relation loss), at each imbalance level, paired by (generator seed, seed),
-  with 95% two-stage bootstrap intervals (pairs, then test images) from per-query rankings.
+  with 95% bootstrap intervals (generator seeds, then seeds within each and its test images,
+  one image resample per test set) from per-query rankings.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from experiments.paired import components, load_rankings, seeds_and_queries_difference
+from experiments.paired import MARGIN, components, load_rankings, seeds_and_queries_difference, status
 from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 
-MARGIN = 2.0  # rsum points: "no cross-modal cost" needs the whole interval inside ±MARGIN
 SINGLE, CROSS = SINGLE_MODAL_NDCG, "rsum"
 SHOWN = (CROSS, "i2t/R@1", "t2i/R@1", SINGLE, "i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1", "rsum_single")
 COMPARED = (SINGLE, CROSS, "rsum_single")
@@ -60,33 +60,6 @@ def summarize(cells: list[dict], directions, strengths, arms) -> list[dict]:
     return rows
 
 
-def status(single: dict, cross: dict, margin: float = MARGIN) -> dict[str, str]:
-    """What a comparison resolves.
-
-    - single: "up" / "down" (the interval lies above / below 0) or "not resolved";
-    - cross: "equivalent" (the whole interval inside ±margin), "cost" / "gain" (outside the
-      margin and resolved below / above 0), or "not resolved";
-    - claim (structure preservation raises single-modal retrieval at no cross-modal cost):
-      "reproduces" (single up, cross equivalent or gain), "does not reproduce" (single down, or
-      a cross-modal cost), "not resolved" (anything else: the data cannot tell)."""
-    s = "up" if single["low"] > 0 else ("down" if single["high"] < 0 else "not resolved")
-    if -margin < cross["low"] and cross["high"] < margin:
-        c = "equivalent"
-    elif cross["high"] < 0:
-        c = "cost"
-    elif cross["low"] > 0:
-        c = "gain"
-    else:
-        c = "not resolved"
-    if s == "up" and c in ("equivalent", "gain"):
-        claim = "reproduces"
-    elif s == "down" or c == "cost":
-        claim = "does not reproduce"
-    else:
-        claim = "not resolved"
-    return {"single": s, "cross": c, "claim": claim}
-
-
 def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int = BOOTSTRAP) -> list[dict]:
     """Paired comparisons at every level: each arm against infonce, covlr against relation_kd."""
     pairs_of = [(a, "infonce") for a in arms if a != "infonce"]
@@ -100,16 +73,17 @@ def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int =
             if key not in cache:
                 a = {(c["generator_seed"], c["seed"]): c for c in _at(cells, imbalance, strength, arm)}
                 b = {(c["generator_seed"], c["seed"]): c for c in _at(cells, imbalance, strength, base)}
-                common = sorted(set(a) & set(b))
+                common = sorted(set(a) & set(b), key=str)
                 if not common:
                     continue
                 ranked = [
                     (load_rankings(root / a[p]["run_dir"]), load_rankings(root / b[p]["run_dir"])) for p in common
                 ]
                 held = [m for m in COMPARED if all(k in ranked[0][0] for k in components(m))]
+                clusters = [str(g) for g, _ in common]  # the generator seed: the test set the pair was scored on
                 cache[key] = {
                     "pairs": [list(p) for p in common],
-                    **{m: seeds_and_queries_difference(ranked, m, n=n) for m in held},
+                    **{m: seeds_and_queries_difference(ranked, m, n=n, clusters=clusters) for m in held},
                 }
             result = cache[key]
             out.append(
@@ -148,7 +122,11 @@ def analyse(cells: list[dict], root: Path) -> dict:
         "margin": MARGIN,
         "single_measure": SINGLE,
         "cross_measure": CROSS,
-        "bootstrap": {"resamples": BOOTSTRAP, "level": 0.95, "units": "pairs (generator seed, seed), then test images"},
+        "bootstrap": {
+            "resamples": BOOTSTRAP,
+            "level": 0.95,
+            "units": "generator seeds (test sets), then seeds within each and its test images",
+        },
         "summary": summarize(cells, directions, strengths, arms),
         "comparisons": compare(cells, root, directions, strengths, arms),
         "chance": chance_levels(cells),

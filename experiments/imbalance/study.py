@@ -64,7 +64,7 @@ class Block:
     arm: str
     imbalance: str
     strength: float
-    generator_seed: int
+    generator_seed: int | None  # None: data that is not generated (data=flickr30k, ...)
     seeds: tuple[int, ...]
     extra: tuple[str, ...] = ()
     name: str = ""
@@ -73,13 +73,15 @@ class Block:
     @property
     def directory(self) -> Path:
         level = "none" if self.strength == 0 else f"{self.imbalance}-{self.strength:g}"
-        return self.runs / f"g{self.generator_seed}" / (self.name or f"{self.arm}-{level}")
+        data = "data" if self.generator_seed is None else f"g{self.generator_seed}"
+        return self.runs / data / (self.name or f"{self.arm}-{level}")
 
     def overrides(self) -> list[str]:
         imbalance = "none" if self.strength == 0 else self.imbalance
         out = [*BASE, f"objective={self.arm}", f"imbalance={imbalance}"]
         out += [f"imbalance.strength={self.strength:g}"] if self.strength else []
-        return [*out, f"data.generator_seed={self.generator_seed}", *self.extra]
+        generated = [] if self.generator_seed is None else [f"data.generator_seed={self.generator_seed}"]
+        return [*out, *generated, *self.extra]
 
     def cell_dir(self, seed: int) -> Path:
         return self.directory / f"s{seed}"
@@ -92,7 +94,7 @@ class Block:
 @dataclass
 class Study:
     seeds: tuple[int, ...] = SEEDS
-    generator_seeds: tuple[int, ...] = GENERATOR_SEEDS
+    generator_seeds: tuple[int | None, ...] = GENERATOR_SEEDS
     strengths: tuple[float, ...] = STRENGTHS
     directions: tuple[str, ...] = DIRECTIONS
     arms: tuple[str, ...] = ARMS
@@ -135,10 +137,10 @@ class Study:
         score the references alone on the test split, one process per generator seed."""
 
         def one(g: int) -> tuple[str, dict]:
-            out = REPO / self.runs / f"g{g}" / "reference_alone.json"
+            out = REPO / self.runs / ("data" if g is None else f"g{g}") / "reference_alone.json"
             if not out.is_file():
                 cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out)]
-                cmd += [*BASE, f"data.generator_seed={g}", *self.user]
+                cmd += [*BASE, *([] if g is None else [f"data.generator_seed={g}"]), *self.user]
                 proc = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
@@ -221,14 +223,25 @@ def cell_env() -> dict[str, str]:
     }
 
 
+def reproduced_cell(cells: list[dict]) -> dict:
+    """The cell whose command the study re-runs: the last job of a multirun (after others ran in
+    its process) of an arm that uses the reference, under the strongest imbalance."""
+    ranked = sorted(cells, key=lambda c: (c["arm"] in ("covlr", "sad"), c["strength"], c["seed"]))
+    return ranked[-1]
+
+
 def check_reproduced(cell: dict, runs: Path) -> dict:
     """Re-run one cell's recorded command alone (a fresh process, not the multirun that ran it)
-    into a scratch folder; its test metrics must be equal."""
+    into an empty scratch folder (its only change: nothing there to resume); its test metrics
+    must be equal."""
+    import shutil
+
     scratch = runs / "reproduce"
+    shutil.rmtree(REPO / scratch, ignore_errors=True)
     command = cell["command"].replace(f"hydra.run.dir={cell['run_dir']}", f"hydra.run.dir={scratch}")
     env = cell_env()
     proc = subprocess.run(
-        [sys.executable, *shlex.split(command)[1:], "resume=false"], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         return {"command": command, "equal": False, "error": proc.stderr[-2000:]}
@@ -247,7 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS))
     parser.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--generator-seeds", nargs="+", type=int, default=list(GENERATOR_SEEDS))
+    parser.add_argument(
+        "--generator-seeds",
+        nargs="*",
+        type=int,
+        default=list(GENERATOR_SEEDS),
+        help="synthetic data's generator seeds; none (an empty list) for other data (--override data=...)",
+    )
     parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell (other presets)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -261,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--arms must include infonce: every comparison is against it")
     study = Study(
         seeds=tuple(args.seeds),
-        generator_seeds=tuple(args.generator_seeds),
+        generator_seeds=tuple(args.generator_seeds) or (None,),
         strengths=tuple(args.strengths),
         directions=tuple(args.directions),
         arms=tuple(args.arms),
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{sum(len(b.seeds) for b in blocks)} cells in {len(blocks)} blocks, {study.jobs} at a time", flush=True)
     study.run_blocks(blocks)
     cells = [read_cell(b, s, study.user) for b in blocks for s in b.seeds]
-    reproduced = None if args.no_reproduce else check_reproduced(cells[len(cells) // 2], study.runs)
+    reproduced = None if args.no_reproduce else check_reproduced(reproduced_cell(cells), study.runs)
     duration = time.time() - start
     results = analyse(cells, REPO)
     results.update(
@@ -295,7 +314,9 @@ def main(argv: list[str] | None = None) -> None:
         reference_alone=reference_alone,
         reproduced=reproduced,
         duration_s=round(duration),
-        command="make study" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
+        command=" ".join(
+            ["python -m experiments.imbalance.study", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
+        ),
         cells=cells,
     )
     args.out.mkdir(parents=True, exist_ok=True)

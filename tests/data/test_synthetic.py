@@ -205,6 +205,7 @@ def test_version_3_captions_name_every_object_and_identify_their_image(tmp_path)
     for entry in data["images"]:
         objs = entry["objects"]
         assert 3 <= len(objs) <= 4 and len({o["position"] for o in objs}) == len(objs)
+        assert len({o["colour"] for o in objs}) == len(objs)  # no two objects merge into one blob
         assert [o["size"] for o in objs] == ["large"] + ["small"] * (len(objs) - 1)
         assert len({s["raw"] for s in entry["sentences"]}) == 5
         for sent in entry["sentences"]:

@@ -170,4 +170,10 @@ def test_with_rankings_the_verdict_uses_paired_intervals_and_an_equivalence_marg
     assert "ndcg_single@10 +20.00 [+20.00, +20.00], rsum +0.30 [+0.00, +0.60] → **yes**" in lines["covlr"]
     assert "(3 paired seeds)" in lines["covlr"] and "bootstrap over seeds and test images" in lines["covlr"]
     assert "rsum -15.00 [-15.00, -15.00] → **no: it costs cross-modal retrieval**" in lines["sad"]
-    assert "rsum +0.30 [-5.70, +6.30] → **unresolved" in lines["relation_kd"]
+    assert "rsum +0.30 [-5.70, +6.30] → **not resolved: single-modal rises" in lines["relation_kd"]
+
+
+def test_one_seed_per_arm_is_never_a_resolved_difference():
+    cells = [_cell("infonce", 0.5, 0, 100, 200), _cell("covlr", 0.5, 0, 100.01, 200.01)]
+    [line] = verdict(summarize(cells)).splitlines()
+    assert "**not resolved: one seed" in line

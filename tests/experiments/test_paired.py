@@ -59,3 +59,18 @@ def test_the_seed_stage_of_the_two_stage_bootstrap_widens_the_interval_to_the_sp
     assert one["low"] == pytest.approx(10.0) and one["high"] == pytest.approx(10.0) and one["seeds"] == 1
     same = seeds_and_queries_difference([(base, base), (base, base)], "rsum")
     assert same["low"] == same["high"] == same["difference"] == 0.0
+
+
+def test_seeds_scored_on_one_test_set_share_its_image_resample():
+    """Five seeds that agree query by query on one test set are one test sample, not five: the
+    interval must be as wide as one seed's (independent image resamples per seed would shrink it
+    by about sqrt(5), the coverage failure of averaging the test sample's variance away)."""
+    rng = np.random.default_rng(3)
+    a, b = _rankings(rng), _rankings(rng, p_i2t=0.4)
+    one = seeds_and_queries_difference([(a, b)], "i2t/R@1", n=3000)
+    five = seeds_and_queries_difference([(a, b)] * 5, "i2t/R@1", n=3000)
+    assert five["difference"] == pytest.approx(one["difference"])
+    assert (five["high"] - five["low"]) == pytest.approx(one["high"] - one["low"], rel=0.1)
+    # on five different test sets (clusters), the same five pairs are five test samples: narrower
+    apart = seeds_and_queries_difference([(a, b)] * 5, "i2t/R@1", n=3000, clusters=range(5))
+    assert (apart["high"] - apart["low"]) < 0.7 * (one["high"] - one["low"]) and apart["test_sets"] == 5

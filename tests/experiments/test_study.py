@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.imbalance.analysis import MARGIN, analyse, status
+from experiments.imbalance.analysis import analyse
 from experiments.imbalance.report import write_report
+from experiments.paired import MARGIN, status
 from tests.experiments.test_compare import _rankings_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -74,15 +74,20 @@ def scene_label(obj: SceneObject) -> int:
     return SHAPES.index(obj.shape) * len(COLOURS) + list(COLOURS).index(obj.colour)
 
 
-def sample_scene(rng: np.random.Generator, objects: tuple[int, int] = (1, 3)) -> list[SceneObject]:
+def sample_scene(
+    rng: np.random.Generator, objects: tuple[int, int] = (1, 3), distinct_colours: bool = False
+) -> list[SceneObject]:
     """One large object and small ones, ``objects`` = (fewest, most) in all, each in its own
-    position: 1-3 in version 2, 3-4 in version 3."""
+    position: 1-3 in version 2, 3-4 in version 3. ``distinct_colours`` (version 3): no two
+    objects share a colour, so a small object drawn over the large one (the middle position
+    touches every other) never merges with it into one blob the captions would misdescribe."""
     n = int(rng.integers(objects[0], objects[1] + 1))
     positions = rng.permutation(list(POSITIONS))[:n]
+    colours = [str(c) for c in rng.permutation(list(COLOURS))[:n]] if distinct_colours else None
     return [
         SceneObject(
             shape=str(rng.choice(SHAPES)),
-            colour=str(rng.choice(list(COLOURS))),
+            colour=colours[i] if colours else str(rng.choice(list(COLOURS))),
             size="large" if i == 0 else "small",
             position=str(positions[i]),
         )
@@ -203,7 +208,7 @@ REFERENCE_CORPUS = "reference_corpus"  # <root>/reference_corpus/{images/, capti
 
 def _entry(spec: SyntheticSpec, split: str, index: int, imgid: int, sentid: int, image_dir: Path) -> dict:
     rng = np.random.default_rng([spec.seed, SPLIT_IDS.get(split, REFERENCE_SPLIT_ID), index])
-    objects = sample_scene(rng, (3, 4) if spec.version == 3 else (1, 3))
+    objects = sample_scene(rng, (3, 4), distinct_colours=True) if spec.version == 3 else sample_scene(rng)
     filename = f"{'ref' if split == 'reference' else split}_{index:05d}.png"
     render(objects, spec.image_size, rng).save(image_dir / filename)
     templates = caption_templates_v3(objects, rng) if spec.version == 3 else caption_templates(objects)

@@ -205,7 +205,7 @@ class LearnedReference(nn.Module):
         image_size: int,
         image_dim: int = 64,
         text_dim: int = 64,
-        image_epochs: int = 30,
+        image_epochs: int = 15,
         text_epochs: int = 30,
         batch_size: int = 128,
         seed: int = 0,
@@ -225,7 +225,7 @@ class LearnedReference(nn.Module):
             text_epochs=text_epochs,
             batch_size=batch_size,
             seed=seed,
-            version=1,
+            version=2,  # 2: corpora smaller than a batch train (1 fitted nothing for them)
         )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update((directory / "captions.json").read_bytes())
