@@ -67,6 +67,8 @@ NEVER_COMPARED = (
     "debug",
     "hparams_search",
     "_wandb",
+    "params/",  # parameter counts (vlr.callbacks.ParameterCounts): they follow from the config
+    "variant",  # the W&B name's variant label (vlr.runs): the overrides it stands for are compared
 )
 FACTORS = ("objective", "imbalance")  # compared factors: their options are compared among runs of one choice
 
@@ -89,7 +91,7 @@ def differing_keys(cells: list[dict], ignore: tuple[str, ...] = ()) -> dict[str,
     skip = NEVER_COMPARED + tuple(ignore)
 
     def compared(key: str) -> bool:
-        return not any(key == s or key.startswith(s if s.endswith(".") else f"{s}.") for s in skip)
+        return not any(key == s or key.startswith(s if s.endswith((".", "/")) else (f"{s}.", f"{s}/")) for s in skip)
 
     out: dict[str, set] = defaultdict(set)
 
@@ -189,8 +191,12 @@ def cells_from_wandb_offline(paths: list[Path]) -> list[dict]:
     from vlr.wandb_files import read_run
 
     files = sorted({f for root in paths for f in Path(root).rglob("run-*.wandb")})
+    # a resumed run writes a second offline folder under the same run id: the newest holds the final test
+    newest: dict[str, Path] = {}
+    for f in sorted(files, key=lambda f: f.parent.name):  # offline-run-<date>_<time>-<id>: by time
+        newest[f.stem.removeprefix("run-")] = f
     cells = []
-    for f in files:
+    for f in sorted(newest.values()):
         run = read_run(f)
         cell = _cell_from_config(run.config, run.summary, f"wandb offline run {f.parent.name}")
         if cell is not None:
@@ -329,42 +335,53 @@ def _paired_line(pairs: list[tuple[dict, dict]], key: tuple, primary: str, margi
 
 
 def tradeoff_plot(summary, path: Path) -> None:
+    """Cross-modal rsum against the verdict's single-modal measure (i2i + t2t NDCG@10 where logged,
+    else rsum_single): one line per objective and imbalance, each point labelled with its level."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    single = NDCG_SINGLE if all(NDCG_SINGLE in stats for stats in summary.values()) else "rsum_single"
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     objectives = sorted({k[0] for k in summary}, key=_order)
-    levels = sorted({(k[1], k[2]) for k in summary})
-    markers = "os^Dv<>p"
+    imbalances = sorted({k[1] for k in summary})
+    markers, styles = "os^Dv<>p", ["-", "--", ":", "-."]
     for i, obj in enumerate(objectives):
-        xs, ys, xe, ye, shown = [], [], [], [], []
-        for level in levels:
-            stats = summary.get((obj, *level))
-            if stats and "rsum" in stats and "rsum_single" in stats:
-                xs.append(stats["rsum"][0]), xe.append(stats["rsum"][1])
-                ys.append(stats["rsum_single"][0]), ye.append(stats["rsum_single"][1])
-                shown.append(level)  # the label goes with its own point, whatever levels are missing
-        if not xs:
-            continue
-        line = ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=markers[i % len(markers)], capsize=3, label=obj)
-        for x, y, level in zip(xs, ys, shown, strict=True):
-            ax.annotate(
-                f"{level[1]:g}",
-                (x, y),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
-                color=line[0].get_color(),
+        for j, imbalance in enumerate(imbalances):
+            levels = sorted(k[2] for k in summary if k[0] == obj and k[1] == imbalance)
+            xs, ys, xe, ye, shown = [], [], [], [], []
+            for strength in levels:
+                stats = summary[(obj, imbalance, strength)]
+                if "rsum" in stats and single in stats:
+                    xs.append(stats["rsum"][0]), xe.append(stats["rsum"][1])
+                    ys.append(stats[single][0]), ye.append(stats[single][1])
+                    shown.append(strength)  # the label goes with its own point, whatever levels are missing
+            if not xs:
+                continue
+            label = obj if len(imbalances) == 1 else f"{obj}, {imbalance}"
+            line = ax.errorbar(
+                xs,
+                ys,
+                xerr=xe,
+                yerr=ye,
+                marker=markers[i % len(markers)],
+                capsize=3,
+                label=label,
+                color=f"C{i % 10}",
+                linestyle=styles[j % len(styles)],
             )
-    imbalances = sorted({lvl[0] for lvl in levels})
-    ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)")
-    ax.set_ylabel("single-modal rsum (i2i + t2t R@1,5,10)")
-    ax.set_title(
-        f"Trade-off per objective\npoint labels: {'/'.join(imbalances)} strength; bars: std over seeds", fontsize=10
-    )
-    ax.legend()
+            for x, y, strength in zip(xs, ys, shown, strict=True):
+                text = f"{strength:g}" if len(imbalances) == 1 else f"{imbalance} {strength:g}"
+                ax.annotate(
+                    text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line[0].get_color()
+                )
+    ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
+    what = "i2i + t2t NDCG@10" if single == NDCG_SINGLE else "rsum_single: i2i + t2t R@1,5,10"
+    ax.set_ylabel(f"single-modal {what}  →  better")
+    ax.set_title("Trade-off per objective (point labels: imbalance strength; bars: std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -66,7 +66,9 @@ def test_each_job_has_its_own_wandb_run_with_test_metrics_on_their_own_axis(swee
         assert artifact["metadata"]["original_filename"] == "best.ckpt"
         assert artifact["files"] == {"model.ckpt": (job / "checkpoints" / "best.ckpt").stat().st_size}
         assert artifact["metadata"]["score"] == pytest.approx(max(float(r["val/rsum"]) for r in _val_rows(job)))
-    assert names == ["infonce-synthetic-tiny-none0.0-s0", "triplet-synthetic-tiny-none0.0-s0"]
+    # the smaller data makes both runs one variant of their cells: the same "-v<hash>", named in the notes
+    variant = names[0].rsplit("-", 1)[1]
+    assert names == [f"infonce-synthetic-tiny-none0.0-s0-{variant}", f"triplet-synthetic-tiny-none0.0-s0-{variant}"]
     assert "wandb run already in progress" not in proc.stdout + proc.stderr
 
 
@@ -79,7 +81,10 @@ def test_tensorboard_and_mlflow_presets_write_what_metrics_csv_holds(sweep):
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("vlr")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"infonce-synthetic-tiny-none0.0-s0", "triplet-synthetic-tiny-none0.0-s0"}
+    assert {name.rsplit("-", 1)[0] for name in runs} == {
+        "infonce-synthetic-tiny-none0.0-s0",
+        "triplet-synthetic-tiny-none0.0-s0",
+    }
     for job, objective in ((root / "sweep" / "0", "infonce"), (root / "sweep" / "1", "triplet")):
         val = _val_rows(job)
         expected = [float(r["val/rsum"]) for r in val]
@@ -87,9 +92,12 @@ def test_tensorboard_and_mlflow_presets_write_what_metrics_csv_holds(sweep):
         events.Reload()
         assert [e.value for e in events.Scalars("val/rsum")] == pytest.approx(expected, abs=1e-4)
         assert [e.step for e in events.Scalars("val/rsum")] == [int(r["step"]) for r in val]
+        # the HParams tab's metric: the run's optimized_metric (val/rsum) at its best epoch
+        assert events.Scalars("hp_metric")[-1].value == pytest.approx(max(expected), abs=1e-4)
 
         run = client.get_run((job / "mlflow_run_id").read_text().strip())
         assert run.data.tags["objective"] == objective and run.info.run_name.startswith(objective)
+        assert "data.num_train=12" in run.data.tags["variant_overrides"]
         history = client.get_metric_history(run.info.run_id, "val/i2t/R1")  # R@1, MLflow-safe
         assert [m.value for m in history] == pytest.approx([float(r["val/i2t/R@1"]) for r in val], abs=1e-4)
         assert run.data.params["objective/name"] == objective
@@ -117,3 +125,24 @@ def test_the_sweep_summary_is_a_table_and_a_figure_in_files_and_in_wandb(sweep):
     table = json.loads((folder / "files" / logged["sweep/path"]).read_text())
     assert table["columns"] == list(rows[0].keys())
     assert [[str(c) for c in r] for r in table["data"]] == [list(r.values()) for r in rows]
+
+
+@pytest.mark.slow
+def test_compare_reads_the_sweeps_offline_runs_once_each(sweep):
+    import shutil
+
+    from experiments.compare import cells_from_wandb_offline, check_comparable
+
+    root, _ = sweep
+    cells = cells_from_wandb_offline([root / "sweep"])  # the compare run has no objective: not a cell
+    assert sorted(c["objective"] for c in cells) == ["infonce", "triplet"]
+    check_comparable(cells)  # parameter counts differ between objectives, but follow from the config
+    # a resumed run writes a second offline folder under its id: still one cell, the newest
+    [first] = list((root / "sweep" / "0" / "wandb").glob("offline-run-*"))
+    date, run_id = first.name.removeprefix("offline-run-").split("-")
+    later = first.with_name(f"offline-run-29991231_235959-{run_id}")
+    shutil.copytree(first, later)
+    try:
+        assert len(cells_from_wandb_offline([root / "sweep"])) == 2
+    finally:
+        shutil.rmtree(later)

@@ -30,8 +30,8 @@ def as_dict(node: DictConfig) -> dict[str, Any]:
 
 
 # model-level keys a preset defines for its towers to interpolate (``model=open_clip``'s
-# ``model.arch`` and ``model.pretrained``)
-PRESET_VARIABLES = ("arch", "pretrained")
+# ``model.arch`` and ``model.pretrained``), and its name (``model.preset``, for run names)
+PRESET_VARIABLES = ("arch", "pretrained", "preset")
 
 
 def check_image_size(image_tower: Any, data_cfg: DictConfig) -> None:

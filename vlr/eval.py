@@ -24,11 +24,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vlr.build import build_data_and_model, trains_wordpiece
+from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.checkpoints import check_state_fits, read_checkpoint
 from vlr.loggers import wandb_run_per_job
 from vlr.reporting import finish_evaluation
-from vlr.runs import RUN_TOKENIZER_DIR
+from vlr.runs import RUN_TOKENIZER_DIR, label_runs
 from vlr.train import instantiate_trainer
 from vlr.user_errors import refuse_legacy_overrides, report_user_errors
 
@@ -120,7 +120,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     else:
         log.info("no ckpt_path: evaluating the towers as built (zero-shot)")
     model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0
+    label_runs(cfg)
     trainer = instantiate_trainer(cfg, model)
+    for logger in trainer.loggers:  # the evaluated configuration, the run's groups included (rank 0 writes)
+        logger.log_hyperparams(as_dict(cfg))
     run = trainer.test if cfg.split == "test" else trainer.validate
     run(model, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), verbose=False, weights_only=True)
     what = (

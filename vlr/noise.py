@@ -13,6 +13,22 @@ WARNINGS = (
     (r"Found \d+ module\(s\) in eval mode", "the frozen reference towers are in eval mode on purpose"),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning's own pytree helper, on every batch"),
     (
+        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+        "vlr.eval loads a training run's checkpoint without the training callbacks, on purpose",
+    ),
+    (
+        r"It is recommended to use `self.log\('(val|test)/",
+        "vlr's evaluation metrics are computed from every rank's gathered rows: the same on all ranks",
+    ),
+    (
+        r"Using `DistributedSampler` with the dataloaders. During `trainer\.(test|validate)\(\)`",
+        "RetrievalEvaluator keeps one row per dataset index (tests: 2 processes score exactly as 1)",
+    ),
+    (
+        r"Checkpoint directory .* exists and is not empty",
+        "a resumed run writes into its own checkpoints folder, by design",
+    ),
+    (
         r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
         "RetrievalDataModule continues the epoch's order itself (tests/test_resume.py: bit-equal to an "
         "uninterrupted run)",

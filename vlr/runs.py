@@ -53,6 +53,59 @@ def pin_wandb_run(cfg: DictConfig) -> None:
         cfg.logger.wandb.resume = "allow"
 
 
+# the factors a run's name already says, and overrides that do not change what a run measures
+# (where and how it runs and logs); any other override makes a run a variant of its cell
+FACTORS = {"seed", "objective", "imbalance", "imbalance.strength", "data", "model"}
+PLUMBING = {
+    "trainer", "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes", "data.num_workers",
+    "data.root", "ckpt_path", "resume", "test", "save_rankings", "rankings_topk", "num_threads", "debug",
+    "task_name", "hparams_search",
+}  # fmt: skip
+PLUMBING_GROUPS = ("callbacks", "logger", "paths", "hydra")
+
+
+def run_variant(overrides: list[str]) -> tuple[str, list[str]] | None:
+    """A short hash of the overrides that make a run differ from its cell's default (a learning
+    rate, an objective's option, a preset), with them; None when there are none."""
+    kept = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        group = key.split(".")[0].split("/")[0]
+        if key not in FACTORS and key not in PLUMBING and group not in PLUMBING_GROUPS:
+            kept.append(override)
+    if not kept:
+        return None
+    import hashlib
+
+    kept = sorted(kept)
+    return hashlib.sha1(" ".join(kept).encode()).hexdigest()[:6], kept
+
+
+def label_runs(cfg: DictConfig) -> None:
+    """Name W&B and MLflow runs apart when they differ in more than their cell's factors: a
+    ``-v<hash>`` suffix on the name (and W&B group), a ``variant`` tag, and the overrides in the
+    W&B notes, so a sweep over a learning rate never shows two runs under one name or group."""
+    from hydra.core.hydra_config import HydraConfig
+
+    logger = cfg.get("logger")
+    if not logger or not HydraConfig.initialized():
+        return
+    variant = run_variant([str(o) for o in HydraConfig.get().overrides.task])
+    if variant is None:
+        return
+    label, overrides = variant
+    with open_dict(cfg):
+        if logger.get("wandb"):
+            w = logger.wandb
+            w.name, w.group = f"{w.name}-v{label}", f"{w.group}-v{label}"
+            w.tags = [*w.tags, f"variant:{label}"]
+            w.notes = "variant " + label + ": " + " ".join(overrides)
+        if logger.get("mlflow"):
+            m = logger.mlflow
+            m.run_name = f"{m.run_name}-v{label}"
+            m.tags = {**m.tags, "variant": label, "variant_overrides": " ".join(overrides)}
+
+
 def share_run_dir_with_ddp_children() -> None:
     """Under Hydra multirun, make Lightning's DDP child processes join this job's directory.
 

@@ -27,20 +27,27 @@ def _overrides(job: Path) -> dict[str, str]:
 
 
 def _short(value: str) -> str:
-    """An override's value for a figure label: floats to 3 significant digits (Optuna's draws)."""
+    """An override's value for a figure label: floats to 3 significant digits (Optuna's draws),
+    paths to their last two parts (an eval sweep's checkpoints)."""
+    if "/" in value:
+        return "/".join(value.rstrip("/").split("/")[-2:])
     try:
         return f"{float(value):.3g}" if any(c in value for c in ".eE") else value
     except ValueError:
         return value
 
 
-def sweep_rows(jobs: list[Path]) -> tuple[list[str], list[list[object]], list[tuple[str, float, float]]]:
-    """Columns, one row per job, and the figure's points (label, cross-modal rsum, single-modal)."""
+def sweep_rows(
+    jobs: list[Path], prefer: str = "test"
+) -> tuple[list[str], list[list[object]], list[tuple[str, float, float]]]:
+    """Columns, one row per job, and the figure's points (label, cross-modal rsum, single-modal):
+    the ``prefer`` split's metrics when every job has them (``val`` for a search: choosing on
+    test would be selection on the test split), else val's."""
     overrides = [_overrides(job) for job in jobs]
     keys = sorted({k for o in overrides for k in o})
     varied = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
     metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
-    stage = "test" if all("test/rsum" in m for m in metrics) else "val"
+    stage = prefer if all(f"{prefer}/rsum" in m for m in metrics) else "val"
     columns = ["job", *varied, "split", *COLUMNS]
     rows, points = [], []
     for job, o, m in zip(jobs, overrides, metrics, strict=True):
@@ -63,13 +70,27 @@ def tradeoff_figure(points: list[tuple[str, float, float]], path: Path, title: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 6))
+    many = len(points) > 10  # then numbered points and the legend beside the axes, not over them
+    fig, ax = plt.subplots(figsize=(11, 6) if many else (8, 6))
+    colours = plt.get_cmap("tab20" if many else "tab10")
     for i, (label, x, y) in enumerate(points):
-        ax.scatter([x], [y], s=30, color=f"C{i % 10}", label=label)
+        ax.scatter([x], [y], s=30, color=colours(i % colours.N), label=f"{i}: {label}" if many else label)
+        if many:
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
     ax.set_ylabel("single-modal i2i + t2t NDCG@10  →  better")
     ax.set_title(title, fontsize=9, wrap=True)
-    ax.legend(fontsize=7, loc="best", title="job", title_fontsize=8, ncol=1 + len(points) // 12)
+    if many:
+        ax.legend(
+            fontsize=6,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            title="job",
+            title_fontsize=7,
+            ncol=1 + len(points) // 30,
+        )
+    else:
+        ax.legend(fontsize=7, loc="best", title="job", title_fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

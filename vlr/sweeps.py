@@ -119,10 +119,12 @@ class ResumeOptunaStudy(Callback):
 
 class SummarizeSweep(Callback):
     """At the end of a sweep (``on_multirun_end``): one row per finished job, with the overrides
-    that differ between jobs and its metrics (test, else val), written to ``<sweep dir>/sweep.csv``,
+    that differ between jobs and its metrics (test; val for an Optuna search, which must not be
+    read off test), written to ``<sweep dir>/sweep.csv``,
     and a trade-off figure ``<sweep dir>/tradeoff.png`` (cross-modal rsum against i2i + t2t
     NDCG@10, one labelled point per job). When the sweep logs to W&B (``logger.wandb`` in its
-    config), both go to a W&B run of their own (job type ``compare``) as a Table and an Image."""
+    config), both go to a W&B run of their own (job type ``compare``) as a Table and an Image.
+    Hydra skips this when a job of the sweep failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         import csv
@@ -136,8 +138,10 @@ class SummarizeSweep(Callback):
             (p for p in sweep_dir.glob("*") if (p / "metrics.json").is_file()), key=lambda p: (len(p.name), p.name)
         )
         if not jobs:
+            log.info(f"no job of {sweep_dir} wrote metrics.json (test=false?): no sweep summary")
             return
-        columns, rows, points = sweep_rows(jobs)
+        search = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
+        columns, rows, points = sweep_rows(jobs, prefer="val" if search else "test")
         table = sweep_dir / "sweep.csv"
         with open(table, "w", newline="") as fh:
             csv.writer(fh).writerows([columns, *rows])

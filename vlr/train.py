@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -26,6 +27,7 @@ from vlr.reporting import finish_evaluation
 from vlr.runs import (
     RUN_TOKENIZER_DIR,
     best_epoch_metrics,
+    label_runs,
     pin_wandb_run,
     release_distributed,
     resume_checkpoint,
@@ -92,6 +94,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     pl.seed_everything(cfg.seed, workers=True)
     share_run_dir_with_ddp_children()
     pin_wandb_run(cfg)
+    label_runs(cfg)
     datamodule, model = build_data_and_model(cfg)
     trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
     if trainer.is_global_zero and trains_wordpiece(cfg):
@@ -125,6 +128,13 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     monitor = getattr(callback, "monitor", None) or "val/rsum"
     best_val = best_epoch_metrics(model.selectable_val_history(), monitor, getattr(callback, "mode", "max"))
     metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
+    boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    if boards and best_val:  # TensorBoard's HParams tab: the run's value (the best epoch's, on val)
+        with contextlib.suppress(KeyError):  # a bad optimized_metric fails at the end, as without TensorBoard
+            value = sweep_value(cfg, metrics)
+            for logger in boards:
+                if value is not None:
+                    logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
     for logger in trainer.loggers:  # best-of-run summaries (W&B: the run summary shows the best epoch)
         if best_val and trainer.is_global_zero and hasattr(getattr(logger, "experiment", None), "summary"):
             run: Any = getattr(logger, "experiment")  # noqa: B009 -- W&B's run, checked above

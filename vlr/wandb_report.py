@@ -46,4 +46,23 @@ def log_summary_run(
         folder = Path(run.dir).parent
     finally:
         run.finish()
+    if offline:
+        _wait_until_written(folder)
     return folder
+
+
+def _wait_until_written(folder: Path, timeout: float = 60.0) -> None:
+    """wandb's service can still be writing the offline run file when ``finish()`` returns: wait
+    until it holds the logged row, so whoever reads the folder next finds the whole run."""
+    import time
+
+    from vlr.wandb_files import WandbFileError, read_run
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if read_run(folder).history:
+                return
+        except (WandbFileError, OSError, ValueError):
+            pass
+        time.sleep(0.2)

@@ -132,8 +132,9 @@ def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
     ]
     cmd = [sys.executable, "-m", "experiments.imbalance.study", "--runs", str(tmp_path / "runs")]
     cmd += ["--out", str(tmp_path / "out"), "--seeds", "0", "1", "--generator-seeds", "0", "--strengths", "0", "1"]
-    cmd += ["--directions", "text_weak", "--arms", "infonce", "covlr", "--wandb", "", "--override", *tiny]
-    env = {**os.environ, "VLR_ROOT": str(tmp_path)}
+    cmd += ["--directions", "text_weak", "--arms", "infonce", "covlr"]
+    base, cmd = cmd, [*cmd, "--wandb", "vlr", "--override", *tiny]
+    env = {**os.environ, "VLR_ROOT": str(tmp_path), "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wd")}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -150,9 +151,22 @@ def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
         ("covlr", "infonce", 1.0),
     }
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "difference_text_weak.png").is_file()
+    assert results["command"].startswith("python -m experiments.imbalance.study --runs ")
+    from vlr.wandb_files import read_run
+
+    [logged] = [read_run(f) for f in (tmp_path / "runs" / "wandb").glob("offline-run-*")]
+    assert logged.job_type == "compare" and logged.name == "imbalance-study"
+    assert {"tradeoff/_type", "difference_text_weak/_type", "verdicts/_type"} <= set(logged.history[0])
     # run again: every cell is finished, nothing is trained again
     stamps = {c["run_dir"]: (Path(c["run_dir"]) / "metrics.json").stat().st_mtime_ns for c in results["cells"]}
-    again = subprocess.run([*cmd, "--no-reproduce"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [*base, "--wandb", "", "--no-reproduce", "--override", *tiny],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "  s  " not in again.stdout  # no block ran
     assert stamps == {d: (Path(d) / "metrics.json").stat().st_mtime_ns for d in stamps}
