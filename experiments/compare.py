@@ -28,7 +28,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from experiments.paired import MARGIN
+from experiments.paired import MARGIN, status
 from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 
 CROSS = ["i2t/R@1", "t2i/R@1", "rsum"]
@@ -67,6 +67,7 @@ NEVER_COMPARED = (
     "debug",
     "hparams_search",
     "_wandb",
+    "imbalance.seed",  # the imbalance's own seed follows the run's seed (vlr/conf/imbalance/*.yaml: ${seed})
     "params/",  # parameter counts (vlr.callbacks.ParameterCounts): they follow from the config
     "variant",  # the W&B name's variant label (vlr.runs): the overrides it stands for are compared
 )
@@ -126,10 +127,18 @@ def check_comparable(cells: list[dict], ignore: tuple[str, ...] = ()) -> None:
 
 
 def cell_from_run_dir(run_dir: Path) -> dict:
-    """One cell from a run directory: what was run (objective, imbalance, seed, command) and its test metrics."""
+    """One cell from a run directory: what was run (objective, imbalance, seed, command) and its test
+    metrics. A ``vlr.eval`` directory is read through the configuration it evaluated
+    (``evaluated_config.yaml``: the training run's groups), not its own composition."""
     import yaml
 
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    entry = "python -m vlr.train"
+    if cfg.get("task_name") == "eval":
+        evaluated = run_dir / "evaluated_config.yaml"
+        if not evaluated.is_file():
+            raise SystemExit(f"{run_dir}: a vlr.eval run without evaluated_config.yaml (an older vlr); re-run its eval")
+        cfg, entry = yaml.safe_load(evaluated.read_text()), "python -m vlr.eval"
     overrides_path = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else []
     return {
@@ -137,7 +146,7 @@ def cell_from_run_dir(run_dir: Path) -> dict:
         "imbalance": cfg["imbalance"]["name"],
         "strength": float(cfg["imbalance"]["strength"]),
         "seed": int(cfg["seed"]),
-        "command": " ".join(["python -m vlr.train", *overrides]),
+        "command": " ".join([entry, *overrides]),
         "config": flatten(cfg),
         "metrics": {
             k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k.startswith("test/")
@@ -258,9 +267,10 @@ def verdict(summary, cells: list[dict] | None = None, margin: float = MARGIN) ->
     paired by seed with 95% two-stage bootstrap intervals (seeds, then test images:
     `experiments.paired.seeds_and_queries_difference`): a rise is resolved when the interval lies
     above 0, and "no cross-modal cost" needs the whole rsum interval inside ±``margin``.
-    Without rankings, a Welch rule on the seed means (2 standard errors) stands in, and says so."""
+    Without rankings, the seed means' difference ± 2 standard errors stands in for the interval,
+    under the same rule (`experiments.paired.status`), and each line says so."""
     lines = []
-    levels = sorted({(k[1], k[2]) for k in summary})
+    levels = sorted({(k[1], k[2]) for k in summary}, key=lambda lvl: (lvl[0] != "none", lvl))  # balanced first
     for imbalance, strength in levels:
         base = ("infonce", imbalance, strength)
         for obj in STRUCTURE:
@@ -273,22 +283,35 @@ def verdict(summary, cells: list[dict] | None = None, margin: float = MARGIN) ->
             single, cross = difference(summary, key, base, primary), difference(summary, key, base, "rsum")
             if single is None or cross is None:
                 continue
-            raises = single[0] > 2 * single[1]
-            costs = cross[0] < -2 * cross[1]
-            answer = (
-                "yes"
-                if raises and not costs
-                else ("no: it costs cross-modal retrieval" if raises else "no: single-modal retrieval does not rise")
-            )
-            if min(summary[key][primary][2], summary[base][primary][2]) < 2:  # no spread: no standard error
-                answer = "not resolved: one seed (no spread across seeds to judge a difference by)"
+            seeds = min(summary[key][primary][2], summary[base][primary][2])
+            verdict_ = status(_welch_interval(single, seeds), _welch_interval(cross, seeds), margin)
             other = difference(summary, key, base, "rsum_single") if primary == NDCG_SINGLE else None
             aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
             lines.append(
                 f"- {imbalance} {strength:g}, {obj} vs infonce: {primary} {single[0]:+.2f} (± {single[1]:.2f} s.e.), "
-                f"rsum {cross[0]:+.2f} (± {cross[1]:.2f}) → **{answer}** (Welch, 2 s.e.: no per-query rankings){aside}"
+                f"rsum {cross[0]:+.2f} (± {cross[1]:.2f}) → **{_answer(verdict_, margin, seeds)}** "
+                f"(mean ± 2 s.e.: no per-query rankings){aside}"
             )
     return "\n".join(lines)
+
+
+def _welch_interval(diff: tuple[float, float], seeds: int) -> dict:
+    return {"difference": diff[0], "low": diff[0] - 2 * diff[1], "high": diff[0] + 2 * diff[1], "seeds": seeds}
+
+
+def _answer(verdict_: dict, margin: float, seeds: int) -> str:
+    """The verdict (`experiments.paired.status`) in words."""
+    if seeds < 2:
+        return "not resolved: one seed (no spread across seeds to judge a difference by)"
+    if verdict_["claim"] == "reproduces":
+        return "yes"
+    if verdict_["claim"] == "does not reproduce":
+        return (
+            "no: it costs cross-modal retrieval" if verdict_["cross"] == "cost" else "no: single-modal retrieval falls"
+        )
+    if verdict_["single"] != "up":
+        return "not resolved: a single-modal rise is not resolved"
+    return f"not resolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
 
 
 def _paired_rankings(cells: list[dict], key: tuple, base: tuple) -> list[tuple[dict, dict]]:
@@ -307,23 +330,11 @@ def _paired_rankings(cells: list[dict], key: tuple, base: tuple) -> list[tuple[d
 
 
 def _paired_line(pairs: list[tuple[dict, dict]], key: tuple, primary: str, margin: float) -> str:
-    from experiments.paired import seeds_and_queries_difference, status
+    from experiments.paired import seeds_and_queries_difference
 
     single = seeds_and_queries_difference(pairs, primary)
     cross = seeds_and_queries_difference(pairs, "rsum")
-    verdict = status(single, cross, margin)
-    answer = {
-        "reproduces": "yes",
-        "does not reproduce": "no: it costs cross-modal retrieval"
-        if verdict["cross"] == "cost"
-        else "no: single-modal retrieval falls",
-        "not resolved": "not resolved: "
-        + (
-            "a single-modal rise is not resolved"
-            if verdict["single"] != "up"
-            else f"single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
-        ),
-    }[verdict["claim"]]
+    answer = _answer(status(single, cross, margin), margin, single["seeds"])
 
     def fmt(d: dict) -> str:
         return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
@@ -346,6 +357,15 @@ def tradeoff_plot(summary, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     objectives = sorted({k[0] for k in summary}, key=_order)
     imbalances = sorted({k[1] for k in summary})
+    if "none" in imbalances and len(imbalances) > 1:  # the balanced data starts every imbalance's line
+        summary = dict(summary)
+        for (obj, imbalance, strength), stats in list(summary.items()):
+            if imbalance == "none":
+                del summary[(obj, imbalance, strength)]
+                for other in imbalances:
+                    if other != "none":
+                        summary.setdefault((obj, other, 0.0), stats)
+        imbalances.remove("none")
     markers, styles = "os^Dv<>p", ["-", "--", ":", "-."]
     for i, obj in enumerate(objectives):
         for j, imbalance in enumerate(imbalances):

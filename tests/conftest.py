@@ -33,11 +33,20 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service():
+    """A test that used wandb in this process leaves WANDB_SERVICE set; processes a later test
+    starts would join that service (and find a killed run's id still "in use"). Clear it."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):
     """Run ``python -m module overrides...`` as a user would; returns the CompletedProcess."""
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
+    full_env.pop("WANDB_SERVICE", None)  # a run never joins a wandb service this test process started
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,

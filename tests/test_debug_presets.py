@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
         ("limit", ["trainer.max_epochs=2"], True),
         ("overfit", ["trainer.max_epochs=2"], False),  # the test loader is not limited by overfit_batches
         # full evaluation loaders: an ordinary evaluation (3 training steps: the profiler's report is the point)
-        ("profiler", ["trainer.limit_train_batches=3"], False),
+        ("profiler", ["++trainer.limit_train_batches=3"], False),
     ],
 )
 def test_debug_presets_train_and_evaluate(tmp_path, synthetic_root, preset, extra, limited):

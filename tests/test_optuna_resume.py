@@ -118,8 +118,30 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     assert other.returncode != 0
     assert (
         "hydra.sweeper.study_name=vlr-optuna-infonce-synthetic: the study in sqlite:///multirun/optuna.db is "
-        "another search (overrides:"
-        in out
-        and "imbalance=text_weak" in out
+        "another search (only now: imbalance=text_weak); re-launch its own command" in out
     )
     assert len(optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}").trials) == 2
+    # where it runs is not part of the search: the same search on the CPU explicitly resumes (0 to run)
+    same = _sweep(
+        tmp_path,
+        "hydra.sweep.dir=fixed",
+        "hydra.sweeper.n_trials=2",
+        "trainer.accelerator=cpu",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out = same.communicate(timeout=600)[0]
+    assert same.returncode == 0 and "2 of 2 trials finished" in out, out[-3000:]
+    # a new study into the same folder: its jobs get their own folders too
+    other = _sweep(
+        tmp_path,
+        "hydra.sweep.dir=fixed",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.study_name=other",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out = other.communicate(timeout=600)[0]
+    assert other.returncode == 0 and "resuming from" not in out, out[-3000:]
+    assert (tmp_path / "fixed" / "other-0-0" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0

@@ -25,7 +25,7 @@ def test_rows_show_the_overrides_that_differ_and_the_papers_single_modal_measure
     assert columns[:4] == ["job", "model.optimizer.lr", "objective", "split"]  # seed is the same: not shown
     assert rows[1][:4] == ["1", "0.002", "sad", "test"]
     assert rows[0][columns.index("ndcg_single@10")] == 70.0 and rows[0][columns.index("i2t/R@1")] is None
-    assert points == [("lr=0.00123, objective=infonce", 100.0, 70.0), ("lr=0.002, objective=sad", 90.0, 70.0)]
+    assert points == [("0", "lr=0.00123, objective=infonce", 100.0, 70.0), ("1", "lr=0.002, objective=sad", 90.0, 70.0)]
     assert tradeoff_figure(points, tmp_path / "t.png", "t").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import run_cli
 from vlr.wandb_files import read_run
@@ -111,6 +112,9 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((eval_dir / "metrics.json").read_text())
+    # what was evaluated, for compare: the run's groups (eval's own .hydra/config.yaml is eval's composition)
+    evaluated = yaml.safe_load((eval_dir / "evaluated_config.yaml").read_text())
+    assert evaluated["data"]["num_train"] == 40 and evaluated["seed"] == 1 and evaluated["task_name"] == "eval"
     assert again.keys() == metrics.keys()
     for key in metrics:
         assert again[key] == pytest.approx(metrics[key], abs=1e-4), key

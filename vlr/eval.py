@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.io import atomic_write_text
 from vlr.loggers import wandb_run_per_job
 from vlr.reporting import finish_evaluation
 from vlr.runs import RUN_TOKENIZER_DIR, label_runs
@@ -105,6 +106,15 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
     )
 
 
+def run_overrides(ckpt: Path | None) -> list[str]:
+    """The command-line overrides of the training run that wrote ``ckpt`` (its
+    ``.hydra/overrides.yaml``), or [] (zero-shot, or no run folder beside the checkpoint)."""
+    path = None if ckpt is None else ckpt.resolve().parent.parent / ".hydra" / "overrides.yaml"
+    if path is None or not path.is_file():
+        return []
+    return [str(o) for o in OmegaConf.load(path)]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{cfg.split}'")
@@ -120,8 +130,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     else:
         log.info("no ckpt_path: evaluating the towers as built (zero-shot)")
     model.save_rankings = int(cfg.get("rankings_topk", 10)) if cfg.get("save_rankings") else 0
-    label_runs(cfg)
+    label_runs(cfg, run_overrides(ckpt) if cfg.from_run else [])
     trainer = instantiate_trainer(cfg, model)
+    if trainer.is_global_zero:  # what was evaluated (the run's groups): .hydra/config.yaml holds eval's own composition
+        evaluated = OmegaConf.to_yaml(OmegaConf.create(as_dict(cfg)))
+        atomic_write_text(Path(cfg.paths.output_dir) / "evaluated_config.yaml", evaluated, "evaluated config")
     for logger in trainer.loggers:  # the evaluated configuration, the run's groups included (rank 0 writes)
         logger.log_hyperparams(as_dict(cfg))
     run = trainer.test if cfg.split == "test" else trainer.validate

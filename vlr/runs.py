@@ -59,9 +59,18 @@ FACTORS = {"seed", "objective", "imbalance", "imbalance.strength", "data", "mode
 PLUMBING = {
     "trainer", "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes", "data.num_workers",
     "data.root", "ckpt_path", "resume", "test", "save_rankings", "rankings_topk", "num_threads", "debug",
-    "task_name", "hparams_search",
+    "task_name", "hparams_search", "split", "from_run",
 }  # fmt: skip
-PLUMBING_GROUPS = ("callbacks", "logger", "paths", "hydra")
+# groups (and callbacks) that only say where a run writes, how it logs or when it saves last.ckpt;
+# the checkpoint callback is not among them: its monitor decides which weights are tested
+PLUMBING_GROUPS = ("logger", "paths", "hydra", "callbacks.last_checkpoint", "callbacks.lr_monitor",
+                   "callbacks.parameter_counts", "callbacks.model_summary", "callbacks.rich_progress_bar")  # fmt: skip
+
+
+def is_plumbing(key: str) -> bool:
+    """Whether an override's key changes nothing a run measures (where it runs, how it logs)."""
+    key = key.lstrip("+~")
+    return key in PLUMBING or any(key == g or key.startswith((f"{g}.", f"{g}/")) for g in PLUMBING_GROUPS)
 
 
 def run_variant(overrides: list[str]) -> tuple[str, list[str]] | None:
@@ -70,8 +79,7 @@ def run_variant(overrides: list[str]) -> tuple[str, list[str]] | None:
     kept = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        group = key.split(".")[0].split("/")[0]
-        if key not in FACTORS and key not in PLUMBING and group not in PLUMBING_GROUPS:
+        if key not in FACTORS and not is_plumbing(key):
             kept.append(override)
     if not kept:
         return None
@@ -81,16 +89,21 @@ def run_variant(overrides: list[str]) -> tuple[str, list[str]] | None:
     return hashlib.sha1(" ".join(kept).encode()).hexdigest()[:6], kept
 
 
-def label_runs(cfg: DictConfig) -> None:
+def label_runs(cfg: DictConfig, earlier: list[str] | None = None) -> None:
     """Name W&B and MLflow runs apart when they differ in more than their cell's factors: a
     ``-v<hash>`` suffix on the name (and W&B group), a ``variant`` tag, and the overrides in the
-    W&B notes, so a sweep over a learning rate never shows two runs under one name or group."""
+    W&B notes, so a sweep over a learning rate never shows two runs under one name or group.
+    ``earlier``: the overrides of the training run a ``vlr.eval`` evaluates (its variant is the
+    evaluated run's)."""
     from hydra.core.hydra_config import HydraConfig
 
     logger = cfg.get("logger")
     if not logger or not HydraConfig.initialized():
         return
-    variant = run_variant([str(o) for o in HydraConfig.get().overrides.task])
+    now = [str(o) for o in HydraConfig.get().overrides.task]
+    given = {o.split("=", 1)[0].lstrip("+~") for o in now}
+    inherited = [o for o in earlier or [] if o.split("=", 1)[0].lstrip("+~") not in given]
+    variant = run_variant([*inherited, *now])
     if variant is None:
         return
     label, overrides = variant

@@ -39,8 +39,9 @@ def _short(value: str) -> str:
 
 def sweep_rows(
     jobs: list[Path], prefer: str = "test"
-) -> tuple[list[str], list[list[object]], list[tuple[str, float, float]]]:
-    """Columns, one row per job, and the figure's points (label, cross-modal rsum, single-modal):
+) -> tuple[list[str], list[list[object]], list[tuple[str, str, float, float]]]:
+    """Columns, one row per job, and the figure's points (job folder, label, cross-modal rsum,
+    single-modal):
     the ``prefer`` split's metrics when every job has them (``val`` for a search: choosing on
     test would be selection on the test split), else val's."""
     overrides = [_overrides(job) for job in jobs]
@@ -56,11 +57,11 @@ def sweep_rows(
         rows.append([job.name, *[o.get(k, "") for k in varied], stage, *[values[c] for c in COLUMNS]])
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(o.get(k, ''))}" for k in varied) or f"job {job.name}"
         if values["rsum"] is not None and values[SINGLE_MODAL_NDCG] is not None:
-            points.append((label, float(values["rsum"]), float(values[SINGLE_MODAL_NDCG])))
+            points.append((job.name, label, float(values["rsum"]), float(values[SINGLE_MODAL_NDCG])))
     return columns, rows, points
 
 
-def tradeoff_figure(points: list[tuple[str, float, float]], path: Path, title: str) -> Path | None:
+def tradeoff_figure(points: list[tuple[str, str, float, float]], path: Path, title: str) -> Path | None:
     """Cross-modal rsum (x) against i2i + t2t NDCG@10 (y), a labelled point per job; better is up
     and to the right. None when no job has both measures."""
     if not points:
@@ -73,10 +74,10 @@ def tradeoff_figure(points: list[tuple[str, float, float]], path: Path, title: s
     many = len(points) > 10  # then numbered points and the legend beside the axes, not over them
     fig, ax = plt.subplots(figsize=(11, 6) if many else (8, 6))
     colours = plt.get_cmap("tab20" if many else "tab10")
-    for i, (label, x, y) in enumerate(points):
-        ax.scatter([x], [y], s=30, color=colours(i % colours.N), label=f"{i}: {label}" if many else label)
-        if many:
-            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for i, (job, label, x, y) in enumerate(points):
+        ax.scatter([x], [y], s=30, color=colours(i % colours.N), label=f"{job}: {label}" if many else label)
+        if many:  # the job's folder name, as in sweep.csv
+            ax.annotate(job, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
     ax.set_ylabel("single-modal i2i + t2t NDCG@10  →  better")
     ax.set_title(title, fontsize=9, wrap=True)

@@ -30,13 +30,15 @@ SETTINGS = "vlr_search"  # study user attribute: the search the study was create
 
 
 def search_settings(config: DictConfig) -> dict:
-    """What makes two launches the same search: the command line's overrides (``hydra.*`` aside:
-    where it runs, ``n_trials``), the search space and the direction. A study is resumed only by
-    a launch with the same settings."""
+    """What makes two launches the same search: the command line's overrides (those that change
+    what a run measures: not ``hydra.*``, ``n_trials``, loggers, devices, ...; `vlr.runs.is_plumbing`),
+    the search space and the direction. A study is resumed only by a launch with the same settings."""
     from omegaconf import OmegaConf
 
+    from vlr.runs import is_plumbing
+
     sweeper = config.hydra.sweeper
-    overrides = sorted(str(o) for o in config.hydra.overrides.task if not str(o).startswith(("hydra.", "hydra/")))
+    overrides = sorted(str(o) for o in config.hydra.overrides.task if not is_plumbing(str(o).split("=", 1)[0]))
     params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
     direction = OmegaConf.to_container(sweeper.direction) if OmegaConf.is_list(sweeper.direction) else sweeper.direction
     return {"overrides": overrides, "params": params, "direction": direction}
@@ -66,6 +68,7 @@ class ResumeOptunaStudy(Callback):
         try:
             study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
         except KeyError:  # a new study: created here with the search it is for (the sweeper then loads it)
+            self._own_job_folders(config, f"{sweeper.study_name}-0")
             direction = settings["direction"]
             study = optuna.create_study(
                 study_name=sweeper.study_name,
@@ -77,8 +80,7 @@ class ResumeOptunaStudy(Callback):
             return
         stored = study.user_attrs.get(SETTINGS)
         if stored is not None and stored != settings:
-            differ = [k for k in settings if stored.get(k) != settings[k]]
-            shown = "; ".join(f"{k}: {stored.get(k)} there, {settings[k]} now" for k in differ)
+            shown = _difference(stored, settings)
             # SystemExit: Hydra turns a callback's exceptions into warnings and would sweep on
             raise SystemExit(
                 f"hydra.sweeper.study_name={sweeper.study_name}: the study in {storage} is another search ({shown}); "
@@ -103,18 +105,40 @@ class ResumeOptunaStudy(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if left == 0:  # no job creates the sweep folder, where the sweeper writes optimization_results.yaml
             sweep_dir.mkdir(parents=True, exist_ok=True)
-        if sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir()):
-            # the same sweep folder again (hydra.sweep.dir given): job numbers restart at 0, and job 0's
-            # folder holds an earlier trial's run, which vlr.train would resume. This launch's jobs go into
-            # their own folders (each job's config is composed again from the hydra overrides: one more)
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=resume{len(trials)}-${{hydra.job.num}}")
+        self._own_job_folders(config, f"resume{len(trials)}")
         with read_write(sweeper), open_dict(sweeper):
             sweeper.n_trials = left
             if sweeper.get("sampler") and sweeper.sampler.get("seed") is not None:
                 # the sampler restarts in this process: with its first seed it would draw the study's first
                 # parameters again; offset by the trials so far (still reproducible from the study's state)
                 sweeper.sampler.seed = int(sweeper.sampler.seed) + len(trials)
+
+    @staticmethod
+    def _own_job_folders(config: DictConfig, prefix: str) -> None:
+        """A sweep folder that already holds jobs (``hydra.sweep.dir`` given, launched before): job
+        numbers restart at 0, and job 0's folder holds an earlier run, which vlr.train would resume.
+        This launch's jobs go into ``<prefix>-<job>`` folders (each job's config is composed again
+        from the hydra overrides: one more)."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir()):
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.overrides.hydra.append(f"hydra.sweep.subdir={prefix}-${{hydra.job.num}}")
+
+
+def _difference(stored: dict, settings: dict) -> str:
+    """What differs between two searches, briefly: overrides only there / only now, other keys."""
+    parts = []
+    there, now = set(stored.get("overrides", [])), set(settings["overrides"])
+    if there - now:
+        parts.append("only there: " + " ".join(sorted(there - now)))
+    if now - there:
+        parts.append("only now: " + " ".join(sorted(now - there)))
+    parts += [
+        f"{k}: {stored.get(k)} there, {settings[k]} now"
+        for k in ("params", "direction")
+        if stored.get(k) != settings[k]
+    ]
+    return "; ".join(parts)
 
 
 class SummarizeSweep(Callback):
@@ -145,7 +169,8 @@ class SummarizeSweep(Callback):
         table = sweep_dir / "sweep.csv"
         with open(table, "w", newline="") as fh:
             csv.writer(fh).writerows([columns, *rows])
-        figure = tradeoff_figure(points, sweep_dir / "tradeoff.png", f"{len(jobs)} jobs of {sweep_dir}")
+        split = rows[0][columns.index("split")]
+        figure = tradeoff_figure(points, sweep_dir / "tradeoff.png", f"{len(jobs)} jobs of {sweep_dir} ({split} split)")
         log.info(f"sweep summary: {table}" + (f", {figure}" if figure else ""))
         wandb = OmegaConf.select(config, "logger.wandb")
         if not wandb:

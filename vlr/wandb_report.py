@@ -46,6 +46,9 @@ def log_summary_run(
         folder = Path(run.dir).parent
     finally:
         run.finish()
+        # end this process's wandb service: it exports WANDB_SERVICE, and every process started
+        # from here on (a training run, a DDP child) would join it instead of starting its own
+        wandb.teardown()
     if offline:
         _wait_until_written(folder)
     return folder

@@ -4,9 +4,19 @@ import json
 import statistics
 
 import numpy as np
+import pytest
 import yaml
 
-from experiments.compare import cells_from_dirs, difference, report, summarize, verdict, write_outputs
+from experiments.compare import (
+    cell_from_run_dir,
+    cells_from_dirs,
+    check_comparable,
+    difference,
+    report,
+    summarize,
+    verdict,
+    write_outputs,
+)
 
 
 def _cell(objective, strength, seed, rsum, single):
@@ -30,8 +40,14 @@ def test_summary_difference_and_verdict():
     d, se = difference(summary, ("covlr", "text_weak", 0.5), ("infonce", "text_weak", 0.5), "rsum_single")
     assert d == 30 and abs(se - (2 * 4 / 3) ** 0.5) < 1e-9
     lines = verdict(summary).splitlines()
-    assert "covlr vs infonce" in lines[0] and "**yes** (Welch, 2 s.e.: no per-query rankings)" in lines[0]
+    # covlr: NDCG +30 (resolved), rsum 0 ± 2 x 1.29: the interval reaches past ±2, so no equivalence
+    assert "covlr vs infonce" in lines[0] and "(mean ± 2 s.e.: no per-query rankings)" in lines[0]
+    assert "**not resolved: single-modal rises, but a cross-modal cost beyond ±2 is not excluded**" in lines[0]
     assert "sad vs infonce" in lines[1] and "**no: it costs cross-modal retrieval**" in lines[1]
+    tight = [_cell("infonce", 0.5, s, 100 + d, 200) for s, d in enumerate([0, 0.2, -0.2])]
+    tight += [_cell("covlr", 0.5, s, 100 + d, 230) for s, d in enumerate([0.1, 0.3, -0.1])]
+    [line] = verdict(summarize(tight)).splitlines()
+    assert "**yes**" in line  # the whole rsum interval inside ±2
 
 
 def test_run_directories_to_report_files(tmp_path):
@@ -177,3 +193,26 @@ def test_one_seed_per_arm_is_never_a_resolved_difference():
     cells = [_cell("infonce", 0.5, 0, 100, 200), _cell("covlr", 0.5, 0, 100.01, 200.01)]
     [line] = verdict(summarize(cells)).splitlines()
     assert "**not resolved: one seed" in line
+
+
+def test_the_imbalance_seed_follows_the_run_seed_and_eval_directories_are_read_as_what_they_evaluated(tmp_path):
+    cells = [
+        {"objective": "infonce", "config": {"objective.name": "infonce", "seed": s, "imbalance.seed": s}}
+        for s in (0, 1)
+    ]
+    check_comparable(cells)  # imbalance.seed differs with the seed only: not a difference
+    run = tmp_path / "eval"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**_cfg("infonce"), "task_name": "eval"}))
+    (run / "metrics.json").write_text(json.dumps({"test/rsum": 50.0}))
+    with pytest.raises(SystemExit, match="a vlr.eval run without evaluated_config.yaml"):
+        cell_from_run_dir(run)
+    (run / "evaluated_config.yaml").write_text(yaml.safe_dump({**_cfg("triplet", seed=4), "task_name": "eval"}))
+    cell = cell_from_run_dir(run)
+    assert (cell["objective"], cell["seed"]) == ("triplet", 4) and cell["command"].startswith("python -m vlr.eval")
+
+
+def test_one_paired_seed_with_rankings_is_not_a_resolved_difference(tmp_path):
+    cells = [_ranked_cell(tmp_path, "infonce", 0, 0.5, 0.5), _ranked_cell(tmp_path, "covlr", 0, 0.5, 0.6)]
+    [line] = verdict(summarize(cells), cells).splitlines()
+    assert "(1 paired seeds)" in line and "**not resolved: one seed" in line
