@@ -69,7 +69,7 @@ def _initial_weights(tmp_path, monkeypatch, objective) -> dict:
         # plain covlr (virtual step over all parameters) is inside covlr+consistency, which adds a term to it
         "covlr+projections",
         "covlr+consistency",
-        "relation_kd",
+        # relation_kd is covlr's relation loss without the virtual step: inside the covlr cases
         # plain SAD (float32, default distance, 3 steps) is inside sad+two_stage's second stage
         "sad+two_stage",
         "sad+float64",

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
     [
         ("fdr", [], True),  # one batch of each loader: a partial evaluation
         ("limit", ["trainer.max_epochs=2"], True),
-        ("overfit", ["trainer.max_epochs=2"], False),  # the test loader is not limited by overfit_batches
+        ("overfit", ["trainer.max_epochs=1"], False),  # the test loader is not limited by overfit_batches
         # full evaluation loaders: an ordinary evaluation (3 training steps: the profiler's report is the point)
         ("profiler", ["++trainer.limit_train_batches=3"], False),
     ],
