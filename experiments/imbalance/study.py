@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,6 @@ class Study:
     user: tuple[str, ...] = ()  # the user's overrides, given to every cell
     jobs: int = 2
     runs: Path = RUNS
-    log: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return cell_env()
@@ -125,7 +124,6 @@ class Study:
         if proc.returncode != 0:
             raise RuntimeError(f"cells failed: {block.directory} seeds {missing}\n{proc.stderr[-3000:]}")
         line = f"  {time.time() - start:6.1f} s  {block.directory} seeds {missing}"
-        self.log.append(line)
         print(line, flush=True)
 
     def run_blocks(self, blocks: list[Block]) -> None:
