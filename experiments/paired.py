@@ -91,6 +91,7 @@ def seeds_and_queries_difference(
     seed: int = 0,
     level: float = 0.95,
     clusters: list | None = None,
+    family_level: float | None = None,
 ) -> dict[str, float]:
     """A minus B over paired seeds: ``pairs`` holds, per seed, the rankings of A and of B (the
     same test set within a pair). ``clusters`` names each pair's test set (the generator seed of
@@ -100,7 +101,9 @@ def seeds_and_queries_difference(
     percentile bootstrap that resamples what varies: test sets (clusters) with replacement, then
     the seeds within each drawn test set, and that test set's images, with **one** image resample
     shared by all its seeds (they were scored on the same images, so the test sample's variance
-    is not averaged away across seeds), A and B on the same draw. One pair: images only."""
+    is not averaged away across seeds), A and B on the same draw. One pair: images only.
+    ``family_level``: also the interval at that (multiplicity-adjusted) level, from the same draws,
+    as ``family_low`` / ``family_high``."""
     if not pairs:
         raise ValueError("no paired runs")
     clusters = list(clusters) if clusters is not None else [0] * len(pairs)
@@ -133,10 +136,15 @@ def seeds_and_queries_difference(
             total, count = total + float(table[drawn, column].sum()), count + len(drawn)
         diffs[r] = total / count
     lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    family = {}
+    if family_level is not None:
+        f_lo, f_hi = np.quantile(diffs, [(1 - family_level) / 2, 1 - (1 - family_level) / 2])
+        family = {"family_low": float(f_lo), "family_high": float(f_hi), "family_level": family_level}
     return {
         "difference": float(np.mean(points)),
         "low": float(lo),
         "high": float(hi),
+        **family,
         "seeds": len(pairs),
         "test_sets": len(per_set),
         "per_seed": points,

@@ -42,11 +42,18 @@ def _no_shared_wandb_service():
 
 
 def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):
-    """Run ``python -m module overrides...`` as a user would; returns the CompletedProcess."""
+    """Run ``python -m module overrides...`` as a user would; returns a CompletedProcess.
+
+    The run is a fork of a preloaded interpreter (`tests.cli_server`: the imports done once),
+    unless its environment changes a variable read at import time or VLR_TEST_FRESH_PROCESSES=1:
+    then it is a fresh ``python -m``."""
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
     full_env.pop("WANDB_SERVICE", None)  # a run never joins a wandb service this test process started
+    read_at_run_time = all(k.startswith(("VLR_", "WANDB_")) or k == "TMPDIR" for k in (env or {}))
+    if read_at_run_time and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1":
+        return _server().run(module, list(overrides), cwd, full_env, timeout)
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,
@@ -55,6 +62,63 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
         text=True,
         timeout=timeout,
     )
+
+
+class _CliServer:
+    """The pytest side of `tests.cli_server`: one server per test session, started on first use."""
+
+    def __init__(self):
+        import subprocess
+        import tempfile
+
+        self.scratch = Path(tempfile.mkdtemp(prefix="vlr-cli-"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_server"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+        )
+
+    def run(self, module: str, args: list[str], cwd: Path, env: dict, timeout: int):
+        import json
+        import subprocess
+
+        out, err = self.scratch / "stdout", self.scratch / "stderr"
+        request = dict(module=module, args=args, cwd=str(cwd), env=env, stdout=str(out), stderr=str(err))
+        self.proc.stdin.write(json.dumps({**request, "timeout": timeout}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests.cli_server exited ({self.proc.wait()}): see the output above")
+        reply = json.loads(line)
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        command = [sys.executable, "-m", module, *args]
+        if reply.get("timeout"):
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, reply["returncode"], stdout, stderr)
+
+    def close(self):
+        import shutil
+
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_SERVER: list[_CliServer] = []
+
+
+def _server() -> _CliServer:
+    if not _SERVER or _SERVER[0].proc.poll() is not None:
+        _SERVER[:] = [_CliServer()]
+    return _SERVER[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for server in _SERVER:
+        server.close()
 
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.conftest import run_cli
+
 TINY = [
     "hydra.sweeper.n_trials=2",
     "data.num_train=12",
@@ -26,6 +28,11 @@ def _sweep(tmp_path, *extra, **kwargs):
     cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *TINY, *extra]
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
+
+
+def _launch(tmp_path, *extra):
+    """A sweep through `tests.conftest.run_cli`, to its end (`_sweep` when the test kills it)."""
+    return run_cli("vlr.train", "hparams_search=optuna", *TINY, *extra, cwd=tmp_path)
 
 
 def _trials(db) -> list[tuple[int, str]]:
@@ -65,8 +72,8 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
     first.wait()
     assert len(_job_dirs(tmp_path)) == 1
 
-    second = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = second.communicate(timeout=600)[0]
+    second = _launch(tmp_path)
+    out = second.stdout + second.stderr
     assert second.returncode == 0, out[-3000:]
     assert "1 of 2 trials finished, 1 interrupted (1 re-queued with the same parameters), 1 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
@@ -82,8 +89,8 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
         assert trial.value == pytest.approx(metrics["val/rsum"] + 0.5 * metrics["val/rsum_single"], abs=1e-6)
     assert study.best_value == max(trials[0].value, trials[2].value)
 
-    third = _sweep(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = third.communicate(timeout=600)[0]
+    third = _launch(tmp_path)
+    out = third.stdout + third.stderr
     assert third.returncode == 0, out[-3000:]
     assert "2 of 2 trials finished, 0 interrupted (0 re-queued with the same parameters), 0 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
@@ -95,16 +102,12 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     import optuna
 
     db = tmp_path / "multirun" / "optuna.db"
-    first = _sweep(
-        tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    first = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
     trial0 = json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text())
     # one more trial into the same sweep folder: not into job 0's folder, which holds trial 0's run
-    more = _sweep(
-        tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    out = more.communicate(timeout=600)[0]
+    more = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2")
+    out = more.stdout + more.stderr
     assert more.returncode == 0, out[-3000:]
     assert "resuming from" not in out  # no trial resumes another's checkpoint
     assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0
@@ -113,8 +116,8 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     metrics = json.loads(new.read_text())
     assert trials[1].value == pytest.approx(metrics["val/rsum"] + 0.5 * metrics["val/rsum_single"], abs=1e-6)
     # the same study name for another search (another imbalance) is refused, in one line, before any trial
-    other = _sweep(tmp_path, "imbalance=text_weak", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = other.communicate(timeout=600)[0]
+    other = _launch(tmp_path, "imbalance=text_weak")
+    out = other.stdout + other.stderr
     assert other.returncode != 0
     assert (
         "hydra.sweeper.study_name=vlr-optuna-infonce-synthetic: the study in sqlite:///multirun/optuna.db is "
@@ -122,26 +125,12 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     )
     assert len(optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}").trials) == 2
     # where it runs is not part of the search: the same search on the CPU explicitly resumes (0 to run)
-    same = _sweep(
-        tmp_path,
-        "hydra.sweep.dir=fixed",
-        "hydra.sweeper.n_trials=2",
-        "trainer.accelerator=cpu",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    out = same.communicate(timeout=600)[0]
+    same = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2", "trainer.accelerator=cpu")
+    out = same.stdout + same.stderr
     assert same.returncode == 0 and "2 of 2 trials finished" in out, out[-3000:]
     # a new study into the same folder: its jobs get their own folders too
-    other = _sweep(
-        tmp_path,
-        "hydra.sweep.dir=fixed",
-        "hydra.sweeper.n_trials=1",
-        "hydra.sweeper.study_name=other",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    out = other.communicate(timeout=600)[0]
+    other = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=other")
+    out = other.stdout + other.stderr
     assert other.returncode == 0 and "resuming from" not in out, out[-3000:]
     assert (tmp_path / "fixed" / "other-0-0" / "metrics.json").is_file()
     assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0

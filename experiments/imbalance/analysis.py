@@ -9,7 +9,9 @@ into ``results.json``, so the report can be regenerated from that file alone.
 - comparisons: every arm against infonce, and covlr against relation_kd (what the meta step
   adds beyond its relation loss), at each imbalance level, paired by (generator seed, seed),
   with 95% bootstrap intervals (generator seeds, then seeds within each and its test images,
-  one image resample per test set) from per-query rankings.
+  one image resample per test set) from per-query rankings;
+- verdicts: from the same bootstrap at a Bonferroni-adjusted level (`family_level`), so the
+  chance of any false "resolved" among them stays under 5%; the unadjusted ones beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 SINGLE, CROSS = SINGLE_MODAL_NDCG, "rsum"
 SHOWN = (CROSS, "i2t/R@1", "t2i/R@1", SINGLE, "i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1", "rsum_single")
 COMPARED = (SINGLE, CROSS, "rsum_single")
-BOOTSTRAP = 2000
+BOOTSTRAP = 20000  # enough draws for the tails of the family-wise intervals
+FAMILY_ALPHA = 0.05
 
 
 def metrics_of(cell: dict) -> dict[str, float]:
@@ -60,13 +63,18 @@ def summarize(cells: list[dict], directions, strengths, arms) -> list[dict]:
     return rows
 
 
+def compared_pairs(arms) -> list[tuple[str, str]]:
+    """(arm, baseline): every arm against infonce, and covlr against relation_kd."""
+    out = [(a, "infonce") for a in arms if a != "infonce"]
+    return out + ([("covlr", "relation_kd")] if {"covlr", "relation_kd"} <= set(arms) else [])
+
+
 def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int = BOOTSTRAP) -> list[dict]:
     """Paired comparisons at every level: each arm against infonce, covlr against relation_kd."""
-    pairs_of = [(a, "infonce") for a in arms if a != "infonce"]
-    if "covlr" in arms and "relation_kd" in arms:
-        pairs_of.append(("covlr", "relation_kd"))
+    pairs_of = compared_pairs(arms)
     cache: dict[tuple, dict] = {}
     out = []
+    family = family_level(cells, directions, strengths, pairs_of)
     for direction, strength, imbalance in levels(directions, strengths):
         for arm, base in pairs_of:
             key = (imbalance, strength, arm, base)
@@ -83,9 +91,16 @@ def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int =
                 clusters = [str(g) for g, _ in common]  # the generator seed: the test set the pair was scored on
                 cache[key] = {
                     "pairs": [list(p) for p in common],
-                    **{m: seeds_and_queries_difference(ranked, m, n=n, clusters=clusters) for m in held},
+                    **{
+                        m: seeds_and_queries_difference(ranked, m, n=n, clusters=clusters, family_level=family)
+                        for m in held
+                    },
                 }
             result = cache[key]
+            adjusted = {
+                m: {**result[m], "low": result[m]["family_low"], "high": result[m]["family_high"]}
+                for m in (SINGLE, CROSS)
+            }
             out.append(
                 {
                     "direction": direction,
@@ -93,10 +108,25 @@ def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int =
                     "arm": arm,
                     "baseline": base,
                     **result,
-                    **status(result[SINGLE], result[CROSS]),
+                    # the verdict at the family-wise level; the per-comparison 95% one beside it
+                    **status(adjusted[SINGLE], adjusted[CROSS]),
+                    "unadjusted": status(result[SINGLE], result[CROSS]),
                 }
             )
     return out
+
+
+def family_level(cells: list[dict], directions, strengths, pairs_of) -> float:
+    """Bonferroni: the interval level that keeps the chance of any false "resolved" among all the
+    verdicts' intervals (single- and cross-modal, of every distinct comparison) under FAMILY_ALPHA."""
+    present = {(c["imbalance"], c["strength"], c["arm"]) for c in cells}
+    distinct = {
+        (imbalance, strength, arm, base)
+        for _, strength, imbalance in levels(directions, strengths)
+        for arm, base in pairs_of
+        if (imbalance, strength, arm) in present and (imbalance, strength, base) in present
+    }
+    return 1.0 - FAMILY_ALPHA / max(1, 2 * len(distinct))
 
 
 def chance_levels(cells: list[dict]) -> dict[str, dict[str, float]]:
@@ -126,6 +156,8 @@ def analyse(cells: list[dict], root: Path) -> dict:
             "resamples": BOOTSTRAP,
             "level": 0.95,
             "units": "generator seeds (test sets), then seeds within each and its test images",
+            "family_level": family_level(cells, directions, strengths, compared_pairs(arms)),
+            "family": "Bonferroni over the single- and cross-modal intervals of every distinct comparison",
         },
         "summary": summarize(cells, directions, strengths, arms),
         "comparisons": compare(cells, root, directions, strengths, arms),

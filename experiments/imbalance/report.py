@@ -60,13 +60,14 @@ def verdict_table(results: dict, baseline: str) -> str:
     single, cross = results["single_measure"], results["cross_measure"]
     lines = [
         f"| direction | strength | arm − {baseline} | pairs | Δ {single} [95% CI] | Δ {cross} [95% CI] "
-        "| single-modal | cross-modal | claim |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| single-modal | cross-modal | claim | claim at 95% per comparison |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comps:
+        unadjusted = c.get("unadjusted", c)["claim"]
         lines.append(
             f"| {c['direction']} | {c['strength']:g} | {c['arm']} | {len(c['pairs'])} | {_fmt(c[single])} "
-            f"| {_fmt(c[cross])} | {c['single']} | {c['cross']} | {c['claim']} |"
+            f"| {_fmt(c[cross])} | {c['single']} | {c['cross']} | {c['claim']} | {unadjusted} |"
         )
     return "\n".join(lines)
 
@@ -122,11 +123,13 @@ def write_report(results: dict, out: Path) -> None:
         f"- single-modal measure: {results['single_measure']} (i2i + t2t NDCG@10, ROUGE-L relevance); cross-modal: "
         f"{results['cross_measure']}; differences paired with 95% bootstrap intervals over "
         f'{results["bootstrap"]["units"]} ({results["bootstrap"]["resamples"]} resamples); "equivalent" = the whole '
-        f"rsum interval inside ±{results['margin']:g}.",
+        f"rsum interval inside ±{results['margin']:g};\n"
+        f"- verdicts (single-modal, cross-modal, claim) use {_family(results)}; the last column gives the claim "
+        "at 95% per comparison, for reference.",
         "## References alone and chance",
         reference_table(results),
-        "## SAD's loss weights (chosen on val)",
-        _sweep(results.get("sad_sweep", {})),
+        "## Loss weights (chosen on val, the same grid and criterion for every tuned arm)",
+        _tuning(results.get("tuning", {})),
     ]
     for direction in design["directions"]:
         parts += [f"## {direction}: mean ± sd over pairs (test split)", summary_table(results, direction)]
@@ -145,16 +148,31 @@ def write_report(results: dict, out: Path) -> None:
     (out / "report.md").write_text("\n\n".join(parts) + "\n")
 
 
-def _sweep(sweep: dict) -> str:
-    if not sweep.get("rows"):
-        return "(no sweep: SAD was not among the arms)"
-    lines = [f"Criterion: {sweep['criterion']} (generator seed {sweep['generator_seed']}, seeds {sweep['seeds']}).", ""]
-    lines += ["| factor | val score per seed | mean |", "|---|---|---|"]
-    for r in sweep["rows"]:
+def _family(results: dict) -> str:
+    level = results["bootstrap"].get("family_level")
+    if level is None:
+        return "the 95% intervals"
+    return f"{100 * level:.2f}% intervals from the same bootstrap ({results['bootstrap']['family']}: 5% family-wise)"
+
+
+def _tuning(tuning: dict) -> str:
+    if not tuning.get("arms"):
+        return "(nothing tuned: no structure-preserving arm in the study)"
+    lines = [
+        f"Criterion: {tuning['criterion']} (generator seed {tuning['generator_seed']}, seeds {tuning['seeds']}, "
+        "balanced data). The factor means:",
+        "",
+        *[f"- {arm}: {means}" for arm, means in tuning["factor_means"].items() if arm in tuning["arms"]],
+        "",
+        "| arm | " + " | ".join(f"x{f:g}" for f in tuning["grid"]) + " | chosen |",
+        "|---|" + "---|" * (len(tuning["grid"]) + 1),
+    ]
+    for arm, t in tuning["arms"].items():
+        scores = {r["factor"]: r["val_score"] for r in t["rows"]}
+        edge = " (grid edge)" if t["at_edge"] else ""
         lines.append(
-            f"| {r['scale']:g} | {', '.join(f'{v:.1f}' for v in r['val_score_per_seed'])} | {r['val_score']:.1f} |"
+            f"| {arm} | " + " | ".join(f"{scores[f]:.1f}" for f in tuning["grid"]) + f" | x{t['chosen']:g}{edge} |"
         )
-    lines += ["", f"Chosen: factor {sweep['chosen_scale']:g} on the release's weights {sweep['weights_at_scale_1']}."]
     return "\n".join(lines)
 
 

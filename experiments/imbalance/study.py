@@ -6,8 +6,9 @@ Design (issue 15; every choice is a flag, the defaults are the study):
 - references learned from a disjoint generated corpus, embedding what the student sees
   (``reference=learned``); their own single-modal scores are the "reference alone" rows;
 - arms: infonce, triplet, relation_kd (CoVLR's relation loss without the meta step: the
-  control), covlr, sad (two-stage, its non-ITC loss weights scaled by a factor chosen on
-  **val** by a small sweep: the same factor for every cell);
+  control), covlr, sad (two-stage); each structure-preserving arm's weight on its structure
+  term (beta; SAD's non-ITC weights times one factor) chosen on **val** from one grid by one
+  criterion (`Study.tune`), the same value for every cell;
 - imbalance in both directions, ``text_weak`` and ``image_weak``, at strengths 0, 0.5, 1
   (strength 0 is the balanced data, one set of cells for both directions);
 - 5 seeds x 2 generator seeds per cell, paired across arms by (generator seed, seed);
@@ -49,11 +50,18 @@ DIRECTIONS = ("text_weak", "image_weak")
 STRENGTHS = (0.0, 0.5, 1.0)
 SEEDS = (0, 1, 2, 3, 4)
 GENERATOR_SEEDS = (0, 1)
-# SAD's non-ITC loss weights (the release's: iic 1, ttc 2, kd 2, kdi 1, kdt 1) times one factor,
-# chosen on val: the balanced data, generator seed 0, two seeds
+# SAD's non-ITC loss weights (the release's: iic 1, ttc 2, kd 2, kdi 1, kdt 1), scaled by one factor
 SAD_WEIGHTS = {"iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
-SAD_SCALES = (1.0, 0.3, 0.1)
-SAD_SWEEP_SEEDS = (0, 1)
+# Every structure-preserving arm gets the same tuning: the weight of its structure term (relation_kd's
+# and covlr's beta, SAD's non-ITC weights times one factor) chosen on val from one grid, by one
+# criterion, on the balanced data of the first generator seed, two seeds; the value holds for every cell.
+TUNED = {
+    "relation_kd": lambda f: (f"objective.beta={f:g}",),
+    "covlr": lambda f: (f"objective.beta={f:g}",),
+    "sad": lambda f: sad_overrides(f),
+}
+GRID = (1.0, 0.3, 0.1, 0.03, 0.01)
+TUNING_SEEDS = (0, 1)
 BASE = ("experiment=imbalance_study",)
 
 
@@ -101,6 +109,7 @@ class Study:
     user: tuple[str, ...] = ()  # the user's overrides, given to every cell
     jobs: int = 2
     runs: Path = RUNS
+    grid: tuple[float, ...] = GRID
 
     def env(self) -> dict[str, str]:
         return cell_env()
@@ -148,35 +157,50 @@ class Study:
             return dict(pool.map(one, self.generator_seeds))
 
     @property
-    def sweep_seeds(self) -> tuple[int, ...]:
-        return tuple(s for s in SAD_SWEEP_SEEDS if s in self.seeds) or self.seeds[:1]
+    def tuning_seeds(self) -> tuple[int, ...]:
+        return tuple(s for s in TUNING_SEEDS if s in self.seeds) or self.seeds[:1]
 
-    def sad_sweep(self) -> dict:
-        """SAD's loss-weight factor, chosen on val: the one with the highest mean over seeds of
-        val rsum + val i2i NDCG@10 + val t2t NDCG@10 (cross- and single-modal together, so
+    def tune(self) -> dict[str, dict]:
+        """Each tuned arm's factor, chosen on val: the grid value with the highest mean over seeds
+        of val rsum + val i2i NDCG@10 + val t2t NDCG@10 (cross- and single-modal together, so
         neither is bought with the other), on the balanced data of the first generator seed."""
         g = self.generator_seeds[0]
-        blocks = [
-            Block("sad", "none", 0.0, g, self.sweep_seeds, sad_overrides(scale), f"sad_sweep/x{scale:g}", self.runs)
-            for scale in SAD_SCALES
-        ]
-        self.run_blocks(blocks)
-        rows = []
-        for scale, block in zip(SAD_SCALES, blocks, strict=True):
-            vals = [json.loads((REPO / block.cell_dir(s) / "metrics.json").read_text()) for s in self.sweep_seeds]
-            scores = [v["val/rsum"] + v["val/i2i/NDCG@10"] + v["val/t2t/NDCG@10"] for v in vals]
-            rows.append({"scale": scale, "val_score_per_seed": scores, "val_score": sum(scores) / len(scores)})
-        best = max(rows, key=lambda r: r["val_score"])
+        arms = [a for a in TUNED if a in self.arms]
+        blocks = {
+            (arm, f): Block(arm, "none", 0.0, g, self.tuning_seeds, TUNED[arm](f), f"tuning/{arm}-x{f:g}", self.runs)
+            for arm in arms
+            for f in self.grid
+        }
+        self.run_blocks(list(blocks.values()))
+        out = {}
+        for arm in arms:
+            rows = []
+            for f in self.grid:
+                block = blocks[(arm, f)]
+                vals = [json.loads((REPO / block.cell_dir(s) / "metrics.json").read_text()) for s in self.tuning_seeds]
+                scores = [v["val/rsum"] + v["val/i2i/NDCG@10"] + v["val/t2t/NDCG@10"] for v in vals]
+                rows.append({"factor": f, "val_score_per_seed": scores, "val_score": sum(scores) / len(scores)})
+            best = max(rows, key=lambda r: r["val_score"])
+            out[arm] = {
+                "rows": rows,
+                "chosen": best["factor"],
+                "at_edge": len(self.grid) > 1 and best["factor"] in (min(self.grid), max(self.grid)),
+                "overrides": list(TUNED[arm](best["factor"])),
+            }
         return {
             "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
             "generator_seed": g,
-            "seeds": list(self.sweep_seeds),
-            "weights_at_scale_1": SAD_WEIGHTS,
-            "rows": rows,
-            "chosen_scale": best["scale"],
+            "seeds": list(self.tuning_seeds),
+            "grid": list(self.grid),
+            "factor_means": {
+                "relation_kd": "objective.beta (default 1)",
+                "covlr": "objective.beta (default 1)",
+                "sad": f"every non-ITC loss weight times the factor; at 1 the release's {SAD_WEIGHTS}",
+            },
+            "arms": out,
         }
 
-    def blocks(self, sad_scale: float) -> list[Block]:
+    def blocks(self, tuned: dict[str, dict]) -> list[Block]:
         levels = [("none", 0.0)] + [(d, s) for d in self.directions for s in self.strengths if s > 0]
         if 0.0 not in self.strengths:
             levels = levels[1:]
@@ -184,7 +208,7 @@ class Study:
         for g in self.generator_seeds:
             for imbalance, strength in levels:
                 for arm in self.arms:
-                    extra = sad_overrides(sad_scale) if arm == "sad" else ()
+                    extra = tuple(tuned[arm]["overrides"]) if arm in tuned else ()
                     out.append(Block(arm, imbalance, strength, g, self.seeds, extra, runs=self.runs))
         return out
 
@@ -265,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         default=list(GENERATOR_SEEDS),
         help="synthetic data's generator seeds; none (an empty list) for other data (--override data=...)",
     )
+    parser.add_argument("--grid", nargs="+", type=float, default=list(GRID), help="factors tried on val (Study.tune)")
     parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell (other presets)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -285,13 +310,16 @@ def main(argv: list[str] | None = None) -> None:
         user=tuple(args.override),
         jobs=args.jobs,
         runs=args.runs,
+        grid=tuple(args.grid),
     )
     start = time.time()
     reference_alone = study.prepare()
     print(f"data and references ready ({time.time() - start:.0f} s)", flush=True)
-    sweep = study.sad_sweep() if "sad" in study.arms else {"chosen_scale": 1.0}
-    print(f"SAD loss-weight factor chosen on val: {sweep['chosen_scale']:g}", flush=True)
-    blocks = study.blocks(sweep["chosen_scale"])
+    tuning = study.tune()
+    for arm, chosen in tuning["arms"].items():
+        edge = " (the edge of the grid)" if chosen["at_edge"] else ""
+        print(f"{arm}: factor {chosen['chosen']:g} chosen on val{edge}", flush=True)
+    blocks = study.blocks(tuning["arms"])
     print(f"{sum(len(b.seeds) for b in blocks)} cells in {len(blocks)} blocks, {study.jobs} at a time", flush=True)
     study.run_blocks(blocks)
     cells = [read_cell(b, s, study.user) for b in blocks for s in b.seeds]
@@ -306,9 +334,10 @@ def main(argv: list[str] | None = None) -> None:
             "seeds": list(study.seeds),
             "generator_seeds": list(study.generator_seeds),
             "overrides": [*BASE, *study.user],
+            "grid": list(study.grid),
             "equivalence_margin_rsum": results["margin"],
         },
-        sad_sweep=sweep,
+        tuning=tuning,
         reference_alone=reference_alone,
         reproduced=reproduced,
         duration_s=round(duration),

@@ -21,13 +21,21 @@ BUILD = (
 
 
 def test_the_same_captions_give_the_same_tokenizer_byte_for_byte_in_any_process():
-    outputs = set()
-    for threads in ("1", "2", "4"):
-        env = {**os.environ, "RAYON_NUM_THREADS": threads, "PYTHONHASHSEED": threads, "PYTHONPATH": str(REPO)}
-        proc = subprocess.run(
-            [sys.executable, "-c", BUILD, "|".join(CAPTIONS * 3)], env=env, capture_output=True, text=True, check=True
+    procs = [  # three processes at once, each with its own thread count and hash seed
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, "|".join(CAPTIONS * 3)],
+            env={**os.environ, "RAYON_NUM_THREADS": threads, "PYTHONHASHSEED": threads, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        outputs.add(hashlib.sha256(proc.stdout.encode()).hexdigest())
+        for threads in ("1", "2", "4")
+    ]
+    outputs = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        outputs.add(hashlib.sha256(out.encode()).hexdigest())
     assert len(outputs) == 1
 
 

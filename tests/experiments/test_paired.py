@@ -74,3 +74,16 @@ def test_seeds_scored_on_one_test_set_share_its_image_resample():
     # on five different test sets (clusters), the same five pairs are five test samples: narrower
     apart = seeds_and_queries_difference([(a, b)] * 5, "i2t/R@1", n=3000, clusters=range(5))
     assert (apart["high"] - apart["low"]) < 0.7 * (one["high"] - one["low"]) and apart["test_sets"] == 5
+
+
+def test_the_family_wise_interval_comes_from_the_same_draws_and_is_as_wide_as_its_level_says():
+    """One pair on one test set: the interval is over test images alone, so a normal approximation
+    of the paired per-image differences gives its width at any level."""
+    rng = np.random.default_rng(4)
+    a, b = _rankings(rng), _rankings(rng, p_i2t=0.4)
+    d = seeds_and_queries_difference([(a, b)], "i2t/R@1", n=20000, family_level=0.999)
+    plain = seeds_and_queries_difference([(a, b)], "i2t/R@1", n=20000)
+    assert (d["low"], d["high"]) == (plain["low"], plain["high"])  # the 95% interval is unchanged
+    assert d["family_low"] < d["low"] < d["high"] < d["family_high"] and d["family_level"] == 0.999
+    se = 100 * (a["i2t/R@1"] - b["i2t/R@1"]).std() / np.sqrt(300)
+    assert (d["family_high"] - d["family_low"]) / 2 == pytest.approx(3.29 * se, rel=0.12)  # z at 0.9995

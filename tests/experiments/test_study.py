@@ -92,7 +92,21 @@ def test_analysis_and_report_from_cells(tmp_path):
             "overrides": ["experiment=imbalance_study"],
         },
         reference_alone={"0": {"i2i/NDCG@10": 70.0, "t2t/NDCG@10": 90.0, "i2i/R@1": 20.0, "t2t/R@1": 95.0}},
-        sad_sweep={"chosen_scale": 1.0},
+        tuning={
+            "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
+            "generator_seed": 0,
+            "seeds": [0, 1],
+            "grid": [1.0, 0.1],
+            "factor_means": {"covlr": "objective.beta (default 1)", "sad": "not in this study"},
+            "arms": {
+                "covlr": {
+                    "rows": [{"factor": 1.0, "val_score": 210.0}, {"factor": 0.1, "val_score": 230.5}],
+                    "chosen": 0.1,
+                    "at_edge": True,
+                    "overrides": ["objective.beta=0.1"],
+                }
+            },
+        },
         reproduced={"command": "python -m vlr.train x", "equal": True, "differing": []},
         duration_s=600,
         command="make study",
@@ -112,6 +126,8 @@ def test_analysis_and_report_from_cells(tmp_path):
     )
     assert "the meta step adds nothing resolved beyond relation_kd" in text
     assert "| reference alone, generator seed 0 | 70.0 | 90.0 | 20.0 | 95.0 |" in text
+    assert "| covlr | 210.0 | 230.5 | x0.1 (grid edge) |" in text and "- covlr: objective.beta (default 1)" in text
+    assert "not in this study" not in text  # only the tuned arms' factors are explained
     assert "Re-running `python -m vlr.train x` alone gave the same test metrics." in text
     for name in ("tradeoff.png", "difference_text_weak.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
@@ -132,13 +148,16 @@ def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
     ]
     cmd = [sys.executable, "-m", "experiments.imbalance.study", "--runs", str(tmp_path / "runs")]
     cmd += ["--out", str(tmp_path / "out"), "--seeds", "0", "1", "--generator-seeds", "0", "--strengths", "0", "1"]
-    cmd += ["--directions", "text_weak", "--arms", "infonce", "covlr"]
+    cmd += ["--directions", "text_weak", "--arms", "infonce", "covlr", "--grid", "1", "0.1"]
     base, cmd = cmd, [*cmd, "--wandb", "vlr", "--override", *tiny]
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wd")}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["cells"]) == 2 * 2 * 2  # arms x levels x seeds
+    assert [r["factor"] for r in results["tuning"]["arms"]["covlr"]["rows"]] == [1.0, 0.1]
+    chosen = results["tuning"]["arms"]["covlr"]["chosen"]
+    assert all(f"objective.beta={chosen:g}" in c["command"] for c in results["cells"] if c["arm"] == "covlr")
     assert results["reproduced"]["equal"] is True  # a multirun job's recorded command, re-run alone
     assert set(results["reference_alone"]["0"]) >= {"i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1"}
     for cell in results["cells"]:
@@ -170,3 +189,23 @@ def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "  s  " not in again.stdout  # no block ran
     assert stamps == {d: (Path(d) / "metrics.json").stat().st_mtime_ns for d in stamps}
+
+
+def test_verdicts_use_the_bonferroni_level_of_all_distinct_comparisons(tmp_path):
+    from experiments.imbalance.analysis import family_level
+
+    cells = []
+    for seed in (0, 1, 2):
+        for arm, i2t in (("infonce", 0.5), ("relation_kd", 0.52), ("covlr", 0.5)):
+            for imbalance, strength in (("none", 0.0), ("text_weak", 1.0)):
+                cells.append(_cell(tmp_path, arm, imbalance, strength, seed, i2t, 0.5 + 0.01 * seed))
+    pairs = [("relation_kd", "infonce"), ("covlr", "infonce"), ("covlr", "relation_kd")]
+    # 3 comparisons x 2 levels (strength 0 shared by the directions), each a single- and a cross-modal interval
+    assert family_level(cells, ["text_weak", "image_weak"], [0.0, 1.0], pairs) == pytest.approx(1 - 0.05 / 12)
+    results = analyse(cells, tmp_path)
+    assert results["bootstrap"]["family_level"] == pytest.approx(1 - 0.05 / 12)
+    for c in results["comparisons"]:
+        for m in ("ndcg_single@10", "rsum"):
+            assert c[m]["family_level"] == pytest.approx(1 - 0.05 / 12)
+            assert c[m]["family_low"] <= c[m]["low"] <= c[m]["high"] <= c[m]["family_high"]
+        assert set(c["unadjusted"]) == {"single", "cross", "claim"}

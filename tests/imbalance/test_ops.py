@@ -77,6 +77,16 @@ def test_downsample_lowers_resolution_and_blur_smooths():
     assert np.array_equal(_img_op("blur", img, 0.0), np.asarray(img, dtype=float))
 
 
+def test_colour_omission_greys_the_stated_fraction_of_images_and_keeps_luminance():
+    img = Image.new("RGB", (8, 8), (200, 30, 60))
+    assert np.array_equal(_img_op("colour_omission", img, 0.0), np.asarray(img, dtype=float))
+    grey = _img_op("colour_omission", img, 1.0)
+    assert (grey == grey[..., :1]).all()  # R = G = B
+    assert grey[0, 0, 0] == round(200 * 0.299 + 30 * 0.587 + 60 * 0.114)  # ITU-R 601 luma, PIL's
+    greyed = [(_img_op("colour_omission", img, 0.3, index=i)[0, 0, 0] != 200) for i in range(1000)]
+    assert 0.26 < np.mean(greyed) < 0.34
+
+
 def test_unknown_op_lists_the_known_ones():
     with pytest.raises(
         KeyError, match="unknown text imbalance op 'shout'; registered: attribute_omission, caption_noise"

@@ -67,6 +67,15 @@ def gaussian_noise(img: Image.Image, strength: float, rng: np.random.Generator) 
     return Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
 
 
+@IMAGE_OPS.register("colour_omission")
+def colour_omission(img, strength, rng):
+    """The image loses its colour (greyscale, same luminance) with probability ``strength``:
+    the image-side counterpart of ``attribute_omission``, which drops colour words."""
+    if rng.random() >= strength:
+        return img
+    return img.convert("L").convert(img.mode)
+
+
 @IMAGE_OPS.register("blur")
 def blur(img, strength, rng):
     """Gaussian blur with radius = strength * 8% of the short side."""
