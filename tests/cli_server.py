@@ -14,8 +14,10 @@ then (OMP_NUM_THREADS, HF_HUB_OFFLINE, PYTHONPATH ...) keep the server's values,
 import-time warnings are printed once, by the server. Tests of what a fresh process does
 (kills, signals, packaging, sweeps) start their own processes.
 
-Protocol: one JSON request per line on stdin ({module, args, cwd, env, stdout, stderr,
-timeout}); one JSON reply per line on stdout ({"returncode": int} or {"timeout": true}).
+Protocol: one JSON request per line on stdin ({id, module, args, cwd, env, stdout, stderr,
+timeout}); two JSON replies per request on the reply pipe: {"id", "pid"} once the run is
+forked (so the caller can kill its process group), then {"id", "returncode"} or
+{"id", "timeout": true}. The server's own output goes to its stderr, never the reply pipe.
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ def preload() -> None:
     import vlr.train  # noqa: F401
     import vlr.write_features  # noqa: F401
 
-    extra = threading.active_count() - 1
-    if extra:  # a thread alive at fork would leave its locks held in every child
-        raise RuntimeError(f"preloading started {extra} thread(s): forking is not safe")
+    # A Python thread alive at fork would leave its locks (logging's, the import lock) held in every
+    # child. Native thread pools are different: numpy's and scipy's OpenBLAS each start one worker
+    # at import (2 here) and re-create it in a forked child (pthread_atfork), as every fork-based
+    # DataLoader worker relies on; torch starts its OpenMP pool on first use, not at import.
+    if threading.active_count() > 1:
+        names = [t.name for t in threading.enumerate()]
+        raise RuntimeError(f"preloading started Python threads {names}: forking is not safe")
     # temporary folders made at import time (wandb's media folder): shared by every child, so
     # no child may delete them when it exits, as a fresh process deletes its own
     IMPORT_TIME_DIRS.extend(o for o in gc.get_objects() if isinstance(o, tempfile.TemporaryDirectory))
@@ -60,10 +66,15 @@ def _wait(pid: int, timeout: float) -> dict:
         time.sleep(0.02)
 
 
-def serve() -> dict:
+def _reply(replies, request: dict, reply: dict) -> None:
+    replies.write(json.dumps({"id": request["id"], **reply}) + "\n")
+    replies.flush()
+
+
+def serve(reply_fd: int) -> dict:
     """Answer requests until stdin closes (then exit); returns only in a forked child."""
     requests = os.fdopen(os.dup(0), "r")
-    replies = os.fdopen(os.dup(1), "w")
+    replies = os.fdopen(reply_fd, "w")
     for line in requests:
         request = json.loads(line)
         sys.stdout.flush()
@@ -73,8 +84,8 @@ def serve() -> dict:
             requests.close()
             replies.close()
             return request
-        replies.write(json.dumps(_wait(pid, request["timeout"])) + "\n")
-        replies.flush()
+        _reply(replies, request, {"pid": pid})
+        _reply(replies, request, _wait(pid, request["timeout"]))
     sys.exit(0)
 
 
@@ -104,7 +115,9 @@ def become(request: dict) -> None:
 
 
 if __name__ == "__main__":
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed (while importing, say) goes to stderr, never into the replies
     preload()
-    job = serve()
+    job = serve(reply_fd)
     become(job)
     runpy.run_module(job["module"], run_name="__main__", alter_sys=True)

@@ -1,5 +1,6 @@
 """Shared fixtures. Nothing here reads ../shared or the network: data is generated."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -41,19 +42,21 @@ def _no_shared_wandb_service():
     os.environ.pop("WANDB_SERVICE", None)
 
 
-def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):
+def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None, fresh: bool = False):
     """Run ``python -m module overrides...`` as a user would; returns a CompletedProcess.
 
-    The run is a fork of a preloaded interpreter (`tests.cli_server`: the imports done once),
-    unless its environment changes a variable read at import time or VLR_TEST_FRESH_PROCESSES=1:
-    then it is a fresh ``python -m``."""
+    The run is a fork of a preloaded interpreter (`tests.cli_server`: the imports done once)
+    unless ``fresh``, VLR_TEST_FRESH_PROCESSES=1, or its environment differs from the server's
+    in a variable other than VLR_* and WANDB_* (those are read while running; others, such as
+    PYTHONPATH, thread counts or HF_*, may be read at start-up): then it is a fresh ``python -m``."""
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
     full_env.pop("WANDB_SERVICE", None)  # a run never joins a wandb service this test process started
-    read_at_run_time = all(k.startswith(("VLR_", "WANDB_")) or k == "TMPDIR" for k in (env or {}))
-    if read_at_run_time and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1":
-        return _server().run(module, list(overrides), cwd, full_env, timeout)
+    if not fresh and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1":
+        server = _server()
+        if server.can_run(full_env):
+            return server.run(module, list(overrides), cwd, full_env, timeout)
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,
@@ -64,6 +67,14 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
     )
 
 
+def _read_at_run_time(key: str) -> bool:
+    # PYTEST_CURRENT_TEST changes with every test; nothing reads it
+    return key.startswith(("VLR_", "WANDB_", "PYTEST_")) or key == "PYTHONUNBUFFERED"
+
+
+_FRESH_BECAUSE: dict[str, int] = {}  # why runs were fresh: the variables that differed (the session summary)
+
+
 class _CliServer:
     """The pytest side of `tests.cli_server`: one server per test session, started on first use."""
 
@@ -72,28 +83,58 @@ class _CliServer:
         import tempfile
 
         self.scratch = Path(tempfile.mkdtemp(prefix="vlr-cli-"))
+        self.env = {k: v for k, v in os.environ.items() if not _read_at_run_time(k)}
+        self.requests = 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.cli_server"],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=open(self.scratch / "server.log", "w"),
             text=True,
-            env={k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+            env=dict(os.environ),
         )
+
+    def can_run(self, env: dict) -> bool:
+        mine = {k: v for k, v in env.items() if not _read_at_run_time(k)}
+        differing = sorted(k for k in mine.keys() | self.env.keys() if mine.get(k) != self.env.get(k))
+        for key in differing:
+            _FRESH_BECAUSE[key] = _FRESH_BECAUSE.get(key, 0) + 1
+        return not differing
+
+    def _reply(self, request_id: int) -> dict:
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            log = (self.scratch / "server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"tests.cli_server exited ({self.proc.wait()}):\n{log}")
+        reply = json.loads(line)
+        assert reply["id"] == request_id, (reply, request_id)
+        return reply
 
     def run(self, module: str, args: list[str], cwd: Path, env: dict, timeout: int):
         import json
+        import signal
         import subprocess
 
-        out, err = self.scratch / "stdout", self.scratch / "stderr"
-        request = dict(module=module, args=args, cwd=str(cwd), env=env, stdout=str(out), stderr=str(err))
+        self.requests += 1
+        rid = self.requests
+        out, err = self.scratch / f"{rid}.stdout", self.scratch / f"{rid}.stderr"
+        request = dict(id=rid, module=module, args=args, cwd=str(cwd), env=env, stdout=str(out), stderr=str(err))
         self.proc.stdin.write(json.dumps({**request, "timeout": timeout}) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"tests.cli_server exited ({self.proc.wait()}): see the output above")
-        reply = json.loads(line)
+        pid = self._reply(rid)["pid"]
+        try:
+            reply = self._reply(rid)
+        except BaseException:  # a test timeout or Ctrl-C: the run (and its DDP ranks) goes too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            self._reply(rid)  # the server has reaped it: the next request is in step
+            raise
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        out.unlink()
+        err.unlink()
         command = [sys.executable, "-m", module, *args]
         if reply.get("timeout"):
             raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
@@ -101,9 +142,13 @@ class _CliServer:
 
     def close(self):
         import shutil
+        import subprocess
 
         self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
@@ -114,6 +159,13 @@ def _server() -> _CliServer:
     if not _SERVER or _SERVER[0].proc.poll() is not None:
         _SERVER[:] = [_CliServer()]
     return _SERVER[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SERVER or _FRESH_BECAUSE:
+        forked = sum(server.requests for server in _SERVER)
+        why = ", ".join(f"{k} ({n})" for k, n in sorted(_FRESH_BECAUSE.items())) or "none"
+        terminalreporter.write_line(f"CLI runs forked from tests.cli_server: {forked}; fresh for a differing {why}")
 
 
 def pytest_sessionfinish(session, exitstatus):

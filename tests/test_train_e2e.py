@@ -46,7 +46,8 @@ def _check_metrics(metrics: dict, n_test: int):
 @pytest.mark.slow
 def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    # fresh interpreters, not forks of tests.cli_server: what a user's `python -m` prints, import-time warnings too
+    proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path, fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # generated on first use, in a folder named after its spec
     assert (tmp_path / "data" / "synthetic" / "40-15-15_seed0_64px_5cap_v2_r0" / "dataset_synthetic.json").exists()
@@ -109,6 +110,7 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
         "data.num_workers=0",
         f"hydra.run.dir={eval_dir}",
         cwd=tmp_path,
+        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((eval_dir / "metrics.json").read_text())

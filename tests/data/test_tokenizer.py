@@ -32,10 +32,14 @@ def test_the_same_captions_give_the_same_tokenizer_byte_for_byte_in_any_process(
         for threads in ("1", "2", "4")
     ]
     outputs = set()
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-        outputs.add(hashlib.sha256(out.encode()).hexdigest())
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            outputs.add(hashlib.sha256(out.encode()).hexdigest())
+    finally:
+        for proc in procs:
+            proc.kill()
     assert len(outputs) == 1
 
 

@@ -37,6 +37,7 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
         f"out_dir={out}",
         *_encoder_overrides(tiny_pretrained),
         cwd=tmp_path,
+        fresh=True,  # a fresh interpreter: vlr.write_features imported alone, not after vlr.train
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"reference.path={out}" in proc.stdout
