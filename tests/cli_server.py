@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
 IMPORT_TIME_DIRS: list[tempfile.TemporaryDirectory] = []
 
@@ -50,7 +51,9 @@ def preload() -> None:
         raise RuntimeError(f"preloading started Python threads {names}: forking is not safe")
     # temporary folders made at import time (wandb's media folder): shared by every child, so
     # no child may delete them when it exits, as a fresh process deletes its own
-    IMPORT_TIME_DIRS.extend(o for o in gc.get_objects() if isinstance(o, tempfile.TemporaryDirectory))
+    with warnings.catch_warnings():  # isinstance() on torch's deprecated reduce_op object warns
+        warnings.simplefilter("ignore")
+        IMPORT_TIME_DIRS.extend(o for o in gc.get_objects() if isinstance(o, tempfile.TemporaryDirectory))
 
 
 def _wait(pid: int, timeout: float) -> dict:

@@ -68,8 +68,11 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
 
 
 def _read_at_run_time(key: str) -> bool:
-    # PYTEST_CURRENT_TEST changes with every test; nothing reads it
-    return key.startswith(("VLR_", "WANDB_", "PYTEST_")) or key == "PYTHONUNBUFFERED"
+    """Variables a run reads while running, never at import: a forked run may differ from the
+    server in these. PYTEST_CURRENT_TEST changes with every test; Lightning's seed_everything
+    sets PL_GLOBAL_SEED / PL_SEED_WORKERS in this process (in-process tests call it); COLUMNS
+    comes from a test's monkeypatch. Any other difference means a fresh interpreter."""
+    return key.startswith(("VLR_", "WANDB_", "PYTEST_", "PL_")) or key in ("PYTHONUNBUFFERED", "COLUMNS", "LINES")
 
 
 _FRESH_BECAUSE: dict[str, int] = {}  # why runs were fresh: the variables that differed (the session summary)
