@@ -47,8 +47,8 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
 
     The run is a fork of a preloaded interpreter (`tests.cli_server`: the imports done once)
     unless ``fresh``, VLR_TEST_FRESH_PROCESSES=1, or its environment differs from the server's
-    in a variable other than VLR_* and WANDB_* (those are read while running; others, such as
-    PYTHONPATH, thread counts or HF_*, may be read at start-up): then it is a fresh ``python -m``."""
+    in a variable `_read_at_run_time` does not name (others, such as PYTHONPATH, thread counts
+    or HF_*, may be read at start-up): then it is a fresh ``python -m``."""
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
@@ -88,15 +88,16 @@ class _CliServer:
         self.scratch = Path(tempfile.mkdtemp(prefix="vlr-cli-"))
         self.env = {k: v for k, v in os.environ.items() if not _read_at_run_time(k)}
         self.requests = 0
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cli_server"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=open(self.scratch / "server.log", "w"),
-            text=True,
-            env=dict(os.environ),
-        )
+        with open(self.scratch / "server.log", "w") as log:  # the server holds its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.cli_server"],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=dict(os.environ),
+            )
 
     def can_run(self, env: dict) -> bool:
         mine = {k: v for k, v in env.items() if not _read_at_run_time(k)}
