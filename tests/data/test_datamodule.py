@@ -126,3 +126,31 @@ def test_a_resumed_fit_continues_the_restored_epoch_after_its_trained_batches(sy
     assert resumed(2, 3, limit=3) == epoch2  # limit_train_batches=3: 3 batches were the whole epoch
     dm.trainer = None
     assert [b["caption_idx"].tolist() for b in dm.train_dataloader()] == fresh
+
+
+def test_cache_images_serves_the_same_batches_and_reads_each_image_once(synthetic_root, monkeypatch):
+    import vlr.data.datasets as datasets
+
+    def batches(dm):
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)
+            out += [b["images"] for b in loader]
+        return torch.cat(out), torch.cat([b["images"] for b in dm.val_dataloader()[0]])
+
+    plain_train, plain_val = batches(_dm(synthetic_root, batch_size=16, augment=False))
+    reads = []
+    original = datasets.load_rgb
+    monkeypatch.setattr(datasets, "load_rgb", lambda path: reads.append(path) or original(path))
+    cached = _dm(synthetic_root, batch_size=16, augment=False, cache_images=True)
+    cached_train, cached_val = batches(cached)
+    assert torch.equal(cached_train, plain_train) and torch.equal(cached_val, plain_val)
+    assert len(reads) == len(set(reads)) == 60 + 20  # each train and val image once, over two epochs
+    assert sorted(cached.image_cache) == ["train", "val"] and len(cached.image_cache["train"]) == 60
+
+
+def test_cache_images_with_augmentation_is_an_error(synthetic_root):
+    with pytest.raises(ConfigError, match="data.cache_images=true needs data.augment=false"):
+        _dm(synthetic_root, augment=True, cache_images=True)

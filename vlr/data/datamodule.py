@@ -47,6 +47,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         shuffle: bool = True,
         augment: bool = True,
+        cache_images: bool = False,
         train_sampling: str = "caption",
         paired_captions: bool = False,
         image_transform: str = "builtin",
@@ -74,6 +75,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise ValueError(f"data.train_sampling must be one of {TRAIN_SAMPLING}, got '{train_sampling}'")
         if image_transform not in IMAGE_TRANSFORMS:
             raise ValueError(f"data.image_transform must be one of {IMAGE_TRANSFORMS}, got '{image_transform}'")
+        if cache_images and augment:
+            raise ConfigError(
+                "data.cache_images=true needs data.augment=false: augmented training images differ every epoch"
+            )
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{on_bad_image}'")
         self.name = name
@@ -93,6 +98,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         self._tokenizer, self.max_length = tokenizer, max_length
         self.imbalance = imbalance
         self.splits: dict[str, CaptionSplit] = {}
+        # data.cache_images: each split's images after weakening and transform, by index (in this
+        # process; loader workers would each fill their own copy)
+        self.image_cache: dict[str, dict] | None = {} if cache_images else None
 
     # -- data preparation -------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -121,6 +129,9 @@ class RetrievalDataModule(pl.LightningDataModule):
                 split = self.imbalance.apply_split(split, vocab)
             self.splits[name] = split
         return self.splits[name]
+
+    def _cache(self, split_name: str) -> dict | None:
+        return None if self.image_cache is None else self.image_cache.setdefault(split_name, {})
 
     def _degrader(self, split_name: str):
         return None if self.imbalance is None else self.imbalance.image_degrader(split_name)
@@ -184,7 +195,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         return TrainPairs(
             self.split("train"), self._transform(True), self._degrader("train"),
             per_image=self.train_sampling == "image", skip_bad=self.on_bad_image == "skip",
-            paired_captions=self.paired_captions,
+            paired_captions=self.paired_captions, cache=self._cache("train"),
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run seed (seed_everything sets it)
         )
 
@@ -231,7 +242,10 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)
         return [
-            self._loader(EvalImages(split, self._transform(False), self._degrader(split_name)), self.eval_batch_size, False),
+            self._loader(
+                EvalImages(split, self._transform(False), self._degrader(split_name), self._cache(split_name)),
+                self.eval_batch_size, False,
+            ),
             self._loader(EvalCaptions(split), self.eval_batch_size, False),
         ]
 

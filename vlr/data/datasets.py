@@ -18,10 +18,18 @@ from vlr.data.images import ImageLoadError, load_rgb
 log = logging.getLogger(__name__)
 
 
-def load_image(split: CaptionSplit, i: int, transform: Callable, degrade: Callable | None):
-    """Image ``i`` of the split, weakened by ``degrade(image, i)`` (imbalance) before ``transform``."""
+def load_image(split: CaptionSplit, i: int, transform: Callable, degrade: Callable | None, cache: dict | None = None):
+    """Image ``i`` of the split, weakened by ``degrade(image, i)`` (imbalance) before ``transform``.
+
+    ``cache`` (a dict, ``data.cache_images``): the result is kept by index and served again; only
+    for a deterministic transform (the degradation is seeded per image)."""
+    if cache is not None and i in cache:
+        return cache[i]
     image = load_rgb(split.image_paths[i])
-    return transform(image if degrade is None else degrade(image, i))
+    out = transform(image if degrade is None else degrade(image, i))
+    if cache is not None:
+        cache[i] = out
+    return out
 
 
 class TrainPairs(Dataset):
@@ -37,8 +45,10 @@ class TrainPairs(Dataset):
     """
 
     def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
-                 per_image: bool = False, skip_bad: bool = False, seed: int = 0, paired_captions: bool = False):
+                 per_image: bool = False, skip_bad: bool = False, seed: int = 0, paired_captions: bool = False,
+                 cache: dict | None = None):
         self.split, self.transform, self.degrade, self.skip_bad, self.seed = split, transform, degrade, skip_bad, seed
+        self.cache = cache
         captions = split.active_captions if split.active_captions is not None else torch.arange(split.num_captions)
         self.captions = captions
         owners = split.text_to_image[captions]
@@ -58,12 +68,15 @@ class TrainPairs(Dataset):
     def __getitem__(self, key):
         """``key`` is an index, or ``(index, epoch)`` from `EpochSampler`: then the item's random
         choices (augmentation, caption draw) come from a generator seeded by (seed, epoch, index),
-        so they do not depend on loader workers, prefetching or a resume."""
+        so they do not depend on loader workers, prefetching or a resume. Only the CPU generator
+        is seeded (the one `fork_rng(devices=[])` restores): `torch.manual_seed` would also seed
+        every accelerator's generator, which here costs more than loading the image (a stack
+        trace per lazy CUDA/XPU/MTIA call) and would reset the training process's GPU RNG."""
         if not isinstance(key, (tuple, list)):
             return self._item(int(key))
         k, epoch = int(key[0]), int(key[1])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + k) % (2**63))
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + k) % (2**63))
             return self._item(k)
 
     def _item(self, k: int):
@@ -71,7 +84,7 @@ class TrainPairs(Dataset):
             c = self._caption((k + attempt) % len(self))
             i = int(self.split.text_to_image[c])
             try:
-                image = load_image(self.split, i, self.transform, self.degrade)
+                image = load_image(self.split, i, self.transform, self.degrade, self.cache)
             except ImageLoadError as err:
                 if not self.skip_bad:
                     raise
@@ -86,14 +99,15 @@ class TrainPairs(Dataset):
 
 
 class EvalImages(Dataset):
-    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None):
-        self.split, self.transform, self.degrade = split, transform, degrade
+    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
+                 cache: dict | None = None):
+        self.split, self.transform, self.degrade, self.cache = split, transform, degrade, cache
 
     def __len__(self) -> int:
         return self.split.num_images
 
     def __getitem__(self, i: int):
-        return {"image": load_image(self.split, i, self.transform, self.degrade), "image_idx": i}
+        return {"image": load_image(self.split, i, self.transform, self.degrade, self.cache), "image_idx": i}
 
 
 class EvalCaptions(Dataset):
