@@ -13,6 +13,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The environment every test starts from, and the forked CLI runs' server's (`run_cli`).
+_SESSION_ENV = dict(os.environ)
 
 
 @pytest.fixture(autouse=True)
@@ -35,11 +37,17 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_shared_wandb_service():
-    """A test that used wandb in this process leaves WANDB_SERVICE set; processes a later test
-    starts would join that service (and find a killed run's id still "in use"). Clear it."""
+def _restored_environment():
+    """Each test ends with the environment it started with. Libraries used in-process leave
+    variables behind that later processes would inherit: wandb's WANDB_SERVICE (a later run
+    would join that service and find a killed run's id still "in use"), mlflow's
+    MLFLOW_TRACKING_URI, inductor's _TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR, Lightning's
+    PL_GLOBAL_SEED. With any of them set, a CLI run would also start a fresh interpreter."""
+    before = dict(os.environ)
     yield
-    os.environ.pop("WANDB_SERVICE", None)
+    for key in set(os.environ) - set(before):
+        del os.environ[key]
+    os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
 
 
 def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None, fresh: bool = False):
@@ -53,10 +61,8 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
     full_env.pop("WANDB_SERVICE", None)  # a run never joins a wandb service this test process started
-    if not fresh and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1":
-        server = _server()
-        if server.can_run(full_env):
-            return server.run(module, list(overrides), cwd, full_env, timeout)
+    if not fresh and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1" and _can_fork(full_env):
+        return _server().run(module, list(overrides), cwd, full_env, timeout)
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,
@@ -70,12 +76,23 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
 def _read_at_run_time(key: str) -> bool:
     """Variables a run reads while running, never at import: a forked run may differ from the
     server in these. PYTEST_CURRENT_TEST changes with every test; Lightning's seed_everything
-    sets PL_GLOBAL_SEED / PL_SEED_WORKERS in this process (in-process tests call it); COLUMNS
-    comes from a test's monkeypatch. Any other difference means a fresh interpreter."""
+    sets PL_GLOBAL_SEED / PL_SEED_WORKERS (in-process tests call it); COLUMNS comes from a
+    test's monkeypatch. Any other difference means a fresh interpreter."""
     return key.startswith(("VLR_", "WANDB_", "PYTEST_", "PL_")) or key in ("PYTHONUNBUFFERED", "COLUMNS", "LINES")
 
 
 _FRESH_BECAUSE: dict[str, int] = {}  # why runs were fresh: the variables that differed (the session summary)
+
+
+def _can_fork(env: dict) -> bool:
+    """Whether a run with ``env`` may be a fork of the server (started with the session's
+    environment): no start-up variable differs. Counts the ones that do for the summary."""
+    mine = {k: v for k, v in env.items() if not _read_at_run_time(k)}
+    server = {k: v for k, v in _SESSION_ENV.items() if not _read_at_run_time(k)}
+    differing = sorted(k for k in mine.keys() | server.keys() if mine.get(k) != server.get(k))
+    for key in differing:
+        _FRESH_BECAUSE[key] = _FRESH_BECAUSE.get(key, 0) + 1
+    return not differing
 
 
 class _CliServer:
@@ -86,7 +103,6 @@ class _CliServer:
         import tempfile
 
         self.scratch = Path(tempfile.mkdtemp(prefix="vlr-cli-"))
-        self.env = {k: v for k, v in os.environ.items() if not _read_at_run_time(k)}
         self.requests = 0
         with open(self.scratch / "server.log", "w") as log:  # the server holds its own copy
             self.proc = subprocess.Popen(
@@ -96,15 +112,8 @@ class _CliServer:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                env=dict(os.environ),
+                env=_SESSION_ENV,
             )
-
-    def can_run(self, env: dict) -> bool:
-        mine = {k: v for k, v in env.items() if not _read_at_run_time(k)}
-        differing = sorted(k for k in mine.keys() | self.env.keys() if mine.get(k) != self.env.get(k))
-        for key in differing:
-            _FRESH_BECAUSE[key] = _FRESH_BECAUSE.get(key, 0) + 1
-        return not differing
 
     def _reply(self, request_id: int) -> dict:
         import json
