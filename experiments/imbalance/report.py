@@ -24,7 +24,12 @@ SHOWN = ("rsum", "i2t/R@1", "t2i/R@1", "ndcg_single@10", "i2i/NDCG@10", "t2t/NDC
 
 
 def _fmt(ci: dict) -> str:
-    return f"{ci['difference']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+    """The difference, its 95% interval and, where the analysis gave one, the family-wise
+    (Bonferroni) interval the verdicts use."""
+    out = f"{ci['difference']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+    if "family_low" in ci:
+        out += f" [{ci['family_low']:+.2f}, {ci['family_high']:+.2f}]"
+    return out
 
 
 def _cell(stats: dict | None) -> str:
@@ -58,8 +63,10 @@ def reference_table(results: dict) -> str:
 def verdict_table(results: dict, baseline: str) -> str:
     comps = [c for c in results["comparisons"] if c["baseline"] == baseline]
     single, cross = results["single_measure"], results["cross_measure"]
+    level = results["bootstrap"].get("family_level")
+    ci = "[95% CI]" + (f" [{100 * level:.2f}% CI]" if level else "")
     lines = [
-        f"| direction | strength | arm − {baseline} | pairs | Δ {single} [95% CI] | Δ {cross} [95% CI] "
+        f"| direction | strength | arm − {baseline} | pairs | Δ {single} {ci} | Δ {cross} {ci} "
         "| single-modal | cross-modal | claim | claim at 95% per comparison |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -124,8 +131,8 @@ def write_report(results: dict, out: Path) -> None:
         f"{results['cross_measure']}; differences paired with 95% bootstrap intervals over "
         f'{results["bootstrap"]["units"]} ({results["bootstrap"]["resamples"]} resamples); "equivalent" = the whole '
         f"rsum interval inside ±{results['margin']:g};\n"
-        f"- verdicts (single-modal, cross-modal, claim) use {_family(results)}; the last column gives the claim "
-        "at 95% per comparison, for reference.",
+        f"- verdicts (single-modal, cross-modal, claim) use {_family(results)}, the second interval of each "
+        "difference; the last column gives the claim at 95% per comparison (the first interval), for reference.",
         "## References alone and chance",
         reference_table(results),
         "## Loss weights (chosen on val, the same grid and criterion for every tuned arm)",
@@ -271,7 +278,7 @@ def write_figures(results: dict, out: Path) -> list[Path]:
                 )
             ax.set_xlabel(f"{direction} strength")
             ax.set_ylabel(f"Δ {measure} vs infonce  ↑ better")
-            ax.set_title(f"{measure}: paired difference, 95% CI", fontsize=10)
+            ax.set_title(f"{measure}: paired difference, 95% CI (verdicts: report.md)", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()

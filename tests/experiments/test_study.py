@@ -117,7 +117,9 @@ def test_analysis_and_report_from_cells(tmp_path):
     write_report(results, out)
     text = (out / "report.md").read_text()
     assert (
-        "| text_weak | 1 | relation_kd | 6 | +10.00 [+10.00, +10.00] | +0.00 [+0.00, +0.00] | up | equivalent " in text
+        "| text_weak | 1 | relation_kd | 6 | +10.00 [+10.00, +10.00] [+10.00, +10.00] "
+        "| +0.00 [+0.00, +0.00] [+0.00, +0.00] "
+        "| up | equivalent " in text
     )
     assert "- **relation_kd** against infonce, text_weak: the claim reproduces at strength 0, 1." in text
     assert (
@@ -209,3 +211,13 @@ def test_verdicts_use_the_bonferroni_level_of_all_distinct_comparisons(tmp_path)
             assert c[m]["family_level"] == pytest.approx(1 - 0.05 / 12)
             assert c[m]["family_low"] <= c[m]["low"] <= c[m]["high"] <= c[m]["family_high"]
         assert set(c["unadjusted"]) == {"single", "cross", "claim"}
+    # the report shows both intervals of each difference, the verdicts' second
+    from experiments.imbalance.report import verdict_table
+
+    table = verdict_table(results, "infonce")
+    assert f"[{100 * (1 - 0.05 / 12):.2f}% CI]" in table.splitlines()[0]
+    c = next(c for c in results["comparisons"] if c["baseline"] == "infonce")
+    rsum = c["rsum"]
+    shown = f"{rsum['difference']:+.2f} [{rsum['low']:+.2f}, {rsum['high']:+.2f}] "
+    shown += f"[{rsum['family_low']:+.2f}, {rsum['family_high']:+.2f}]"
+    assert shown in table
