@@ -54,6 +54,8 @@ def reference_alone(overrides: list[str]) -> dict[str, float]:
         split = datamodule.split("test")
         reference = model.reference
         reference.prepare("test", split)
+        if hasattr(reference, "precompute"):  # frozen_init without distillation: rows embedded up front
+            reference.precompute("test", split, datamodule.test_dataloader(), torch.device("cpu"))
         targets = datamodule.eval_targets("test")
         relevance = rouge_l_relevance(
             targets.pop("captions"),
@@ -75,7 +77,18 @@ def reference_alone(overrides: list[str]) -> dict[str, float]:
                 text_emb=_pad(reference.embed("text", "test", batch), width), text_idx=batch["caption_idx"]
             )
         metrics = evaluator.compute()
-    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(SINGLE_MODAL)}
+    out = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(SINGLE_MODAL)}
+    return {**out, **duplicate_captions(datamodule)}
+
+
+def duplicate_captions(datamodule) -> dict[str, float]:
+    """Generated data's share of captions whose text another image of the split also has (its
+    generator.json), as ``duplicate_captions/<split>`` in %; nothing for other data."""
+    manifest = Path(getattr(datamodule.source, "root", "")) / "generator.json"
+    if not manifest.is_file():
+        return {}
+    fractions = json.loads(manifest.read_text()).get("duplicate_captions", {})
+    return {f"duplicate_captions/{split}": 100 * float(v) for split, v in sorted(fractions.items())}
 
 
 def main(argv: list[str] | None = None) -> None:

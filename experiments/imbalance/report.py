@@ -49,14 +49,22 @@ def summary_table(results: dict, direction: str) -> str:
 def reference_table(results: dict) -> str:
     keys = ("i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1")
     lines = ["| row | " + " | ".join(keys) + " |", "|" + "---|" * (1 + len(keys))]
+    duplicates: list[str] = []
     for g, metrics in sorted(results.get("reference_alone", {}).items()):
         lines.append(f"| reference alone, generator seed {g} | " + " | ".join(f"{metrics[k]:.1f}" for k in keys) + " |")
+    for g, metrics in sorted(results.get("reference_alone", {}).items()):
+        shares = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("duplicate_captions/")}
+        if shares:
+            cells = ", ".join(f"{split} {share:.2f}%" for split, share in shares.items())
+            duplicates.append(f"generator seed {g}: {cells}")
     for g, chance in sorted(results.get("chance", {}).items()):
         lines.append(
             f"| chance (a constant model), generator seed {g} | "
             + " | ".join(f"{chance[k]:.1f}" if k in chance else "–" for k in keys)
             + " |"
         )
+    if duplicates:
+        lines += ["", "Captions whose text another image of the same split also has: " + "; ".join(duplicates) + "."]
     return "\n".join(lines)
 
 
@@ -95,6 +103,7 @@ def conclusion(results: dict) -> str:
             }
             parts = [f"{k} at strength {', '.join(v)}" for k, v in by.items() if v]
             out.append(f"- **{arm}** against infonce, {direction}: the claim {'; '.join(parts)}.")
+    out += _components(results)
     meta = [c for c in comps if c["arm"] == "covlr" and c["baseline"] == "relation_kd"]
     if meta:
         single = results["single_measure"]
@@ -112,6 +121,38 @@ def conclusion(results: dict) -> str:
     return "\n".join(out)
 
 
+COMPONENTS = ("i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1")  # the single-modal measure's halves; label-based i2i
+
+
+def _components(results: dict) -> list[str]:
+    """For every resolved single-modal rise against infonce: which half of the measure moved, and
+    label-based i2i R@1 (labels no reference saw), as differences of means over the same pairs
+    (descriptive: no interval)."""
+    means = {(r["direction"], r["strength"], r["arm"]): r["metrics"] for r in results["summary"]}
+    rises = [c for c in results["comparisons"] if c["baseline"] == "infonce" and c["single"] == "up"]
+    parts, seen = [], set()
+    for c in rises:
+        key = (c["arm"], c["strength"]) if c["strength"] == 0 else (c["arm"], c["direction"], c["strength"])
+        if key in seen:  # the balanced data: one set of cells for both directions
+            continue
+        seen.add(key)
+        arm, base = (
+            means.get((c["direction"], c["strength"], c["arm"])),
+            means.get((c["direction"], c["strength"], "infonce")),
+        )
+        if not arm or not base or not all(k in arm and k in base for k in COMPONENTS):
+            continue
+        deltas = ", ".join(f"{k} {arm[k]['mean'] - base[k]['mean']:+.1f}" for k in COMPONENTS)
+        level = "balanced" if c["strength"] == 0 else f"{c['direction']} {c['strength']:g}"
+        parts.append(f"{c['arm']} {level}: {deltas}")
+    if not parts:
+        return []
+    return [
+        "- **Where the resolved single-modal rises come from** (differences of means over the pairs against "
+        "infonce; no interval): " + "; ".join(parts) + "."
+    ]
+
+
 def write_report(results: dict, out: Path) -> None:
     design = results["design"]
     strengths = ", ".join(f"{s:g}" for s in design["strengths"])
@@ -125,6 +166,7 @@ def write_report(results: dict, out: Path) -> None:
         f"- imbalance: {', '.join(design['directions'])} at strengths {strengths} "
         "(0 = the balanced data, shared);\n"
         f"- seeds {design['seeds']} x generator seeds {design['generator_seeds']}, paired across arms;\n"
+        f"- the reference embeds: {design.get('reference_input', 'what the student sees')};\n"
         f"- every cell: `python -m vlr.train {' '.join(design['overrides'])} objective=... imbalance=... seed=...` "
         "(each cell's exact command is in results.json);\n"
         f"- single-modal measure: {results['single_measure']} (i2i + t2t NDCG@10, ROUGE-L relevance); cross-modal: "
@@ -175,11 +217,14 @@ def _tuning(tuning: dict) -> str:
         "|---|" + "---|" * (len(tuning["grid"]) + 1),
     ]
     for arm, t in tuning["arms"].items():
-        scores = {r["factor"]: r["val_score"] for r in t["rows"]}
+        rows = {r["factor"]: r for r in t["rows"]}
         edge = " (grid edge)" if t["at_edge"] else ""
-        lines.append(
-            f"| {arm} | " + " | ".join(f"{scores[f]:.1f}" for f in tuning["grid"]) + f" | x{t['chosen']:g}{edge} |"
-        )
+        cells = [
+            f"{rows[f]['val_score']:.1f} ({', '.join(f'{x:.0f}' for x in rows[f]['val_score_per_seed'])})"
+            for f in tuning["grid"]
+        ]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | x{t['chosen']:g}{edge} |")
+    lines += ["", "Each cell: the mean over the tuning seeds (each seed's score)."]
     return "\n".join(lines)
 
 
@@ -188,6 +233,11 @@ def _reproduced(check: dict | None) -> str:
         return "(not checked in this run)"
     verdict = "the same test metrics" if check["equal"] else f"DIFFERENT test metrics: {check.get('differing')}"
     return f"Re-running `{check['command']}` alone gave {verdict}."
+
+
+def _interval_name(results: dict) -> str:
+    level = results["bootstrap"].get("family_level")
+    return "95% CI" if level is None else f"{100 * level:.2f}% CI (family-wise: the verdicts')"
 
 
 def write_figures(results: dict, out: Path) -> list[Path]:
@@ -239,7 +289,11 @@ def write_figures(results: dict, out: Path) -> list[Path]:
         ax.set_ylabel(f"single-modal {single} (i2i + t2t NDCG@10)  → better")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Trade-off per arm (means over pairs; bars: 95% CI of the mean)", fontsize=11)
+    fig.suptitle(
+        "Trade-off per arm (means over pairs; bars: ±1.96 s.e. over pairs, descriptive: the verdicts' paired "
+        "intervals are in report.md)",
+        fontsize=10,
+    )
     fig.tight_layout()
     paths.append(out / "tradeoff.png")
     fig.savefig(paths[-1], dpi=120)
@@ -261,10 +315,12 @@ def write_figures(results: dict, out: Path) -> list[Path]:
                 dodge = 0.025 * (i - (len(compared) - 1) / 2)  # side by side, so no interval hides another
                 xs = [c["strength"] + dodge for c in rows]
                 ys = [c[measure]["difference"] for c in rows]
-                # percentile ends can sit a rounding error inside the point estimate
+                # the verdicts' (family-wise) interval where the analysis gave one; percentile ends
+                # can sit a rounding error inside the point estimate
+                low, high = ("family_low", "family_high") if "family_low" in rows[0][measure] else ("low", "high")
                 err = [
-                    [max(0.0, c[measure]["difference"] - c[measure]["low"]) for c in rows],
-                    [max(0.0, c[measure]["high"] - c[measure]["difference"]) for c in rows],
+                    [max(0.0, c[measure]["difference"] - c[measure][low]) for c in rows],
+                    [max(0.0, c[measure][high] - c[measure]["difference"]) for c in rows],
                 ]
                 ax.errorbar(xs, ys, yerr=err, marker=marker, color=colour, capsize=3, label=arm, linewidth=1)
             ax.axhline(0, color="black", linewidth=0.8)
@@ -278,7 +334,7 @@ def write_figures(results: dict, out: Path) -> list[Path]:
                 )
             ax.set_xlabel(f"{direction} strength")
             ax.set_ylabel(f"Δ {measure} vs infonce  ↑ better")
-            ax.set_title(f"{measure}: paired difference, 95% CI (verdicts: report.md)", fontsize=10)
+            ax.set_title(f"{measure}: paired difference, {_interval_name(results)}", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()

@@ -91,7 +91,16 @@ def test_analysis_and_report_from_cells(tmp_path):
             "generator_seeds": [0, 1],
             "overrides": ["experiment=imbalance_study"],
         },
-        reference_alone={"0": {"i2i/NDCG@10": 70.0, "t2t/NDCG@10": 90.0, "i2i/R@1": 20.0, "t2t/R@1": 95.0}},
+        reference_alone={
+            "0": {
+                "i2i/NDCG@10": 70.0,
+                "t2t/NDCG@10": 90.0,
+                "i2i/R@1": 20.0,
+                "t2t/R@1": 95.0,
+                "duplicate_captions/test": 0.5,
+                "duplicate_captions/train": 0.25,
+            }
+        },
         tuning={
             "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
             "generator_seed": 0,
@@ -100,7 +109,10 @@ def test_analysis_and_report_from_cells(tmp_path):
             "factor_means": {"covlr": "objective.beta (default 1)", "sad": "not in this study"},
             "arms": {
                 "covlr": {
-                    "rows": [{"factor": 1.0, "val_score": 210.0}, {"factor": 0.1, "val_score": 230.5}],
+                    "rows": [
+                        {"factor": 1.0, "val_score": 210.0, "val_score_per_seed": [200.0, 220.0]},
+                        {"factor": 0.1, "val_score": 230.5, "val_score_per_seed": [230.0, 231.0]},
+                    ],
                     "chosen": 0.1,
                     "at_edge": True,
                     "overrides": ["objective.beta=0.1"],
@@ -128,7 +140,14 @@ def test_analysis_and_report_from_cells(tmp_path):
     )
     assert "the meta step adds nothing resolved beyond relation_kd" in text
     assert "| reference alone, generator seed 0 | 70.0 | 90.0 | 20.0 | 95.0 |" in text
-    assert "| covlr | 210.0 | 230.5 | x0.1 (grid edge) |" in text and "- covlr: objective.beta (default 1)" in text
+    assert (
+        "Captions whose text another image of the same split also has: generator seed 0: test 0.50%, train 0.25%."
+        in text
+    )
+    assert (
+        "| covlr | 210.0 (200, 220) | 230.5 (230, 231) | x0.1 (grid edge) |" in text
+        and "- covlr: objective.beta (default 1)" in text
+    )
     assert "not in this study" not in text  # only the tuned arms' factors are explained
     assert "Re-running `python -m vlr.train x` alone gave the same test metrics." in text
     for name in ("tradeoff.png", "difference_text_weak.png"):
@@ -221,3 +240,42 @@ def test_verdicts_use_the_bonferroni_level_of_all_distinct_comparisons(tmp_path)
     shown = f"{rsum['difference']:+.2f} [{rsum['low']:+.2f}, {rsum['high']:+.2f}] "
     shown += f"[{rsum['family_low']:+.2f}, {rsum['family_high']:+.2f}]"
     assert shown in table
+
+
+@pytest.mark.slow
+def test_the_study_runs_with_another_preset_on_data_that_is_not_generated(tmp_path, synthetic_root, tiny_clip):
+    """``--preset flickr30k_clip --generator-seeds`` (no generated data): every cell, the tuning
+    and the reference-alone scores use the preset (CLIP towers, its frozen_init reference), with
+    the user's overrides on top; a tiny local CLIP on the synthetic data's Karpathy file."""
+    overrides = [
+        f"data.root={synthetic_root}",
+        "data.annotation=dataset_synthetic.json",
+        "data.image_dir=",
+        f"model.image_tower.name_or_path={tiny_clip['dir']}",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",  # then val and test, as every cell of the study
+        "data.batch_size=10",
+        "data.num_workers=0",
+        "logger=csv",
+    ]
+    cmd = [sys.executable, "-m", "experiments.imbalance.study", "--runs", str(tmp_path / "runs")]
+    cmd += ["--out", str(tmp_path / "out"), "--seeds", "0", "1", "--generator-seeds", "--strengths", "0", "1"]
+    cmd += ["--directions", "image_weak", "--arms", "infonce", "relation_kd", "--grid", "0.1", "--no-reproduce"]
+    cmd += ["--wandb", "", "--preset", "flickr30k_clip", "--override", *overrides]
+    env = {**os.environ, "VLR_ROOT": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results["cells"]) == 2 * 2 * 2  # arms x levels x seeds
+    assert results["design"]["overrides"][:2] == ["experiment=flickr30k_clip", "save_rankings=true"]
+    assert set(results["reference_alone"]) == {"None"} and "t2t/NDCG@10" in results["reference_alone"]["None"]
+    for cell in results["cells"]:
+        assert cell["generator_seed"] is None and "data.generator_seed" not in cell["command"]
+        run_dir = Path(cell["run_dir"])
+        assert run_dir.parent.parent.name == "data"  # runs/data/<arm>-<level>/s<seed>
+        config = (run_dir / ".hydra" / "config.yaml").read_text()
+        assert "CLIPImageTower" in config and "FrozenInitReference" in config
+        assert (run_dir / "rankings.safetensors").is_file()
+    assert {(c["arm"], c["strength"]) for c in results["comparisons"]} == {("relation_kd", 0.0), ("relation_kd", 1.0)}
