@@ -52,7 +52,6 @@ def reference_table(results: dict) -> str:
     duplicates: list[str] = []
     for g, metrics in sorted(results.get("reference_alone", {}).items()):
         lines.append(f"| reference alone, generator seed {g} | " + " | ".join(f"{metrics[k]:.1f}" for k in keys) + " |")
-    for g, metrics in sorted(results.get("reference_alone", {}).items()):
         shares = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("duplicate_captions/")}
         if shares:
             cells = ", ".join(f"{split} {share:.2f}%" for split, share in shares.items())

@@ -33,6 +33,7 @@ table to an offline W&B run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -63,7 +64,7 @@ TUNED = {
     "sad": lambda f: sad_overrides(f),
 }
 GRID = (1.0, 0.3, 0.1, 0.03, 0.01)
-TUNING_SEEDS = (100, 101)
+TUNING_SEEDS = 2  # how many; the first seeds from 100 up that no cell uses
 PRESET = "imbalance_study"  # the cells' experiment preset (--preset): data, towers, schedule, reference
 
 
@@ -165,8 +166,8 @@ class Study:
     def tuning_seeds(self) -> tuple[int, ...]:
         """Two seeds disjoint from the study's: a tuned arm's compared cells are not the runs that
         won its tuning (their val scores would carry the selection's luck into the comparison)."""
-        seeds = [s for s in range(TUNING_SEEDS[0], TUNING_SEEDS[0] + 2 + len(self.seeds)) if s not in self.seeds]
-        return tuple(seeds[: len(TUNING_SEEDS)])
+        unused = (s for s in itertools.count(100) if s not in self.seeds)
+        return tuple(itertools.islice(unused, TUNING_SEEDS))
 
     def tune(self) -> dict[str, dict]:
         """Each tuned arm's factor, chosen on val: the grid value with the highest mean over seeds
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         type=int,
         default=list(GENERATOR_SEEDS),
-        help="synthetic data's generator seeds; none (an empty list) for other data (--override data=...)",
+        help="synthetic data's generator seeds; none (an empty list) for other data (--preset ...)",
     )
     parser.add_argument("--grid", nargs="+", type=float, default=list(GRID), help="factors tried on val (Study.tune)")
     parser.add_argument(
