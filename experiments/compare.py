@@ -7,7 +7,7 @@
 
 A run is a directory with ``metrics.json`` and ``.hydra/config.yaml`` (every ``vlr.train``
 run directory; a Hydra multirun folder holds many). ``--wandb-offline`` reads the offline
-W&B run files under the given folders (`vlr.wandb_files`), ``--wandb-project`` an online
+W&B run files under the given folders (`vlr.tracking.wandb_files`), ``--wandb-project`` an online
 project through the public API: their config and summary test metrics.
 
 Runs are pooled over seeds only. Runs that differ in anything else than the objective, the
@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from experiments.paired import MARGIN, status
-from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
+from vlr.sweeps.summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 
 CROSS = ["i2t/R@1", "t2i/R@1", "rsum"]
 SINGLE = ["i2i/R@1", "t2t/R@1", "i2i/NDCG@10", "t2t/NDCG@10", "ndcg_single@10", "rsum_single"]
@@ -197,7 +197,7 @@ def _cell_from_config(cfg: dict, summary: dict, command: str) -> dict | None:
 
 def cells_from_wandb_offline(paths: list[Path]) -> list[dict]:
     """Cells from offline W&B run files (``wandb/offline-run-*/run-*.wandb``) under ``paths``."""
-    from vlr.wandb_files import read_run
+    from vlr.tracking.wandb_files import read_run
 
     files = sorted({f for root in paths for f in Path(root).rglob("run-*.wandb")})
     # a resumed run writes a second offline folder under the same run id: the newest holds the final test
@@ -452,7 +452,7 @@ def results_table(cells: list[dict]) -> tuple[list[str], list[list[object]]]:
 
 def log_to_wandb(cells: list[dict], out: Path, title: str, project: str = "vlr", offline: bool = True) -> Path:
     """The trade-off figure and the results table of a comparison as W&B media (a ``compare`` run)."""
-    from vlr.wandb_report import log_summary_run
+    from vlr.tracking.wandb_report import log_summary_run
 
     return log_summary_run(
         project=project,

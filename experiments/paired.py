@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlr.sweep_summary import SINGLE_MODAL_NDCG
+from vlr.sweeps.summary import SINGLE_MODAL_NDCG
 
 RSUM = [f"{d}/R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
 RSUM_SINGLE = [f"{d}/R@{k}" for d in ("t2t", "i2i") for k in (1, 5, 10)]

@@ -197,7 +197,7 @@ def tiny_pretrained(tmp_path_factory) -> dict:
     import torch
     from transformers import BertConfig, BertModel
 
-    from vlr.data.tokenizer import train_wordpiece
+    from vlr.towers.tokenizer import train_wordpiece
 
     root = tmp_path_factory.mktemp("pretrained")
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from vlr.wandb_files import read_run
+from vlr.tracking.wandb_files import read_run
 
 TINY = [
     "data.num_train=12",

@@ -1,6 +1,6 @@
 """vlr's logger classes, in-process: the MLflow run a resumed vlr run continues."""
 
-from vlr.loggers import MLFlowLogger
+from vlr.tracking.loggers import MLFlowLogger
 
 
 def test_mlflow_run_id_file_makes_a_resumed_run_continue_the_same_mlflow_run(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vlr.reporting import DIRECTIONS, print_metrics_table
+from vlr.tracking.reporting import DIRECTIONS, print_metrics_table
 
 
 @pytest.mark.parametrize("tiers", [("",), ("5k/", "1k/")])

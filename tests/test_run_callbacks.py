@@ -160,10 +160,10 @@ def test_a_checkpoint_written_with_another_reference_loads_with_the_one_configur
     """The reference never trains: a model trained against feature files is evaluated against the
     frozen initial towers (and the other way round) with the configured reference kept."""
     from tests.reference.test_references import _towers
-    from vlr.checkpoints import check_state_fits
     from vlr.models import RetrievalModule
     from vlr.objectives import create_objective
     from vlr.reference import FeatureReference, save_features
+    from vlr.runs.checkpoints import check_state_fits
 
     torch.manual_seed(0)
     frozen = RetrievalModule(*_towers(), create_objective("infonce"), embed_dim=8)

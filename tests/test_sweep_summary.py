@@ -1,10 +1,10 @@
-"""`vlr.sweep_summary`: the rows and points of a sweep, from job folders as Hydra writes them."""
+"""`vlr.sweeps.summary`: the rows and points of a sweep, from job folders as Hydra writes them."""
 
 import json
 
 import pytest
 
-from vlr.sweep_summary import single_modal_ndcg, sweep_rows, tradeoff_figure
+from vlr.sweeps.summary import single_modal_ndcg, sweep_rows, tradeoff_figure
 
 
 def _job(root, name, overrides, metrics):

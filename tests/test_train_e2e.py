@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from tests.conftest import run_cli
-from vlr.wandb_files import read_run
+from vlr.tracking.wandb_files import read_run
 
 SMALL = [
     "data.num_train=40",
@@ -97,7 +97,7 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     towers = sum(v.numel() for k, v in model.items() if k.startswith("encoder.image_tower."))
     assert run.config["params/image_tower/trainable"] == towers and run.config["params/image_tower/frozen"] == 0
     assert run.config["params/total/trainable"] > towers
-    # known third-party noise is silenced at its source (vlr/noise.py, vlr.loggers.WandbLogger)
+    # known third-party noise is silenced at its source (vlr/tracking/noise.py, vlr.tracking.loggers.WandbLogger)
     out = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "LeafSpec", "anonymous setting has no effect", "module(s) in eval mode"):
         assert noise not in out, noise

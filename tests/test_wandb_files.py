@@ -1,4 +1,4 @@
-"""`vlr.wandb_files` reads back what wandb itself wrote offline, records spanning blocks included."""
+"""`vlr.tracking.wandb_files` reads back what wandb itself wrote offline, records spanning blocks included."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from vlr.wandb_files import WandbFileError, raw_records, read_run
+from vlr.tracking.wandb_files import WandbFileError, raw_records, read_run
 
 WRITER = """
 import sys, wandb

@@ -17,11 +17,12 @@ from typing import Any, cast
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vlr.data import RetrievalDataModule, build_tokenizer
-from vlr.data.tokenizer import OpenCLIPTokenizer
+from vlr.data import RetrievalDataModule
 from vlr.errors import ConfigError
 from vlr.imbalance import Imbalance
 from vlr.models import RetrievalModule
+from vlr.towers import build_tokenizer
+from vlr.towers.tokenizer import OpenCLIPTokenizer
 
 
 def as_dict(node: DictConfig) -> dict[str, Any]:

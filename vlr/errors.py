@@ -1,5 +1,83 @@
-"""The error a bad option raises: one line naming the option, reported by `vlr.user_errors`."""
+"""Errors in what the user gave (annotation files, images, feature files, checkpoints, options).
+
+Each such error derives from `UserError`; an entry point wrapped in `report_user_errors` ends
+with its message on one line and exit status 1, not a traceback through Lightning. The classes
+live beside the code that raises them; this module only knows the base, so it imports nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+log = logging.getLogger("vlr")
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Something the user gave cannot be used; the message names the file, field or option."""
+
+
+class ConfigError(UserError, ValueError):
     """An option has a value vlr cannot use (``data.batch_size=0``, a negative temperature, ...)."""
+
+
+def message_of(err: BaseException) -> str:
+    """The message itself; for an error re-raised from a DataLoader worker, the original's last line."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith(type(err).__name__) else last
+    return text
+
+
+def _user_error_of(err: BaseException) -> BaseException | None:
+    """``err`` when it is a user error; for Hydra's wrapper of what a constructor raised
+    (InstantiationException) or a DataLoader worker's re-raise, the user error it carries."""
+    if isinstance(err, UserError):
+        return err
+    if type(err).__name__ == "InstantiationException" and isinstance(err.__cause__, UserError):
+        return err.__cause__
+    return None
+
+
+def report_user_errors(main):
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Exception as err:
+            cause = _user_error_of(err)
+            if cause is None:
+                raise
+            log.error("%s: %s", type(cause).__name__, message_of(cause))
+            print(f"error: {message_of(cause)}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
+# command-line options of earlier versions, and what replaced them
+LEGACY_OVERRIDES = {
+    "objective.teacher": "the reference is a config group of its own: reference=frozen_init | features | oracle",
+    "objective.teacher_features": "use reference=features reference.path=<directory of feature files>",
+    "data.teacher": "the reference is a config group of its own: reference=frozen_init | features | oracle",
+    "data.teacher_features": "use reference=features reference.path=<directory of feature files>",
+    "model.teacher_cache": "use reference.cache=true | false | auto (with reference=frozen_init)",
+}
+
+
+def refuse_legacy_overrides(main):
+    """Outside ``hydra.main``: an option of an earlier version ends the command in one line that
+    says what replaced it (Hydra would only say the key is not in the config)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        for arg in sys.argv[1:]:
+            key = arg.lstrip("+~").split("=", 1)[0]
+            if key in LEGACY_OVERRIDES:
+                print(f"error: {key} no longer exists: {LEGACY_OVERRIDES[key]}", file=sys.stderr)
+                sys.exit(1)
+        return main(*args, **kwargs)
+
+    return wrapper

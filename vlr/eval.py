@@ -10,7 +10,7 @@
   from a local directory), e.g. ``python -m vlr.eval model=clip_vit_b32 data=flickr30k data.root=...``.
 
 ``save_rankings=true`` also writes ``rankings.safetensors`` (per-query ranks and top-k gallery
-indices, see `vlr.reporting.write_rankings`) beside ``metrics.json``.
+indices, see `vlr.tracking.reporting.write_rankings`) beside ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
-from vlr.checkpoints import check_state_fits, read_checkpoint
+from vlr.errors import refuse_legacy_overrides, report_user_errors
 from vlr.io import atomic_write_text
-from vlr.loggers import wandb_run_per_job
-from vlr.reporting import finish_evaluation
 from vlr.runs import RUN_TOKENIZER_DIR, label_runs
+from vlr.runs.checkpoints import check_state_fits, read_checkpoint
+from vlr.tracking.loggers import wandb_run_per_job
+from vlr.tracking.reporting import finish_evaluation
 from vlr.train import instantiate_trainer
-from vlr.user_errors import refuse_legacy_overrides, report_user_errors
 
 log = logging.getLogger(__name__)
 RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference")

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from vlr.errors import UserError
 
-class SaveError(OSError):
+
+class SaveError(UserError, OSError):
     """A file vlr must write (a checkpoint, a cache) could not be written."""
 
 

@@ -20,10 +20,7 @@ from omegaconf import DictConfig
 
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.callbacks import AtomicCheckpointIO
-from vlr.checkpoints import check_state_fits, read_checkpoint
-from vlr.loggers import ResumableCSVLogger, wandb_run_per_job
-from vlr.noise import silence_known_noise
-from vlr.reporting import finish_evaluation
+from vlr.errors import refuse_legacy_overrides, report_user_errors
 from vlr.runs import (
     RUN_TOKENIZER_DIR,
     best_epoch_metrics,
@@ -34,7 +31,10 @@ from vlr.runs import (
     share_run_dir_with_ddp_children,
     sweep_value,
 )
-from vlr.user_errors import refuse_legacy_overrides, report_user_errors
+from vlr.runs.checkpoints import check_state_fits, read_checkpoint
+from vlr.tracking.loggers import ResumableCSVLogger, wandb_run_per_job
+from vlr.tracking.noise import silence_known_noise
+from vlr.tracking.reporting import finish_evaluation
 
 log = logging.getLogger(__name__)
 silence_known_noise()

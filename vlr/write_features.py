@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vlr.data import RetrievalDataModule, build_tokenizer
+from vlr.data import RetrievalDataModule
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages
 from vlr.data.transforms import tower_transform
+from vlr.errors import report_user_errors
 from vlr.reference import save_features
-from vlr.user_errors import report_user_errors
+from vlr.towers import build_tokenizer
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("sanitize", lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)), replace=True)

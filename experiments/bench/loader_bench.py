@@ -38,7 +38,7 @@ def run(tmp: Path) -> dict:
     from vlr.data.datasets import EvalImages, TrainPairs
     from vlr.data.karpathy import read_karpathy
     from vlr.data.transforms import tower_transform
-    from vlr.models.image_tower import timm_data_config
+    from vlr.towers.image_tower import timm_data_config
 
     if (SHARED / "dataset_flickr8k.json").exists():
         split, source = (

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from experiments.paired import MARGIN, components, load_rankings, seeds_and_queries_difference, status
-from vlr.sweep_summary import SINGLE_MODAL_NDCG, single_modal_ndcg
+from vlr.sweeps.summary import SINGLE_MODAL_NDCG, single_modal_ndcg
 
 SINGLE, CROSS = SINGLE_MODAL_NDCG, "rsum"
 SHOWN = (CROSS, "i2t/R@1", "t2i/R@1", SINGLE, "i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1", "rsum_single")

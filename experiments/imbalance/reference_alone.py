@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    from vlr.noise import silence_known_noise
+    from vlr.tracking.noise import silence_known_noise
 
     silence_known_noise()
     metrics = reference_alone(args.overrides)

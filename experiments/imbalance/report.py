@@ -385,7 +385,7 @@ def results_rows(results: dict) -> tuple[list[str], list[list[object]]]:
 
 
 def log_to_wandb(results: dict, out: Path, save_dir: Path, project: str = "vlr") -> Path:
-    from vlr.wandb_report import log_summary_run
+    from vlr.tracking.wandb_report import log_summary_run
 
     images = {p.stem: p for p in [out / "tradeoff.png", *sorted(out.glob("difference_*.png"))] if p.is_file()}
     return log_summary_run(

@@ -27,7 +27,7 @@ def damaged_root(tmp_path, synthetic_root):
 
 def _karpathy_dm(root, **kw):
     """The damaged copy read as plain Karpathy data (the synthetic source would regenerate it)."""
-    from vlr.data import build_tokenizer
+    from vlr.towers import build_tokenizer
 
     dm = RetrievalDataModule(name="x", source="karpathy", root=str(root), annotation="dataset_synthetic.json",
                              image_size=64, num_workers=0, max_length=16,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vlr.data import RetrievalDataModule
-from vlr.data import build_tokenizer
+from vlr.towers import build_tokenizer
 from vlr.errors import ConfigError
 from vlr.metrics import rouge_l_relevance
 

@@ -9,13 +9,13 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from vlr.data.tokenizer import build_tokenizer
+from vlr.towers.tokenizer import build_tokenizer
 
 CAPTIONS = [
     f"a {c} {s} on the {p}" for c in ("red", "green", "blue") for s in ("circle", "square") for p in ("left", "right")
 ]
 BUILD = (
-    "import sys; from vlr.data.tokenizer import train_wordpiece; "
+    "import sys; from vlr.towers.tokenizer import train_wordpiece; "
     "sys.stdout.write(train_wordpiece(sys.argv[1].split('|'), 40).backend_tokenizer.to_str())"
 )
 
@@ -63,7 +63,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
     else:
         assert b'"red"' in good
         (entry / "tokenizer.json").write_bytes(good.replace(b'"red"', b'"rod"'))
-    with caplog.at_level(logging.WARNING, logger="vlr.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="vlr.towers.tokenizer"):
         again = build_tokenizer(None, CAPTIONS, vocab_size=60, cache_dir=tmp_path)
     assert f"tokenizer cache {entry} is damaged" in caplog.text
     assert (entry / "tokenizer.json").read_bytes() == good and again.get_vocab() == first.get_vocab()

@@ -131,7 +131,7 @@ def test_offline_wandb_runs_are_read_from_their_files(tmp_path):
 
 def test_the_figure_and_the_results_table_are_logged_to_an_offline_wandb_run(tmp_path):
     from experiments.compare import main
-    from vlr.wandb_files import read_run
+    from vlr.tracking.wandb_files import read_run
 
     root = tmp_path / "runs"
     for seed, (objective, rsum) in enumerate([("infonce", 100.0), ("infonce", 104.0), ("covlr", 110.0)]):

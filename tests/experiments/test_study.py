@@ -192,7 +192,7 @@ def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
     }
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "difference_text_weak.png").is_file()
     assert results["command"].startswith("python -m experiments.imbalance.study --runs ")
-    from vlr.wandb_files import read_run
+    from vlr.tracking.wandb_files import read_run
 
     [logged] = [read_run(f) for f in (tmp_path / "runs" / "wandb").glob("offline-run-*")]
     assert logged.job_type == "compare" and logged.name == "imbalance-study"

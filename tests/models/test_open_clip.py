@@ -9,9 +9,9 @@ from tests.conftest import small_run
 from tests.test_config import _compose
 from tests.test_objective_matrix import _preset
 from vlr.build import build_data_and_model
-from vlr.data.tokenizer import OpenCLIPTokenizer
 from vlr.errors import ConfigError
 from vlr.models import OpenCLIPImageTower, OpenCLIPTextTower
+from vlr.towers.tokenizer import OpenCLIPTokenizer
 
 
 def _build(tmp_path, monkeypatch, root, tiny_open_clip, *overrides):
@@ -131,7 +131,7 @@ def test_a_config_file_builds_what_it_says_whatever_its_name(tmp_path, tiny_open
 
 
 def test_openai_weights_get_quickgelu_and_tokens_fit_the_context():
-    from vlr.models.open_clip_towers import _quick_gelu_needed
+    from vlr.towers.open_clip_towers import _quick_gelu_needed
 
     # OpenAI's weights were trained with QuickGELU: the plain name would load them into GELU blocks
     assert _quick_gelu_needed("ViT-B-32", "openai")

@@ -75,7 +75,7 @@ def test_checkpoints_of_the_earlier_reference_layout_still_load():
     for key, value in state.items():
         old[key.replace("reference.", "reference.encoder.", 1) if key.startswith("reference.") else key] = value
     old["reference.encoder.image_proj.weight"] = torch.zeros(8, 16)
-    from vlr.checkpoints import check_state_fits
+    from vlr.runs.checkpoints import check_state_fits
 
     check_state_fits(module, old, "old.ckpt")  # fits once upgraded
     checkpoint = {"state_dict": old}

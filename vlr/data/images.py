@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+from vlr.errors import UserError
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(UserError, OSError):
     """An image file is missing, truncated or not an image."""
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from vlr.data.corpus import CaptionSplit
+from vlr.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file is missing, malformed or does not match the expected schema."""
 
 

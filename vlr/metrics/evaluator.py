@@ -71,7 +71,7 @@ class RetrievalEvaluator(Metric):
         # (name -> folds); keys become ``<tier>/<metric>``. None: one unnamed tier of ``folds``.
         self.tiers = dict(tiers) if tiers else None
         # > 0: compute() also keeps per-query results and the top ``save_rankings`` gallery
-        # indices of every direction in ``self.rankings`` (see vlr.reporting.write_rankings)
+        # indices of every direction in ``self.rankings`` (see vlr.tracking.reporting.write_rankings)
         self.save_rankings = int(save_rankings)
         self.rankings: dict[str, torch.Tensor] | None = None
         # True: a limited loader (fast_dev_run, limit_*_batches, debug presets) is scored over the

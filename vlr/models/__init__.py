@@ -1,17 +1,12 @@
-"""Towers, the dual encoder and the LightningModule.
+"""The dual encoder and the LightningModule that trains it with an objective.
 
-Add a tower: an ``nn.Module`` with ``out_dim``, ``forward`` (images, or ``input_ids`` and
-``attention_mask``) returning one feature per item, and ``data_config()`` on image towers
-(for ``data.image_transform=tower``); export it here and point a
-``vlr/conf/model/<name>.yaml`` ``image_tower``/``text_tower`` node's ``_target_`` at it.
+The towers live in `vlr.towers`; their names stay importable from here, since configs written
+for earlier layouts point ``_target_`` at ``vlr.models.ImageTower`` and friends.
 """
 
-from vlr.models.clip_towers import CLIPImageTower, CLIPTextTower
 from vlr.models.encoder import DualEncoder
-from vlr.models.image_tower import ImageTower
-from vlr.models.open_clip_towers import OpenCLIPImageTower, OpenCLIPTextTower
 from vlr.models.retrieval_module import RetrievalModule
-from vlr.models.text_tower import TextTower
+from vlr.towers import CLIPImageTower, CLIPTextTower, ImageTower, OpenCLIPImageTower, OpenCLIPTextTower, TextTower
 
 __all__ = [
     "CLIPImageTower",

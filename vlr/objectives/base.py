@@ -1,7 +1,7 @@
 """The objective plugin interface.
 
 An objective is a small module over L2-normalised, rank-local embeddings. It gathers
-what it needs with `vlr.distributed` and returns named, already-weighted loss terms; the
+what it needs with `vlr.objectives.distributed` and returns named, already-weighted loss terms; the
 training step optimises their sum and logs each one.
 
 One training method per objective, `Objective.batch_terms(encoder, batch, reference)`:
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vlr.errors import ConfigError
+from vlr.objectives.temperature import Temperature
 from vlr.registry import Registry
 
 OBJECTIVES: Registry = Registry("objective")
@@ -84,8 +85,6 @@ class Objective(nn.Module):
     def apply_bounds_(self) -> None:
         """Called after every optimizer step: bounds are applied to parameters here, in place
         (temperatures, X-VLM style), so the loss itself never cuts their gradient."""
-        from vlr.objectives.infonce import Temperature
-
         for module in self.modules():
             if isinstance(module, Temperature):
                 module.clamp_()

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vlr.distributed import average_gradients, gather_no_grad, gather_with_grad, world_size
 from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective, reference_rows
-from vlr.objectives.infonce import Temperature, contrastive_terms
+from vlr.objectives.distributed import average_gradients, gather_no_grad, gather_with_grad, world_size
+from vlr.objectives.infonce import contrastive_terms
 from vlr.objectives.relations import relation_loss
+from vlr.objectives.temperature import Temperature
 
 VIRTUAL_PARAMS = ("all", "projections")
 PROJECTION_PARAMS = ("image_proj.weight", "image_proj.bias", "text_proj.weight", "text_proj.bias")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from vlr.distributed import gather_no_grad, gather_with_grad
-from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective
+from vlr.objectives.distributed import gather_no_grad, gather_with_grad
+from vlr.objectives.temperature import Temperature
 
 
 def same_image_targets(image_ids: torch.Tensor) -> torch.Tensor:
@@ -26,40 +23,6 @@ def contrastive_terms(v: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, tempe
     i2t = -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
     t2i = -(F.log_softmax(logits.T, dim=1) * targets).sum(dim=1).mean()
     return {"itc_i2t": i2t / 2, "itc_t2i": t2i / 2}
-
-
-class Temperature(nn.Module):
-    """A temperature, learnable in log space by default, kept in [min, max] as X-VLM does: the
-    parameter itself is clamped after each optimizer step (`clamp_`), not the value inside the
-    loss, where a clamp would cut its gradient and leave it stuck at the bound for good."""
-
-    def __init__(
-        self,
-        init: float = 0.07,
-        learnable: bool = True,
-        min: float = 0.001,
-        max: float = 0.5,
-        option: str = "objective.temperature",
-    ):
-        super().__init__()
-        # the bounds keep a *learnable* temperature sane; a fixed one may be any positive value
-        if learnable and not min <= init <= max:
-            raise ConfigError(
-                f"{option}={init} is outside the bounds [{min}, {max}] of a learnable temperature; "
-                f"choose a value inside them or fix it ({option.rsplit('.', 1)[0]}.learnable_"
-                f"{option.rsplit('.', 1)[1]}=false)"
-            )
-        if init <= 0:
-            raise ConfigError(f"{option} must be > 0, got {init}")
-        self.log_value = nn.Parameter(torch.tensor(math.log(init)), requires_grad=learnable)
-        self.min, self.max = (min, max) if learnable else (init, init)
-
-    def forward(self) -> torch.Tensor:
-        return self.log_value.exp()
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        self.log_value.clamp_(math.log(self.min), math.log(self.max))
 
 
 @OBJECTIVES.register("infonce")

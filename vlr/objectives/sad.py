@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlr.distributed import gather_no_grad, gather_with_grad
 from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective, Stages
-from vlr.objectives.infonce import Temperature, contrastive_terms, same_image_targets
+from vlr.objectives.distributed import gather_no_grad, gather_with_grad
+from vlr.objectives.infonce import contrastive_terms, same_image_targets
 from vlr.objectives.relations import MATRIX_DISTANCES, relation_matrix
+from vlr.objectives.temperature import Temperature
 
 log = logging.getLogger(__name__)
 

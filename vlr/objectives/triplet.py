@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from vlr.distributed import gather_no_grad, gather_with_grad
 from vlr.objectives.base import OBJECTIVES, Objective
+from vlr.objectives.distributed import gather_no_grad, gather_with_grad
 
 
 @OBJECTIVES.register("triplet")

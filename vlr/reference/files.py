@@ -19,12 +19,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from vlr.errors import UserError
 from vlr.io import atomic_write, atomic_write_text
 
 KINDS = ("image", "text")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(UserError, ValueError):
     """A reference feature file is missing, unreadable, or does not match its split."""
 
 

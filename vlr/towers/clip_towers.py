@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-from vlr.models.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
+from vlr.towers.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -155,7 +155,7 @@ class SummarizeSweep(Callback):
 
         from omegaconf import OmegaConf
 
-        from vlr.sweep_summary import sweep_rows, tradeoff_figure
+        from vlr.sweeps.summary import sweep_rows, tradeoff_figure
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted(
@@ -175,7 +175,7 @@ class SummarizeSweep(Callback):
         wandb = OmegaConf.select(config, "logger.wandb")
         if not wandb:
             return
-        from vlr.wandb_report import log_summary_run
+        from vlr.tracking.wandb_report import log_summary_run
 
         folder = log_summary_run(
             project=str(wandb.get("project") or "vlr"),

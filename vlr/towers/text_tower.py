@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from vlr.models.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
+from vlr.towers.locking import lock_groups, set_hf_grad_checkpointing, transformer_groups
 
 
 class TextTower(nn.Module):
@@ -16,7 +16,7 @@ class TextTower(nn.Module):
     ``model_type`` and its fields, e.g. a small ``bert`` trained from scratch; its
     ``vocab_size`` is filled in from the tokenizer). ``pooling``: ``cls`` or ``mean``
     (mean over non-padding tokens). ``unlocked_layers=N``: only the last N layer groups (the
-    embeddings, then each transformer layer) train (`vlr.models.locking`).
+    embeddings, then each transformer layer) train (`vlr.towers.locking`).
     """
 
     def __init__(

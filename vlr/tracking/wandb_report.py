@@ -59,7 +59,7 @@ def _wait_until_written(folder: Path, timeout: float = 60.0) -> None:
     until it holds the logged row, so whoever reads the folder next finds the whole run."""
     import time
 
-    from vlr.wandb_files import WandbFileError, read_run
+    from vlr.tracking.wandb_files import WandbFileError, read_run
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vlr.errors import ConfigError
-from vlr.models.locking import lock_groups, transformer_groups
+from vlr.towers.locking import lock_groups, transformer_groups
 
 
 def timm_data_config(backbone) -> dict:
@@ -30,7 +30,7 @@ class ImageTower(nn.Module):
 
     ``pretrained=true`` downloads only when asked (and online); ``checkpoint_path`` loads
     local weights. ``model_kwargs`` override the architecture (e.g. a shallow ViT at 64 px).
-    ``unlocked_layers=N``: only the last N layer groups train (`vlr.models.locking`).
+    ``unlocked_layers=N``: only the last N layer groups train (`vlr.towers.locking`).
     """
 
     def __init__(

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlr.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the configured model."""
 
 

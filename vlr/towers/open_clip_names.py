@@ -1,6 +1,6 @@
 """open_clip model names: one place that turns ``model.arch`` into a name open_clip knows.
 
-The towers (`vlr.models.open_clip_towers`) and the tokenizer (`vlr.data.tokenizer`) both
+The towers (`vlr.towers.open_clip_towers`) and the tokenizer (`vlr.towers.tokenizer`) both
 resolve the same ``arch``; a model-config JSON must be registered before either asks.
 """
 

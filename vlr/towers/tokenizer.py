@@ -122,7 +122,7 @@ class OpenCLIPTokenizer:
         import open_clip
 
         from vlr.errors import ConfigError
-        from vlr.open_clip_names import open_clip_name
+        from vlr.towers.open_clip_names import open_clip_name
 
         self.arch = arch
         self._tokenize = open_clip.get_tokenizer(open_clip_name(arch))

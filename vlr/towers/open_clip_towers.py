@@ -2,7 +2,7 @@
 
 ``arch`` is an open_clip model name (``ViT-B-32``, ``ViT-B-16-SigLIP``, ``EVA02-B-16``, ...),
 a path to a model-config JSON (registered under a name of its content, see
-`vlr.open_clip_names`), or ``hf-hub:``/``local-dir:`` as open_clip reads them. ``pretrained`` is an open_clip
+`vlr.towers.open_clip_names`), or ``hf-hub:``/``local-dir:`` as open_clip reads them. ``pretrained`` is an open_clip
 tag (``openai``, ``laion2b_s34b_b79k``, ...; downloaded once, online), a local checkpoint
 file, or null for random weights. Each tower keeps its half of the model and returns the
 projected embedding (before normalisation), so ``model.embed_dim: null`` trains in the
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlr.errors import ConfigError
-from vlr.open_clip_names import open_clip_name
+from vlr.towers.open_clip_names import open_clip_name
 
 
 def _is_file(pretrained: str) -> bool:
