@@ -61,7 +61,7 @@ OBJECTIVES = {
 
 
 def _towers(preset: str):
-    from vlr.models import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
+    from vlr.towers import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
 
     if preset == "vit_bert":
         image = ImageTower("vit_base_patch16_224", pretrained=False)

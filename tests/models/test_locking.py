@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import quiet_trainer, small_run, tiny_bert
 from vlr.errors import ConfigError
-from vlr.models import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
+from vlr.towers import CLIPImageTower, CLIPTextTower, ImageTower, TextTower
 
 VIT = dict(img_size=16, patch_size=8, embed_dim=16, depth=3, num_heads=2)
 BERT = tiny_bert(layers=3)

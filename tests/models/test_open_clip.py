@@ -10,7 +10,7 @@ from tests.test_config import _compose
 from tests.test_objective_matrix import _preset
 from vlr.build import build_data_and_model
 from vlr.errors import ConfigError
-from vlr.models import OpenCLIPImageTower, OpenCLIPTextTower
+from vlr.towers import OpenCLIPImageTower, OpenCLIPTextTower
 from vlr.towers.tokenizer import OpenCLIPTokenizer
 
 

@@ -4,8 +4,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from tests.conftest import tiny_bert
-from vlr.models import ImageTower, TextTower
-from vlr.towers import build_tokenizer
+from vlr.towers import ImageTower, TextTower, build_tokenizer
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 

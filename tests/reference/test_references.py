@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from tests.conftest import tiny_bert
 from vlr.data.corpus import CaptionSplit
 from vlr.errors import ConfigError
-from vlr.models import ImageTower, RetrievalModule, TextTower
+from vlr.models import RetrievalModule
 from vlr.objectives import create_objective
 from vlr.objectives.base import reference_rows
 from vlr.reference import FeatureFileError, FeatureReference, FrozenInitReference, save_features
+from vlr.towers import ImageTower, TextTower
 
 
 def _towers():

@@ -25,8 +25,8 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
     from vlr.data.images import load_rgb
     from vlr.data.karpathy import read_karpathy
     from vlr.data.transforms import tower_transform
-    from vlr.models import ImageTower, TextTower
     from vlr.reference import load_features
+    from vlr.towers import ImageTower, TextTower
 
     out = tmp_path / "feats"
     proc = run_cli(
