@@ -1,7 +1,7 @@
 """Compare runs: mean ± std tables per objective and imbalance level, a trade-off figure, and the verdict.
 
-    python -m experiments.compare multirun/2026-11-23/10-00-00 [more run dirs ...] --out report/
-    python -m experiments.compare --wandb-offline multirun/2026-11-23 --out report/
+    python -m experiments.compare multirun/train/<date>/<time> [more run dirs ...] --out report/
+    python -m experiments.compare --wandb-offline multirun/train/<date>/<time> --out report/
     python -m experiments.compare --wandb-project vlr [--wandb-entity me] --out report/
     python -m experiments.compare multirun/... --out report/ --log-wandb vlr   # figure + table as W&B media
 
