@@ -34,4 +34,5 @@ def tradeoff_plot(summary: Summary, path: Path) -> Path | None:
         points.append((name, obj if one else f"{obj}, {imbalance}", stats["rsum"][0], stats[single][0]))
         errors.append((stats["rsum"][1], stats[single][1]))
     title = "Trade-off per objective (point labels: imbalance strength; bars: std over seeds)"
-    return tradeoff_figure(points, path, title, errors=errors, single=single)
+    legend = "objective" if len(imbalances) == 1 else "objective, imbalance"
+    return tradeoff_figure(points, path, title, errors=errors, single=single, legend=legend)

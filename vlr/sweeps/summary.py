@@ -72,12 +72,14 @@ def tradeoff_figure(
     title: str,
     errors: list[tuple[float, float]] | None = None,
     single: str = "i2i + t2t NDCG@10",
+    legend: str = "job",
 ) -> Path | None:
     """Cross-modal rsum (x) against a single-modal measure (y, named by ``single``); better is up
     and to the right. ``points``: (name, series, rsum, single-modal). The points of one series share
     a colour and a legend entry and are joined in the order given (a sweep: a series per job; a
     comparison pooled over seeds: a series per objective, a point per imbalance strength).
-    ``errors``: each point's (x, y) half-widths, drawn as bars. None when there is no point."""
+    ``errors``: each point's (x, y) half-widths, drawn as bars; ``legend``: what a series is.
+    None when there is no point."""
     if not points:
         return None
     import matplotlib
@@ -123,10 +125,12 @@ def tradeoff_figure(
             fontsize=6,
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
+            title=legend,
+            title_fontsize=7,
             ncol=1 + len(series) // 30,
         )
     else:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best", title=legend, title_fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
