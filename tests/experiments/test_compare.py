@@ -1,4 +1,4 @@
-"""experiments/compare.py: run directories -> cells -> mean ± std tables, verdict and plot."""
+"""experiments/compare/: run directories -> cells -> mean ± std tables, verdict and plot."""
 
 import json
 import statistics
@@ -216,3 +216,19 @@ def test_one_paired_seed_with_rankings_is_not_a_resolved_difference(tmp_path):
     cells = [_ranked_cell(tmp_path, "infonce", 0, 0.5, 0.5), _ranked_cell(tmp_path, "covlr", 0, 0.5, 0.6)]
     [line] = verdict(summarize(cells), cells).splitlines()
     assert "(1 paired seeds)" in line and "**not resolved: one seed" in line
+
+
+def test_the_single_modal_table_shows_the_ndcg_columns_the_runs_logged_whatever_relevance_graded_them():
+    from experiments.compare.tables import single_columns
+
+    cells = [_cell("infonce", 0.0, s, 100.0, 50.0) for s in (0, 1)]
+    for s, cell in enumerate(cells):
+        cell["metrics"] |= {
+            "test/t2t/rouge_l_NDCG@10": 60.0 + s,
+            "test/i2i/scene_NDCG@10": 70.0,
+            "test/i2x/scene_NDCG@10": 1,
+        }
+    columns = single_columns(summarize(cells))
+    assert columns[:4] == ["i2i/R@1", "t2t/R@1", "i2i/scene_NDCG@10", "t2t/rouge_l_NDCG@10"]  # no mixed (i2x)
+    row = report(cells, "T").split("## Single-modal retrieval")[1].splitlines()[4]
+    assert row.startswith("| text_weak | 0 | infonce | 2 | – | – | 70.00 ± 0.00 | 60.50 ± 0.71 |")

@@ -19,10 +19,15 @@ def single_modal_ndcg(metrics: dict[str, float], prefix: str = "") -> float | No
     return None if i2i is None or t2t is None else i2i + t2t
 
 
-def _overrides(job: Path) -> dict[str, str]:
+def job_overrides(job: Path) -> list[str]:
+    """The command-line overrides a Hydra job ran with (``.hydra/overrides.yaml``); [] without that file."""
     path = job / ".hydra" / "overrides.yaml"
     items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    pairs = (str(o).partition("=") for o in items or [])  # a list: Hydra writes one
+    return [str(o) for o in items or []]  # a list: Hydra writes one
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    pairs = (o.partition("=") for o in job_overrides(job))
     return {key: value for key, _, value in pairs}
 
 
@@ -61,9 +66,20 @@ def sweep_rows(
     return columns, rows, points
 
 
-def tradeoff_figure(points: list[tuple[str, str, float, float]], path: Path, title: str) -> Path | None:
-    """Cross-modal rsum (x) against i2i + t2t NDCG@10 (y), a labelled point per job; better is up
-    and to the right. None when no job has both measures."""
+def tradeoff_figure(
+    points: list[tuple[str, str, float, float]],
+    path: Path,
+    title: str,
+    errors: list[tuple[float, float]] | None = None,
+    single: str = "i2i + t2t NDCG@10",
+    legend: str = "job",
+) -> Path | None:
+    """Cross-modal rsum (x) against a single-modal measure (y, named by ``single``); better is up
+    and to the right. ``points``: (name, series, rsum, single-modal). The points of one series share
+    a colour and a legend entry and are joined in the order given (a sweep: a series per job; a
+    comparison pooled over seeds: a series per objective, a point per imbalance strength).
+    ``errors``: each point's (x, y) half-widths, drawn as bars; ``legend``: what a series is.
+    None when there is no point."""
     if not points:
         return None
     import matplotlib
@@ -71,27 +87,50 @@ def tradeoff_figure(points: list[tuple[str, str, float, float]], path: Path, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    many = len(points) > 10  # then numbered points and the legend beside the axes, not over them
+    series: dict[str, list[int]] = {}
+    for i, (_, label, _, _) in enumerate(points):
+        series.setdefault(label, []).append(i)
+    many = len(series) > 10  # then named points and the legend beside the axes, not over them
     fig, ax = plt.subplots(figsize=(11, 6) if many else (8, 6))
     colours = plt.get_cmap("tab20" if many else "tab10")
-    for i, (job, label, x, y) in enumerate(points):
-        ax.scatter([x], [y], s=30, color=colours(i % colours.N), label=f"{job}: {label}" if many else label)
-        if many:  # the job's folder name, as in sweep.csv
-            ax.annotate(job, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for c, (label, members) in enumerate(series.items()):
+        name = points[members[0]][0]
+        line = ax.errorbar(
+            [points[i][2] for i in members],
+            [points[i][3] for i in members],
+            xerr=[errors[i][0] for i in members] if errors else None,
+            yerr=[errors[i][1] for i in members] if errors else None,
+            color=colours(c % colours.N),
+            marker="o",
+            markersize=5,
+            capsize=3,
+            linestyle="-" if len(members) > 1 else "none",
+            label=f"{name}: {label}" if many and len(members) == 1 else label,
+        )
+        if many or len(members) > 1:  # a point's own name (the job's folder, as in sweep.csv; a strength)
+            for i in members:
+                ax.annotate(
+                    points[i][0],
+                    (points[i][2], points[i][3]),
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize=7,
+                    color=line[0].get_color(),
+                )
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
-    ax.set_ylabel("single-modal i2i + t2t NDCG@10  →  better")
+    ax.set_ylabel(f"single-modal {single}  →  better")
     ax.set_title(title, fontsize=9, wrap=True)
     if many:
         ax.legend(
             fontsize=6,
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
-            title="job",
+            title=legend,
             title_fontsize=7,
-            ncol=1 + len(points) // 30,
+            ncol=1 + len(series) // 30,
         )
     else:
-        ax.legend(fontsize=7, loc="best", title="job", title_fontsize=8)
+        ax.legend(fontsize=7, loc="best", title=legend, title_fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -3,7 +3,7 @@
 The file is W&B's record log: a 7-byte header (``:W&B``, magic, version), then LevelDB-log
 style chunks in 32 KiB blocks (CRC32, length, kind: full / first / middle / last), each
 record a `wandb.proto.wandb_internal_pb2.Record`. The installed wandb writes these files
-but no longer ships a reader; this one is what tests and `experiments/compare.py` use to
+but no longer ships a reader; this one is what tests and `experiments/compare/` use to
 check what a run sent: its config, its history rows, its metric definitions and summary.
 """
 
