@@ -102,7 +102,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.image_cache: dict[str, dict] | None = {} if cache_images else None
         # (epoch, training batches of it taken so far): travels in checkpoints (state_dict), so a
         # run resumed in the middle of an epoch continues its order where it stopped
-        self.epoch_progress = (0, 0)
+        self.trained_in_epoch = (0, 0)
 
     # -- data preparation -------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -237,7 +237,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         if trainer is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
             return  # no loop to continue (a loader built outside trainer.fit)
         sampler.set_epoch(trainer.current_epoch)
-        epoch, done = self.epoch_progress
+        epoch, done = self.trained_in_epoch
         done = done if epoch == trainer.current_epoch else 0
         per_epoch = self._within_limit(len(sampler) // self.per_rank_batch)
         sampler.skip_items = done * self.per_rank_batch if 0 < done < per_epoch else 0
@@ -248,16 +248,16 @@ class RetrievalDataModule(pl.LightningDataModule):
         the batches that checkpoint's weights have seen."""
         trainer = self.trainer
         if trainer is not None and trainer.training:
-            epoch, done = self.epoch_progress
-            self.epoch_progress = (trainer.current_epoch, done + 1 if epoch == trainer.current_epoch else 1)
+            epoch, done = self.trained_in_epoch
+            self.trained_in_epoch = (trainer.current_epoch, done + 1 if epoch == trainer.current_epoch else 1)
         return batch
 
     def state_dict(self) -> dict:
-        epoch, done = self.epoch_progress
+        epoch, done = self.trained_in_epoch
         return {"epoch": epoch, "trained_batches": done}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.epoch_progress = (int(state_dict["epoch"]), int(state_dict["trained_batches"]))
+        self.trained_in_epoch = (int(state_dict["epoch"]), int(state_dict["trained_batches"]))
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)
