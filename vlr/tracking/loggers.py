@@ -198,7 +198,8 @@ class WandbLogger(LightningWandbLogger):
     def experiment(self) -> Any:
         import wandb
 
-        if self.run_started or wandb.run is not None:
+        if self.run_started or wandb.run is not None:  # ours, or one Lightning adopts (and says so)
+            self.run_started = True
             return super().experiment
         if self.offline:
             os.environ["WANDB_MODE"] = "dryrun"  # as Lightning does for offline=True
