@@ -115,22 +115,6 @@ def test_the_cli_reports_a_bad_batch_size_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("module", "option", "hint"),
-    [
-        ("vlr.train", "objective.teacher=features", "reference=frozen_init | features | oracle"),
-        ("vlr.eval", "+objective.teacher_features=/x", "reference=features reference.path="),
-        ("vlr.train", "model.teacher_cache=true", "reference.cache=true | false | auto"),
-    ],
-)
-def test_options_of_earlier_versions_say_what_replaced_them(tmp_path, module, option, hint):
-    proc = run_cli(module, option, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    key = option.lstrip("+").split("=")[0]
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {key} no longer exists: ")
-    assert hint in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "run").exists()  # refused before anything is written
-
-
 @pytest.mark.slow
 def test_reference_features_without_a_path_is_one_line(tmp_path, synthetic_root):
     from tests.conftest import SYNTHETIC_ROOT_SPEC

@@ -103,31 +103,3 @@ def test_a_file_that_is_not_a_checkpoint_is_named(trained):
     assert proc.returncode == 1
     assert f"error: ckpt_path={bogus} is not a readable checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_run_configs_of_the_earlier_version_are_upgraded():
-    from omegaconf import OmegaConf
-
-    from vlr.eval import upgrade_run_config
-
-    sad = OmegaConf.create(
-        {
-            "objective": {
-                "name": "sad",
-                "image_teacher_dim": None,
-                "text_teacher_dim": 4,
-                "head_on": "teacher",
-                "teacher": "features",
-                "teacher_features": "/feats",
-            },
-            "data": {"name": "synthetic", "teacher": "features", "teacher_features": "/feats"},
-            "model": {"teacher_cache": "auto", "embed_dim": 64},
-        }
-    )
-    upgrade_run_config(sad)
-    assert sad.reference == {"_target_": "vlr.reference.FeatureReference", "path": "/feats"}
-    assert "teacher" not in sad.objective and "teacher" not in sad.data and "teacher_cache" not in sad.model
-    assert sad.objective.image_reference_dim is None and sad.objective.text_reference_dim == 4
-    covlr = OmegaConf.create({"objective": {"name": "covlr", "relation": "mae", "teacher": "frozen_init"}})
-    upgrade_run_config(covlr)
-    assert covlr.objective.relation == "similarity_mae" and covlr.reference._partial_

@@ -1,6 +1,8 @@
-"""Fault tolerance: a run killed with SIGKILL in the middle of an epoch and started again with the
-same command ends with the same weights and metrics as an uninterrupted run (bit-exact on CPU),
-continuing the same W&B run."""
+"""Fault tolerance: a run killed with SIGKILL in the middle of an epoch (or at the worst moments:
+between two checkpoint writes, half-way through one) and started again with the same command
+ends with the same weights and metrics as an uninterrupted run (bit-exact on CPU), continuing
+the same W&B run; these need a real process to kill. Then, in-process: a mid-epoch max_steps
+checkpoint, a corrupt or unwritable checkpoint, resume=false."""
 
 import csv
 import json
@@ -12,10 +14,10 @@ import time
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from tests.conftest import REPO, run_cli
 
-pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 20  # 40 images x 5 captions / batch 10
 ARGS = [
     "data.num_train=40",
@@ -96,6 +98,7 @@ def _assert_same_run(whole, resumed):
     assert all(p.name.endswith(run_id) for p in (resumed / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, whole):
     resumed = tmp_path / "resumed"
     killed_at = _kill_mid_epoch(tmp_path, resumed)
@@ -122,6 +125,7 @@ FAULTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_kills_at_the_worst_moments_resume_to_the_same_run(tmp_path, whole, fault):
     resumed = tmp_path / "resumed"
@@ -136,112 +140,71 @@ def test_kills_at_the_worst_moments_resume_to_the_same_run(tmp_path, whole, faul
     _assert_same_run(whole, resumed)
 
 
-# Ctrl-C only: its handler stops through Lightning's own SIGTERM handling (os.kill(SIGTERM)), the
-# path an external SIGTERM takes; an external SIGTERM adds only the exit status (143)
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130)], ids=["Ctrl-C"])
-def test_a_stop_signal_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, whole, signum, status):
-    resumed = tmp_path / "resumed"
-    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={resumed}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    last = resumed / "checkpoints" / "last.ckpt"
-    while proc.poll() is None:
-        time.sleep(0.02)
-        try:
-            step = torch.load(last, weights_only=True)["global_step"]
-        except Exception:
-            continue
-        if step > STEPS_PER_EPOCH + 3:
-            proc.send_signal(signum)
-            break
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == status, err[-3000:]
-    assert "run the same command to resume" in err
-    stopped = torch.load(last, weights_only=True)["global_step"]
-    assert STEPS_PER_EPOCH + 3 < stopped < 2 * STEPS_PER_EPOCH and stopped % 3  # saved at the stop, not a periodic save
-    assert not (resumed / "metrics.json").exists()
-    proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_run(whole, resumed)
+# Ctrl-C and SIGTERM, and a run that died with an error, in-process: tests/test_run_bookkeeping.py
 
 
-def test_max_steps_in_the_middle_of_an_epoch_leaves_a_checkpoint(tmp_path):
+class StepRecorder(Callback):
+    seen: list[int] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        StepRecorder.seen = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        StepRecorder.seen.append(trainer.global_step)
+
+
+RECORD_STEPS = (f"+callbacks.steps._target_={__name__}.StepRecorder",)
+
+
+def _quick(run_dir, synthetic_root, *extra):
+    """A few steps on `synthetic_root` (30 steps an epoch), in-process, as ``vlr.train`` would run them."""
+    from tests.conftest import SYNTHETIC_ROOT_SPEC
+    from tests.test_run_bookkeeping import compose_run
+    from vlr.train import train
+
+    overrides = [f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.batch_size=10", "data.num_workers=0"]
+    return train(compose_run(run_dir, *overrides, "logger=none", *extra))
+
+
+def test_max_steps_in_the_middle_of_an_epoch_leaves_a_checkpoint(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
-    args = [
-        "data.num_train=20",
-        "data.num_val=10",
-        "data.num_test=10",
-        "data.batch_size=10",
-        "trainer.max_steps=7",
-        "logger=none",
-        "test=false",
-        "data.num_workers=0",
-        f"hydra.run.dir={run_dir}",
-    ]
-    proc = run_cli("vlr.train", *args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _quick(run_dir, synthetic_root, "trainer.max_steps=7", "test=false", "+trainer.limit_val_batches=0")
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
 
 
-def test_a_corrupt_last_checkpoint_stops_with_one_line(tmp_path):
+def test_a_corrupt_last_checkpoint_stops_with_one_line(tmp_path, synthetic_root):
+    from vlr.runs import CheckpointError
+
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
-    args = [
-        "data.num_train=20",
-        "data.num_val=10",
-        "data.num_test=10",
-        "data.batch_size=20",
-        "trainer.max_epochs=1",
-        "logger=none",
-        f"hydra.run.dir={run_dir}",
-    ]
-    proc = run_cli("vlr.train", *args, cwd=tmp_path)
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"{run_dir / 'checkpoints' / 'last.ckpt'} is not a readable checkpoint" in errors[0]
-    assert "resume=false" in errors[0] and "Traceback" not in proc.stderr
+    with pytest.raises(CheckpointError) as err:
+        _quick(run_dir, synthetic_root, "trainer.max_epochs=1")
+    message = str(err.value)
+    assert message.startswith(f"resume (resume=false starts over)={run_dir / 'checkpoints' / 'last.ckpt'} is not a ")
+    assert "is not a readable checkpoint" in message and "\n" not in message
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path):
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path, synthetic_root):
+    from vlr.io import SaveError
+
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("a file where the checkpoint folder should be")  # unwritable even for root
-    args = [
-        "data.num_train=20",
-        "data.num_val=10",
-        "data.num_test=10",
-        "data.batch_size=20",
-        "trainer.max_epochs=2",
-        "logger=none",
-        f"hydra.run.dir={run_dir}",
-    ]
-    proc = run_cli("vlr.train", *args, cwd=tmp_path)
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: cannot write checkpoint {run_dir / 'checkpoints'}/")
-    assert "Traceback" not in proc.stderr and not (run_dir / "metrics.json").exists()
-    assert "Epoch 1" not in proc.stderr  # it stopped at the first save, not after training on
+    with pytest.raises(SaveError, match=f"^cannot write checkpoint {run_dir / 'checkpoints'}/") as err:
+        _quick(run_dir, synthetic_root, "trainer.max_epochs=2", "+trainer.limit_train_batches=2", *RECORD_STEPS)
+    assert StepRecorder.seen == [1, 2]  # it stopped at the first save (epoch 0's end), not after training on
+    assert "\n" not in str(err.value) and not (run_dir / "metrics.json").exists()
 
 
-def test_resume_false_starts_over(tmp_path):
+def test_resume_false_starts_over(tmp_path, synthetic_root, caplog):
     run_dir = tmp_path / "run"
-    args = [
-        "data.num_train=20",
-        "data.num_val=10",
-        "data.num_test=10",
-        "data.batch_size=20",
-        "trainer.max_epochs=1",
-        "logger=csv",
-        "test=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    assert run_cli("vlr.train", *args, cwd=tmp_path).returncode == 0
-    proc = run_cli("vlr.train", *args, "resume=false", cwd=tmp_path)
-    assert proc.returncode == 0 and "resuming from" not in proc.stdout + proc.stderr
+    args = ("trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false")
+    _quick(run_dir, synthetic_root, *args)
+    with caplog.at_level("INFO", logger="vlr.runs.resume"):
+        _quick(run_dir, synthetic_root, *args)
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vlr.runs.resume"):
+        _quick(run_dir, synthetic_root, *args, "resume=false")
+    assert "resuming from" not in caplog.text

@@ -55,29 +55,3 @@ def report_user_errors(main):
             sys.exit(1)
 
     return wrapper
-
-
-# command-line options of earlier versions, and what replaced them
-LEGACY_OVERRIDES = {
-    "objective.teacher": "the reference is a config group of its own: reference=frozen_init | features | oracle",
-    "objective.teacher_features": "use reference=features reference.path=<directory of feature files>",
-    "data.teacher": "the reference is a config group of its own: reference=frozen_init | features | oracle",
-    "data.teacher_features": "use reference=features reference.path=<directory of feature files>",
-    "model.teacher_cache": "use reference.cache=true | false | auto (with reference=frozen_init)",
-}
-
-
-def refuse_legacy_overrides(main):
-    """Outside ``hydra.main``: an option of an earlier version ends the command in one line that
-    says what replaced it (Hydra would only say the key is not in the config)."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        for arg in sys.argv[1:]:
-            key = arg.lstrip("+~").split("=", 1)[0]
-            if key in LEGACY_OVERRIDES:
-                print(f"error: {key} no longer exists: {LEGACY_OVERRIDES[key]}", file=sys.stderr)
-                sys.exit(1)
-        return main(*args, **kwargs)
-
-    return wrapper

@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
-from vlr.errors import refuse_legacy_overrides, report_user_errors
+from vlr.errors import report_user_errors
 from vlr.io import atomic_write_text
 from vlr.runs import RUN_TOKENIZER_DIR, label_runs
 from vlr.runs.checkpoints import check_state_fits, read_checkpoint
@@ -35,36 +35,6 @@ from vlr.train import instantiate_trainer
 
 log = logging.getLogger(__name__)
 RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference")
-LEGACY_KEYS = (
-    "objective.teacher",
-    "objective.teacher_features",
-    "data.teacher",
-    "data.teacher_features",
-    "model.teacher_cache",
-)
-
-
-def upgrade_run_config(run_cfg: DictConfig) -> None:
-    """A run written before the ``reference`` group: its ``objective.teacher`` choice as a
-    ``reference`` node, and the keys no class takes any more dropped."""
-    teacher = OmegaConf.select(run_cfg, "objective.teacher", default=None)
-    if "reference" not in run_cfg and teacher is not None:
-        path = OmegaConf.select(run_cfg, "objective.teacher_features", default=None)
-        run_cfg.reference = (
-            {"_target_": "vlr.reference.FeatureReference", "path": path}
-            if teacher == "features"
-            else {"_target_": "vlr.reference.FrozenInitReference", "_partial_": True}
-        )
-    objective = run_cfg.get("objective") or {}
-    for old, new in (("image_teacher_dim", "image_reference_dim"), ("text_teacher_dim", "text_reference_dim")):
-        if old in objective:
-            objective[new] = objective.pop(old)
-    if objective.get("relation") == "mae":  # CoVLR's similarity MAE, renamed apart from SAD's distance=mae
-        objective["relation"] = "similarity_mae"
-    for key in LEGACY_KEYS:
-        group, name = key.split(".")
-        if group in run_cfg and name in run_cfg[group]:
-            run_cfg[group].pop(name)
 
 
 def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
@@ -77,7 +47,6 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
     run_cfg = OmegaConf.load(run_cfg_path)
     if not isinstance(run_cfg, DictConfig):
         raise ValueError(f"{run_cfg_path}: not a run config (expected a mapping)")
-    upgrade_run_config(run_cfg)
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
     given = {ov.key_or_group for ov in overrides}
     chosen = given & set(RUN_GROUPS)
@@ -154,7 +123,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
 
 
-@refuse_legacy_overrides
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:

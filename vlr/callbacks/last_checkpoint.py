@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
+from vlr.runs.checkpoints import stamp
 
 
 class LastCheckpoint(Checkpoint):
@@ -30,6 +31,7 @@ class LastCheckpoint(Checkpoint):
             raise ValueError(f"callbacks.last_checkpoint.every_n_steps must be >= 0, got {every_n_steps}")
         self.path, self.every_n_steps = Path(dirpath) / filename, every_n_steps
         self._saved_step = -1
+        self._epoch_ended = False  # the last training batch of the epoch has run
 
     def _save(self, trainer: pl.Trainer) -> None:
         if not trainer.sanity_checking:
@@ -54,6 +56,8 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # batch_idx counts the epoch's batches, those before a resume included (Lightning restores it)
+        self._epoch_ended = batch_idx + 1 >= trainer.num_training_batches
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
             self._saved_step = step  # once per optimizer step (gradient accumulation repeats the hook)
@@ -62,14 +66,11 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         # a validation inside the epoch (val_check_interval < 1): save after ModelCheckpoint's save
         # of it; at the epoch's end, on_train_epoch_end saves instead
-        if (
-            trainer.state.fn == "fit"
-            and not trainer.sanity_checking
-            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        ):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and not self._epoch_ended:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._epoch_ended = False
         # runs after ModelCheckpoint's on_train_epoch_end (Checkpoint callbacks keep their order
         # at the end of the list), where it records this epoch's best: a resume from this file
         # knows the best so far, and a kill between the two writes loses nothing but this one
@@ -79,9 +80,12 @@ class LastCheckpoint(Checkpoint):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that saves with `atomic_write` in the checkpoint's own folder,
     so ``last.ckpt`` and ``best.ckpt`` are never seen half-written, and a failed save stops
-    the run at once naming the path and the reason."""
+    the run at once naming the path and the reason. Every checkpoint it writes carries the
+    vlr version and checkpoint format (`vlr.runs.checkpoints.stamp`), weights-only ones too
+    (Lightning skips the callbacks' ``on_save_checkpoint`` for those)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda fh: torch.save(checkpoint, fh), "checkpoint")
+        stamped = stamp(checkpoint)
+        atomic_write(path, lambda fh: torch.save(stamped, fh), "checkpoint")

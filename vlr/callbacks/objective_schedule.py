@@ -10,6 +10,7 @@ has started) travels in checkpoints. `RetrievalModule.configure_callbacks` adds 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -22,10 +23,11 @@ log = logging.getLogger(__name__)
 
 def forget_best(callback: ModelCheckpoint) -> None:
     """A ModelCheckpoint that starts choosing its best over (best.ckpt is overwritten at the
-    next validation): what stage 2 does, as the release's separate stage-2 run."""
-    callback.best_k_models, callback.kth_best_model_path = {}, ""
-    callback.best_model_score, callback.best_model_path = None, ""
-    callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else -float("inf"))
+    next validation): what stage 2 does, as the release's separate stage-2 run. Through the
+    callback's own ``load_state_dict``: its state with no best recorded yet."""
+    worst = torch.tensor(float("inf") if callback.mode == "min" else -float("inf"))
+    nothing_yet: dict[str, Any] = {"best_model_score": None, "best_model_path": "", "kth_value": worst}
+    callback.load_state_dict({**callback.state_dict(), **nothing_yet, "best_k_models": {}, "kth_best_model_path": ""})
 
 
 class ObjectiveSchedule(Callback):
@@ -37,12 +39,6 @@ class ObjectiveSchedule(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stage2_started = bool(state_dict.get("stage2_started", False))
-
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
-        """Checkpoints of earlier versions kept this state as ``vlr_best_restored`` (Lightning then
-        has no state of this callback to load, so this value stands)."""
-        if "vlr_best_restored" in checkpoint:
-            self.stage2_started = bool(checkpoint["vlr_best_restored"])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
         stages = pl_module.objective.stages(trainer.max_epochs)

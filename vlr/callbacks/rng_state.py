@@ -15,11 +15,6 @@ class TorchRNGState(Callback):
     def state_dict(self) -> dict:
         return {"torch_rng": torch.get_rng_state()}
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        """Checkpoints of earlier versions kept the state as ``vlr_torch_rng``."""
-        if "vlr_torch_rng" in checkpoint and trainer.state.fn == "fit":
-            torch.set_rng_state(checkpoint["vlr_torch_rng"].cpu())
-
     def load_state_dict(self, state_dict: dict) -> None:  # Lightning calls it when fitting resumes only
         if "torch_rng" in state_dict:
             torch.set_rng_state(state_dict["torch_rng"].cpu())

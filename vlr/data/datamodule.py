@@ -17,7 +17,6 @@ from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
 from vlr.errors import ConfigError
 
-
 TRAIN_SAMPLING = ("caption", "image")
 IMAGE_TRANSFORMS = ("builtin", "tower")
 
@@ -101,6 +100,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         # data.cache_images: each split's images after weakening and transform, by index (in this
         # process; loader workers would each fill their own copy)
         self.image_cache: dict[str, dict] | None = {} if cache_images else None
+        # (epoch, training batches of it taken so far): travels in checkpoints (state_dict), so a
+        # run resumed in the middle of an epoch continues its order where it stopped
+        self.trained_in_epoch = (0, 0)
 
     # -- data preparation -------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -228,16 +230,34 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _continue_epoch(self, sampler: EpochSampler) -> None:
         """A resumed run continues the restored epoch's order, minus its batches already trained.
 
-        Lightning asks for the loader after it has restored the loop state from the checkpoint
-        and creates the iterator before it tells the sampler the epoch (and it does not skip
-        batches of a plain loader): the sampler learns both here, from the restored progress."""
+        Lightning asks for the loader after it has restored the checkpoint (this module's
+        `state_dict` included) and creates the iterator before it tells the sampler the epoch
+        (and it does not skip batches of a plain loader): the sampler learns both here."""
         trainer = self.trainer
         if trainer is None or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
             return  # no loop to continue (a loader built outside trainer.fit)
         sampler.set_epoch(trainer.current_epoch)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
+        epoch, done = self.trained_in_epoch
+        done = done if epoch == trainer.current_epoch else 0
         per_epoch = self._within_limit(len(sampler) // self.per_rank_batch)
         sampler.skip_items = done * self.per_rank_batch if 0 < done < per_epoch else 0
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the training batches each epoch takes: Lightning calls this once per batch it
+        trains on (not for those its fetcher reads ahead), so at every checkpoint the count is
+        the batches that checkpoint's weights have seen."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            epoch, done = self.trained_in_epoch
+            self.trained_in_epoch = (trainer.current_epoch, done + 1 if epoch == trainer.current_epoch else 1)
+        return batch
+
+    def state_dict(self) -> dict:
+        epoch, done = self.trained_in_epoch
+        return {"epoch": epoch, "trained_batches": done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.trained_in_epoch = (int(state_dict["epoch"]), int(state_dict["trained_batches"]))
 
     def _eval_loaders(self, split_name: str) -> list[DataLoader]:
         split = self.split(split_name)

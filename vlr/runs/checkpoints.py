@@ -1,7 +1,13 @@
-"""Reading checkpoints a user points at, with errors that name the file and what does not fit.
+"""Checkpoints: the version stamp every one carries, and reading those a user points at, with
+errors that name the file and what does not fit.
 
 Lightning would fail deep inside ``trainer.fit``/``test`` with an unpickling traceback or a
 ``load_state_dict`` dump; these checks run before, and end the command with one line.
+
+vlr does not migrate checkpoints of other versions: each checkpoint carries the vlr version
+that wrote it and ``CHECKPOINT_FORMAT``, and one written in another format is refused in one
+line naming both versions. Raise ``CHECKPOINT_FORMAT`` whenever what a checkpoint holds
+changes (a state key renamed, a tensor added or removed).
 """
 
 from __future__ import annotations
@@ -11,7 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlr import __version__
 from vlr.errors import UserError
+
+CHECKPOINT_FORMAT = 1
+VERSION_KEY, FORMAT_KEY = "vlr_version", "vlr_checkpoint_format"
 
 
 class CheckpointError(UserError, ValueError):
@@ -30,7 +40,18 @@ def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
         raise CheckpointError(f"{option}={path} is not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{option}={path} is not a Lightning checkpoint of vlr (it has no 'state_dict')")
+    written = checkpoint.get(FORMAT_KEY, 0)  # 0: a checkpoint of a vlr that stamped none
+    if written != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} was written by vlr {checkpoint.get(VERSION_KEY, 'unknown')} (checkpoint format {written}); "
+            f"this is vlr {__version__} (format {CHECKPOINT_FORMAT})"
+        )
     return checkpoint
+
+
+def stamp(checkpoint: dict) -> dict:
+    """``checkpoint`` with the vlr version and checkpoint format that `read_checkpoint` checks."""
+    return {**checkpoint, VERSION_KEY: __version__, FORMAT_KEY: CHECKPOINT_FORMAT}
 
 
 def mismatched_tensors(module: nn.Module, state_dict: dict) -> list[str]:

@@ -1,0 +1,64 @@
+"""`Run`: the bookkeeping of one training run's folder, in the order `vlr.train` needs it.
+
+`vlr.train.train` is the recipe (seed, build, fit, select on val, test); everything it needs
+from the run folder comes from here, so the configuration is read for bookkeeping in one
+place: the run's name and W&B id are settled when the `Run` is opened, before anything is
+built from the configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vlr.runs.multirun import share_run_dir_with_ddp_children
+from vlr.runs.naming import label_runs
+from vlr.runs.results import best_epoch_metrics, report_best_epoch, sweep_value
+from vlr.runs.resume import checked_resume, pin_wandb_run
+from vlr.runs.stopping import fit_until_stopped
+
+RUN_TOKENIZER_DIR = "tokenizer"  # the WordPiece a run trained on its captions, saved beside its checkpoints
+
+
+class Run:
+    def __init__(self, cfg: DictConfig):
+        """Open the run folder: DDP children of a multirun job join it, the W&B run continues the
+        folder's one (``wandb_run_id``), and a variant of its cell is labelled as one. These
+        settle ``cfg.logger``, so a `Run` is opened before any logger is built."""
+        share_run_dir_with_ddp_children()
+        pin_wandb_run(cfg)
+        label_runs(cfg)
+        self.cfg = cfg
+        self.dir = Path(cfg.paths.output_dir)
+        self.last_checkpoint = self.dir / "checkpoints" / "last.ckpt"
+
+    def start(self, trainer, model, tokenizer=None) -> str | None:
+        """Record what the run is (its configuration for every logger; ``tokenizer``, a WordPiece
+        trained on this data's captions, beside the checkpoints: it belongs to the weights, and
+        `vlr.eval` of them uses this copy), and return the checkpoint to resume from, checked."""
+        if tokenizer is not None and trainer.is_global_zero:
+            tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
+            logger.log_hyperparams(config)
+        return checked_resume(self.cfg, model, trainer.loggers)
+
+    def fit(self, trainer, model, datamodule, ckpt_path: str | None) -> None:
+        """Train; Ctrl-C or SIGTERM end the command once ``last.ckpt`` is saved (exit 130 / 143)."""
+        fit_until_stopped(trainer, model, datamodule, ckpt_path, self.last_checkpoint)
+
+    def best_epoch(self, trainer, model) -> tuple[dict[str, float], dict[str, float]]:
+        """The best epoch's validation metrics (by the checkpoint callback's monitor: selection
+        is on val only) and every metric the run ended with, the best epoch's val ones in place
+        of the last epoch's; the best epoch is also reported to TensorBoard and W&B."""
+        callback = trainer.checkpoint_callback
+        monitor = getattr(callback, "monitor", None) or "val/rsum"
+        best_val = best_epoch_metrics(model.selectable_val_history(), monitor, getattr(callback, "mode", "max"))
+        metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
+        report_best_epoch(self.cfg, trainer, best_val, metrics)
+        return best_val, metrics
+
+    def sweep_value(self, metrics: dict[str, float]) -> float | None:
+        """The value a sweep optimises (``optimized_metric``)."""
+        return sweep_value(self.cfg, metrics)
