@@ -203,7 +203,8 @@ def test_second_order_is_refused_under_ddp():
 
 def test_second_order_runs_with_attention_towers():
     """The fused attention kernels are not twice differentiable; the meta step uses the math one."""
-    from vlr.models import DualEncoder, ImageTower, TextTower
+    from vlr.models import DualEncoder
+    from vlr.towers import ImageTower, TextTower
 
     torch.manual_seed(0)
     enc = DualEncoder(
@@ -424,13 +425,16 @@ def test_the_step_equals_the_earlier_two_path_implementation(name, options, cons
     def current(o, e, b, r):
         return o.batch_terms(e, b, r)
 
+    # bit for bit; with the consistency term the caption embeddings' two gradients now meet before the
+    # text tower instead of after it, so the sums round differently
+    atol = 1e-13 if consistency_weight else 0.0
     want_terms, want_total, want_grads = _terms_and_grads(_earlier_batch_terms, obj, encoder, batch, reference)
     got_terms, got_total, got_grads = _terms_and_grads(current, obj, encoder, batch, reference)
     assert list(got_terms) == list(want_terms)  # the same terms, in the same order (the logged names)
     for key in want_terms:
-        torch.testing.assert_close(got_terms[key], want_terms[key], rtol=0, atol=1e-13, msg=key)
-    torch.testing.assert_close(got_total, want_total, rtol=0, atol=1e-13)
+        torch.testing.assert_close(got_terms[key], want_terms[key], rtol=0, atol=atol, msg=key)
+    torch.testing.assert_close(got_total, want_total, rtol=0, atol=atol)
     assert got_grads.keys() == want_grads.keys()
     assert "temperature.log_value" in want_grads and "image_tower.weight" in want_grads
     for key in want_grads:
-        torch.testing.assert_close(got_grads[key], want_grads[key], rtol=0, atol=1e-13, msg=key)
+        torch.testing.assert_close(got_grads[key], want_grads[key], rtol=0, atol=atol, msg=key)
