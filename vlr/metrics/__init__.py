@@ -9,11 +9,16 @@ from data, models or objectives.
 
 from vlr.metrics.evaluator import RetrievalEvaluator
 from vlr.metrics.overlap import neighbourhood_overlap
+from vlr.metrics.relevance import GradedRelevance, build_evaluator, build_relevance, scene_relevance
+from vlr.metrics.relevance.rouge_l import rouge_l_relevance, tokenize_caption
 from vlr.metrics.retrieval import retrieval_metrics
-from vlr.metrics.rouge import rouge_l_relevance, tokenize_caption
 
 __all__ = [
+    "GradedRelevance",
     "RetrievalEvaluator",
+    "build_evaluator",
+    "build_relevance",
+    "scene_relevance",
     "neighbourhood_overlap",
     "retrieval_metrics",
     "rouge_l_relevance",

@@ -41,7 +41,8 @@ def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
       under the tie rule (expected rank by default); NaN for a query with nothing to find;
     - ``{direction}/R@{k}`` float64: the probability the best positive is in the top k
       (0 or 1 without ties), so a metric is 100 x the mean over queries;
-    - ``{i2i,t2t,i2x,t2x}/NDCG@{k}`` float64 per query (with ROUGE-L relevance);
+    - ``{direction}/{relevance}_NDCG@{k}`` float64 per query, for each relevance the run
+      graded by (``scene``, ``rouge_l``, ``labels``; i2t and t2i query every image and caption);
     - ``{direction}/topk`` int64 [queries, k]: gallery indices of the k best scores;
     - ``text_to_image`` int64: the image of every caption.
     ``meta`` (tie rule, split, checkpoint) goes into the safetensors header metadata.
@@ -72,7 +73,7 @@ def _table(metrics: dict[str, float], title: str) -> tuple[Table, dict[str, floa
     present = [d for d in DIRECTIONS if any(k.startswith(f"{stage}/{d}/") for k in metrics)]
     names = sorted(
         {k.split("/")[2] for k in metrics if k.count("/") == 2 and k.split("/")[1] in present},
-        key=lambda n: (not n.startswith("R@"), not n.startswith("NDCG"), len(n), n),
+        key=lambda n: (not n.startswith("R@"), "NDCG" not in n, n.split("NDCG")[0], len(n), n),
     )
     table = Table(title=title)
     table.add_column("metric")
@@ -131,11 +132,24 @@ def finish_evaluation(
     write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {})})
     evaluator = model.evaluators[split]
     chance = model.chance_levels.get(split, {})
-    info = {"split": split, "ties": evaluator.ties, "tiers": evaluator.tiers, **(meta or {}), "chance": chance}
+    relevance = {"primary": evaluator.primary_relevance, "graded": list(evaluator.relevance)}
+    if evaluator.cxc is not None:
+        relevance["cxc"] = evaluator.cxc.describe()
+    info = {
+        "split": split,
+        "ties": evaluator.ties,
+        "tiers": evaluator.tiers,
+        # which relevance graded each NDCG; rsum_single is i2i + t2t NDCG@10 under the primary one
+        "relevance": relevance,
+        **(meta or {}),
+        "chance": chance,
+    }
     write_evaluation_info(out_dir / "evaluation.json", info)
     if evaluator.rankings is not None:
         path = out_dir / "rankings.safetensors"
         write_rankings(path, evaluator.rankings, {"split": split, "ties": evaluator.ties, **(meta or {})})
         print(f"per-query rankings written to {path}")
+    if evaluator.primary_relevance:
+        title += f", relevance={evaluator.primary_relevance}"
     print_metrics_table(metrics, title, chance=chance, ties=evaluator.ties)
     return metrics
