@@ -65,7 +65,8 @@ def sweep_rows(
 
 
 def tradeoff_figure(points: list[tuple[str, str, float, float]], path: Path, title: str) -> Path | None:
-    """Cross-modal rsum (x) against rsum_single (i2i + t2t NDCG@10 under the primary relevance, y), a labelled point per job; better is up
+    """Cross-modal rsum (x) against rsum_single (i2i + t2t NDCG@10 under the primary relevance, y),
+    a labelled point per job; better is up
     and to the right. None when no job has both measures."""
     if not points:
         return None
