@@ -219,3 +219,35 @@ class CxCRatings:
 def _unit(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def rated_caption_pairs(captions_json: str | Path, cxc_root: str | Path, splits=("val", "test")) -> dict:
+    """The STS pairs of CxC's ``splits`` whose two captions are both in ``captions_json`` (a COCO
+    captions file, e.g. captions_val2017.json): ``{"a": [...], "b": [...], "score": array,
+    "image_of": {annotation id: image id}, "captions": {annotation id: caption}, "a_ids", "b_ids"}``."""
+    import json
+
+    data = json.loads(Path(captions_json).read_text())
+    captions = {int(a["id"]): str(a["caption"]) for a in data["annotations"]}
+    image_of = {int(a["id"]): int(a["image_id"]) for a in data["annotations"]}
+    pairs = [(a, b, s) for split in splits for a, b, s in read_cxc(cxc_root, split)["sts"]]
+    kept = [(a, b, s) for a, b, s in pairs if a in captions and b in captions]
+    return {
+        "a": [captions[a] for a, _, _ in kept],
+        "b": [captions[b] for _, b, _ in kept],
+        "a_ids": [a for a, _, _ in kept],
+        "b_ids": [b for _, b, _ in kept],
+        "score": np.array([s for _, _, s in kept]),
+        "image_of": image_of,
+        "captions": captions,
+        "total": len(pairs),
+    }
+
+
+def caption_rho(pairs: Mapping, scorers: Mapping) -> dict[str, float]:
+    """Spearman's rho between each scorer's pair scores (``scorer(a_list, b_list) -> [n]``) and
+    the human STS scores of ``pairs`` (`rated_caption_pairs`)."""
+    return {
+        name: spearman(np.asarray(score(pairs["a"], pairs["b"]), dtype=np.float64), pairs["score"])
+        for name, score in scorers.items()
+    }
