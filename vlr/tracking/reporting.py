@@ -68,20 +68,33 @@ def _split_tiers(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return groups
 
 
+def _relevance_of(name: str) -> tuple[str, str]:
+    """``scene_NDCG@10`` -> (``scene``, ``NDCG@10``); ``cxc_R@10`` -> (``cxc``, ``R@10``); ``R@1`` -> ('', ``R@1``)."""
+    head, sep, tail = name.rpartition("_")
+    return (head, tail) if sep and tail.startswith(("NDCG@", "R@", "spearman")) else ("", name)
+
+
 def _table(metrics: dict[str, float], title: str) -> tuple[Table, dict[str, float]]:
+    """Recall rows first, then one block per relevance (its name as a row heading, then its
+    NDCG / CxC rows), so long names like ``rouge_l_NDCG@10`` never widen the first column."""
     stage = next(iter(metrics)).split("/")[0] if metrics else ""
     present = [d for d in DIRECTIONS if any(k.startswith(f"{stage}/{d}/") for k in metrics)]
     names = sorted(
         {k.split("/")[2] for k in metrics if k.count("/") == 2 and k.split("/")[1] in present},
-        key=lambda n: (not n.startswith("R@"), "NDCG" not in n, n.split("NDCG")[0], len(n), n),
+        key=lambda n: (_relevance_of(n)[0], not n.startswith("R@"), "NDCG" not in n, len(n), n),
     )
     table = Table(title=title)
     table.add_column("metric")
     for d in present:
         table.add_column(d, justify="right")
+    heading = ""
     for name in names:
+        relevance, shown = _relevance_of(name)
+        if relevance != heading:
+            table.add_row(f"[bold]{relevance}[/bold]", *[""] * len(present))
+            heading = relevance
         cells = [metrics.get(f"{stage}/{d}/{name}") for d in present]
-        table.add_row(name, *["" if c is None else f"{c:.2f}" for c in cells])
+        table.add_row(f"  {shown}" if relevance else shown, *["" if c is None else f"{c:.2f}" for c in cells])
     rest = {k: v for k, v in metrics.items() if k.count("/") == 1 or k.split("/")[1] not in present}
     return table, rest
 
