@@ -133,3 +133,31 @@ def test_caption_only_mode_correlates_each_scorer_with_people(tmp_path):
     rho = caption_rho(pairs, {"rouge_l": rouge_l_pairs})
     want = spearmanr(rouge_l_pairs(pairs["a"], pairs["b"]), pairs["score"]).statistic
     assert rho["rouge_l"] == pytest.approx(want)
+
+
+def test_the_caption_only_command_reports_rho_per_scorer(tmp_path):
+    """``python -m vlr.cxc_captions`` in-process: ROUGE-L's rho as scipy computes it, and the
+    n-gram text reference fitted on captions of images with no rated caption."""
+    from vlr.cxc_captions import main
+
+    _write(tmp_path, "val")
+    _write(tmp_path, "test")
+    rated = {
+        11: "a red bus on a street",
+        12: "a bus parked",
+        21: "a red bus driving down the street",
+        22: "a cat on a sofa",
+        31: "two dogs in a park",
+        41: "a cat sleeping on a couch",
+        42: "a sleeping cat",
+    }
+    spare = {500 + k: text for k, text in enumerate(["a red bus", "a bus on a street", "a cat on a couch", "a cat"])}
+    annotations = [{"id": c, "image_id": 1000 + c // 10, "caption": t} for c, t in {**rated, **spare}.items()]
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": [], "annotations": annotations}))
+    out = main(["--captions", str(path), "--cxc", str(tmp_path), "--epochs", "2", "--only", "rouge_l", "learned_ngram"])
+    pairs = rated_caption_pairs(path, tmp_path)
+    want = spearmanr(rouge_l_pairs(pairs["a"], pairs["b"]), pairs["score"]).statistic
+    assert out["pairs"] == 8 and out["fit_images"] == 1  # image 1050: the only one without a rated caption
+    assert out["spearman"]["rouge_l"] == pytest.approx(want)
+    assert -1.0 <= out["spearman"]["learned_ngram"] <= 1.0 and set(out["spearman"]) == {"rouge_l", "learned_ngram"}
