@@ -82,10 +82,10 @@ def _graded(img, txt, t2i, rel, name, ndcg_ks, jitter, S, T):
             others = np.array([j for j in range(n_txt) if j != q])
             vals.append(_ndcg(T[q, others], rel[others, i], k))
         out[f"t2t/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
-        # graded cross-modal: every image queries all captions, every caption all images
+        # graded cross-modal: every image queries all captions, every image's first caption all images
         vals = [_ndcg(S[i], rel[:, i], k) for i in range(n_img)]
         out[f"i2t/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
-        vals = [_ndcg(S[:, c], rel[c], k) for c in range(n_txt)]
+        vals = [_ndcg(S[:, c], rel[c], k) for c in first]
         out[f"t2i/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
         # mixed: one gallery of all images then all captions, the query removed
         vals = []

@@ -94,7 +94,7 @@ def test_image_level_relevance_grades_every_direction_and_names_its_keys():
         "i2i": np.mean([_ndcg(sims_i[i, others(n_img, i)], s[i, others(n_img, i)], 3) for i in range(n_img)]),
         "t2t": np.mean([_ndcg(T[q, others(len(t), q)], s[i, t][others(len(t), q)], 3) for i, q in enumerate(first)]),
         "i2t": np.mean([_ndcg(X[i], s[i, t], 3) for i in range(n_img)]),
-        "t2i": np.mean([_ndcg(X[:, c], s[t[c]], 3) for c in range(len(t))]),
+        "t2i": np.mean([_ndcg(X[:, c], s[t[c]], 3) for c in first]),
     }
     for direction, value in want.items():
         assert m[f"{direction}/scene_NDCG@3"] == pytest.approx(100 * value, abs=1e-4), direction

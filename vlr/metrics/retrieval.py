@@ -120,7 +120,8 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
 
     Single-modal (the papers' protocol): i2i, image i queries the other images; t2t, the first
     caption of each image queries all other captions. Graded cross-modal: i2t, each image
-    queries all captions; t2i, each caption queries all images. Mixed (the SAD release's
+    queries all captions; t2i, the first caption of each image queries all images (the text
+    queries of every NDCG are the first captions, as in the papers' t2t). Mixed (the SAD release's
     I2IT/T2IT): an image, or the first caption of an image, queries one gallery of every image
     and every caption, the query itself removed."""
     dev = image_emb.device
@@ -131,7 +132,7 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
     img_to_img, img_to_cap, cap_to_img, cap_to_cap = rel.gains(t2i, first)
     self_i = torch.arange(num_images, device=dev)
     no_self_i = torch.full((num_images,), num_texts, dtype=torch.long, device=dev)  # a column past the gallery
-    no_self_t = torch.full((num_texts,), num_images, dtype=torch.long, device=dev)
+    no_self_i_t = torch.full((num_images,), num_images, dtype=torch.long, device=dev)  # likewise, for t2i
     nk = tuple(ndcg_ks)
 
     def padded(gains):  # one zero-gain column for the zero-embedding item the "self" index points at
@@ -142,7 +143,14 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
         "i2i": ndcg(image_emb, image_emb, img_to_img, self_i, nk, ties),
         "t2t": ndcg(text_emb[first], text_emb, lambda q: cap_to_cap(first[q]), first, nk, ties),
         "i2t": ndcg(image_emb, torch.cat([text_emb, text_emb[:1] * 0]), padded(img_to_cap), no_self_i, nk, ties),
-        "t2i": ndcg(text_emb, torch.cat([image_emb, image_emb[:1] * 0]), padded(cap_to_img), no_self_t, nk, ties),
+        "t2i": ndcg(
+            text_emb[first],
+            torch.cat([image_emb, image_emb[:1] * 0]),
+            padded(lambda q: cap_to_img(first[q])),
+            no_self_i_t,
+            nk,
+            ties,
+        ),
         "i2x": ndcg(image_emb, both, lambda q: torch.cat([img_to_img(q), img_to_cap(q)], dim=1), self_i, nk, ties),
         "t2x": ndcg(
             text_emb[first],
@@ -251,7 +259,8 @@ def retrieval_metrics(
 
     Keys: ``{i2t,t2i}/R@k``, ``{i2t,t2i}/{medr,meanr}``, ``rsum``, ``t2t/R@k``,
     ``i2i/R@k`` (with labels); per relevance ``{direction}/{name}_NDCG@k`` for direction in
-    i2i, t2t (the papers' single-modal protocol), i2t, t2i (graded cross-modal) and i2x, t2x
+    i2i, t2t (the papers' single-modal protocol), i2t, t2i (graded cross-modal; text queries are
+    each image's first caption, as for t2t) and i2x, t2x
     (mixed retrieval: an image, or the first caption of an image, queries one gallery of all
     images and all captions, the query itself removed; the SAD release keeps it in its
     gallery); with a relevance, ``rsum_single`` = i2i + t2t ``{primary}_NDCG@10``.

@@ -42,7 +42,7 @@ def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
     - ``{direction}/R@{k}`` float64: the probability the best positive is in the top k
       (0 or 1 without ties), so a metric is 100 x the mean over queries;
     - ``{direction}/{relevance}_NDCG@{k}`` float64 per query, for each relevance the run
-      graded by (``scene``, ``rouge_l``, ``labels``; i2t and t2i query every image and caption);
+      graded by (``scene``, ``rouge_l``, ``labels``; text queries are each image's first caption);
     - ``{direction}/topk`` int64 [queries, k]: gallery indices of the k best scores;
     - ``text_to_image`` int64: the image of every caption.
     ``meta`` (tie rule, split, checkpoint) goes into the safetensors header metadata.
