@@ -3,8 +3,10 @@
 Add a metric: a function of the gathered embeddings (and the split's targets) with ties
 handled by `vlr.metrics.ranking` -- a ranking metric joins `retrieval.retrieval_metrics`,
 a structure metric `overlap.py` -- called from `RetrievalEvaluator.compute`, which logs
-every key it returns as ``val/<key>`` and ``test/<key>``. This package imports nothing
-from data, models or objectives.
+every key it returns as ``val/<key>`` and ``test/<key>``. What a graded number is measured
+against is `vlr.metrics.relevance` (the ``relevance`` config group: scene, rouge_l, labels,
+cxc), which also builds the evaluator of a split. This package imports nothing from data,
+models or objectives.
 """
 
 from vlr.metrics.evaluator import RetrievalEvaluator
@@ -18,9 +20,9 @@ __all__ = [
     "RetrievalEvaluator",
     "build_evaluator",
     "build_relevance",
-    "scene_relevance",
     "neighbourhood_overlap",
     "retrieval_metrics",
     "rouge_l_relevance",
+    "scene_relevance",
     "tokenize_caption",
 ]
