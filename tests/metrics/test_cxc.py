@@ -161,3 +161,36 @@ def test_the_caption_only_command_reports_rho_per_scorer(tmp_path):
     assert out["pairs"] == 8 and out["fit_images"] == 1  # image 1050: the only one without a rated caption
     assert out["spearman"]["rouge_l"] == pytest.approx(want)
     assert -1.0 <= out["spearman"]["learned_ngram"] <= 1.0 and set(out["spearman"]) == {"rouge_l", "learned_ngram"}
+
+
+def test_relevance_cxc_builds_an_evaluator_that_reports_people_and_rouge_l(tmp_path):
+    """``relevance=cxc``: the evaluator logs CxC's rho and recall over the whole split, and grades
+    NDCG with its ``also`` (ROUGE-L); evaluation.json's description names the thresholds."""
+    from vlr.metrics import build_evaluator
+
+    _write(tmp_path)
+    targets = {
+        "image_names": [f"COCO_val2014_{i:012d}.jpg" for i in IMAGES],
+        "caption_ids": CAPTION_IDS,
+        "text_to_image": torch.tensor(T2I),
+        "captions": ["a red bus", "a bus", "a red car", "a cat", "two dogs", "a cat sleeping", "a cat"],
+        "num_images": 4,
+        "cache_dir": str(tmp_path / "rouge"),
+    }
+    cfg = {
+        "name": "cxc",
+        "root": str(tmp_path),
+        "also": ["rouge_l"],
+        "thresholds": {"sts": 3.0, "sis": 2.5, "sits": 3.0},
+    }
+    ev = build_evaluator(targets, cfg, split="test", ks=(1, 5, 10), ndcg_ks=(5,), overlap_ks=(), ties="expected")
+    g = torch.Generator().manual_seed(2)
+    img, txt = torch.randn(4, 6, generator=g), torch.randn(7, 6, generator=g)
+    ev.update(image_emb=img, image_idx=torch.arange(4))
+    ev.update(text_emb=txt, text_idx=torch.arange(7))
+    out = ev.compute()
+    assert ev.primary_relevance == "rouge_l" and "t2t/rouge_l_NDCG@5" in out
+    want = CxCRatings.for_split(cfg, "test", targets).metrics(img, txt, (1, 5, 10))
+    assert {k: out[k] for k in want} == pytest.approx(want)
+    assert {"t2t/cxc_spearman", "i2i/cxc_R@1", "t2i/cxc_R@10"} <= set(out)
+    assert ev.cxc.describe()["pairs_in_split"] == {"sts": 4, "sis": 3, "sits": 5}
