@@ -20,7 +20,7 @@ from torch import nn
 
 from vlr.callbacks import ObjectiveSchedule, TorchRNGState
 from vlr.errors import ConfigError
-from vlr.metrics import RetrievalEvaluator, rouge_l_relevance
+from vlr.metrics import RetrievalEvaluator, build_evaluator
 from vlr.metrics.ranking import check_ties
 from vlr.models.encoder import DualEncoder
 from vlr.models.nonfinite import NonFiniteGuard
@@ -183,19 +183,13 @@ class RetrievalModule(pl.LightningModule):
         self._build_evaluator(split, datamodule, stage)
 
     def _build_evaluator(self, split: str, datamodule: Any, stage: str) -> None:
-        """The evaluator of ``split`` and its relevance: the one place the module builds them
-        (their construction moves to `vlr.metrics`)."""
-        targets = datamodule.eval_targets(split)
-        # ROUGE-L relevance between the split's captions (the papers' single-modal protocol)
-        relevance = rouge_l_relevance(
-            targets.pop("captions"),
-            targets["text_to_image"],
-            num_images=targets.pop("num_images"),
-            cache_dir=targets.pop("cache_dir"),
-        )
-        self.evaluators[split] = RetrievalEvaluator(
-            **targets,
-            relevance=relevance,
+        """The evaluator of ``split`` with the relevances the run asks for (the ``relevance``
+        group, which vlr.build passes as model.evaluation.relevance): every NDCG is named after
+        the one that graded it. Construction itself lives in `vlr.metrics.relevance`."""
+        self.evaluators[split] = build_evaluator(
+            datamodule.eval_targets(split),
+            dict(self.hparams.get("evaluation") or {}).get("relevance"),
+            split=split,
             ks=self.eval_ks,
             ndcg_ks=self.eval_ndcg_ks,
             overlap_ks=self.eval_overlap_ks,
