@@ -39,9 +39,11 @@ class Run:
         `vlr.eval` of them uses this copy), and return the checkpoint to resume from, checked."""
         if tokenizer is not None and trainer.is_global_zero:
             tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
-        config = OmegaConf.to_container(self.cfg, resolve=True)
-        for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
-            logger.log_hyperparams(config)
+        if trainer.loggers:  # the run's own options: a config composed with Hydra's node leaves it out
+            run_options = OmegaConf.masked_copy(self.cfg, [key for key in self.cfg if key != "hydra"])
+            config = OmegaConf.to_container(run_options, resolve=True)
+            for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
+                logger.log_hyperparams(config)
         return checked_resume(self.cfg, model, trainer.loggers)
 
     def fit(self, trainer, model, datamodule, ckpt_path: str | None) -> None:
