@@ -49,7 +49,7 @@ def paired_t(diffs, level: float = 0.95) -> dict[str, float]:
     else:
         t = mean / se
         p = float(2 * stats.t.sf(abs(t), n - 1))
-    return {"mean": mean, "sd": sd, "n": n, "t": t, "p": p, "low": mean - q * se, "high": mean + q * se, "level": level}
+    return {"mean": mean, "sd": sd, "n": n, "t": t, "p": p, "low": mean - q * se, "high": mean + q * se, "confidence": level}
 
 
 def sign_flip_p(diffs) -> float:
