@@ -5,7 +5,8 @@ data): `paired_t`, the exact sign-flip test `sign_flip_p` (all 2^n sign assignme
 over a family of p-values, the smallest effect a paired t-test detects (`smallest_detectable`)
 and a non-inferiority verdict (`non_inferiority`).
 
-Over test images, for runs scored on one test set: reads the per-query results each run wrote (``rankings.safetensors``: ``save_rankings=true`` in
+Over test images, for runs scored on one test set: reads the per-query results each run
+wrote (``rankings.safetensors``: ``save_rankings=true`` in
 ``vlr.train`` or ``vlr.eval``). Test images are the resampling unit and a caption goes with its
 image, so the captions of one image (which are not independent) stay together; both runs are
 scored on the same resample (paired), so what varies between them is the model, not the sample.
@@ -49,7 +50,16 @@ def paired_t(diffs, level: float = 0.95) -> dict[str, float]:
     else:
         t = mean / se
         p = float(2 * stats.t.sf(abs(t), n - 1))
-    return {"mean": mean, "sd": sd, "n": n, "t": t, "p": p, "low": mean - q * se, "high": mean + q * se, "confidence": level}
+    return {
+        "mean": mean,
+        "sd": sd,
+        "n": n,
+        "t": t,
+        "p": p,
+        "low": mean - q * se,
+        "high": mean + q * se,
+        "confidence": level,
+    }
 
 
 def sign_flip_p(diffs) -> float:

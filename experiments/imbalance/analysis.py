@@ -233,7 +233,9 @@ def summarize(cells: list[dict], design: Design) -> list[dict]:
         )
     order = {a: i for i, a in enumerate(design.arms)}
     levels = {lv: i for i, lv in enumerate(("balanced", *design.directions))}
-    return sorted(rows, key=lambda r: (r["teacher"] != "learned", r["teacher"], levels.get(r["level"], 9), order.get(r["arm"], 9)))
+    return sorted(
+        rows, key=lambda r: (r["teacher"] != "learned", r["teacher"], levels.get(r["level"], 9), order.get(r["arm"], 9))
+    )
 
 
 def chance_levels(cells: list[dict], design: Design) -> dict[str, float]:

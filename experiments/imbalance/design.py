@@ -26,7 +26,8 @@ TUNED_WEIGHT = {
     "relation_kd": lambda f: (f"objective.beta={f:g}",),
     "covlr": lambda f: (f"objective.beta={f:g}",),
     "sad": lambda f: tuple(
-        f"objective.weights.{k}={v * f:g}" for k, v in {"iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}.items()
+        f"objective.weights.{k}={v * f:g}"
+        for k, v in {"iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}.items()
     ),
 }
 WEIGHT_MEANS = {

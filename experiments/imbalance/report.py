@@ -74,9 +74,7 @@ def answer(results: dict) -> str:
     )
     cm = results["cross_modal"]
     imbalanced = [r for r in cm["rows"] if r["level"] != "balanced"]
-    cost = "; ".join(
-        f"{r['arm']} {r['level']} {_ci(r)} ({r['non_inferiority']['verdict']})" for r in imbalanced
-    )
+    cost = "; ".join(f"{r['arm']} {r['level']} {_ci(r)} ({r['non_inferiority']['verdict']})" for r in imbalanced)
     parts.append(
         f"Cross-modal cost (arm − infonce rsum under imbalance; non-inferiority margin {_num(cm['margin'], 1, False)}, "
         f"the smallest effect detectable at alpha {cm['alpha']} with {int(100 * cm['power'])}% power): {cost}."
@@ -107,7 +105,7 @@ def design_section(results: dict) -> str:
             f"- arms: {', '.join(d['arms'])} (relation_kd = CoVLR's relation loss without the meta step), at balance "
             f"and at each direction's strength: {strengths} ({results['calibration']['source']});",
             f"- every cell: `python -m vlr.train experiment={d['preset']} objective=ARM imbalance=... "
-            f"data.generator_seed=G seed=G` plus the tuned overrides{' and ' + ' '.join(d['overrides']) if d['overrides'] else ''} "
+            f"data.generator_seed=G seed=G` plus the tuned overrides{_and(d['overrides'])} "
             "(each cell's exact command is in results.json);",
             f"- primary measure: the strong side's ground-truth NDCG@10 ({results['relevance']} relevance: "
             "i2i under text_weak, t2t under image_weak); cross-modal: rsum;",
@@ -124,13 +122,18 @@ def design_section(results: dict) -> str:
     )
 
 
+def _and(overrides: list[str]) -> str:
+    return f" and `{' '.join(overrides)}`" if overrides else ""
+
+
 def hypotheses_section(results: dict) -> str:
     return "\n".join(f"- **{h['id']}**: {h['text']}" for h in results["design"]["hypotheses"])
 
 
 def premise_table(results: dict) -> str:
     lines = [
-        "| direction | measure | infonce: imbalanced − balanced [95% CI] | pairs | p (t) | p (sign flip) | Holm p | verdict |",
+        "| direction | measure | infonce: imbalanced − balanced [95% CI] | pairs | p (t) | p (sign flip) | Holm p "
+        "| verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["premise"]:
@@ -192,9 +195,7 @@ def probe_table(results: dict) -> str:
         "|---|---|" + "---|" * (len(strengths) + 1),
     ]
     for direction, rows in cal["probe"].items():
-        cells = [
-            f"{rows[s]['accuracy']:.1f} ({rows[s]['retained']:.0f}%)" if s in rows else "–" for s in strengths
-        ]
+        cells = [f"{rows[s]['accuracy']:.1f} ({rows[s]['retained']:.0f}%)" if s in rows else "–" for s in strengths]
         chance = next(iter(rows.values()))["chance"]
         lines.append(f"| {direction} | {chance:.1f} | " + " | ".join(cells) + f" | {cal['chosen'][direction]:g} |")
     return "\n".join(lines)
@@ -224,8 +225,8 @@ def tuning_section(results: dict) -> str:
         "",
         f"**Convergence gate** ({verdict}): balanced infonce with the tuned settings, {g['epochs']} vs "
         f"{2 * g['epochs']} epochs: mean val rsum {g['val_rsum']:.1f} ({', '.join(f'{x:.1f}' for x in g['per_seed'])}) "
-        f"vs {g['val_rsum_doubled']:.1f} ({', '.join(f'{x:.1f}' for x in g['per_seed_doubled'])}): a relative change of "
-        f"{100 * g['relative_change']:.1f}% (tolerance {100 * g['tolerance']:.0f}%).",
+        f"vs {g['val_rsum_doubled']:.1f} ({', '.join(f'{x:.1f}' for x in g['per_seed_doubled'])}): "
+        f"a relative change of {100 * g['relative_change']:.1f}% (tolerance {100 * g['tolerance']:.0f}%).",
     ]
     return "\n".join(lines)
 
@@ -233,11 +234,15 @@ def tuning_section(results: dict) -> str:
 def collapse_section(results: dict) -> str:
     rows = results["collapsed"]
     if not rows:
-        return "No cell collapsed: every cell's test rsum is at least the factor x its chance, and every InfoNCE loss left its plateau."
+        return (
+            "No cell collapsed: every cell's test rsum is at least the factor x its chance, and every InfoNCE loss "
+            "left its plateau."
+        )
     lines = [
         f"{len(rows)} collapsed cell(s), left out of every comparison they enter:",
         "",
-        "| stage | arm | level | teacher | generator seed | seed | test rsum | rsum / chance | left plateau | final loss |",
+        "| stage | arm | level | teacher | generator seed | seed | test rsum | rsum / chance | left plateau "
+        "| final loss |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rows:
@@ -256,7 +261,8 @@ def teacher_section(results: dict) -> str:
         "minus the learned teacher's (Holm within these contrasts). A gain that survives the shuffled teacher is "
         "regularisation, not structure.",
         "",
-        "| arm | teacher | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] | pairs | p (t) | p (sign flip) |",
+        "| arm | teacher | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] | pairs "
+        "| p (t) | p (sign flip) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in t["rows"]:
@@ -264,7 +270,10 @@ def teacher_section(results: dict) -> str:
             f"| {r['arm']} | {r['teacher']} | {_ci(r['effect_balanced'])} | {_ci(r['effect_imbalanced'])} | "
             f"{_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} | {_p(r['p_sign_flip'])} |"
         )
-    lines += ["", "| arm | teacher − learned (interaction) [95% CI] | pairs | Holm p (t) | Holm p (sign flip) | verdict |"]
+    lines += [
+        "",
+        "| arm | teacher − learned (interaction) [95% CI] | pairs | Holm p (t) | Holm p (sign flip) | verdict |",
+    ]
     lines += ["|---|---|---|---|---|---|"]
     for c in t["contrasts"]:
         lines.append(
@@ -320,7 +329,9 @@ def timing_section(results: dict) -> str:
     stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in t.get("stages_s", {}).items())
     out = f"Wall time {results['duration_s'] / 60:.0f} min ({stages})."
     if per_cell is not None:
-        out += f" Cells run in this invocation: {per_cell:.1f} s per cell on average (inside multiruns, one thread each)."
+        out += (
+            f" Cells run in this invocation: {per_cell:.1f} s per cell on average (inside multiruns, one thread each)."
+        )
     return out
 
 
@@ -328,9 +339,17 @@ def reproduced_section(check: dict | None) -> str:
     if not check:
         return "(not checked in this run)"
     if check.get("error"):
-        return f"Re-running `{check['command']}` alone with an empty data and cache directory FAILED:\n\n```\n{check['error'][-800:]}\n```"
-    verdict = "the same test metrics (within 1e-6)" if check["equal"] else f"DIFFERENT test metrics: {check['differing']}"
-    return f"Re-running `{check['command']}` alone, in a fresh process with an empty data and cache directory, gave {verdict}."
+        error = check["error"][-800:]
+        return (
+            f"Re-running `{check['command']}` alone with an empty data and cache directory FAILED:\n\n```\n{error}\n```"
+        )
+    verdict = (
+        "the same test metrics (within 1e-6)" if check["equal"] else f"DIFFERENT test metrics: {check['differing']}"
+    )
+    return (
+        f"Re-running `{check['command']}` alone, in a fresh process with an empty data and cache directory, "
+        f"gave {verdict}."
+    )
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -384,8 +403,13 @@ def _interval_plot(ax, rows: list[dict], labels: list[str], colour: str = "C0") 
         ax.scatter([i] * len(diffs), diffs, s=12, color="grey", alpha=0.6, zorder=2)
         if r.get("n", 0) >= 2:
             ax.errorbar(
-                [i], [r["mean"]], yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]],
-                fmt="D", color=colour, capsize=4, zorder=3,
+                [i],
+                [r["mean"]],
+                yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]],
+                fmt="D",
+                color=colour,
+                capsize=4,
+                zorder=3,
             )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)

@@ -71,7 +71,7 @@ class Cell:
     def name(self) -> str:
         level = "balanced" if self.level == "balanced" else f"{self.level}-{self.strength:g}"
         tag = "" if self.teacher == "learned" else f"-{self.teacher}"
-        extra = "" if self.stage == "study" else "-" + "_".join(x.split(".")[-1] for x in self.extra)
+        extra = "" if self.stage == "study" else "-" + "_".join(_short(x) for x in self.extra)
         return f"{self.arm}-{level}{tag}{extra}"
 
     def pair_dir(self) -> str:
@@ -105,6 +105,12 @@ class Cell:
         }
 
 
+def _short(override: str) -> str:
+    """``model.optimizer.lr=0.001`` -> ``lr0.001``: a directory name Hydra's grammar accepts."""
+    key, _, value = override.partition("=")
+    return key.split(".")[-1] + value
+
+
 def cell_env(root: str | None = None) -> dict[str, str]:
     """Cells run single-threaded, with their data and caches under VLR_ROOT (the repository unless set)."""
     return {
@@ -130,11 +136,7 @@ class Runner:
     def done(self, cell: Cell) -> bool:
         d = REPO / cell.directory(self.runs)
         req = d / "request.json"
-        return (
-            (d / "metrics.json").is_file()
-            and req.is_file()
-            and json.loads(req.read_text()) == self.request(cell)
-        )
+        return (d / "metrics.json").is_file() and req.is_file() and json.loads(req.read_text()) == self.request(cell)
 
     def run(self, cells: list[Cell]) -> None:
         blocks: dict[tuple, list[Cell]] = {}

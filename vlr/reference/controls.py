@@ -21,6 +21,7 @@ never touch a global RNG.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ def _seed_of(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _check_base(base: object, name: str) -> nn.Module:
+def _check_base(base: object, name: str) -> Any:
     if not isinstance(base, nn.Module) or not hasattr(base, "embed") or not hasattr(base, "prepare"):
         raise ConfigError(
             f"reference={name} wraps a built reference (reference.base: learned, features, oracle), "
@@ -56,7 +57,7 @@ class ShuffledReference(nn.Module):
 
     kind = "shuffled"
 
-    def __init__(self, base: nn.Module, seed: int = 0):
+    def __init__(self, base: Any, seed: int = 0):
         super().__init__()
         self.base = _check_base(base, "shuffled")
         self.seed = int(seed)
@@ -87,7 +88,7 @@ class NoisyReference(nn.Module):
 
     kind = "noisy"
 
-    def __init__(self, base: nn.Module, level: float = 0.5, seed: int = 0):
+    def __init__(self, base: Any, level: float = 0.5, seed: int = 0):
         super().__init__()
         if not 0.0 <= float(level) <= 1.0:
             raise ConfigError(f"reference.level must be in [0, 1], got {level}")
