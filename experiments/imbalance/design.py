@@ -52,6 +52,9 @@ class Design:
     # one pair per generator seed: its own train, val and test data; the training seed is the
     # generator seed, so every pair is independent of every other
     pairs: tuple[int, ...] = tuple(range(10))
+    # data that is not generated (--preset with real data, no --pairs): one test set, so the
+    # pairs are training seeds (independent runs, not independent test samples)
+    seeds: tuple[int, ...] = tuple(range(10))
     # matched directions: the probe's grid; the study's strength per direction is chosen from it
     probe_strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     strengths: dict[str, float] | None = None  # given: skip the probe's choice (real data: required)
@@ -61,9 +64,11 @@ class Design:
     infonce_grid: tuple[tuple[float, float], ...] = ((5e-4, 0.05), (5e-4, 0.1), (2e-3, 0.05), (2e-3, 0.1))  # lr, tau
     weight_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     criterion: tuple[str, ...] = ("val/rsum", "val/rsum_single")
-    # teacher quality: crossed with these arms at balance and under this direction only (the budget)
+    # teacher quality: crossed with these arms under this direction only (the budget); add
+    # "balanced" to teacher_levels for each teacher's interaction as well
     teacher_arms: tuple[str, ...] = ("relation_kd",)
     teacher_direction: str = "text_weak"
+    teacher_levels: tuple[str, ...] = ("text_weak",)
     teachers: tuple[str, ...] = ("oracle", "oracle_noise_0.5", "shuffled")
     relevance: str = RELEVANCE
     alpha: float = 0.05

@@ -23,7 +23,8 @@ one asked for now, otherwise it is run again from scratch. Cells of one arm x le
 run as one Hydra multirun over the pairs (two such processes at a time, one thread each).
 
     python -m experiments.imbalance.study [--pairs 0 1 ... 9] [--jobs 2]
-        [--preset flickr30k_clip --pairs --strengths text_weak=0.5 image_weak=0.5]  # real data on GPU
+        [--preset flickr30k_clip --pairs --strengths text_weak=0.5 image_weak=0.5 --relevance rouge_l
+         --teacher-arms]  # real towers and data (GPU): pairs are training seeds on one test set
         [--override trainer.max_epochs=...]  # overrides every cell gets
 """
 
@@ -212,7 +213,7 @@ def final_loss(run_dir: Path) -> dict:
         if rows:
             last = rows[-1]
             out["loss"] = float(last["train/loss"])
-            parts = [k for k in last if k.startswith("train/loss/itc") and last[k]]
+            parts = [k for k in ("train/loss/itc_i2t", "train/loss/itc_t2i") if last.get(k)]
             out["itc_loss"] = sum(float(last[k]) for k in parts) if parts else None
     config = run_dir / ".hydra" / "config.yaml"
     if config.is_file():
@@ -357,7 +358,7 @@ class Study:
 
     def cells(self, tuning: dict, strengths: dict[str, float]) -> list[Cell]:
         d = self.design
-        pairs = [(g, g) for g in d.pairs] if self.generated else [(None, s) for s in d.tuning_seeds]
+        pairs = [(g, g) for g in d.pairs] if self.generated else [(None, s) for s in d.seeds]
         levels = [("balanced", 0.0)] + [(direction, strengths[direction]) for direction in d.directions]
         out = []
         for arm in d.arms:
@@ -369,8 +370,9 @@ class Study:
                 continue
             extra = tuple(tuning["arms"][arm]["overrides"])
             for teacher in d.teachers:
-                for level, strength in [levels[0], (d.teacher_direction, strengths[d.teacher_direction])]:
-                    out += [Cell(arm, level, strength, g, s, teacher, extra) for g, s in pairs]
+                for level, strength in levels:
+                    if level in d.teacher_levels:
+                        out += [Cell(arm, level, strength, g, s, teacher, extra) for g, s in pairs]
         return out
 
 
@@ -423,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pairs", nargs="*", type=int, default=list(default.pairs), help="generator seeds; none for real data"
     )
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(default.seeds), help="real data's pairs")
+    parser.add_argument("--relevance", default=default.relevance, help="scene (synthetic) | rouge_l | cxc (real data)")
     parser.add_argument("--strengths", nargs="*", default=[], help="DIRECTION=STRENGTH: skip the probe's choice")
     parser.add_argument("--probe-strengths", nargs="+", type=float, default=list(default.probe_strengths))
     parser.add_argument("--tuning-seeds", nargs="+", type=int, default=list(default.tuning_seeds))
@@ -430,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--infonce-grid", nargs="+", default=[f"{lr:g},{t:g}" for lr, t in default.infonce_grid])
     parser.add_argument("--teacher-arms", nargs="*", default=list(default.teacher_arms))
     parser.add_argument("--teachers", nargs="*", default=list(default.teachers))
+    parser.add_argument(
+        "--teacher-levels", nargs="+", default=list(default.teacher_levels), help="balanced and/or the direction"
+    )
     parser.add_argument("--preset", default=PRESET, help="every cell's experiment preset (flickr30k_clip: real data)")
     parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell")
     parser.add_argument("--jobs", type=int, default=2)
@@ -444,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
         arms=tuple(args.arms),
         directions=tuple(args.directions),
         pairs=tuple(args.pairs) or (None,),  # type: ignore[arg-type]
+        seeds=tuple(args.seeds),
+        relevance=args.relevance,
         strengths=parse_strengths(args.strengths),
         probe_strengths=tuple(args.probe_strengths),
         tuning_seeds=tuple(args.tuning_seeds),
@@ -451,10 +460,16 @@ def main(argv: list[str] | None = None) -> None:
         infonce_grid=tuple(tuple(float(x) for x in p.split(",")) for p in args.infonce_grid),  # type: ignore[misc]
         teacher_arms=tuple(args.teacher_arms),
         teachers=tuple(args.teachers),
+        teacher_levels=tuple(args.teacher_levels),
+        teacher_direction=next((lv for lv in args.teacher_levels if lv != "balanced"), default.teacher_direction),
     )
     unknown = set(design.teachers) - set(TEACHERS)
     if unknown:
         parser.error(f"--teachers: unknown {sorted(unknown)}; known: {sorted(TEACHERS)}")
+    if not args.pairs and design.teacher_arms and design.teachers:
+        parser.error("the teacher factor needs generated data (an oracle); on real data pass --teacher-arms alone")
+    if set(design.tuning_seeds) & set(design.seeds if not args.pairs else design.pairs):
+        parser.error("--tuning-seeds must be disjoint from the study's seeds")
     runner = Runner(args.preset, tuple(args.override), args.runs, args.jobs)
     study = Study(design, runner)
     start = time.time()
@@ -485,11 +500,12 @@ def main(argv: list[str] | None = None) -> None:
             "arms": list(design.arms),
             "directions": list(design.directions),
             "strengths": strengths,
-            "pairs": [g for g in design.pairs],
+            "pairs": list(design.pairs) if study.generated else list(design.seeds),
             "preset": args.preset,
             "overrides": list(runner.user),
             "teacher_arms": list(design.teacher_arms),
             "teacher_direction": design.teacher_direction,
+            "teacher_levels": list(design.teacher_levels),
             "teachers": {t: list(TEACHERS[t]) for t in ("learned", *design.teachers)},
             "hypotheses": design.hypotheses(),
             "relevance": design.relevance,

@@ -22,7 +22,9 @@ from experiments.paired import holm
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = tuple(range(10))
-DESIGN = Design(arms=("infonce", "relation_kd"), pairs=PAIRS, teachers=("shuffled",))
+DESIGN = Design(
+    arms=("infonce", "relation_kd"), pairs=PAIRS, teachers=("shuffled",), teacher_levels=("balanced", "text_weak")
+)
 
 
 def _record(arm, level, g, i2i, t2t, rsum, teacher="learned", loss=1.0):
@@ -105,9 +107,17 @@ def test_the_interaction_and_premise_are_paired_tests_over_pairs():
     sd = np.sqrt(np.mean([r["sd"] ** 2 for r in cm["rows"]]))
     assert cm["pooled_sd"] == pytest.approx(sd) and cm["margin"] > 2.8 * sd / np.sqrt(10)
     assert rows["balanced"]["non_inferiority"]["verdict"] == "inferior"
-    # the shuffled teacher's interaction is 0 per pair: its contrast against the learned one is -h1
+    # the shuffled teacher gives infonce's numbers: its interaction is 0 per pair, and against the
+    # learned teacher under text_weak it is infonce − relation_kd
+    shuffled = next(r for r in results["teacher"]["rows"] if r["teacher"] == "shuffled")
+    assert shuffled["diffs"] == pytest.approx([0.0] * 10, abs=1e-9)
     contrast = results["teacher"]["contrasts"][0]
-    assert contrast["teacher"] == "shuffled" and contrast["diffs"] == pytest.approx([-d for d in manual])
+    against = [
+        _value(cells, "infonce", "text_weak", g, metric) - _value(cells, "relation_kd", "text_weak", g, metric)
+        for g in PAIRS
+    ]
+    assert contrast["teacher"] == "shuffled" and contrast["diffs"] == pytest.approx(against)
+    assert contrast["verdict"] == "below the learned teacher"
 
 
 def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_averaged(tmp_path):
