@@ -244,14 +244,16 @@ class Study:
 
         def one(g) -> tuple[str, dict]:
             out = REPO / self.runner.runs / "data" / ("data" if g is None else f"g{g}") / "reference_alone.json"
-            if not out.is_file():
-                cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out)]
-                cmd += [f"experiment={self.runner.preset}", *([] if g is None else [f"data.generator_seed={g}"])]
-                proc = subprocess.run(
-                    [*cmd, *self.runner.user], cwd=REPO, env=cell_env(), capture_output=True, text=True
-                )
+            request = out.with_suffix(".request.json")  # reused only for the same overrides
+            overrides = [f"experiment={self.runner.preset}", *([] if g is None else [f"data.generator_seed={g}"])]
+            overrides += self.runner.user
+            if not (out.is_file() and request.is_file() and json.loads(request.read_text()) == overrides):
+                out.unlink(missing_ok=True)
+                cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out), *overrides]
+                proc = subprocess.run(cmd, cwd=REPO, env=cell_env(), capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
+                request.write_text(json.dumps(overrides))
             return str(g), json.loads(out.read_text())
 
         with ThreadPoolExecutor(self.runner.jobs) as pool:
