@@ -80,8 +80,10 @@ def answer(results: dict) -> str:
         f"the smallest effect detectable at alpha {cm['alpha']} with {int(100 * cm['power'])}% power): {cost}."
     )
     n = len(results["collapsed"])
+    baseline = sum(1 for c in results["collapsed"] if c["arm"] == "infonce" and c["stage"] == "study")
     parts.append(
-        f"{n} cell(s) collapsed (listed under Baselines) and are left out of every comparison they enter."
+        f"{n} cell(s) collapsed (listed under Baselines) and are left out of every comparison they enter"
+        + (f"; {baseline} of them infonce baselines, so the no-collapsed-baseline rule fails." if baseline else ".")
         if n
         else "No cell collapsed."
     )
