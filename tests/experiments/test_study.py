@@ -261,6 +261,7 @@ TINY = [
     "reference.image_epochs=1",
     "reference.text_epochs=1",
     "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",  # 3 steps: the final training loss is logged
 ]
 
 
