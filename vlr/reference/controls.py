@@ -1,5 +1,5 @@
 """Control references: an existing reference made worse on purpose, so a study can ask whether a
-structure-preserving objective profits from the teacher's *structure* or from anything it adds.
+structure-preserving objective profits from the reference's *structure* or from anything it adds.
 
 - `ShuffledReference` (``reference=shuffled``): the negative control. Each batch gets the base
   reference's rows of the same items, permuted across the items: the similarities the
@@ -11,8 +11,8 @@ structure-preserving objective profits from the teacher's *structure* or from an
 - `NoisyReference` (``reference=noisy_oracle``): the base's row of each item mixed with a fixed
   random unit vector of that item, ``normalize((1 - level) * row + level * noise)``: level 0 is
   the base itself, level 1 pure noise. Over the generator's oracle it is a ground-truth
-  teacher of controlled quality. The noise of an item is fixed (one private generator per
-  split and modality), so the teacher is a consistent, worse teacher, not jitter.
+  reference of controlled quality. The noise of an item is fixed (one private generator per
+  split and modality), so it is a consistent, worse reference, not jitter.
 
 Both wrap a built reference (``base``: any reference module with ``prepare``/``embed``) and
 never touch a global RNG.
