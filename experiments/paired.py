@@ -11,12 +11,13 @@ wrote (``rankings.safetensors``: ``save_rankings=true`` in
 image, so the captions of one image (which are not independent) stay together; both runs are
 scored on the same resample (paired), so what varies between them is the model, not the sample.
 
-    python -m experiments.paired RUN_A RUN_B [--metrics rsum rsum_single i2i/NDCG@10] [--n 2000]
+    python -m experiments.paired RUN_A RUN_B [--metrics rsum rsum_single i2i/scene_NDCG@10] [--n 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -25,9 +26,9 @@ import numpy as np
 from vlr.sweeps.summary import SINGLE_MODAL_NDCG
 
 RSUM = [f"{d}/R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
-RSUM_SINGLE = [f"{d}/R@{k}" for d in ("t2t", "i2i") for k in (1, 5, 10)]
-NDCG_SINGLE = ["i2i/NDCG@10", "t2t/NDCG@10"]  # SINGLE_MODAL_NDCG: the papers' single-modal protocol
-DEFAULT_METRICS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/NDCG@10", "t2t/NDCG@10")
+SINGLE = ("i2i", "t2t")  # rsum_single: their NDCG@10 under the run's primary relevance
+PRIMARY = "relevance/primary"  # the key `load_rankings` keeps the primary relevance's name under
+DEFAULT_METRICS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", "i2i/R@1", "t2t/R@1")
 MARGIN = 2.0  # rsum points: "no cross-modal cost" needs the whole interval inside ±MARGIN
 MIN_CLUSTERS = 10  # fewer test sets than this: a cluster bootstrap cannot estimate their variance
 MAX_SIGN_FLIP_PAIRS = 22  # 2^22 sign assignments, enumerated in chunks
@@ -139,7 +140,12 @@ def load_rankings(run: Path) -> dict[str, np.ndarray]:
     path = Path(run) / "rankings.safetensors" if Path(run).is_dir() else Path(run)
     if not path.is_file():
         raise SystemExit(f"{path}: no per-query rankings; run with save_rankings=true (vlr.train or vlr.eval)")
-    return load_file(str(path))
+    rankings = load_file(str(path))
+    info = path.parent / "evaluation.json"  # the run's own: which relevance rsum_single used
+    primary = json.loads(info.read_text()).get("relevance", {}).get("primary") if info.is_file() else None
+    if primary:
+        rankings[PRIMARY] = np.array(primary)
+    return rankings
 
 
 def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -158,15 +164,25 @@ def _per_image(r: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarr
     )
 
 
-def components(metric: str) -> list[str]:
-    """The per-query keys a metric sums (rsum: the six cross-modal recalls; a plain metric: itself)."""
-    return {"rsum": RSUM, "rsum_single": RSUM_SINGLE, SINGLE_MODAL_NDCG: NDCG_SINGLE}.get(metric, [metric])
+def components(metric: str, r: dict[str, np.ndarray]) -> list[str]:
+    """The per-query keys a metric sums: rsum, the six cross-modal recalls; rsum_single, i2i and
+    t2t NDCG@10 under the primary relevance (named in the run's evaluation.json, or the only
+    relevance the rankings hold); a plain metric, itself."""
+    if metric == "rsum":
+        return RSUM
+    if metric not in ("rsum_single", SINGLE_MODAL_NDCG):
+        return [metric]
+    graded = sorted({key.split("/")[1].rsplit("_NDCG@", 1)[0] for key in r if key.endswith("_NDCG@10")})
+    primary = str(r[PRIMARY]) if PRIMARY in r else (graded[0] if len(graded) == 1 else None)
+    if primary is None:
+        raise SystemExit(f"metric {metric!r}: no evaluation.json names the primary relevance among {graded}")
+    return [f"{d}/{primary}_NDCG@10" for d in SINGLE]
 
 
 def _resampled(r: dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np.ndarray:
     """The metric (x100, summed over its components) on each resample; ``weights`` [B, images]."""
     total = np.zeros(weights.shape[0])
-    for key in components(metric):
+    for key in components(metric, r):
         if key not in r:
             raise SystemExit(f"metric {metric!r} needs per-query {key!r}, which the rankings file does not hold")
         sums, counts = _per_image(r, key)

@@ -40,7 +40,7 @@ class Run:
         if tokenizer is not None and trainer.is_global_zero:
             tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
         if trainer.loggers:  # the run's own options: a config composed with Hydra's node leaves it out
-            run_options = OmegaConf.masked_copy(self.cfg, [key for key in self.cfg if key != "hydra"])
+            run_options = OmegaConf.masked_copy(self.cfg, [str(key) for key in self.cfg if key != "hydra"])
             config = OmegaConf.to_container(run_options, resolve=True)
             for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
                 logger.log_hyperparams(config)
