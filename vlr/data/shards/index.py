@@ -12,7 +12,8 @@ captions themselves, so memory stays flat in the dataset's size.
 The layout is img2dataset's: members ``<key>.<ext>`` grouped by key, an image
 (``jpg|jpeg|png|webp``) with a ``txt`` caption and/or a ``json`` whose ``captions`` (a
 list, as vlr writes) or ``caption`` (img2dataset) holds the text; ``image_id`` in the json
-(else the key) identifies the image.
+identifies the image (samples with one id are one image: positives of each other); a sample
+without one is an image of its own, so no table of ids grows with a web-scale split.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 import tarfile
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +152,8 @@ def _key_and_ext(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def _captions_in(shard: str, key: str, members: dict) -> tuple[tuple[int, int, int], int, str]:
-    """(text member offset, size, kind), caption count and image id of one sample."""
+def _captions_in(shard: str, key: str, members: dict) -> tuple[tuple[int, int, int], int, str | None]:
+    """(text member offset, size, kind), caption count and json image id (None: not given) of one sample."""
     if "json" in members:
         offset, size = members["json"]
         try:
@@ -160,14 +162,14 @@ def _captions_in(shard: str, key: str, members: dict) -> tuple[tuple[int, int, i
             raise BadSampleError(f"shard {shard}, key {key}: its .json does not parse ({err})") from None
         if not isinstance(meta, dict):
             raise BadSampleError(f"shard {shard}, key {key}: its .json is not an object")
-        image_id = str(meta.get("image_id", key))
+        image_id = str(meta["image_id"]) if "image_id" in meta else None
         captions = meta.get("captions")
         if isinstance(captions, list) and all(isinstance(c, str) for c in captions):
             return (offset, size, JSON_LIST), len(captions), image_id
         if "txt" not in members and isinstance(meta.get("caption"), str):
             return (offset, size, JSON_CAPTION), 1, image_id
     else:
-        image_id = key
+        image_id = None
     if "txt" in members:
         return (*members["txt"], TXT), 1, image_id
     raise BadSampleError(f"shard {shard}, key {key}: no caption (.txt, or .json with 'caption'/'captions')")
@@ -198,9 +200,10 @@ def build_index(shards: list[Path], on_bad_sample: str) -> ShardIndex:
     record out and logs it, with the count."""
     if on_bad_sample not in BAD_SAMPLE_POLICIES:
         raise ConfigError(f"data.on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got '{on_bad_sample}'")
-    rows: list[tuple] = []
-    image_ids: dict[str, int] = {}
-    bad = 0
+    keys: list[str] = []
+    columns = {name: array("q") for name in ShardIndex.ARRAYS[1:]}  # 8 bytes a value, no Python objects
+    explicit_ids: dict[str, int] = {}  # only json image_ids: a sample without one is its own image
+    bad = num_images = 0
 
     def reject(problem: str) -> None:
         nonlocal bad
@@ -222,17 +225,25 @@ def build_index(shards: list[Path], on_bad_sample: str) -> ShardIndex:
                 except BadSampleError as err:
                     reject(str(err))
                     continue
-                image_of = image_ids.setdefault(image_id, len(image_ids))
-                rows.append((key, n, *members[images[0]], n, *text, count, image_of))
+                if image_id is None or image_id not in explicit_ids:  # a new image, numbered in order
+                    image_of, num_images = num_images, num_images + 1
+                    if image_id is not None:
+                        explicit_ids[image_id] = image_of
+                else:
+                    image_of = explicit_ids[image_id]
+                keys.append(key)
+                for name, value in zip(
+                    ShardIndex.ARRAYS[1:], (n, *members[images[0]], n, *text, count, image_of), strict=True
+                ):
+                    columns[name].append(value)
         except (tarfile.TarError, EOFError, OSError) as err:
-            reject(f"shard {shard} is corrupt after {len(rows)} usable records in all: {err}")
-    if not rows:
+            reject(f"shard {shard} is corrupt after {len(keys)} usable records in all: {err}")
+    if not keys:
         raise BadSampleError(f"no usable record in {len(shards)} shard(s), e.g. {shards[0]}")
     if bad:
-        log.warning("left out %d bad shard record(s) of %d (data.on_bad_sample=skip)", bad, bad + len(rows))
-    columns = list(zip(*rows, strict=True))
-    ints = dict(zip(ShardIndex.ARRAYS[1:], (np.asarray(c, dtype=np.int64) for c in columns[1:]), strict=True))
-    return ShardIndex([str(s) for s in shards], keys=np.asarray(columns[0], dtype=np.str_), bad_samples=bad, **ints)
+        log.warning("left out %d bad shard record(s) of %d (data.on_bad_sample=skip)", bad, bad + len(keys))
+    arrays = {name: np.frombuffer(values, dtype=np.int64).copy() for name, values in columns.items()}
+    return ShardIndex([str(s) for s in shards], keys=np.asarray(keys, dtype=np.str_), bad_samples=bad, **arrays)
 
 
 def cached_index(shards: list[Path], on_bad_sample: str, cache_dir: str | None) -> ShardIndex:
