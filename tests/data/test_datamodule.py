@@ -93,7 +93,7 @@ def test_setup_needs_tokenizer(synthetic_root):
 
 
 def test_unknown_source():
-    with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, synthetic"):
+    with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, shards, synthetic, vizwiz"):
         RetrievalDataModule(name="x", source="flickr", root="/nowhere")
 
 
