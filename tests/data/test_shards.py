@@ -20,7 +20,7 @@ from vlr.data.shards import BadSampleError, expand_braces, write_split
 from vlr.data.shards.__main__ import write_shards
 from vlr.data.sources import SOURCES
 from vlr.errors import ConfigError
-from vlr.metrics import RetrievalEvaluator
+from vlr.metrics import build_evaluator
 from vlr.towers import build_tokenizer
 
 SPEC = dict(num_train=60, num_val=20, num_test=20, generator_seed=3)
@@ -79,8 +79,10 @@ def test_shards_give_back_the_split(synthetic_root, shard_root):
         assert torch.equal(b.text_to_image, a.text_to_image)
         for i in (0, a.num_images // 2, a.num_images - 1):
             assert np.array_equal(np.asarray(load_rgb(b.image_paths[i])), np.asarray(load_rgb(a.image_paths[i])))
-        if name != "train":  # evaluation splits carry tokens (ROUGE-L) and labels (i2i recall)
+        if name != "train":  # evaluation splits carry tokens (ROUGE-L), labels, scenes (relevance) and names
             assert b.tokens == a.tokens and torch.equal(b.labels, a.labels)
+            assert a.scenes is not None and b.scenes == a.scenes and b.caption_ids == a.caption_ids
+            assert [p.name for p in b.image_paths] == [p.name for p in a.image_paths]
 
 
 def _fixed_random_embeddings(loader, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,14 +105,22 @@ def test_folder_and_shards_give_identical_metrics(synthetic_root, shard_root):
     results = []
     for dm in (_dm("synthetic", synthetic_root), _dm("shards", shard_root)):
         targets = dm.eval_targets("test")
-        evaluator = RetrievalEvaluator(targets["text_to_image"], image_labels=targets["image_labels"])
+        evaluator = build_evaluator(
+            targets,
+            {"name": "scene", "also": ["rouge_l", "labels"]},
+            split="test",
+            ks=(1, 5, 10),
+            ndcg_ks=(10,),
+            overlap_ks=(10,),
+            ties="expected",
+        )
         images, texts = dm.test_dataloader()
         image_emb, image_idx = _fixed_random_embeddings(images, "image")
         text_emb, text_idx = _fixed_random_embeddings(texts, "text")
         evaluator.update(image_emb=image_emb, image_idx=image_idx)
         evaluator.update(text_emb=text_emb, text_idx=text_idx)
         results.append({k: float(v) for k, v in evaluator.compute().items()})
-    assert {"i2t/R@1", "t2i/R@10", "i2i/R@1", "t2t/R@1"} <= set(results[0])
+    assert {"i2t/R@1", "t2i/R@10", "i2i/R@1", "t2t/R@1", "i2i/scene_NDCG@10", "t2t/rouge_l_NDCG@10"} <= set(results[0])
     assert results[0]["rsum"] > 0
     assert results[1] == results[0]
 
@@ -125,16 +135,20 @@ def test_training_batches_are_the_folders_even_augmented(synthetic_root, shard_r
         assert torch.equal(x["images"], y["images"]) and torch.equal(x["input_ids"], y["input_ids"])
 
 
-def _resuming_trainer(world: int, rank: int, epoch: int, done: int):
-    progress = SimpleNamespace(current=SimpleNamespace(processed=done))
-    return SimpleNamespace(
+def _resumed(shard_root, world: int, rank: int, epoch: int, done: int) -> RetrievalDataModule:
+    """A datamodule as Lightning hands it to a resumed fit: its checkpointed state restored
+    (``done`` batches of ``epoch`` trained), then asked for the loader by a trainer in ``fit``."""
+    dm = _dm("shards", shard_root, augment=False)
+    dm.trainer = SimpleNamespace(
         world_size=world,
         global_rank=rank,
         current_epoch=epoch,
         limit_train_batches=None,
         state=SimpleNamespace(fn="fit"),
-        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
     )
+    dm.load_state_dict({"epoch": epoch, "trained_batches": done})
+    dm.setup("fit")
+    return dm
 
 
 def _keys(dm) -> list[list[int]]:
@@ -146,12 +160,8 @@ def test_a_resume_at_step_k_continues_every_ranks_sequence(shard_root, step):
     """2 ranks, killed after ``step`` batches of epoch 1: each rank's resumed batches are its
     uninterrupted batches from ``step`` on (the datamodule's resume path, on shards)."""
     for rank in (0, 1):
-        whole = _dm("shards", shard_root, augment=False)
-        whole.trainer = _resuming_trainer(2, rank, epoch=1, done=0)
-        whole.setup("fit")
-        resumed = _dm("shards", shard_root, augment=False)
-        resumed.trainer = _resuming_trainer(2, rank, epoch=1, done=step)
-        resumed.setup("fit")
+        whole = _resumed(shard_root, 2, rank, epoch=1, done=0)
+        resumed = _resumed(shard_root, 2, rank, epoch=1, done=step)
         assert _keys(resumed) == _keys(whole)[step:]
         assert len(_keys(whole)) == 300 // 2 // 4
 

@@ -26,10 +26,11 @@ class ShardMember:
     """An image inside a shard: what `vlr.data.images.load_rgb` opens (``read_bytes``), and what
     error messages name (``str``: shard and member)."""
 
-    __slots__ = ("shard", "offset", "size", "key")
+    __slots__ = ("shard", "offset", "size", "key", "name")
 
-    def __init__(self, shard: str, offset: int, size: int, key: str):
+    def __init__(self, shard: str, offset: int, size: int, key: str, name: str | None = None):
         self.shard, self.offset, self.size, self.key = shard, offset, size, key
+        self.name = name or key  # the image's file name where the shard recorded it (CxC matches by it)
 
     def read_bytes(self) -> bytes:
         return read_member(self.shard, self.offset, self.size)
@@ -48,8 +49,9 @@ class ShardMember:
 class ShardImages(Sequence):
     """The split's unique images, each a `ShardMember` made when indexed."""
 
-    def __init__(self, index: ShardIndex, samples: np.ndarray):
+    def __init__(self, index: ShardIndex, samples: np.ndarray, names: list[str] | None = None):
         self.shard_index, self.samples = index, samples  # samples[i]: the first sample showing image i
+        self.names = names
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -62,8 +64,9 @@ class ShardImages(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         s, ix = int(self.samples[i]), self.shard_index
+        name = None if self.names is None else self.names[i]
         return ShardMember(
-            ix.shards[int(ix.image_shard[s])], int(ix.image_offset[s]), int(ix.image_size[s]), str(ix.keys[s])
+            ix.shards[int(ix.image_shard[s])], int(ix.image_offset[s]), int(ix.image_size[s]), str(ix.keys[s]), name
         )
 
 
@@ -106,8 +109,8 @@ class ShardCaptions(Sequence):
 
 
 def split_from_index(index: ShardIndex, name: str, source: str, in_memory: bool) -> CaptionSplit:
-    """The `CaptionSplit` of an index; ``in_memory`` reads every caption (and the tokens and
-    labels vlr's own shards carry) now, else captions are read when used."""
+    """The `CaptionSplit` of an index; ``in_memory`` reads every caption (and the tokens, caption
+    ids, labels, scenes and file names vlr's own shards carry) now, else captions are read when used."""
     _, first_sample = np.unique(index.image_of, return_index=True)
     text_to_image = torch.from_numpy(np.repeat(index.image_of, index.num_captions))
     images = cast(list[Path], ShardImages(index, first_sample))  # a lazy sequence, read like the list
@@ -124,10 +127,26 @@ def split_from_index(index: ShardIndex, name: str, source: str, in_memory: bool)
             tokens.extend(meta["tokens"])
         else:
             tokens = None
-    labels = None
-    if all("labels" in metas[s] for s in first_sample):
-        labels = torch.tensor([metas[s]["labels"] for s in first_sample])
-    return CaptionSplit(name, images, captions, text_to_image, tokens=tokens, labels=labels, source=source)
+    firsts = [metas[s] for s in first_sample]  # one json per image: its labels, scene and file name
+    labels = torch.tensor([m["labels"] for m in firsts]) if all("labels" in m for m in firsts) else None
+    scenes = [m["scene"] for m in firsts] if all("scene" in m for m in firsts) else None
+    names = [str(m["file"]) for m in firsts] if all("file" in m for m in firsts) else None
+    caption_ids = None
+    if all(isinstance(m.get("caption_ids"), list) for m in metas):
+        caption_ids = [int(c) for m in metas for c in m["caption_ids"]]
+        caption_ids = caption_ids if len(caption_ids) == len(captions) else None
+    images = cast(list[Path], ShardImages(index, first_sample, names))
+    return CaptionSplit(
+        name,
+        images,
+        captions,
+        text_to_image,
+        tokens=tokens,
+        labels=labels,
+        source=source,
+        scenes=scenes,
+        caption_ids=caption_ids,
+    )
 
 
 class ShardsSource:

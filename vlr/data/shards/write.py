@@ -3,7 +3,8 @@
 One sample per image: ``<key>.<ext>`` holds the image file's own bytes (no re-encoding, so
 training and evaluation decode the same pixels; formats other than jpg/png/webp are
 written as lossless PNG), ``<key>.txt`` its first caption (what img2dataset readers
-expect) and ``<key>.json`` every caption with its tokens, the image's labels and id, so
+expect) and ``<key>.json`` every caption with its tokens and ids, the image's labels, scene, file
+name and id, so
 reading the shards back gives the same split. Tar headers carry no time or owner: the
 same split always gives the same bytes.
 """
@@ -62,6 +63,10 @@ def write_split(split: CaptionSplit, out: Path, prefix: str, shard_size: int = 1
                     meta["tokens"] = [split.tokens[c] for c in captions_of[i]]
                 if split.labels is not None:
                     meta["labels"] = split.labels[i].tolist()
+                if split.scenes is not None:
+                    meta["scene"] = split.scenes[i]
+                if split.caption_ids is not None:
+                    meta["caption_ids"] = [split.caption_ids[c] for c in captions_of[i]]
                 _add(tar, f"{key}.{ext}", data)
                 if captions:  # an image without captions (an imbalance's) has only its json
                     _add(tar, f"{key}.txt", captions[0].encode())
