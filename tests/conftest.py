@@ -164,10 +164,7 @@ def run_vlr(entry: str, *overrides: str, dir: Path, root: Path | None = None) ->
     """
     import copy
     import importlib
-    import io
 
-    import torch
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     dir = Path(dir)
@@ -182,8 +179,52 @@ def run_vlr(entry: str, *overrides: str, dir: Path, root: Path | None = None) ->
     OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), hydra_dir / "overrides.yaml")
     main = importlib.import_module(f"vlr.{entry}").main
+    with _captured() as (text, status):
+        status["value"] = main(task)
+    return VlrRun(task, dir, status["returncode"], status["value"], text.getvalue())
+
+
+def run_main(entry: str, *args: str, cwd: Path) -> VlrRun:
+    """``python -m vlr.<entry> args...`` run in ``cwd``, in this process: the entry point's own
+    ``main()`` with that ``sys.argv`` (Hydra's whole command-line path: ``-m`` sweeps, sweepers,
+    their callbacks; Hydra's logging setup left out). For what `run_vlr` cannot compose: multiruns.
+    ``dir`` of the result is ``cwd``."""
+    import importlib
+
+    main = importlib.import_module(f"vlr.{entry}").main
+    argv, before = [f"vlr.{entry}", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"], os.getcwd()
+    saved_argv, saved_root = sys.argv, os.environ.get("VLR_ROOT")
+    sys.argv = argv
+    os.environ["VLR_ROOT"] = str(cwd)
+    os.chdir(cwd)
+    try:
+        with _captured() as (text, status):
+            status["value"] = main()
+    finally:
+        os.chdir(before)
+        sys.argv = saved_argv
+        if saved_root is None:
+            os.environ.pop("VLR_ROOT", None)
+        else:
+            os.environ["VLR_ROOT"] = saved_root
+    return VlrRun(None, Path(cwd), status["returncode"], status["value"], text.getvalue())
+
+
+@contextlib.contextmanager
+def _captured():
+    """Everything printed, logged (INFO and up) and warned while running an entry point in-process
+    (printing and logging also passed on to pytest's capture), as a terminal would show them; a
+    ``SystemExit`` becomes ``status["returncode"]``. Global state
+    a run changes (root log level, torch's thread count and determinism, the current HydraConfig)
+    is put back."""
+    import io
+    import warnings
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
 
     text = io.StringIO()
+    status: dict = {"returncode": 0, "value": None}
     collect = _Collect(text)
     loggers = [logging.getLogger(), logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")]
     root_level = loggers[0].level
@@ -191,16 +232,20 @@ def run_vlr(entry: str, *overrides: str, dir: Path, root: Path | None = None) ->
     for logger in loggers:
         logger.addHandler(collect)
     loggers[0].setLevel(logging.INFO)
-    returncode, value = 0, None
     try:
         with (
             contextlib.redirect_stdout(_Tee(sys.stdout, text)),
             contextlib.redirect_stderr(_Tee(sys.stderr, text)),
+            warnings.catch_warnings(),
         ):
+            warnings.simplefilter("default")  # each distinct warning once, as a process shows it
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: text.write(
+                f"{filename}:{lineno}: {category.__name__}: {message}\n"
+            )
             try:
-                value = main(task)
+                yield text, status
             except SystemExit as exit:  # report_user_errors: one line, status 1
-                returncode = exit.code if isinstance(exit.code, int) else 1
+                status["returncode"] = exit.code if isinstance(exit.code, int) else 1
     finally:
         for logger in loggers:
             logger.removeHandler(collect)
@@ -208,7 +253,8 @@ def run_vlr(entry: str, *overrides: str, dir: Path, root: Path | None = None) ->
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         HydraConfig.instance().cfg = None
-    return VlrRun(task, dir, returncode, value, text.getvalue())
+
+
 
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
@@ -412,6 +458,33 @@ def small_run(root, *overrides: str) -> list[str]:
         "logger=none",
         *overrides,
     ]
+
+
+def tower_preset(name: str, tiny_pretrained: dict, tiny_clip: dict, tiny_open_clip: dict | None = None) -> list[str]:
+    """Overrides for ``model=<name>`` with the tiny local stand-ins of the session fixtures
+    (``tiny_pretrained``: timm ViT + BERT; ``tiny_clip``; ``tiny_open_clip``): the presets' own classes."""
+    if name == "open_clip":
+        assert tiny_open_clip is not None
+        return [
+            "model=open_clip",
+            f"model.arch={tiny_open_clip['arch']}",
+            f"model.pretrained={tiny_open_clip['pretrained']}",
+            "data.image_transform=tower",
+        ]
+    if name == "tiny":
+        return []
+    if name == "vit_bert":
+        return [
+            "model=vit_bert",
+            "model.image_tower.name=vit_tiny_patch16_224",
+            "model.image_tower.pretrained=false",
+            f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
+            "data.image_size=32",
+            *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in tiny_pretrained["timm_kwargs"].items()),
+            f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
+        ]
+    assert name == "clip_vit_b32", name
+    return ["model=clip_vit_b32", f"model.image_tower.name_or_path={tiny_clip['dir']}", "data.image_transform=tower"]
 
 
 def quiet_trainer(**kw):
