@@ -246,6 +246,8 @@ def _captured():
                 yield text, status
             except SystemExit as exit:  # report_user_errors: one line, status 1
                 status["returncode"] = exit.code if isinstance(exit.code, int) else 1
+                if isinstance(exit.code, str):  # as the interpreter prints it
+                    text.write(exit.code + "\n")
     finally:
         for logger in loggers:
             logger.removeHandler(collect)
@@ -253,8 +255,6 @@ def _captured():
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         HydraConfig.instance().cfg = None
-
-
 
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)

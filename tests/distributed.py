@@ -71,11 +71,13 @@ class SimulatedWorld:
     # -- running the ranks ---------------------------------------------------------------------
     def run(self, fn: Callable[[int], object]) -> list:
         """``[fn(0), ..., fn(world_size - 1)]`` as the ranks of one job would return them."""
-        for self.passes in range(1, self.max_passes + 1):
+        for passes in range(1, self.max_passes + 1):
+            self.passes = passes
             self._sent = [[] for _ in range(self.world_size)]
             results = []
-            for self.rank in range(self.world_size):
-                results.append(fn(self.rank))
+            for rank in range(self.world_size):
+                self.rank = rank
+                results.append(fn(rank))
             if self._previous is not None and _same(self._sent, self._previous):
                 return results
             self._previous = self._sent

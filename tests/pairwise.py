@@ -21,10 +21,7 @@ def uncovered_pairs(factors: Mapping[str, Sequence], cases: Sequence[tuple]) -> 
     """The pairs ``(i, value_i, j, value_j)`` (factor ``i`` < factor ``j``) that no case holds."""
     values = list(factors.values())
     want = {
-        (i, a, j, b)
-        for i, j in itertools.combinations(range(len(values)), 2)
-        for a in values[i]
-        for b in values[j]
+        (i, a, j, b) for i, j in itertools.combinations(range(len(values)), 2) for a in values[i] for b in values[j]
     }
     have = {(i, c[i], j, c[j]) for c in cases for i, j in itertools.combinations(range(len(values)), 2)}
     return want - have

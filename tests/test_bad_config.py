@@ -161,4 +161,7 @@ def test_reference_features_without_a_path_is_one_line(tmp_path, synthetic_root)
         dir=tmp_path / "run",
     )  # fmt: skip
     assert run.returncode == 1
-    assert run.output.strip().splitlines()[-1] == "error: reference=features needs reference.path=<directory of feature files>"
+    assert (
+        run.output.strip().splitlines()[-1]
+        == "error: reference=features needs reference.path=<directory of feature files>"
+    )

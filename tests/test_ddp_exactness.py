@@ -1,5 +1,8 @@
-"""The suite's one real multi-process run: ``vlr.train trainer=ddp_cpu`` (2 processes, global batch B)
-ends with the weights of the same run on 1 process (batch B), and shares one run directory.
+"""The suite's one real multi-process run: a Hydra sweep of two ``vlr.train trainer=ddp_cpu`` jobs
+(2 processes each, global batch B). Each job's ranks share one directory (the sweep is not re-run
+by the second rank, which would happen with Lightning's own re-launch of ``sys.argv``), the second
+job starts after the first released its process group, and a job ends with the weights of the same
+run on 1 process (batch B).
 
 SAD in two stages: epoch 0 ITC only, then every term from the best stage-1 checkpoint, which every
 rank must restore. Shuffling, augmentation and dropout are off, so both runs draw the same data.
@@ -19,21 +22,33 @@ from experiments.ddp_drift import DETERMINISTIC
 from tests.conftest import compose_config, run_cli, run_vlr
 
 # 60 captions / batch 20 = 3 steps an epoch; stage 2 starts at epoch 1
-ARGS = ["data.num_train=12", *DETERMINISTIC, "objective=sad", "objective.stage1_epochs=1", "trainer.max_epochs=2"]
+ARGS = [
+    "data.num_train=12",
+    *(o for o in DETERMINISTIC if not o.startswith("seed=")),
+    "objective=sad",
+    "objective.stage1_epochs=1",
+    "trainer.max_epochs=2",
+]
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_and_share_one_run_directory(tmp_path):
-    two_dir = tmp_path / "two"
-    proc = run_cli("vlr.train", *ARGS, "trainer=ddp_cpu", f"hydra.run.dir={two_dir}", cwd=tmp_path)
+def test_a_sweep_of_ddp_jobs_equals_one_process_and_writes_one_directory_per_job(tmp_path):
+    sweep = tmp_path / "multi"
+    proc = run_cli("vlr.train", "-m", "seed=5,6", *ARGS, "trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = run_vlr("train", *ARGS, "test=false", dir=tmp_path / "one")
-    assert one.returncode == 0, one.output[-3000:]
-
-    # one run directory: rank 1 made none of its own and wrote no stray checkpoint
-    assert sorted(p.name for p in (two_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert not (tmp_path / "outputs").exists()
     assert "stage 2 starts from the best stage-1 checkpoint" in proc.stdout + proc.stderr
+    # one directory per job, shared by its ranks: none wandered off to a run directory of its own,
+    # re-ran the sweep, or wrote a stray checkpoint
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, seed in (("0", 5), ("1", 6)):
+        assert sorted(p.name for p in (sweep / job / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+        assert f"seed: {seed}" in (sweep / job / ".hydra" / "config.yaml").read_text()
+        assert (sweep / job / "metrics.json").is_file()
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+    two_dir = sweep / "0"
+    one = run_vlr("train", *ARGS, "seed=5", "test=false", dir=tmp_path / "one")
+    assert one.returncode == 0, one.output[-3000:]
 
     w1, w2 = one.checkpoint()["state_dict"], torch.load(two_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert w2["global_step"] == one.checkpoint()["global_step"] == 6
@@ -64,6 +79,6 @@ def _initial_weights(tmp_path) -> dict:
 
     from vlr.build import build_data_and_model
 
-    cfg = compose_config(*ARGS, run_dir=tmp_path / "initial", root=tmp_path)
+    cfg = compose_config(*ARGS, "seed=5", run_dir=tmp_path / "initial", root=tmp_path)
     pl.seed_everything(cfg.seed)
     return build_data_and_model(cfg)[1].state_dict()

@@ -153,6 +153,8 @@ def test_settings_that_cannot_work_end_in_one_line(tmp_path, monkeypatch, synthe
         ConfigError, match=r"model.pretrained=openai is not a tag of vlr-tiny-open-clip-\w+ \(it has none"
     ):
         OpenCLIPImageTower(str(tiny_open_clip["arch"]), pretrained="openai")
-    cfg = _compose(small_run(synthetic_root, *tower_preset("open_clip", None, None, tiny_open_clip), "model.compile=maybe"))
+    cfg = _compose(
+        small_run(synthetic_root, *tower_preset("open_clip", None, None, tiny_open_clip), "model.compile=maybe")
+    )
     with pytest.raises(Exception, match="model.compile must be true or false, got 'maybe'"):
         build_data_and_model(cfg)
