@@ -1,4 +1,12 @@
-"""Shared fixtures. Nothing here reads ../shared or the network: data is generated."""
+"""Shared fixtures. Nothing here reads ../shared or the network: data is generated.
+
+Runs are in-process by default: `run_vlr("train" | "eval" | "write_features", *overrides, dir=...)`
+composes the config as the command line would and calls the entry point's own ``main(cfg)``;
+`run_main` runs ``main()`` with a whole command line (``-m`` sweeps, sweepers); `compose_config`
+only composes. A test starts a process (`run_cli`) only where the process boundary is what it
+tests: the entry points themselves (tests/test_train_e2e.py), the one DDP run
+(tests/test_ddp_exactness.py), kills (tests/test_resume.py), packaging (tests/test_packaging.py).
+"""
 
 import contextlib
 import logging

@@ -4,6 +4,8 @@ import pytest
 
 from tests.conftest import SYNTHETIC_ROOT_SPEC, run_vlr
 
+pytestmark = pytest.mark.slow  # in-process training runs
+
 
 @pytest.mark.parametrize(
     "preset, extra, limited",

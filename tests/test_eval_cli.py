@@ -8,6 +8,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import run_vlr
 
+pytestmark = pytest.mark.slow  # in-process training runs
+
 SMALL = [
     "data.num_train=30",
     "data.num_val=12",

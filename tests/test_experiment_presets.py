@@ -4,6 +4,8 @@ import pytest
 
 from tests.conftest import run_vlr
 
+pytestmark = pytest.mark.slow  # in-process training runs
+
 
 def _train_preset(tmp_path, synthetic_root, preset, objective, *towers):
     """Two CPU steps of ``experiment=<preset>`` on the synthetic data's Karpathy file: (run dir, metrics)."""

@@ -17,6 +17,7 @@ import torch
 
 from tests.conftest import REPO, run_vlr
 
+pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 20  # 40 images x 5 captions / batch 10
 ARGS = [
     "data.num_train=40",
@@ -102,7 +103,6 @@ def _assert_same_run(whole, resumed):
     assert all(p.name.endswith(run_id) for p in (resumed / "wandb").glob("offline-run-*"))
 
 
-@pytest.mark.slow
 def test_runs_killed_at_the_worst_moments_resume_to_the_same_weights_metrics_and_wandb_run(tmp_path, whole):
     """One run directory, three real processes killed in turn, then the same command completes it:
     1. dies right after the first best.ckpt, before that epoch's last.ckpt (last.ckpt is a mid-epoch one);
@@ -143,7 +143,6 @@ class InterruptAt(pl.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.slow
 def test_ctrl_c_saves_between_steps_and_the_resumed_run_is_the_same(tmp_path, whole):
     resumed = tmp_path / "resumed"
     at = STEPS_PER_EPOCH + 5

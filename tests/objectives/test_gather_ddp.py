@@ -108,6 +108,7 @@ DETERMINISTIC = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_objective_on_two_ranks_equals_one_process(monkeypatch, tmp_path, synthetic_root, mode):
     cfg = compose_config(*small_run(synthetic_root, *DETERMINISTIC, *MODES[mode]), run_dir=tmp_path, root=tmp_path)

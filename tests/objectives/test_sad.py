@@ -183,6 +183,7 @@ def test_bad_options():
         obj(v, t, ids)
 
 
+@pytest.mark.slow
 def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkpoint(tmp_path):
     import csv
     import json
@@ -220,6 +221,7 @@ class _Died(BaseException):
     """A process death, in-process: nothing in vlr catches it (unlike an Exception)."""
 
 
+@pytest.mark.slow
 def test_a_run_resumed_in_the_middle_of_stage_2_stays_in_stage_2(tmp_path, monkeypatch):
     """Lightning runs no epoch-start hook for an epoch resumed in its middle: the schedule must
     still follow the restored epoch, and the resumed run end with the uninterrupted one's weights."""

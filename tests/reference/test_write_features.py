@@ -1,9 +1,12 @@
 """`vlr.write_features` (in-process, `run_vlr`) with locally saved tiny encoders, then training on its
 files. (`tests/test_packaging.py` runs it in a fresh interpreter, imported alone.)"""
 
+import pytest
 import torch
 
 from tests.conftest import SYNTHETIC_ROOT_SPEC, run_vlr
+
+pytestmark = pytest.mark.slow
 
 
 def _encoder_overrides(tiny_pretrained):
