@@ -1,8 +1,11 @@
 """vlr's logger classes, in-process: the MLflow run a resumed vlr run continues."""
 
+import pytest
+
 from vlr.tracking.loggers import MLFlowLogger
 
 
+@pytest.mark.slow  # two MLflow runs
 def test_mlflow_run_id_file_makes_a_resumed_run_continue_the_same_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -199,7 +199,8 @@ def test_second_order_is_refused_under_ddp(monkeypatch):
 
 def test_second_order_runs_with_attention_towers():
     """The fused attention kernels are not twice differentiable; the meta step uses the math one."""
-    from vlr.models import DualEncoder, ImageTower, TextTower
+    from vlr.models import DualEncoder
+    from vlr.towers import ImageTower, TextTower
 
     torch.manual_seed(0)
     enc = DualEncoder(
