@@ -25,7 +25,7 @@ eval: venv                         ## make eval ARGS="ckpt_path=outputs/.../chec
 test: venv                         ## the whole suite, slow tests included (what CI runs)
 	$(PY) -m pytest $(ARGS)
 
-test-fast: venv                    ## skip end-to-end and multi-process tests
+test-fast: venv                    ## skip training runs and the few real processes (-m 'not slow')
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: venv                         ## ruff lint + format check + mypy on vlr/ (what CI runs before the tests)

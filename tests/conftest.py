@@ -1,6 +1,15 @@
-"""Shared fixtures. Nothing here reads ../shared or the network: data is generated."""
+"""Shared fixtures. Nothing here reads ../shared or the network: data is generated.
+
+Runs are in-process by default: `run_vlr("train" | "eval" | "write_features", *overrides, dir=...)`
+composes the config as the command line would and calls the entry point's own ``main(cfg)``;
+`run_main` runs ``main()`` with a whole command line (``-m`` sweeps, sweepers); `compose_config`
+only composes. A test starts a process (`run_cli`) only where the process boundary is what it
+tests: the entry points themselves (tests/test_train_e2e.py), the one DDP run
+(tests/test_ddp_exactness.py), kills (tests/test_resume.py), packaging (tests/test_packaging.py).
+"""
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,8 +22,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The environment every test starts from, and the forked CLI runs' server's (`run_cli`).
-_SESSION_ENV = dict(os.environ)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +49,7 @@ def _restored_environment():
     variables behind that later processes would inherit: wandb's WANDB_SERVICE (a later run
     would join that service and find a killed run's id still "in use"), mlflow's
     MLFLOW_TRACKING_URI, inductor's _TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR, Lightning's
-    PL_GLOBAL_SEED. With any of them set, a CLI run would also start a fresh interpreter."""
+    PL_GLOBAL_SEED."""
     before = dict(os.environ)
     yield
     for key in set(os.environ) - set(before):
@@ -50,19 +57,14 @@ def _restored_environment():
     os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
 
 
-def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None, fresh: bool = False):
-    """Run ``python -m module overrides...`` as a user would; returns a CompletedProcess.
-
-    The run is a fork of a preloaded interpreter (`tests.cli_server`: the imports done once)
-    unless ``fresh``, VLR_TEST_FRESH_PROCESSES=1, or its environment differs from the server's
-    in a variable `_read_at_run_time` does not name (others, such as PYTHONPATH, thread counts
-    or HF_*, may be read at start-up): then it is a fresh ``python -m``."""
+def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run ``python -m module overrides...`` in a fresh interpreter, as a user would; returns a
+    CompletedProcess. Only for what the process boundary is: the entry points themselves, DDP
+    spawns, kills, packaging. Everything else runs in-process (`run_vlr`)."""
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **(env or {})}
     full_env.pop("WANDB_SERVICE", None)  # a run never joins a wandb service this test process started
-    if not fresh and os.environ.get("VLR_TEST_FRESH_PROCESSES") != "1" and _can_fork(full_env):
-        return _server().run(module, list(overrides), cwd, full_env, timeout)
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,
@@ -73,117 +75,194 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
     )
 
 
-def _read_at_run_time(key: str) -> bool:
-    """Variables a run reads while running, never at import: a forked run may differ from the
-    server in these. PYTEST_CURRENT_TEST changes with every test; Lightning's seed_everything
-    sets PL_GLOBAL_SEED / PL_SEED_WORKERS (in-process tests call it); COLUMNS comes from a
-    test's monkeypatch. Any other difference means a fresh interpreter."""
-    return key.startswith(("VLR_", "WANDB_", "PYTEST_", "PL_")) or key in ("PYTHONUNBUFFERED", "COLUMNS", "LINES")
+CONF_DIR = REPO / "vlr" / "conf"
 
 
-_FRESH_BECAUSE: dict[str, int] = {}  # why runs were fresh: the variables that differed (the session summary)
+def compose_config(*overrides: str, name: str = "train", run_dir: Path | None = None, root: Path | None = None):
+    """``vlr/conf/<name>.yaml`` composed with ``overrides`` as the command line would, with
+    Hydra's own node, and set as the current `HydraConfig` (so ``${hydra:...}`` resolves and the
+    entry points read the overrides, as under ``@hydra.main``). ``run_dir``: the run directory
+    (``paths.output_dir``; ``hydra.run.dir``); ``root``: what ``VLR_ROOT`` would be (``data/`` under it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=name):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.RUN
+        if run_dir is not None:
+            cfg.hydra.run.dir = str(run_dir)
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        if root is not None:
+            cfg.paths.root_dir = str(root)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
-def _can_fork(env: dict) -> bool:
-    """Whether a run with ``env`` may be a fork of the server (started with the session's
-    environment): no start-up variable differs. Counts the ones that do for the summary."""
-    mine = {k: v for k, v in env.items() if not _read_at_run_time(k)}
-    server = {k: v for k, v in _SESSION_ENV.items() if not _read_at_run_time(k)}
-    differing = sorted(k for k in mine.keys() | server.keys() if mine.get(k) != server.get(k))
-    for key in differing:
-        _FRESH_BECAUSE[key] = _FRESH_BECAUSE.get(key, 0) + 1
-    return not differing
+class VlrRun:
+    """What an in-process `run_vlr` left: ``returncode`` (0, or 1 for a user error, as the CLI
+    exits), ``output`` (everything printed and logged), ``error`` (the ``error: ...`` line or
+    None), ``value`` (what ``main`` returned), ``dir`` (the run directory), ``cfg``."""
+
+    def __init__(self, cfg, run_dir: Path, returncode: int, value, output: str):
+        self.cfg, self.dir, self.returncode, self.value, self.output = cfg, run_dir, returncode, value, output
+        errors = [line for line in output.splitlines() if line.startswith("error: ")]
+        self.error = errors[-1] if errors else None
+
+    def json(self, name: str = "metrics.json") -> dict:
+        """A JSON file the run wrote in its directory (``metrics.json`` by default)."""
+        import json
+
+        return json.loads((self.dir / name).read_text())
+
+    @property
+    def metrics(self) -> dict:
+        return self.json("metrics.json")
+
+    def checkpoint(self, name: str = "last.ckpt") -> dict:
+        import torch
+
+        return torch.load(self.dir / "checkpoints" / name, weights_only=True)
 
 
-class _CliServer:
-    """The pytest side of `tests.cli_server`: one server per test session, started on first use."""
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
 
-    def __init__(self):
-        import subprocess
-        import tempfile
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+        return len(text)
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="vlr-cli-"))
-        self.requests = 0
-        with open(self.scratch / "server.log", "w") as log:  # the server holds its own copy
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.cli_server"],
-                cwd=REPO,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=_SESSION_ENV,
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self):
+        return False
+
+
+class _Collect(logging.Handler):
+    """Every log record once (Lightning's loggers do not propagate to the root when it has no handler)."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self.stream, self.seen = stream, set()
+        self.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+
+    def emit(self, record):
+        if id(record) not in self.seen:
+            self.seen.add(id(record))
+            self.stream.write(self.format(record) + "\n")
+
+
+def run_vlr(entry: str, *overrides: str, dir: Path, root: Path | None = None) -> VlrRun:
+    """``python -m vlr.<entry> overrides... hydra.run.dir=<dir>``, in this process: the config
+    composed as the command line would (`compose_config`), ``.hydra/{config,overrides,hydra}.yaml``
+    written as Hydra writes them (``vlr.eval`` of a checkpoint reads them), then the entry point's
+    own ``main(cfg)`` (user errors become exit status 1 and one ``error:`` line, as on the CLI).
+    ``entry``: ``train`` | ``eval`` | ``write_features``; ``root`` (default ``dir``'s parent) is
+    the project root the run sees (``VLR_ROOT``). One line per use::
+
+        run = run_vlr("train", *small_run(synthetic_root), "objective=triplet", dir=tmp_path / "run")
+        assert run.returncode == 0, run.output
+        metrics = run.metrics
+    """
+    import copy
+    import importlib
+
+    from omegaconf import OmegaConf, open_dict
+
+    dir = Path(dir)
+    root = Path(root) if root is not None else dir.parent
+    cfg = compose_config(*overrides, name=entry, run_dir=dir, root=root)
+    hydra_dir = dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    task = copy.deepcopy(cfg)  # what the task function gets under @hydra.main: no `hydra` node
+    with open_dict(task):
+        del task["hydra"]
+    OmegaConf.save(task, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), hydra_dir / "overrides.yaml")
+    main = importlib.import_module(f"vlr.{entry}").main
+    with _captured() as (text, status):
+        status["value"] = main(task)
+    return VlrRun(task, dir, status["returncode"], status["value"], text.getvalue())
+
+
+def run_main(entry: str, *args: str, cwd: Path) -> VlrRun:
+    """``python -m vlr.<entry> args...`` run in ``cwd``, in this process: the entry point's own
+    ``main()`` with that ``sys.argv`` (Hydra's whole command-line path: ``-m`` sweeps, sweepers,
+    their callbacks; Hydra's logging setup left out). For what `run_vlr` cannot compose: multiruns.
+    ``dir`` of the result is ``cwd``."""
+    import importlib
+
+    main = importlib.import_module(f"vlr.{entry}").main
+    argv, before = [f"vlr.{entry}", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"], os.getcwd()
+    saved_argv, saved_root = sys.argv, os.environ.get("VLR_ROOT")
+    sys.argv = argv
+    os.environ["VLR_ROOT"] = str(cwd)
+    os.chdir(cwd)
+    try:
+        with _captured() as (text, status):
+            status["value"] = main()
+    finally:
+        os.chdir(before)
+        sys.argv = saved_argv
+        if saved_root is None:
+            os.environ.pop("VLR_ROOT", None)
+        else:
+            os.environ["VLR_ROOT"] = saved_root
+    return VlrRun(None, Path(cwd), status["returncode"], status["value"], text.getvalue())
+
+
+@contextlib.contextmanager
+def _captured():
+    """Everything printed, logged (INFO and up) and warned while running an entry point in-process
+    (printing and logging also passed on to pytest's capture), as a terminal would show them; a
+    ``SystemExit`` becomes ``status["returncode"]``. Global state
+    a run changes (root log level, torch's thread count and determinism, the current HydraConfig)
+    is put back."""
+    import io
+    import warnings
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    text = io.StringIO()
+    status: dict = {"returncode": 0, "value": None}
+    collect = _Collect(text)
+    loggers = [logging.getLogger(), logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")]
+    root_level = loggers[0].level
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    for logger in loggers:
+        logger.addHandler(collect)
+    loggers[0].setLevel(logging.INFO)
+    try:
+        with (
+            contextlib.redirect_stdout(_Tee(sys.stdout, text)),
+            contextlib.redirect_stderr(_Tee(sys.stderr, text)),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("default")  # each distinct warning once, as a process shows it
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: text.write(
+                f"{filename}:{lineno}: {category.__name__}: {message}\n"
             )
-
-    def _reply(self, request_id: int) -> dict:
-        import json
-
-        line = self.proc.stdout.readline()
-        if not line:
-            log = (self.scratch / "server.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"tests.cli_server exited ({self.proc.wait()}):\n{log}")
-        reply = json.loads(line)
-        assert reply["id"] == request_id, (reply, request_id)
-        return reply
-
-    def run(self, module: str, args: list[str], cwd: Path, env: dict, timeout: int):
-        import json
-        import signal
-        import subprocess
-
-        self.requests += 1
-        rid = self.requests
-        out, err = self.scratch / f"{rid}.stdout", self.scratch / f"{rid}.stderr"
-        request = dict(id=rid, module=module, args=args, cwd=str(cwd), env=env, stdout=str(out), stderr=str(err))
-        self.proc.stdin.write(json.dumps({**request, "timeout": timeout}) + "\n")
-        self.proc.stdin.flush()
-        pid = self._reply(rid)["pid"]
-        try:
-            reply = self._reply(rid)
-        except BaseException:  # a test timeout or Ctrl-C: the run (and its DDP ranks) goes too
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            self._reply(rid)  # the server has reaped it: the next request is in step
-            raise
-        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
-        out.unlink()
-        err.unlink()
-        command = [sys.executable, "-m", module, *args]
-        if reply.get("timeout"):
-            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
-        return subprocess.CompletedProcess(command, reply["returncode"], stdout, stderr)
-
-    def close(self):
-        import shutil
-        import subprocess
-
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-_SERVER: list[_CliServer] = []
-
-
-def _server() -> _CliServer:
-    if not _SERVER or _SERVER[0].proc.poll() is not None:
-        _SERVER[:] = [_CliServer()]
-    return _SERVER[0]
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _SERVER or _FRESH_BECAUSE:
-        forked = sum(server.requests for server in _SERVER)
-        why = ", ".join(f"{k} ({n})" for k, n in sorted(_FRESH_BECAUSE.items())) or "none"
-        terminalreporter.write_line(f"CLI runs forked from tests.cli_server: {forked}; fresh for a differing {why}")
-
-
-def pytest_sessionfinish(session, exitstatus):
-    for server in _SERVER:
-        server.close()
+            try:
+                yield text, status
+            except SystemExit as exit:  # report_user_errors: one line, status 1
+                status["returncode"] = exit.code if isinstance(exit.code, int) else 1
+                if isinstance(exit.code, str):  # as the interpreter prints it
+                    text.write(exit.code + "\n")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collect)
+        loggers[0].setLevel(root_level)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        HydraConfig.instance().cfg = None
 
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
@@ -387,6 +466,33 @@ def small_run(root, *overrides: str) -> list[str]:
         "logger=none",
         *overrides,
     ]
+
+
+def tower_preset(name: str, tiny_pretrained: dict, tiny_clip: dict, tiny_open_clip: dict | None = None) -> list[str]:
+    """Overrides for ``model=<name>`` with the tiny local stand-ins of the session fixtures
+    (``tiny_pretrained``: timm ViT + BERT; ``tiny_clip``; ``tiny_open_clip``): the presets' own classes."""
+    if name == "open_clip":
+        assert tiny_open_clip is not None
+        return [
+            "model=open_clip",
+            f"model.arch={tiny_open_clip['arch']}",
+            f"model.pretrained={tiny_open_clip['pretrained']}",
+            "data.image_transform=tower",
+        ]
+    if name == "tiny":
+        return []
+    if name == "vit_bert":
+        return [
+            "model=vit_bert",
+            "model.image_tower.name=vit_tiny_patch16_224",
+            "model.image_tower.pretrained=false",
+            f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
+            "data.image_size=32",
+            *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in tiny_pretrained["timm_kwargs"].items()),
+            f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
+        ]
+    assert name == "clip_vit_b32", name
+    return ["model=clip_vit_b32", f"model.image_tower.name_or_path={tiny_clip['dir']}", "data.image_transform=tower"]
 
 
 def quiet_trainer(**kw):

@@ -2,10 +2,9 @@
 
 import hydra
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, compose_config
 
 CONF = REPO / "vlr" / "conf"
 GROUPS = [
@@ -28,12 +27,7 @@ def _options(group):
 
 
 def _compose(overrides, name="train"):
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} paths resolve, as under @hydra.main
-    return cfg
+    return compose_config(*overrides, name=name)
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])

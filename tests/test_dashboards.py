@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_main
 from vlr.tracking.wandb_files import read_run
 
 TINY = [
@@ -22,19 +22,28 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    """``python -m vlr.train -m objective=infonce,triplet`` with every logger, in-process (`run_main`)."""
+    import os
+
     root = tmp_path_factory.mktemp("dashboards")
-    proc = run_cli(
-        "vlr.train",
-        "-m",
-        "objective=infonce,triplet",
-        "logger=[csv,wandb,tensorboard,mlflow]",
-        "logger.wandb.log_model=true",
-        *TINY,
-        "hydra.sweep.dir=sweep",
-        cwd=root,
-        env={"WANDB_DATA_DIR": str(root / "wandb-data"), "WANDB_CACHE_DIR": str(root / "wandb-cache")},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {"WANDB_DATA_DIR": str(root / "wandb-data"), "WANDB_CACHE_DIR": str(root / "wandb-cache")}
+    before = dict(os.environ)
+    os.environ.update(env)
+    try:
+        proc = run_main(
+            "train",
+            "-m",
+            "objective=infonce,triplet",
+            "logger=[csv,wandb,tensorboard,mlflow]",
+            "logger.wandb.log_model=true",
+            *TINY,
+            "hydra.sweep.dir=sweep",
+            cwd=root,
+        )
+    finally:  # what the run and its libraries set (WANDB_SERVICE, MLFLOW_TRACKING_URI, ...) goes too
+        os.environ.clear()
+        os.environ.update(before)
+    assert proc.returncode == 0, proc.output[-3000:]
     return root, proc
 
 
@@ -69,7 +78,7 @@ def test_each_job_has_its_own_wandb_run_with_test_metrics_on_their_own_axis(swee
     # the smaller data makes both runs one variant of their cells: the same "-v<hash>", named in the notes
     variant = names[0].rsplit("-", 1)[1]
     assert names == [f"infonce-synthetic-tiny-none0.0-s0-{variant}", f"triplet-synthetic-tiny-none0.0-s0-{variant}"]
-    assert "wandb run already in progress" not in proc.stdout + proc.stderr
+    assert "wandb run already in progress" not in proc.output
 
 
 @pytest.mark.slow
@@ -101,7 +110,7 @@ def test_tensorboard_and_mlflow_presets_write_what_metrics_csv_holds(sweep):
         history = client.get_metric_history(run.info.run_id, "val/i2t/R1")  # R@1, MLflow-safe
         assert [m.value for m in history] == pytest.approx([float(r["val/i2t/R@1"]) for r in val], abs=1e-4)
         assert run.data.params["objective/name"] == objective
-    assert "MLFlow only allows" not in proc.stdout + proc.stderr  # vlr's names are made MLflow-safe first
+    assert "MLFlow only allows" not in proc.output  # vlr's names are made MLflow-safe first
 
 
 @pytest.mark.slow

@@ -1,12 +1,10 @@
 """`debug=` presets (after lightning-hydra-template) run end to end, evaluation included."""
 
-import json
-
 import pytest
 
-from tests.conftest import SYNTHETIC_ROOT_SPEC, run_cli
+from tests.conftest import SYNTHETIC_ROOT_SPEC, run_vlr
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # in-process training runs
 
 
 @pytest.mark.parametrize(
@@ -21,21 +19,21 @@ pytestmark = pytest.mark.slow
 )
 def test_debug_presets_train_and_evaluate(tmp_path, synthetic_root, preset, extra, limited):
     run_dir = tmp_path / "run"
-    proc = run_cli(
-        "vlr.train",
+    run = run_vlr(
+        "train",
         f"debug={preset}",
         f"data.root={synthetic_root}",
         *SYNTHETIC_ROOT_SPEC,
         "data.batch_size=10",
         "data.eval_batch_size=8",
         *extra,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
+        dir=run_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0 <= metrics["test/rsum"] <= 600 and "test/t2t/scene_NDCG@10" in metrics
-    out = proc.stdout + proc.stderr
+    assert run.returncode == 0, run.output[-3000:]
+    metrics = run.metrics
+    recalls = sum(metrics[f"test/{d}/R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
+    assert metrics["test/rsum"] == pytest.approx(recalls, abs=1e-3) and "test/t2t/scene_NDCG@10" in metrics
+    out = run.output
     assert ("test metrics are over a limited pass" in out) == limited
     assert not (run_dir / "csv").exists() and not (run_dir / "wandb").exists()  # the debug presets log nothing
     if preset == "profiler":

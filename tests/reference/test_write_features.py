@@ -1,9 +1,10 @@
-"""`python -m vlr.write_features` with locally saved tiny encoders, then training on its files."""
+"""`vlr.write_features` (in-process, `run_vlr`) with locally saved tiny encoders, then training on its
+files. (`tests/test_packaging.py` runs it in a fresh interpreter, imported alone.)"""
 
 import pytest
 import torch
 
-from tests.conftest import SYNTHETIC_ROOT_SPEC, run_cli
+from tests.conftest import SYNTHETIC_ROOT_SPEC, run_vlr
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +30,17 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
     from vlr.towers import ImageTower, TextTower
 
     out = tmp_path / "feats"
-    proc = run_cli(
-        "vlr.write_features",
+    proc = run_vlr(
+        "write_features",
         f"data.root={synthetic_root}",
         *SYNTHETIC_ROOT_SPEC,
         "data.num_workers=0",
         f"out_dir={out}",
         *_encoder_overrides(tiny_pretrained),
-        cwd=tmp_path,
-        fresh=True,  # a fresh interpreter: vlr.write_features imported alone, not after vlr.train
+        dir=tmp_path / "write",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"reference.path={out}" in proc.stdout
+    assert proc.returncode == 0, proc.output[-3000:]
+    assert f"reference.path={out}" in proc.output
 
     split = read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, "test")
     feats = load_features(out, "test", split.num_images, split.num_captions)
@@ -66,7 +66,6 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
 
     # the files drive a SAD run, distillation and overlap@k alike
     run = [
-        "vlr.train",
         "objective=sad",
         "reference=features",
         f"reference.path={out}",
@@ -76,9 +75,8 @@ def test_written_features_equal_the_encoders_outputs_and_train_a_run(tmp_path, s
         "data.batch_size=20",
         "trainer.max_epochs=1",
         "logger=csv",
-        f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    proc = run_cli(*run, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_vlr("train", *run, dir=tmp_path / "run")
+    assert proc.returncode == 0, proc.output[-3000:]
     log = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "train/loss/kd" in log and "test/image/overlap@10" in log
