@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
-from vlr.runs.checkpoints import stamp
+from vlr.runs.checkpoints import stamp, verify_checksum
 
 
 class LastCheckpoint(Checkpoint):
@@ -81,11 +81,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that saves with `atomic_write` in the checkpoint's own folder,
     so ``last.ckpt`` and ``best.ckpt`` are never seen half-written, and a failed save stops
     the run at once naming the path and the reason. Every checkpoint it writes carries the
-    vlr version and checkpoint format (`vlr.runs.checkpoints.stamp`), weights-only ones too
-    (Lightning skips the callbacks' ``on_save_checkpoint`` for those)."""
+    vlr version, checkpoint format, the run's resolved configuration (``config``) and the
+    checksum of its tensors (`vlr.runs.checkpoints.stamp`), weights-only ones too (Lightning
+    skips the callbacks' ``on_save_checkpoint`` for those); every checkpoint Lightning loads
+    through it (a resume, testing ``best.ckpt``) has its checksum verified."""
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        self.config = config
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        stamped = stamp(checkpoint)
+        stamped = stamp(checkpoint, self.config)
         atomic_write(path, lambda fh: torch.save(stamped, fh), "checkpoint")
+
+    def load_checkpoint(
+        self, path, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        verify_checksum(checkpoint, path)
+        return checkpoint
