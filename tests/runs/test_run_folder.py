@@ -42,10 +42,11 @@ def _snapshot(run_dir):
 def finished(tmp_path, synthetic_root):
     """A finished run whose folder also holds Hydra's files, as ``hydra.main`` writes them."""
     run_dir = tmp_path / "run"
+    cfg = _cfg(run_dir, synthetic_root)
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text("objective:\n  name: infonce\n")
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
-    _train(run_dir, synthetic_root)
+    train(cfg)
     return run_dir
 
 
@@ -221,3 +222,39 @@ def test_lightning_loads_verify_the_checksum_too(finished):
     _damage(best, state[next(iter(state))], length=4, fill=b"\x01")
     with pytest.raises(CheckpointError, match="is damaged"):
         AtomicCheckpointIO().load_checkpoint(best)
+
+
+# ---- vlr.eval never writes into a training run
+
+
+def _eval_cfg(out_dir, *overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
+        cfg = compose("eval", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(out_dir), str(out_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def test_eval_refuses_to_write_into_a_training_run(finished, synthetic_root):
+    from vlr.eval import EvalOutputIsARun, evaluate
+
+    before = _snapshot(finished)
+    (finished / ".hydra" / "config.yaml").write_text("task_name: eval\n")  # what Hydra writes for vlr.eval
+    best = finished / "checkpoints" / "best.ckpt"
+    args = (f"ckpt_path={best}", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0")
+    with pytest.raises(EvalOutputIsARun) as err:
+        evaluate(_eval_cfg(finished, *args))
+    assert str(err.value).startswith(f"hydra.run.dir={finished} is a training run's folder (it holds run_config.yaml, ")
+    assert "\n" not in str(err.value)
+    assert _snapshot(finished) == before
+    metrics = evaluate(_eval_cfg(finished.parent / "eval", *args))  # its own folder: evaluates
+    assert "test/i2t/R@1" in metrics and (finished.parent / "eval" / "metrics.json").is_file()
