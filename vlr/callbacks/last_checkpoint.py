@@ -38,6 +38,7 @@ class LastCheckpoint(Checkpoint):
             for logger in trainer.loggers:  # what the checkpoint covers is logged on disk with it
                 logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
+            self._saved_step = trainer.global_step
 
     def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
         """Remove temporary files a killed save of ours left (``.<name>.tmp<pid>``, see vlr.io)."""
@@ -46,22 +47,29 @@ class LastCheckpoint(Checkpoint):
                 leftover.unlink(missing_ok=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._save(trainer)  # max_steps / max_time / early stopping can end training mid-epoch
+        # max_time / early stopping can end training mid-epoch; a state saved at this step already
+        # (the epoch's end, or max_steps in on_train_batch_end) is kept: here Lightning has
+        # counted the interrupted epoch as complete, and a resume would skip its remaining batches
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         # SIGTERM (and Ctrl-C, which vlr.train turns into the same request) stops Lightning
         # between two steps, so the state is whole; other errors may strike mid-step: the
         # previous last.ckpt is kept.
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        # Stopped inside a validation, the loops' state says the epoch is done: a resume from it
+        # would never validate that epoch (its val row and its best.ckpt candidate lost), so the
+        # previous last.ckpt is kept and the resumed run trains and validates from there.
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.validating:
             self._save(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # batch_idx counts the epoch's batches, those before a resume included (Lightning restores it)
         self._epoch_ended = batch_idx + 1 >= trainer.num_training_batches
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
-            self._saved_step = step  # once per optimizer step (gradient accumulation repeats the hook)
-            self._save(trainer)
+        periodic = self.every_n_steps and step % self.every_n_steps == 0
+        if (periodic or 0 < trainer.max_steps <= step) and step != self._saved_step:
+            self._save(trainer)  # once per optimizer step (gradient accumulation repeats the hook)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         # a validation inside the epoch (val_check_interval < 1): save after ModelCheckpoint's save
@@ -70,7 +78,11 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._epoch_ended = False
+        interrupted, self._epoch_ended = not self._epoch_ended, False
+        if interrupted and trainer.global_step == self._saved_step:
+            # max_steps ended the epoch early and its state is saved (on_train_batch_end); here
+            # Lightning has counted the epoch as done, and a resume would skip its other batches
+            return
         # runs after ModelCheckpoint's on_train_epoch_end (Checkpoint callbacks keep their order
         # at the end of the list), where it records this epoch's best: a resume from this file
         # knows the best so far, and a kill between the two writes loses nothing but this one

@@ -63,7 +63,14 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+# of the callbacks, those that decide what is trained or which weights are tested; the others
+# (progress, monitors, a test's probes) may come and go between starts
+COMPARED_CALLBACKS = ("callbacks.model_checkpoint.", "callbacks.early_stopping.")
+
+
 def _compared(key: str) -> bool:
+    if key.startswith("callbacks.") and not key.startswith(COMPARED_CALLBACKS):
+        return False
     return not is_plumbing(key) and not any(key == k or key.startswith(f"{k}.") for k in NOT_COMPARED)
 
 
