@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
 from vlr.runs.checkpoints import stamp, verify_checksum
+from vlr.runs.finite import NonFiniteError, describe, nonfinite_parameters
 
 
 class LastCheckpoint(Checkpoint):
@@ -33,8 +34,23 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1
         self._epoch_ended = False  # the last training batch of the epoch has run
 
+    def _check_finite(self, trainer: pl.Trainer) -> None:
+        """Non-finite weights end the run in one line: never saved (a resume would continue from
+        them in vain), never validated (best.ckpt and the val history would hold them)."""
+        broken = nonfinite_parameters(trainer.lightning_module.named_parameters())
+        if broken:
+            raise NonFiniteError(
+                f"the parameters are non-finite after step {trainer.global_step} ({describe(broken)}); "
+                f"{self.path} keeps the last finite state"
+            )
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._check_finite(trainer)
+
     def _save(self, trainer: pl.Trainer) -> None:
         if not trainer.sanity_checking:
+            self._check_finite(trainer)
             for logger in trainer.loggers:  # what the checkpoint covers is logged on disk with it
                 logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
