@@ -36,7 +36,8 @@ def is_launched_rank() -> bool:
     return any(int(os.environ.get(key, "0") or 0) > 0 for key in ("LOCAL_RANK", "RANK"))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +74,8 @@ class RunLock:
                     continue  # released meanwhile
                 pid, host = holder.get("pid"), holder.get("host")
                 mine = pid == me["pid"] and self.path.resolve() not in _HELD  # pid reused, e.g. a requeued container
-                if host == me["host"] and isinstance(pid, int) and (mine or (pid != me["pid"] and not _alive(pid))):
+                gone = isinstance(pid, int) and pid != me["pid"] and not process_alive(pid)
+                if host == me["host"] and isinstance(pid, int) and (mine or gone):
                     log.warning("%s: process %d of %s is gone; taking over its run folder", self.path, pid, host)
                     self.path.unlink(missing_ok=True)
                     continue

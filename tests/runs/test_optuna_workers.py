@@ -1,0 +1,82 @@
+"""Optuna workers sharing one storage (issue 29): a job records the worker running its trial, and a
+launch marks only trials of gone workers interrupted; a live worker's trial (here, or on another
+host) is left RUNNING (before, it was marked FAIL and its worker's result lost)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy
+
+LR = "model.optimizer.lr"
+
+
+def _config(tmp_path, *task):
+    sweeper = {
+        "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+        "study_name": "study",
+        "n_trials": 6,
+        "direction": "maximize",
+        "params": {LR: "interval(1e-5, 3e-3)"},
+    }
+    hydra = {"sweeper": sweeper, "overrides": {"task": list(task), "hydra": []}, "sweep": {"dir": str(tmp_path / "m")}}
+    return OmegaConf.create({"hydra": hydra})
+
+
+def _fresh(tmp_path):
+    """The study as another process reads it (optuna caches the trials a study object asked for)."""
+    return optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def _ask(study):
+    trial = study.ask()
+    return trial, trial.suggest_float(LR, 1e-5, 3e-3)
+
+
+def test_a_job_records_its_worker_on_its_own_trial(tmp_path):
+    ResumeOptunaStudy().on_multirun_start(_config(tmp_path))
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    (other, _), (mine, value) = _ask(study), _ask(study)
+    ResumeOptunaStudy().on_job_start(_config(tmp_path, f"{LR}={value}", "seed=1"))
+    attrs = {t.number: t.system_attrs.get(WORKER) for t in _fresh(tmp_path).get_trials()}
+    assert attrs == {other.number: None, mine.number: {"host": socket.gethostname(), "pid": os.getpid()}}
+
+
+def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
+    ResumeOptunaStudy().on_multirun_start(_config(tmp_path))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.load_study(study_name="study", storage=storage)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trials = {name: _ask(study)[0] for name in ("live", "remote", "dead", "never_started")}
+    workers = {
+        "live": {"host": socket.gethostname(), "pid": live.pid},
+        "remote": {"host": "another-host", "pid": 1},
+        "dead": {"host": socket.gethostname(), "pid": dead.pid},
+    }
+    writer = _fresh(tmp_path)  # as each worker's job records itself, in its own process
+    for name, worker in workers.items():
+        writer._storage.set_trial_system_attr(trials[name]._trial_id, WORKER, worker)
+    try:
+        ResumeOptunaStudy().on_multirun_start(_config(tmp_path))  # a second worker's launch
+        states = {name: _fresh(tmp_path).get_trials()[t.number] for name, t in trials.items()}
+        assert {name: t.state for name, t in states.items()} == {
+            "live": TrialState.RUNNING,
+            "remote": TrialState.RUNNING,
+            "dead": TrialState.FAIL,
+            "never_started": TrialState.FAIL,
+        }
+        assert all(states[name].system_attrs.get(INTERRUPTED) for name in ("dead", "never_started"))
+        # the live worker can still finish its trial
+        study.tell(trials["live"].number, 1.0)
+        assert _fresh(tmp_path).get_trials()[trials["live"].number].state == TrialState.COMPLETE
+    finally:
+        live.kill()
+        live.wait()
