@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -80,3 +81,33 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_storage_both_finish(tmp_path):
+    """Real sweeps (a process boundary: a second worker launched while the first's trial runs)."""
+    import sqlite3
+    import time
+
+    from tests.test_optuna_resume import _sweep, _trials
+
+    db = tmp_path / "multirun" / "optuna.db"
+    first = _sweep(tmp_path, "hydra.sweep.dir=a", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while (0, "RUNNING") not in _trials(db):
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for _ in range(200):  # until its job has recorded its worker (old code: never; go on after 20 s)
+        with sqlite3.connect(db) as con:
+            if con.execute("SELECT count(*) FROM trial_system_attributes WHERE key = ?", (WORKER,)).fetchone()[0]:
+                break
+        time.sleep(0.1)
+    second = _sweep(tmp_path, "hydra.sweep.dir=b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out_second = second.communicate(timeout=600)[0]
+    _, err_first = first.communicate(timeout=600)
+    assert first.returncode == 0, err_first[-3000:]
+    assert second.returncode == 0, out_second[-3000:]
+    assert "0 interrupted" in out_second
+    assert "1 trials of 'vlr-optuna-infonce-synthetic' run in other live workers" in out_second
+    assert [state for _, state in _trials(db)] == ["COMPLETE"] * 4  # each worker ran its n_trials=2

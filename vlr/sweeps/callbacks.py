@@ -17,7 +17,9 @@ at ``on_job_start``), and a RUNNING trial is taken for interrupted only when its
 (this host, no such process). A trial of another host, whose process cannot be checked from here,
 is left alone; so is a live one, which before was marked FAIL under its worker (whose result was
 then lost: Optuna refuses to change a finished trial). A trial that never reached its job's start
-(killed between being asked for and started) has no worker and counts as interrupted.
+(killed between being asked for and started) has no worker and counts as interrupted. Workers
+launched in parallel each run their ``n_trials`` less the trials finished when they start, and
+need a ``hydra.sweep.dir`` each (a job folder is one run, `vlr.runs.lock`).
 """
 
 from __future__ import annotations
