@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import Callback
 
 from tests.test_run_bookkeeping import _assert_same_run, _csv_rows, _train, whole  # noqa: F401  (a fixture)
 
+pytestmark = pytest.mark.slow  # two or three full runs each, as tests/test_run_bookkeeping.py's resumes
+
 
 class TermInValidation(Callback):
     """Sends this process SIGTERM in the first batch of the first epoch-end validation."""
