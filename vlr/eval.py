@@ -25,10 +25,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlr.build import as_dict, build_data_and_model, trains_wordpiece
-from vlr.errors import report_user_errors
+from vlr.errors import UserError, report_user_errors
 from vlr.io import atomic_write_text
 from vlr.runs import RUN_TOKENIZER_DIR, label_runs
 from vlr.runs.checkpoints import check_state_fits, read_checkpoint
+from vlr.runs.folder import RunFolder
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.reporting import finish_evaluation
 from vlr.train import instantiate_trainer
@@ -84,9 +85,27 @@ def run_overrides(ckpt: Path | None) -> list[str]:
     return [str(o) for o in OmegaConf.load(path)]
 
 
+class EvalOutputIsARun(UserError, ValueError):
+    """``vlr.eval`` was pointed at a training run's folder for its own output."""
+
+
+def refuse_a_training_run_folder(cfg: DictConfig) -> None:
+    """``vlr.eval`` writes its own folder: its ``metrics.json``, ``evaluation.json`` and config
+    would replace a training run's. Refused in one line, Hydra's files of the run put back."""
+    folder = RunFolder(cfg)
+    held = folder.holds_run()
+    if held:
+        folder.restore_hydra_files()
+        raise EvalOutputIsARun(
+            f"hydra.run.dir={folder.dir} is a training run's folder (it holds {', '.join(held)}); "
+            "vlr.eval writes its metrics and config into its own folder: give another hydra.run.dir"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{cfg.split}'")
+    refuse_a_training_run_folder(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     checkpoint = read_checkpoint(ckpt) if ckpt is not None else None
     if ckpt is not None and cfg.from_run:

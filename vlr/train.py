@@ -13,6 +13,7 @@ from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.errors import report_user_errors
 from vlr.runs import Run, release_distributed
+from vlr.runs.folder import resolved
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.noise import silence_known_noise
 from vlr.tracking.reporting import finish_evaluation
@@ -32,8 +33,10 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
     trainer_cfg = as_dict(cfg.trainer)
     model.nonfinite.skip = bool(trainer_cfg.pop("skip_nonfinite", False))
+    model.nonfinite.watch(model.named_parameters)  # a skip never goes on over non-finite weights
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
-    plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO()]
+    # every checkpoint carries the run's resolved configuration and a checksum (vlr.runs.checkpoints)
+    plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO(config=resolved(cfg))]
     if str(trainer_cfg.get("precision", "")).startswith("64"):
         # Lightning restores a checkpoint before its precision plugin converts the module, so a
         # float32 module would round float64 weights on load (a resumed or evaluated 64-true run
@@ -69,15 +72,18 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True)
-    run = Run(cfg)  # the run folder's name, W&B run id and DDP children settled before anything is built
-    datamodule, model = build_data_and_model(cfg)
-    trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
-    ckpt_path = run.start(trainer, model, tokenizer=datamodule.tokenizer if trains_wordpiece(cfg) else None)
-    run.fit(trainer, model, datamodule, ckpt_path)
-    best_val, metrics = run.best_epoch(trainer, model)
-    if cfg.get("test"):
-        metrics.update(final_test(cfg, trainer, model, datamodule, best_val))
-    return run.sweep_value(metrics), metrics
+    run = Run(cfg)  # checked and locked; its name, W&B run id and DDP children settled before anything is built
+    try:
+        datamodule, model = build_data_and_model(cfg)
+        trainer = instantiate_trainer(cfg, model, callbacks=instantiate_group(cfg.get("callbacks")))
+        ckpt_path = run.start(trainer, model, tokenizer=datamodule.tokenizer if trains_wordpiece(cfg) else None)
+        run.fit(trainer, model, datamodule, ckpt_path)
+        best_val, metrics = run.best_epoch(trainer, model)
+        if cfg.get("test"):
+            metrics.update(final_test(cfg, trainer, model, datamodule, best_val))
+        return run.sweep_value(metrics), metrics
+    finally:
+        run.close()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

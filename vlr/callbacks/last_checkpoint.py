@@ -22,7 +22,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
-from vlr.runs.checkpoints import stamp
+from vlr.runs.checkpoints import stamp, verify_checksum
+from vlr.runs.finite import NonFiniteError, describe, nonfinite_parameters
 
 
 class LastCheckpoint(Checkpoint):
@@ -33,11 +34,27 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1
         self._epoch_ended = False  # the last training batch of the epoch has run
 
+    def _check_finite(self, trainer: pl.Trainer) -> None:
+        """Non-finite weights end the run in one line: never saved (a resume would continue from
+        them in vain), never validated (best.ckpt and the val history would hold them)."""
+        broken = nonfinite_parameters(trainer.lightning_module.named_parameters())
+        if broken:
+            raise NonFiniteError(
+                f"the parameters are non-finite after step {trainer.global_step} ({describe(broken)}); "
+                f"{self.path} keeps the last finite state"
+            )
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._check_finite(trainer)
+
     def _save(self, trainer: pl.Trainer) -> None:
         if not trainer.sanity_checking:
+            self._check_finite(trainer)
             for logger in trainer.loggers:  # what the checkpoint covers is logged on disk with it
                 logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
+            self._saved_step = trainer.global_step
 
     def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
         """Remove temporary files a killed save of ours left (``.<name>.tmp<pid>``, see vlr.io)."""
@@ -46,22 +63,29 @@ class LastCheckpoint(Checkpoint):
                 leftover.unlink(missing_ok=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._save(trainer)  # max_steps / max_time / early stopping can end training mid-epoch
+        # max_time / early stopping can end training mid-epoch; a state saved at this step already
+        # (the epoch's end, or max_steps in on_train_batch_end) is kept: here Lightning has
+        # counted the interrupted epoch as complete, and a resume would skip its remaining batches
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         # SIGTERM (and Ctrl-C, which vlr.train turns into the same request) stops Lightning
         # between two steps, so the state is whole; other errors may strike mid-step: the
         # previous last.ckpt is kept.
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        # Stopped inside a validation, the loops' state says the epoch is done: a resume from it
+        # would never validate that epoch (its val row and its best.ckpt candidate lost), so the
+        # previous last.ckpt is kept and the resumed run trains and validates from there.
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.validating:
             self._save(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # batch_idx counts the epoch's batches, those before a resume included (Lightning restores it)
         self._epoch_ended = batch_idx + 1 >= trainer.num_training_batches
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
-            self._saved_step = step  # once per optimizer step (gradient accumulation repeats the hook)
-            self._save(trainer)
+        periodic = self.every_n_steps and step % self.every_n_steps == 0
+        if (periodic or 0 < trainer.max_steps <= step) and step != self._saved_step:
+            self._save(trainer)  # once per optimizer step (gradient accumulation repeats the hook)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         # a validation inside the epoch (val_check_interval < 1): save after ModelCheckpoint's save
@@ -70,7 +94,11 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._epoch_ended = False
+        interrupted, self._epoch_ended = not self._epoch_ended, False
+        if interrupted and trainer.global_step == self._saved_step:
+            # max_steps ended the epoch early and its state is saved (on_train_batch_end); here
+            # Lightning has counted the epoch as done, and a resume would skip its other batches
+            return
         # runs after ModelCheckpoint's on_train_epoch_end (Checkpoint callbacks keep their order
         # at the end of the list), where it records this epoch's best: a resume from this file
         # knows the best so far, and a kill between the two writes loses nothing but this one
@@ -81,11 +109,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that saves with `atomic_write` in the checkpoint's own folder,
     so ``last.ckpt`` and ``best.ckpt`` are never seen half-written, and a failed save stops
     the run at once naming the path and the reason. Every checkpoint it writes carries the
-    vlr version and checkpoint format (`vlr.runs.checkpoints.stamp`), weights-only ones too
-    (Lightning skips the callbacks' ``on_save_checkpoint`` for those)."""
+    vlr version, checkpoint format, the run's resolved configuration (``config``) and the
+    checksum of its tensors (`vlr.runs.checkpoints.stamp`), weights-only ones too (Lightning
+    skips the callbacks' ``on_save_checkpoint`` for those); every checkpoint Lightning loads
+    through it (a resume, testing ``best.ckpt``) has its checksum verified."""
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        self.config = config
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        stamped = stamp(checkpoint)
+        stamped = stamp(checkpoint, self.config)
         atomic_write(path, lambda fh: torch.save(stamped, fh), "checkpoint")
+
+    def load_checkpoint(
+        self, path, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        verify_checksum(checkpoint, path)
+        return checkpoint

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from tqdm import tqdm
 
 from vlr.data.corpus import CaptionSplit
 from vlr.data.images import ImageLoadError, load_rgb
+from vlr.errors import UserError
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -57,6 +60,27 @@ def check_images(split: CaptionSplit, policy: str, decode: bool) -> CaptionSplit
     if not keep:
         raise ImageLoadError(f"every {split.name} image is bad ({len(bad)}); nothing left to use")
     return split.keep_images(keep)
+
+
+class ImageOutsideRoot(UserError, ValueError):
+    """An annotation file points at an image outside ``data.root``."""
+
+
+def check_contained(split: CaptionSplit, root: str | Path, allow_outside_root: bool) -> CaptionSplit:
+    """Refuse image paths that leave ``data.root`` (``../``, an absolute ``filename``, a symlink
+    out of the image folder): an annotation file then measures images nobody chose, silently.
+    Symlinks are followed (`os.path.realpath`); ``data.allow_outside_root=true`` allows them."""
+    if allow_outside_root:
+        return split
+    base = os.path.realpath(root)
+    for i, path in enumerate(split.image_paths):
+        real = os.path.realpath(path)
+        if os.path.commonpath([base, real]) != base:
+            raise ImageOutsideRoot(
+                f"{split.source or split.name}: {split.name} image {i} ({path}) resolves to {real}, outside "
+                f"data.root={root}; data.allow_outside_root=true allows it"
+            )
+    return split
 
 
 def warn_shared_images(splits: dict[str, CaptionSplit]) -> None:

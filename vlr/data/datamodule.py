@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vlr.data.checks import BAD_IMAGE_POLICIES, check_images, warn_shared_images
+from vlr.data.checks import BAD_IMAGE_POLICIES, check_contained, check_images, warn_shared_images
 from vlr.data.corpus import CaptionSplit
 from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
 from vlr.data.sampler import EpochSampler
@@ -58,6 +58,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         on_bad_image: str = "error",
         verify: bool = False,
+        allow_outside_root: bool = False,
         imbalance=None,
         tokenizer=None,
         max_length: int = 32,
@@ -85,6 +86,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
             train_sampling, image_transform, on_bad_image, verify
         )
+        self.root, self.allow_outside_root = root, bool(allow_outside_root)  # vlr.data.checks.check_contained
         self.tower_data_config = dict(tower_data_config) if tower_data_config is not None else None
         source_kwargs = {k: v for k, v in source_kwargs.items() if v is not None}  # presets null what they lack
         self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
@@ -124,7 +126,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         """The split as training and evaluation see it: images checked (``on_bad_image``,
         ``verify``), imbalance applied where it applies."""
         if name not in self.splits:
-            split = check_images(self.source.read(name), self.on_bad_image, self.verify)
+            split = check_contained(self.source.read(name), self.root, self.allow_outside_root)
+            split = check_images(split, self.on_bad_image, self.verify)
             if self.imbalance is not None and self.imbalance.applies_to(name):
                 train = split if name == "train" else self.source.read("train")
                 vocab = sorted({w for toks in (train.tokens or [c.split() for c in train.captions]) for w in toks})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -51,19 +52,54 @@ def check_caption(raw, where: str, path: Path, image_name: str) -> str:
     if not raw.strip():
         raise AnnotationError(f"{path}: {where} is an empty caption ({image_name})")
     if len(raw) > MAX_CAPTION_CHARS:
-        log.warning("%s: %s has %d characters; keeping the first %d (%s)", path, where, len(raw), MAX_CAPTION_CHARS,
-                    image_name)
+        log.warning(
+            "%s: %s has %d characters; keeping the first %d (%s)", path, where, len(raw), MAX_CAPTION_CHARS, image_name
+        )
         raw = raw[:MAX_CAPTION_CHARS]
     return raw.strip()
+
+
+def check_label(value, where: str, path: Path) -> int:
+    """A class index: a non-negative integer (a float would be truncated, a negative one would
+    index from the end of the multi-hot row: both silently wrong i2i ground truth)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AnnotationError(f"{path}: {where} should be a class index (an integer >= 0), got {value!r:.80}")
+    return value
+
+
+def caption_tokens(sentence: dict, where: str, path: Path, image_name: str) -> list[str] | None:
+    """The dataset's own word tokens of one caption (bounded like the caption itself), or None
+    without a ``tokens`` field; an empty or malformed list is refused naming the caption."""
+    if "tokens" not in sentence:
+        return None
+    toks = sentence["tokens"]
+    if not isinstance(toks, list) or not toks or not all(isinstance(t, str) for t in toks):
+        raise AnnotationError(
+            f"{path}: {where}.tokens should be a non-empty list of words, got {toks!r:.80} ({image_name}); "
+            "give the caption's tokens or drop the field"
+        )
+    return toks[: MAX_CAPTION_CHARS // 2]
+
+
+def split_tokens(tokens: list[list[str] | None], captions: list[str], path: Path) -> list[list[str]] | None:
+    """The split's word tokens (ROUGE-L relevance uses them): None when no caption has any; when
+    only some lack them, those captions alone fall back to their lower-cased words, with a warning
+    (before, one caption without tokens switched the whole split to raw captions)."""
+    missing = [c for c, t in enumerate(tokens) if t is None]
+    if len(missing) == len(tokens):
+        return None
+    if missing:
+        log.warning("%s: %d captions have no tokens (first: caption %d, %r); their words are used instead",
+                    path, len(missing), missing[0], captions[missing[0]])  # fmt: skip
+    return [t if t is not None else re.findall(r"[a-z0-9]+", captions[c].lower()) or [captions[c]]
+            for c, t in enumerate(tokens)]  # fmt: skip
 
 
 def no_images_error(path: Path, split: str, present) -> AnnotationError:
     return AnnotationError(f"{path}: split '{split}' has no images (splits present: {sorted(present)})")
 
 
-def read_karpathy(
-    path: str | Path, image_root: str | Path, split: str, restval_to_train: bool = True
-) -> CaptionSplit:
+def read_karpathy(path: str | Path, image_root: str | Path, split: str, restval_to_train: bool = True) -> CaptionSplit:
     """One split of a Karpathy JSON; images resolve to ``image_root / filepath / filename``."""
     path, image_root = Path(path), Path(image_root)
     data = load_json(path)
@@ -88,16 +124,19 @@ def read_karpathy(
         for j, sent in enumerate(sentences):
             raw = field(sent, "raw", f"{where}.sentences[{j}]", path, str)
             captions.append(check_caption(raw, f"{where}.sentences[{j}].raw", path, filename))
-            toks = sent.get("tokens")
-            # the dataset's own word tokens, bounded like the caption itself
-            tokens.append([str(t) for t in toks[:MAX_CAPTION_CHARS // 2]] if isinstance(toks, list) and toks else None)
+            tokens.append(caption_tokens(sent, f"{where}.sentences[{j}]", path, filename))
             t2i.append(image_index)
         if isinstance(entry.get("objects"), list):  # the scene (vlr's synthetic data): scene relevance
             scenes.append([dict(o) for o in entry["objects"] if isinstance(o, dict)])
         if "label" in entry:
-            labels.append(int(entry["label"]))
+            labels.append(check_label(entry["label"], f"{where}.label", path))
         elif "labels" in entry:
-            labels.append([int(x) for x in entry["labels"]])
+            given = entry["labels"]
+            if not isinstance(given, list) or not given:
+                raise AnnotationError(
+                    f"{path}: {where}.labels should be a non-empty list of class indices, got {given!r}"
+                )
+            labels.append([check_label(x, f"{where}.labels[{k}]", path) for k, x in enumerate(given)])
     if not paths:
         raise no_images_error(path, split, {e.get("split") for e in images if isinstance(e, dict)})
     label_tensor = _labels(labels, len(paths), path)
@@ -106,7 +145,7 @@ def read_karpathy(
         image_paths=paths,
         captions=captions,
         text_to_image=torch.tensor(t2i, dtype=torch.long),
-        tokens=None if any(t is None for t in tokens) else [t for t in tokens if t is not None],
+        tokens=split_tokens(tokens, captions, path),
         labels=label_tensor,
         source=str(path),
         scenes=scenes if len(scenes) == len(paths) else None,

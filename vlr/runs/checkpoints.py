@@ -8,11 +8,22 @@ vlr does not migrate checkpoints of other versions: each checkpoint carries the 
 that wrote it and ``CHECKPOINT_FORMAT``, and one written in another format is refused in one
 line naming both versions. Raise ``CHECKPOINT_FORMAT`` whenever what a checkpoint holds
 changes (a state key renamed, a tensor added or removed).
+
+Every checkpoint also carries the SHA-256 of its tensors (``vlr_sha256``: each tensor's place
+in the checkpoint, dtype, shape and bytes, in a fixed order), computed as it is written and
+verified whenever it is read (`read_checkpoint`, and `vlr.callbacks.AtomicCheckpointIO` for
+what Lightning loads itself): zeroed or flipped bytes inside a weight or an optimizer state
+unpickle fine, and without it would train or evaluate on silently. The checksum lives inside
+the file, so a kill between two writes never leaves a checkpoint and a checksum that disagree.
+Format 2: the checksum and the run's resolved configuration (``vlr_config``).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,8 +31,9 @@ from torch import nn
 from vlr import __version__
 from vlr.errors import UserError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 VERSION_KEY, FORMAT_KEY = "vlr_version", "vlr_checkpoint_format"
+CHECKSUM_KEY, CONFIG_KEY = "vlr_sha256", "vlr_config"
 
 
 class CheckpointError(UserError, ValueError):
@@ -46,12 +58,50 @@ def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
             f"{path} was written by vlr {checkpoint.get(VERSION_KEY, 'unknown')} (checkpoint format {written}); "
             f"this is vlr {__version__} (format {CHECKPOINT_FORMAT})"
         )
+    verify_checksum(checkpoint, path)
     return checkpoint
 
 
-def stamp(checkpoint: dict) -> dict:
-    """``checkpoint`` with the vlr version and checkpoint format that `read_checkpoint` checks."""
-    return {**checkpoint, VERSION_KEY: __version__, FORMAT_KEY: CHECKPOINT_FORMAT}
+def _tensors(node: Any, where: str = ""):
+    """``(place, tensor)`` for every tensor in ``node``, in an order that survives a save and load
+    (mapping keys sorted by their text, sequences by index)."""
+    if isinstance(node, torch.Tensor):
+        yield where, node
+    elif isinstance(node, Mapping):
+        for key in sorted(node, key=str):
+            if not (where == "" and key == CHECKSUM_KEY):
+                yield from _tensors(node[key], f"{where}/{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            yield from _tensors(item, f"{where}[{i}]")
+
+
+def checksum(checkpoint: Mapping) -> str:
+    """SHA-256 of every tensor of ``checkpoint`` (its place, dtype, shape and bytes)."""
+    digest = hashlib.sha256()
+    for where, tensor in _tensors(checkpoint):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{where}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def verify_checksum(checkpoint: Mapping, path: str | Path) -> None:
+    """Raise `CheckpointError` naming ``path`` when its tensors differ from the checksum written with them."""
+    if checksum(checkpoint) != checkpoint.get(CHECKSUM_KEY):
+        raise CheckpointError(
+            f"{path} is damaged: its tensors do not match the SHA-256 written with them (a disk or copy error?); "
+            "use another checkpoint"
+        )
+
+
+def stamp(checkpoint: dict, config: dict | None = None) -> dict:
+    """``checkpoint`` with the vlr version, checkpoint format and checksum that `read_checkpoint`
+    checks, and ``config`` (the run's resolved configuration) when given."""
+    stamped = {**checkpoint, VERSION_KEY: __version__, FORMAT_KEY: CHECKPOINT_FORMAT}
+    if config is not None:
+        stamped[CONFIG_KEY] = config
+    return {**stamped, CHECKSUM_KEY: checksum(stamped)}
 
 
 def mismatched_tensors(module: nn.Module, state_dict: dict) -> list[str]:

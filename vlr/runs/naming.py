@@ -17,8 +17,8 @@ from omegaconf import DictConfig, open_dict
 FACTORS = {"seed", "objective", "imbalance", "imbalance.strength", "data", "model"}
 PLUMBING = {
     "trainer", "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes", "data.num_workers",
-    "data.root", "ckpt_path", "resume", "test", "save_rankings", "rankings_topk", "num_threads", "debug",
-    "task_name", "hparams_search", "split", "from_run",
+    "data.root", "ckpt_path", "resume", "resume_allow_changes", "test", "save_rankings", "rankings_topk",
+    "num_threads", "debug", "task_name", "hparams_search", "split", "from_run",
 }  # fmt: skip
 # groups (and callbacks) that only say where a run writes, how it logs or when it saves last.ckpt;
 # the checkpoint callback is not among them: its monitor decides which weights are tested

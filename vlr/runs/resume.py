@@ -57,7 +57,10 @@ def checked_resume(cfg: DictConfig, model: nn.Module, loggers: list) -> str | No
     any step: a file that is not a checkpoint of this vlr and this model); the CSV rows a killed
     run logged after it are dropped, as the resumed run logs them again."""
     path = resume_checkpoint(cfg)
-    if path is None:
+    if path is None:  # a start from scratch: rows of an earlier start that saved no checkpoint are not this run's
+        for logger in loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.drop_rows_after(0)
         return None
     option = "ckpt_path" if cfg.get("ckpt_path") else "resume (resume=false starts over)"
     checkpoint = read_checkpoint(path, option)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from vlr.runs.folder import RunFolder
+from vlr.runs.lock import RunLock, is_launched_rank
 from vlr.runs.multirun import share_run_dir_with_ddp_children
 from vlr.runs.naming import label_runs
 from vlr.runs.results import best_epoch_metrics, report_best_epoch, sweep_value
@@ -23,15 +25,31 @@ RUN_TOKENIZER_DIR = "tokenizer"  # the WordPiece a run trained on its captions, 
 
 class Run:
     def __init__(self, cfg: DictConfig):
-        """Open the run folder: DDP children of a multirun job join it, the W&B run continues the
-        folder's one (``wandb_run_id``), and a variant of its cell is labelled as one. These
-        settle ``cfg.logger``, so a `Run` is opened before any logger is built."""
+        """Open the run folder: DDP children of a multirun job join it; the process that starts
+        the run checks that the folder's run is this configuration's (`RunFolder`: nothing is
+        written before) and locks it (`RunLock`); the W&B run continues the folder's one
+        (``wandb_run_id``), and a variant of its cell is labelled as one. These settle
+        ``cfg.logger``, so a `Run` is opened before any logger is built; `close` gives the folder back."""
         share_run_dir_with_ddp_children()
+        self.lock = RunLock(cfg.paths.output_dir)
+        if not is_launched_rank():
+            folder = RunFolder(cfg)
+            changes = folder.check()
+            try:
+                self.lock.acquire()
+            except Exception:
+                folder.restore_hydra_files()
+                raise
+            folder.accept(changes)
         pin_wandb_run(cfg)
         label_runs(cfg)
         self.cfg = cfg
         self.dir = Path(cfg.paths.output_dir)
         self.last_checkpoint = self.dir / "checkpoints" / "last.ckpt"
+
+    def close(self) -> None:
+        """Release the folder's lock (the run ended, or failed)."""
+        self.lock.release()
 
     def start(self, trainer, model, tokenizer=None) -> str | None:
         """Record what the run is (its configuration for every logger; ``tokenizer``, a WordPiece

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from vlr.errors import UserError
+from vlr.runs.finite import describe, nonfinite_parameters
+
 log = logging.getLogger(__name__)
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -49,8 +52,28 @@ class StopRequest:
                 signal.signal(signal.SIGINT, previous)
 
 
+class NothingTrained(UserError, RuntimeError):
+    """Training ended without a single optimizer step, or with non-finite weights: what it would
+    test and report is not a trained model."""
+
+
+def check_trained(trainer, model) -> None:
+    """Refuse to report a model that was never trained (zero steps) or whose weights are not finite."""
+    if trainer.global_step == 0:
+        batches = trainer.num_training_batches
+        raise NothingTrained(
+            f"training ran zero optimizer steps ({batches} training batches an epoch, trainer.max_steps="
+            f"{trainer.max_steps}, trainer.max_epochs={trainer.max_epochs}): data.num_train smaller than one "
+            "data.batch_size (incomplete batches are dropped), or a zero step/epoch limit; nothing to test"
+        )
+    broken = nonfinite_parameters(model.named_parameters())
+    if broken:
+        raise NothingTrained(f"training ended with non-finite parameters ({describe(broken)}); nothing to test")
+
+
 def fit_until_stopped(trainer, model, datamodule, ckpt_path: str | None, last_checkpoint: Path) -> None:
-    """``trainer.fit``; a stop signal ends the command (`SystemExit`) once ``last.ckpt`` is saved."""
+    """``trainer.fit``; a stop signal ends the command (`SystemExit`) once ``last.ckpt`` is saved;
+    a fit that trained nothing, or ended with non-finite weights, ends it in one line."""
     stop = StopRequest()
     try:
         with stop.ctrl_c_stops_between_steps():
@@ -61,3 +84,4 @@ def fit_until_stopped(trainer, model, datamodule, ckpt_path: str | None, last_ch
             file=sys.stderr,
         )
         raise SystemExit(EXIT_STATUS[stop.signal]) from None
+    check_trained(trainer, model)

@@ -11,13 +11,22 @@ trial FAIL and queues its parameters again (the next trial asks for exactly them
 finished study.) A seeded sampler gets ``seed + trials so far``: restarted with its first seed it
 would propose the study's first parameters again.
 
-Do not re-launch a study another process is still running: its running trials would be taken
-for interrupted ones.
+Several workers may share one storage (launched in parallel, or one re-launched while another
+still runs): each job records the worker running its trial (``vlr_worker``: host and process id,
+at ``on_job_start``), and a RUNNING trial is taken for interrupted only when its worker is gone
+(this host, no such process). A trial of another host, whose process cannot be checked from here,
+is left alone; so is a live one, which before was marked FAIL under its worker (whose result was
+then lost: Optuna refuses to change a finished trial). A trial that never reached its job's start
+(killed between being asked for and started) has no worker and counts as interrupted. Workers
+launched in parallel each run their ``n_trials`` less the trials finished when they start, and
+need a ``hydra.sweep.dir`` each (a job folder is one run, `vlr.runs.lock`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -26,6 +35,7 @@ from omegaconf import DictConfig, open_dict, read_write
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "vlr_interrupted"  # system attribute of a trial marked FAIL because its sweep was stopped
+WORKER = "vlr_worker"  # system attribute of a trial: {"host", "pid"} of the process running its job
 SETTINGS = "vlr_search"  # study user attribute: the search the study was created for (see search_settings)
 
 
@@ -88,7 +98,10 @@ class ResumeOptunaStudy(Callback):
             )
         trials = study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state.is_finished() and not t.system_attrs.get(INTERRUPTED)]
-        interrupted = [t for t in trials if t.state == TrialState.RUNNING]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        interrupted = [t for t in running if not worker_alive(t.system_attrs.get(WORKER))]
+        if len(running) > len(interrupted):
+            log.info(f"{len(running) - len(interrupted)} trials of {sweeper.study_name!r} run in other live workers")
         requeued = 0
         for trial in interrupted:
             study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
@@ -113,6 +126,27 @@ class ResumeOptunaStudy(Callback):
                 # parameters again; offset by the trials so far (still reproducible from the study's state)
                 sweeper.sampler.seed = int(sweeper.sampler.seed) + len(trials)
 
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """Record this process as the worker of the trial this job runs (its parameters are the
+        job's overrides), so that another worker's launch never takes it for interrupted."""
+        sweeper = config.hydra.sweeper
+        storage = sweeper.get("storage")
+        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage:
+            return
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+        except KeyError:
+            return
+        given = dict(str(o).split("=", 1) for o in config.hydra.overrides.task if "=" in str(o))
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.params and WORKER not in trial.system_attrs and _same_params(trial.params, given):
+                worker = {"host": socket.gethostname(), "pid": os.getpid()}
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER, worker)
+                return
+
     @staticmethod
     def _own_job_folders(config: DictConfig, prefix: str) -> None:
         """A sweep folder that already holds jobs (``hydra.sweep.dir`` given, launched before): job
@@ -123,6 +157,33 @@ class ResumeOptunaStudy(Callback):
         if sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir()):
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.overrides.hydra.append(f"hydra.sweep.subdir={prefix}-${{hydra.job.num}}")
+
+
+def worker_alive(worker) -> bool:
+    """Whether the worker recorded for a trial may still run it: a live process of this host, or
+    any process of another host (not checkable from here). None (no worker recorded): no."""
+    from vlr.runs.lock import process_alive
+
+    if not isinstance(worker, dict) or not isinstance(worker.get("pid"), int):
+        return False
+    if worker.get("host") != socket.gethostname():
+        return True
+    return worker["pid"] != os.getpid() and process_alive(worker["pid"])
+
+
+def _same_params(params: dict, given: dict[str, str]) -> bool:
+    """Whether a trial's parameters are the values a job was given on its command line."""
+    for name, value in params.items():
+        text = given.get(name)
+        if text is None:
+            return False
+        try:
+            same = float(text) == float(value) if isinstance(value, (int, float)) else text == str(value)
+        except ValueError:
+            same = False
+        if not same:
+            return False
+    return True
 
 
 def _difference(stored: dict, settings: dict) -> str:

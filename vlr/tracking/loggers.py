@@ -148,9 +148,17 @@ class ResumableCSVLogger(Logger):
     def drop_rows_after(self, step: int) -> None:
         """Remove the rows a checkpoint at global step ``step`` does not cover (rewritten atomically).
         Lightning logs a row with the count of steps taken before it (``step`` = global step - 1
-        at logging time), so the checkpoint covers exactly the rows with step < its global step."""
+        at logging time), so the checkpoint covers exactly the rows with step < its global step.
+        Test rows are the end-of-run report of an earlier start (a run stopped by ``max_steps``
+        and continued): the resumed run tests again, so they go too."""
         columns, rows = self._read()
-        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+
+        def covered(row: dict[str, str]) -> bool:
+            if any(v and k.startswith("test/") for k, v in row.items()):
+                return False
+            return not row.get("step") or int(float(row["step"])) < step
+
+        kept = [r for r in rows if covered(r)]
         if len(kept) != len(rows):
             self._write(columns, kept)
 

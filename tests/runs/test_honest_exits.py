@@ -1,0 +1,67 @@
+"""Honest exits (issue 29), in-process: a run that trains zero steps, or ends with non-finite
+weights, stops with one line instead of reporting random or NaN weights; with
+``trainer.skip_nonfinite=true`` non-finite weights stop the run, and are never checkpointed."""
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tests.runs.test_run_folder import _train
+from vlr.runs.finite import NonFiniteError
+from vlr.runs.stopping import NothingTrained
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("trainer.max_steps=0",), ("data.batch_size=400",)],  # 300 training captions: no full batch
+    ids=["max_steps=0", "num_train<batch"],
+)
+def test_zero_training_steps_end_with_one_line(tmp_path, synthetic_root, overrides):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NothingTrained) as err:
+        _train(run_dir, synthetic_root, "test=true", *overrides)
+    assert str(err.value).startswith("training ran zero optimizer steps (")
+    assert "\n" not in str(err.value) and not (run_dir / "metrics.json").exists()
+
+
+class PoisonWeights(Callback):
+    """Makes one weight NaN after optimizer step ``step`` (as an overflowing update would)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+
+POISON = (f"+callbacks.poison._target_={__name__}.PoisonWeights", "+callbacks.poison.step=2")
+LONGER = ("trainer.limit_train_batches=5",)
+
+
+def test_skip_nonfinite_stops_once_the_weights_are_nan(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteError) as err:
+        _train(run_dir, synthetic_root, *LONGER, *POISON, "trainer.skip_nonfinite=true")
+    message = str(err.value)
+    assert message.startswith("the parameters are non-finite at step 2 (epoch 0, batch 2) (")
+    assert "skipping steps cannot recover" in message and "\n" not in message
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # nothing NaN saved
+
+
+def test_nan_weights_are_never_checkpointed(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match="^the parameters are non-finite after step 2 .*keeps the last finite"):
+        _train(run_dir, synthetic_root, *LONGER, *POISON, "trainer.skip_nonfinite=true",
+               "callbacks.last_checkpoint.every_n_steps=1")  # fmt: skip
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_a_run_ending_with_nan_weights_is_not_reported(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    poison_last = (f"+callbacks.poison._target_={__name__}.PoisonWeights", "+callbacks.poison.step=2")
+    with pytest.raises(NonFiniteError, match="^the parameters are non-finite after step 2 "):
+        _train(run_dir, synthetic_root, *poison_last, "test=true")  # step 2 is the last: no later loss sees it
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints" / "best.ckpt").exists()

@@ -1,0 +1,260 @@
+"""A run folder is one run (issue 29), in-process through `vlr.train.train`: a start with other
+training settings is refused in one line before anything is written (Hydra's files put back),
+unless allowed and recorded; ``resume=false`` moves the old run aside; a lock keeps a second
+process out (stale locks taken over); checkpoints carry the run's configuration and a checksum
+that every load verifies."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import SYNTHETIC_ROOT_SPEC
+from tests.test_run_bookkeeping import compose_run
+from vlr.runs import CheckpointError, read_checkpoint
+from vlr.runs.folder import RunConfigMismatch, resolved
+from vlr.runs.lock import RunFolderInUse
+from vlr.train import train
+
+QUICK = ("trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false")
+
+
+def _cfg(run_dir, synthetic_root, *extra):
+    base = [f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.batch_size=10", "data.num_workers=0"]
+    return compose_run(run_dir, *base, "logger=csv", *QUICK, *extra)
+
+
+def _train(run_dir, synthetic_root, *extra):
+    return train(_cfg(run_dir, synthetic_root, *extra))
+
+
+def _snapshot(run_dir):
+    """Every file of the run folder with its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def finished(tmp_path, synthetic_root):
+    """A finished run whose folder also holds Hydra's files, as ``hydra.main`` writes them."""
+    run_dir = tmp_path / "run"
+    cfg = _cfg(run_dir, synthetic_root)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
+    train(cfg)
+    return run_dir
+
+
+def test_a_resume_with_other_training_settings_is_refused_before_anything_is_written(finished, synthetic_root):
+    before = _snapshot(finished)
+    # what Hydra writes for the refused start, before vlr runs
+    (finished / ".hydra" / "config.yaml").write_text("objective:\n  name: triplet\n")
+    (finished / ".hydra" / "overrides.yaml").write_text("- objective=triplet\n")
+    with pytest.raises(RunConfigMismatch) as err:
+        _train(finished, synthetic_root, "seed=5", "model.optimizer.lr=0.01", "data.batch_size=16")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{finished} holds a run of another configuration: 4 settings differ: ")
+    # imbalance.seed follows seed: the resolved configuration is compared
+    assert "data.batch_size (10 -> 16), imbalance.seed (0 -> 5), model.optimizer.lr (0.001 -> 0.01), seed (0 -> 5)" in (
+        message
+    )
+    assert "resume_allow_changes=[data.batch_size,imbalance.seed,model.optimizer.lr,seed]" in message
+    assert _snapshot(finished) == before  # Hydra's files put back; nothing else touched
+
+
+def test_plumbing_may_change_on_resume(finished, synthetic_root):
+    _train(finished, synthetic_root, "data.num_workers=1", "logger=none", "num_threads=1")  # no refusal
+
+
+def test_an_allowed_change_resumes_and_is_recorded(finished, synthetic_root):
+    _train(finished, synthetic_root, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]")
+    record = OmegaConf.to_container(OmegaConf.load(finished / "config_changes.yaml"))
+    assert len(record) == 1 and record[0]["changes"] == {"trainer.max_epochs": {"before": 1, "now": 2}}
+    assert OmegaConf.load(finished / "run_config.yaml").trainer.max_epochs == 2
+    assert read_checkpoint(finished / "checkpoints" / "last.ckpt")["global_step"] == 4  # it went on
+    _train(finished, synthetic_root, "trainer.max_epochs=2")  # the folder's run is now the changed one
+
+
+def test_every_checkpoint_carries_the_resolved_configuration(finished, synthetic_root):
+    cfg = resolved(_cfg(finished, synthetic_root))
+    for name in ("last.ckpt", "best.ckpt"):
+        stored = read_checkpoint(finished / "checkpoints" / name)["vlr_config"]
+        assert stored["model"] == cfg["model"] and stored["seed"] == 0 and stored["data"] == cfg["data"]
+    assert OmegaConf.to_container(OmegaConf.load(finished / "run_config.yaml"))["model"] == cfg["model"]
+
+
+def test_resume_false_moves_the_old_run_aside(finished, synthetic_root, caplog):
+    old = _snapshot(finished)
+    with caplog.at_level("WARNING", logger="vlr.runs.folder"):
+        _train(finished, synthetic_root, "resume=false", "seed=1")  # another run: not refused, not resumed
+    (aside,) = (finished / "replaced").iterdir()
+    assert f"resume=false: the run already in {finished} was moved to {aside}" in caplog.text
+    for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "csv/metrics.csv", "run_config.yaml"):
+        assert (aside / name).read_bytes() == old[name]
+    assert (aside / ".hydra" / "config.yaml").read_bytes() == old[".hydra/accepted/config.yaml"]
+    new_rows = (finished / "csv" / "metrics.csv").read_text()
+    assert new_rows != old["csv/metrics.csv"] and OmegaConf.load(finished / "run_config.yaml").seed == 1
+    assert len([r for r in new_rows.splitlines()[1:] if r]) == len(old["csv/metrics.csv"].decode().splitlines()[1:])
+
+
+# ---- the lock
+
+
+def _lock(run_dir, pid, host=None):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.lock").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+
+
+def test_a_folder_in_use_by_a_live_process_is_refused(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(run_dir, holder.pid)
+        with pytest.raises(RunFolderInUse) as err:
+            _train(run_dir, synthetic_root)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert str(err.value) == (
+        f"{run_dir} is in use by process {holder.pid} on {socket.gethostname()} (lock {run_dir / 'run.lock'}); "
+        f"wait for it to end, use another hydra.run.dir, or delete {run_dir / 'run.lock'} if that process is gone"
+    )
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]  # nothing of this start was written
+
+
+def test_a_lock_of_another_host_is_refused(tmp_path, synthetic_root):
+    _lock(tmp_path / "run", 1, host="elsewhere")
+    with pytest.raises(RunFolderInUse, match="in use by process 1 on elsewhere"):
+        _train(tmp_path / "run", synthetic_root)
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, synthetic_root, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "run"
+    _lock(run_dir, dead.pid)
+    with caplog.at_level("WARNING", logger="vlr.runs.lock"):
+        _train(run_dir, synthetic_root)
+    assert f"process {dead.pid} of {socket.gethostname()} is gone; taking over its run folder" in caplog.text
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "run.lock").exists()  # released
+
+
+def test_the_lock_is_held_while_training_and_ddp_ranks_join_it(tmp_path, synthetic_root, monkeypatch):
+    from lightning.pytorch.callbacks import Callback
+
+    from vlr.runs import Run
+
+    seen = []
+
+    class Probe(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append(json.loads((tmp_path / "run" / "run.lock").read_text()))
+
+    cfg = _cfg(tmp_path / "run", synthetic_root)
+    import vlr.train as vt
+
+    monkeypatch.setattr(vt, "instantiate_group", lambda group: [Probe()] if group is cfg.get("callbacks") else [])
+    train(cfg)
+    assert seen == [{"pid": os.getpid(), "host": socket.gethostname()}]
+    # a DDP child (LOCAL_RANK > 0) joins the folder its rank 0 holds
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(tmp_path / "run", holder.pid)
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        Run(_cfg(tmp_path / "run", synthetic_root)).close()  # no refusal
+        assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == holder.pid  # left alone
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- checksums
+
+
+def _damage(path, tensor, offset=0, length=64 * 1024, fill=b"\x00"):
+    """Overwrite bytes of ``tensor``'s data inside the checkpoint file (stored uncompressed)."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    at = data.find(raw)
+    assert at >= 0
+    n = min(length, len(raw) - offset)
+    data[at + offset : at + offset + n] = (fill * n)[:n]
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_best_checkpoint_is_refused_naming_the_file(finished):
+    best = finished / "checkpoints" / "best.ckpt"
+    state = torch.load(best, weights_only=True)["state_dict"]
+    name = max(state, key=lambda k: state[k].numel())  # the largest weight
+    _damage(best, state[name], offset=16)
+    torch.load(best, weights_only=True)  # it still unpickles: only the checksum can tell
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(best)
+    assert str(err.value).startswith(f"{best} is damaged: its tensors do not match the SHA-256 written with them")
+    assert "\n" not in str(err.value)
+
+
+def test_a_resume_from_a_damaged_last_checkpoint_is_refused(finished, synthetic_root):
+    last = finished / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["optimizer_states"][0]["state"]
+    exp_avg = max((s["exp_avg"] for s in state.values()), key=lambda t: t.numel())
+    _damage(last, exp_avg, length=256, fill=b"\x7f")  # optimizer moments of ~1e38
+    before = _snapshot(finished)
+    with pytest.raises(CheckpointError, match=f"^resume.*{last}|^{last} is damaged"):
+        _train(finished, synthetic_root, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]")
+    after = _snapshot(finished)
+    assert after["checkpoints/last.ckpt"] == before["checkpoints/last.ckpt"]
+    assert after["csv/metrics.csv"] == before["csv/metrics.csv"]
+
+
+def test_lightning_loads_verify_the_checksum_too(finished):
+    from vlr.callbacks import AtomicCheckpointIO
+
+    best = finished / "checkpoints" / "best.ckpt"
+    assert AtomicCheckpointIO().load_checkpoint(best)["vlr_checkpoint_format"] == 2
+    state = torch.load(best, weights_only=True)["state_dict"]
+    _damage(best, state[next(iter(state))], length=4, fill=b"\x01")
+    with pytest.raises(CheckpointError, match="is damaged"):
+        AtomicCheckpointIO().load_checkpoint(best)
+
+
+# ---- vlr.eval never writes into a training run
+
+
+def _eval_cfg(out_dir, *overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
+        cfg = compose("eval", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(out_dir), str(out_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def test_eval_refuses_to_write_into_a_training_run(finished, synthetic_root):
+    from vlr.eval import EvalOutputIsARun, evaluate
+
+    before = _snapshot(finished)
+    (finished / ".hydra" / "config.yaml").write_text("task_name: eval\n")  # what Hydra writes for vlr.eval
+    best = finished / "checkpoints" / "best.ckpt"
+    args = (f"ckpt_path={best}", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC, "data.num_workers=0")
+    with pytest.raises(EvalOutputIsARun) as err:
+        evaluate(_eval_cfg(finished, *args))
+    assert str(err.value).startswith(f"hydra.run.dir={finished} is a training run's folder (it holds run_config.yaml, ")
+    assert "\n" not in str(err.value)
+    assert _snapshot(finished) == before
+    metrics = evaluate(_eval_cfg(finished.parent / "eval", *args))  # its own folder: evaluates
+    assert "test/i2t/R@1" in metrics and (finished.parent / "eval" / "metrics.json").is_file()

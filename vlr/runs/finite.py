@@ -1,0 +1,25 @@
+"""Non-finite weights end a run in one line: the error and the check that the model (its
+``trainer.skip_nonfinite`` guard, `vlr.models.nonfinite`), `LastCheckpoint` (never saved, never
+validated) and the end of training (`vlr.runs.stopping`) share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from vlr.errors import UserError
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """Training produced a non-finite loss (not skipped) or non-finite parameters."""
+
+
+def nonfinite_parameters(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the tensors that hold a NaN or an infinity."""
+    return [name for name, p in named if not bool(torch.isfinite(p.detach()).all())]
+
+
+def describe(names: list[str]) -> str:
+    """A few of ``names`` for a one-line message."""
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
