@@ -77,6 +77,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     best_val, metrics = run.best_epoch(trainer, model)
     if cfg.get("test"):
         metrics.update(final_test(cfg, trainer, model, datamodule, best_val))
+    run.close(trainer)
     return run.sweep_value(metrics), metrics
 
 
