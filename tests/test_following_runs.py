@@ -76,3 +76,48 @@ def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
     assert "vision-language retrieval" in proc.stdout
     assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_removes_temp_folders_of_dead_processes_only(tmp_path, synthetic_root):
+    import os
+    import time
+
+    from vlr.runs import Run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    root = data / "synthetic"
+    root.symlink_to(synthetic_root, target_is_directory=True)
+    tokenizers = tmp_path / "cache" / "tokenizers"
+    tokenizers.mkdir(parents=True)
+    dead, alive = _dead_pid(), os.getppid()
+    hour_ago = time.time() - 3600
+    made = {
+        "dead synthetic": data / f"synthetic.tmp{dead}",
+        "dead tokenizer": tokenizers / f"wordpiece-600-abc.tmp{dead}",
+        "alive": data / f"synthetic.tmp{alive}",
+        "recent": tokenizers / f"wordpiece-600-def.tmp{dead}",
+    }
+    for name, path in made.items():
+        (path / "images").mkdir(parents=True)
+        (path / "images" / "0.png").write_bytes(b"x")
+        if name != "recent":
+            os.utime(path, (hour_ago, hour_ago))
+    cfg = compose_run(tmp_path / "run", *small_run(root), f"paths.cache_dir={tmp_path / 'cache'}")
+    Run(cfg)
+    assert {name: path.exists() for name, path in made.items()} == {
+        "dead synthetic": False,
+        "dead tokenizer": False,
+        "alive": True,  # its process may still be building it
+        "recent": True,  # a pid absent here may be building on another machine (a shared filesystem)
+    }
+    assert (synthetic_root / "dataset.json").is_file() or any(synthetic_root.iterdir())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from vlr.runs.leftovers import clean_leftovers, vlr_temp_folders
 from vlr.runs.multirun import share_run_dir_with_ddp_children
 from vlr.runs.naming import label_runs
 from vlr.runs.results import best_epoch_metrics, report_best_epoch, sweep_value
@@ -33,6 +34,7 @@ class Run:
         pin_wandb_run(cfg)
         label_runs(cfg)
         self.cfg = cfg
+        clean_leftovers(vlr_temp_folders(cfg))  # temp folders of killed runs, before this one builds
         self.dir = Path(cfg.paths.output_dir)
         self.last_checkpoint = self.dir / "checkpoints" / "last.ckpt"
 
