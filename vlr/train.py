@@ -13,6 +13,7 @@ from vlr.build import as_dict, build_data_and_model, trains_wordpiece
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.errors import report_user_errors
 from vlr.runs import Run, release_distributed
+from vlr.runs.options import check_options, checked_command_line
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.noise import silence_known_noise
 from vlr.tracking.reporting import finish_evaluation
@@ -66,6 +67,7 @@ def final_test(cfg: DictConfig, trainer: pl.Trainer, model, datamodule, best_val
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Seed, build data and model, fit (resuming the run folder's last.ckpt), select the best
     epoch on val, test it; return the value a sweep optimises and every metric."""
+    check_options(cfg)  # every option's type and range, before any work
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True)
@@ -81,6 +83,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return run.sweep_value(metrics), metrics
 
 
+@checked_command_line("train")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:

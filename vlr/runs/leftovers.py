@@ -64,7 +64,7 @@ def vlr_temp_folders(cfg) -> list[Path]:
     folders = [Path(cfg.paths.cache_dir) / "tokenizers"]
     data = cfg.get("data") or {}
     if data.get("source") == "synthetic" and data.get("root"):
-        root = Path(str(data.root))
+        root = Path(str(data.get("root")))
         folders += [root.parent, root / "learned_reference"]
     return folders
 
