@@ -24,18 +24,18 @@ from vlr.train import train
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.optimizer.lr=nan", "model.optimizer.lr=nan: must be a finite number"),
-        ("model.optimizer.lr=inf", "model.optimizer.lr=inf: must be a finite number"),
-        ("model.optimizer.lr=0", "model.optimizer.lr=0: must be > 0"),
-        ("model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay=-0.1: must be >= 0"),
+        ("model.optimizer.lr=nan", "model.optimizer.lr must be a finite number > 0, got nan"),
+        ("model.optimizer.lr=inf", "model.optimizer.lr must be a finite number > 0, got inf"),
+        ("model.optimizer.lr=0", "model.optimizer.lr must be a finite number > 0, got 0"),
+        ("model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay must be a finite number >= 0, got -0.1"),
         ("objective=sad", None),  # the control: a valid run passes
-        ("+objective.weights.kd=inf", "objective.weights.kd=inf: must be a finite number"),
-        ("objective.temperature=-inf", "objective.temperature=-inf: must be a finite number"),
-        ("data.batch_size=abc", "data.batch_size='abc': must be an integer"),
-        ("data.batch_size=0", "data.batch_size=0: must be >= 1"),
-        ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5: must be an integer"),
-        ("data.shuffle=maybe", "data.shuffle='maybe': must be true or false"),
-        ("data.num_workers=-1", "data.num_workers=-1: must be >= 0"),
+        ("+objective.weights.kd=inf", "objective.weights.kd must be a finite number, got inf"),
+        ("objective.temperature=-inf", "objective.temperature must be a finite number, got -inf"),
+        ("data.batch_size=abc", "data.batch_size must be a positive integer, got 'abc'"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+        ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1, got 1.5"),
+        ("data.shuffle=maybe", "data.shuffle must be true or false, got 'maybe'"),
+        ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_options_are_named_before_anything_is_built(tmp_path, synthetic_root, override, message):

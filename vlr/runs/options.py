@@ -53,7 +53,6 @@ SCHEMA: dict[str, tuple[str, float | None, float | None, bool]] = {
 }
 # a learning rate of exactly 0 trains nothing: refused, unlike the other lower bounds
 EXCLUSIVE_LOWER = {"model.optimizer.lr"}
-KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 
 def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
@@ -84,23 +83,36 @@ def _numbers(node: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
         yield prefix.rstrip("."), node
 
 
-def _check(key: str, value: Any, kind: str, low: float | None, high: float | None, nullable: bool) -> None:
-    if value is None:
-        if nullable:
-            return
-        raise ConfigError(f"{key}=null: must be {KINDS[kind]}")
+def _wanted(key: str, kind: str, low: float | None, high: float | None) -> str:
+    """What ``key`` must be, in the words the constructors' own checks use."""
     if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: must be true or false")
+        return "true or false"
+    if kind == "int" and low == 1 and high is None:
+        return "a positive integer"
+    what = "an integer" if kind == "int" else "a finite number"
+    if low is not None:
+        what += f" {'>' if key in EXCLUSIVE_LOWER else '>='} {low:g}"
+    if high is not None:
+        what += f" {'and ' if low is not None else ''}<= {high:g}"
+    return what
+
+
+def _check(key: str, value: Any, kind: str, low: float | None, high: float | None, nullable: bool) -> None:
+    if value is None and nullable:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or (kind == "int" and isinstance(value, float)):
-        raise ConfigError(f"{key}={value!r}: must be {KINDS[kind]}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}={value}: must be a finite number")
-    if low is not None and (value <= low if key in EXCLUSIVE_LOWER else value < low):
-        raise ConfigError(f"{key}={value}: must be {'>' if key in EXCLUSIVE_LOWER else '>='} {low:g}")
-    if high is not None and value > high:
-        raise ConfigError(f"{key}={value}: must be <= {high:g}")
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    else:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = number and (kind == "float" or isinstance(value, int)) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if key in EXCLUSIVE_LOWER else value >= low
+        if ok and high is not None:
+            ok = value <= high
+    if not ok:
+        raise ConfigError(
+            f"{key} must be {_wanted(key, kind, low, high)}, got {'null' if value is None else repr(value)}"
+        )
 
 
 def _data_files(data: DictConfig) -> list[str]:
@@ -133,7 +145,7 @@ def check_options(cfg: DictConfig) -> None:
             _check(key, value, kind, low, high, nullable)
     for key, value in _numbers(cfg):
         if not math.isfinite(value):
-            raise ConfigError(f"{key}={value}: must be a finite number")
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     check_data_root(cfg)
 
 
