@@ -207,7 +207,7 @@ def unknown_key_message(config_name: str, arguments: list[str]) -> str | None:
         except ConfigCompositionException as err:
             text = str(err)
         bad = next((o for o in parsed if f"Could not override '{o.key_or_group}'" in text), None)
-        if bad is None:
+        if bad is None or bad.key_or_group.startswith("hydra"):  # Hydra's own settings: Hydra says
             return None
         groups = [o.input_line for o in parsed if o is not bad and not o.is_sweep_override() and o.input_line]
         try:
