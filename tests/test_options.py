@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import small_run
+from tests.conftest import REPO, small_run
 from tests.test_following_runs import compose_run
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.data.karpathy import AnnotationError, load_json
@@ -151,3 +151,15 @@ def test_a_checkpoint_cut_short_by_a_file_size_limit_names_the_path(tmp_path):
         f"cannot write checkpoint {path}: the write stopped short (a full disk or a file-size limit?)"
     )
     assert list(path.parent.iterdir()) == []  # no partial file left
+
+
+def _presets():
+    conf = REPO / "vlr" / "conf"
+    groups = ["data", "model", "objective", "trainer", "imbalance", "reference", "experiment", "debug", "logger"]
+    return [(g, p.stem) for g in groups for p in sorted((conf / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group, option", _presets())
+def test_every_shipped_preset_passes_the_checks(tmp_path, group, option):
+    """The schema refuses bad values, never a configuration vlr ships."""
+    check_options(compose_run(tmp_path / "run", f"{group}={option}", f"data.root={tmp_path}"))

@@ -38,7 +38,7 @@ SCHEMA: dict[str, tuple[str, float | None, float | None, bool]] = {
     "data.eval_folds": ("int", 1, None, False),
     "data.shuffle": ("bool", None, None, False),
     "data.augment": ("bool", None, None, False),
-    "model.embed_dim": ("int", 1, None, False),
+    "model.embed_dim": ("int", 1, None, True),  # null: the towers' joint space (CLIP)
     "model.optimizer.lr": ("float", 0, None, False),
     "model.optimizer.weight_decay": ("float", 0, None, False),
     "model.tokenizer.max_length": ("int", 1, None, True),
