@@ -48,7 +48,7 @@ typecheck: venv                    ## mypy on vlr/ alone (make lint runs it too)
 bench: venv                        ## writes experiments/bench/latest.json and prints a table
 	$(PY) -m experiments.bench.run $(ARGS)
 
-study: venv                        ## imbalance study (issue 15; 46 min on 2 cores from a fresh clone): experiments/imbalance/{results.json,report.md,*.png}
+study: venv                        ## imbalance study (issue 27; resumable): experiments/imbalance/{results.json,report.md,*.png}
 	$(PY) -m experiments.imbalance.study $(ARGS)
 
 clean:

@@ -117,8 +117,8 @@ def test_the_sweep_summary_is_a_table_and_a_figure_in_files_and_in_wandb(sweep):
         metrics = json.loads((root / "sweep" / row["job"] / "metrics.json").read_text())
         assert row["split"] == "test"
         assert float(row["rsum"]) == pytest.approx(metrics["test/rsum"])
-        expected = metrics["test/i2i/NDCG@10"] + metrics["test/t2t/NDCG@10"]
-        assert float(row["ndcg_single@10"]) == pytest.approx(expected)
+        expected = metrics["test/i2i/scene_NDCG@10"] + metrics["test/t2t/scene_NDCG@10"]
+        assert float(row["rsum_single"]) == pytest.approx(expected)  # under the primary relevance (scene)
     assert (root / "sweep" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [folder] = list((root / "sweep" / "wandb").glob("offline-run-*"))
     run = read_run(folder)

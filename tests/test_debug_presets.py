@@ -34,7 +34,7 @@ def test_debug_presets_train_and_evaluate(tmp_path, synthetic_root, preset, extr
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0 <= metrics["test/rsum"] <= 600 and "test/t2t/NDCG@10" in metrics
+    assert 0 <= metrics["test/rsum"] <= 600 and "test/t2t/scene_NDCG@10" in metrics
     out = proc.stdout + proc.stderr
     assert ("test metrics are over a limited pass" in out) == limited
     assert not (run_dir / "csv").exists() and not (run_dir / "wandb").exists()  # the debug presets log nothing

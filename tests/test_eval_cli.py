@@ -45,7 +45,7 @@ def test_training_writes_rankings_that_reproduce_the_metrics(trained):
             assert 100 * float(per_query[~per_query.isnan()].mean()) == pytest.approx(
                 metrics[f"test/{d}/R@{k}"], abs=1e-4
             )
-    assert 100 * float(r["i2i/NDCG@10"].mean()) == pytest.approx(metrics["test/i2i/NDCG@10"], abs=1e-4)
+    assert 100 * float(r["i2i/scene_NDCG@10"].mean()) == pytest.approx(metrics["test/i2i/scene_NDCG@10"], abs=1e-4)
     # top-1 is the caption's own image whenever its R@1 is certain, and never when it is 0
     first = r["t2i/topk"][:, 0] == r["text_to_image"]
     assert bool(first[r["t2i/R@1"] == 1.0].all()) and not bool(first[r["t2i/R@1"] == 0.0].any())

@@ -44,7 +44,7 @@ def test_real_data_preset_starts_with_tiny_towers(tmp_path, synthetic_root, tiny
     )
     tiers = ["5k/", "1k/"] if preset == "coco_clip" else [""]  # COCO: both test tiers from one pass
     for tier in tiers:
-        assert f"test/{tier}rsum" in metrics and f"test/{tier}t2t/NDCG@10" in metrics
+        assert f"test/{tier}rsum" in metrics and f"test/{tier}t2t/rouge_l_NDCG@10" in metrics
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "CLIPImageTower" in config and "image_transform: tower" in config and "FrozenInitReference" in config
 
@@ -67,5 +67,5 @@ def test_open_clip_preset_trains_and_evaluates_from_local_files(tmp_path, synthe
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in ("test/rsum", "test/image/overlap@10", "test/text/overlap@10", "test/t2t/NDCG@10"):
+    for key in ("test/rsum", "test/image/overlap@10", "test/text/overlap@10", "test/t2t/rouge_l_NDCG@10"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key

@@ -11,7 +11,7 @@ def test_the_metrics_table_fits_80_columns_and_shows_every_value(capsys, monkeyp
     metrics = {}
     for tier in tiers:
         for d in DIRECTIONS:
-            for name in ("R@1", "R@5", "R@10", "NDCG@10", "NDCG@20", "NDCG@50"):
+            for name in ("R@1", "R@5", "R@10", "rouge_l_NDCG@10", "rouge_l_NDCG@20", "scene_NDCG@50", "cxc_R@10"):
                 metrics[f"test/{tier}{d}/{name}"] = 100.0
             metrics[f"test/{tier}{d}/meanr"] = 24999.99  # COCO 5K captions: ranks up to 25,000
         metrics[f"test/{tier}rsum"] = 600.0

@@ -86,6 +86,8 @@ def build_data_and_model(cfg: DictConfig) -> tuple[RetrievalDataModule, Retrieva
     datamodule.prepare_data()  # idempotent and lock-protected: safe on every DDP rank
     if model_cfg["text_tower"].get("config") is not None:  # a tower built from a config: the tokenizer's vocabulary
         model_cfg["text_tower"]["vocab_size"] = len(datamodule.tokenizer)
+    if cfg.get("relevance") is not None:  # what NDCG is graded by (vlr.metrics.relevance): the evaluator's choice
+        model_cfg.setdefault("evaluation", {})["relevance"] = as_dict(cfg.relevance)
     reference = hydra.utils.instantiate(cfg.reference, _convert_="all")
     objective = hydra.utils.instantiate(cfg.objective, _convert_="all")
     model: RetrievalModule = hydra.utils.instantiate(

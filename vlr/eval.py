@@ -35,7 +35,7 @@ from vlr.tracking.reporting import finish_evaluation
 from vlr.train import instantiate_trainer
 
 log = logging.getLogger(__name__)
-RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference")
+RUN_GROUPS = ("data", "model", "objective", "imbalance", "reference", "relevance")
 
 
 def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
@@ -51,8 +51,8 @@ def adopt_run_config(cfg: DictConfig, ckpt: Path) -> None:
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
     given = {ov.key_or_group for ov in overrides}
     chosen = given & set(RUN_GROUPS)
-    if "data" in chosen:  # other data: its preset's reference (or the one chosen), not the run's
-        chosen.add("reference")
+    if "data" in chosen:  # other data: its preset's reference and relevance (or the ones chosen), not the run's
+        chosen |= {"reference", "relevance"}
     adopted = [g for g in RUN_GROUPS if g in run_cfg and g not in chosen]
     with open_dict(cfg):
         for group in adopted:

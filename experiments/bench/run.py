@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import eval_bench, loader_bench, real_towers, train_bench
+from experiments.bench import eval_bench, loader_bench, real_towers, shards_bench, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
 # ratio -> (bound, inclusive): the targets the issues set; met or not is recorded and printed
@@ -28,6 +28,8 @@ TARGETS = {
     "covlr_projections_vs_infonce": (1.2, True),
     "relation_kd_vs_infonce": (1.15, True),
     "sad_vs_infonce": (1.3, True),
+    "shards_vs_folder_loader_time": (1 / 0.9, True),  # shards read at >= 0.9x the folder's samples/s
+    "shards_rss_100k_vs_10k": (1.10, True),  # resident memory flat in the split's size
 }
 
 
@@ -50,6 +52,7 @@ SECTIONS = {
     "loader": loader_bench.run,
     "real_towers": real_towers.run,
     "real_towers_memory": real_towers.run_memory,
+    "shards": shards_bench.run,
 }
 
 

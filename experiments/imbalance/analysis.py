@@ -1,169 +1,276 @@
-"""The study's numbers from its cells: per-arm summaries, paired comparisons, verdicts.
+"""The study's numbers from its cells: collapse, the premise, the pre-registered interaction,
+the cross-modal cost and the teacher factor. Nothing here renders (`report` does); everything
+goes into ``results.json``, so the report can be regenerated from that file alone.
 
-Nothing here renders (that is `experiments.imbalance.report`); everything it computes goes
-into ``results.json``, so the report can be regenerated from that file alone.
+Units: a pair is one generator seed (its own train and test data, training seed = generator
+seed), so pairs are independent. Every test is over pairs: paired t (two-sided) with its 95%
+interval and the exact sign-flip p-value beside it (`experiments.paired`).
 
-- single-modal measure: i2i + t2t NDCG@10 with ROUGE-L relevance (``ndcg_single@10``), the
-  papers' protocol and the one the verdict uses; label-based i2i R@1 and t2t R@1 are shown too;
-- cross-modal measure: rsum (i2t + t2i R@1, 5, 10);
-- comparisons: every arm against infonce, and covlr against relation_kd (what the meta step
-  adds beyond its relation loss), at each imbalance level, paired by (generator seed, seed),
-  with 95% bootstrap intervals (generator seeds, then seeds within each and its test images,
-  one image resample per test set) from per-query rankings;
-- verdicts: from the same bootstrap at a Bonferroni-adjusted level (`family_level`), so the
-  chance of any false "resolved" among them stays under 5%; the unadjusted ones beside them.
+- collapse: a cell collapsed when its test rsum is below ``collapse_factor`` x its chance
+  level, or (where it has an InfoNCE term) its final contrastive loss never left the ln(batch)
+  plateau. A pair with a collapsed cell is left out of every comparison that cell enters,
+  and the report lists it;
+- premise (Holm over the directions): infonce's strong-side ground-truth NDCG@10 under each
+  direction minus on balanced data; it holds where that falls, resolved;
+- primary family (Holm over the <= 6 hypotheses of `Design.hypotheses`): per arm and
+  direction, the interaction [(arm − infonce) under imbalance] − [(arm − infonce) balanced];
+- cross-modal cost: (arm − infonce) rsum per level, non-inferiority against a margin equal to
+  the smallest effect the design detects (alpha, 80% power) at the pooled s.d. of those pair
+  differences;
+- teacher factor (secondary, its own Holm family): per teacher, (arm − infonce) under the
+  teacher direction (and the interaction where the teacher also ran on balanced data); each
+  control teacher against the learned one: (arm with it − arm with the learned teacher) on the
+  strong side under that direction.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from pathlib import Path
 
-from experiments.paired import MARGIN, components, load_rankings, seeds_and_queries_difference, status
-from vlr.sweeps.summary import SINGLE_MODAL_NDCG, single_modal_ndcg
+from experiments.imbalance.design import CROSS, Design, strong_metric
+from experiments.paired import compare_pairs, holm, non_inferiority, smallest_detectable
 
-SINGLE, CROSS = SINGLE_MODAL_NDCG, "rsum"
-SHOWN = (CROSS, "i2t/R@1", "t2i/R@1", SINGLE, "i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1", "rsum_single")
-COMPARED = (SINGLE, CROSS, "rsum_single")
-BOOTSTRAP = 20000  # enough draws for the tails of the family-wise intervals
-FAMILY_ALPHA = 0.05
+SHOWN_SUFFIXES = ("rsum", "i2t/R@1", "t2i/R@1", "i2i/{r}_NDCG@10", "t2t/{r}_NDCG@10", "i2t/{r}_NDCG@10")
 
 
-def metrics_of(cell: dict) -> dict[str, float]:
-    out = dict(cell["test"])
-    value = single_modal_ndcg(out)
-    if value is not None:
-        out[SINGLE] = value
+def shown_metrics(relevance: str) -> list[str]:
+    return [m.format(r=relevance) for m in SHOWN_SUFFIXES]
+
+
+# -- collapse -------------------------------------------------------------------------
+def collapse(cell: dict, design: Design) -> dict:
+    """Whether a cell left chance: test rsum against ``collapse_factor`` x chance, and (where
+    logged) the final InfoNCE loss against ``plateau_fraction`` x ln(batch)."""
+    rsum, chance = cell["test"].get(CROSS), cell.get("chance", {}).get(CROSS)
+    ratio = rsum / chance if rsum is not None and chance else None
+    training = cell.get("training") or {}
+    itc, ln_batch = training.get("itc_loss"), training.get("ln_batch")
+    if itc is None and cell["arm"] == "infonce":
+        itc = training.get("loss")
+    left_plateau = None if itc is None or not ln_batch else itc < design.plateau_fraction * ln_batch
+    collapsed = (ratio is not None and ratio < design.collapse_factor) or left_plateau is False
+    return {"rsum_over_chance": ratio, "left_plateau": left_plateau, "collapsed": bool(collapsed)}
+
+
+def _key(c: dict) -> tuple:
+    return (c["arm"], c["level"], c.get("teacher", "learned"))
+
+
+def _by_pair(cells: list[dict]) -> dict[tuple, dict]:
+    """(arm, level, teacher) -> {pair: cell}, study cells only."""
+    out: dict[tuple, dict] = {}
+    for c in cells:
+        if c.get("stage", "study") == "study":
+            out.setdefault(_key(c), {})[(c["generator_seed"], c["seed"])] = c
     return out
 
 
-def levels(directions, strengths) -> list[tuple[str, float, str]]:
-    """(direction, strength, the cells' imbalance name): strength 0 is the balanced data ('none')."""
-    return [(d, s, "none" if s == 0 else d) for d in directions for s in strengths]
+def _usable(cell: dict | None, metric: str) -> float | None:
+    if cell is None or cell["collapse"]["collapsed"]:
+        return None
+    value = cell["test"].get(metric)
+    return None if value is None else float(value)
 
 
-def _at(cells: list[dict], imbalance: str, strength: float, arm: str) -> list[dict]:
-    return [c for c in cells if (c["imbalance"], c["strength"], c["arm"]) == (imbalance, strength, arm)]
+def contrast(table: dict, terms: list[tuple[float, tuple]], metric: str) -> tuple[list[float], list, list]:
+    """Per pair: sum of coefficient x metric over ``terms`` ((coefficient, (arm, level,
+    teacher))); pairs where a term is missing or collapsed are left out and returned apart."""
+    pairs = sorted(set.union(*(set(table.get(t, {})) for _, t in terms)), key=str)
+    diffs, used, dropped = [], [], []
+    for p in pairs:
+        values = [_usable(table.get(t, {}).get(p), metric) for _, t in terms]
+        if any(v is None for v in values):
+            dropped.append(list(p))
+            continue
+        diffs.append(sum(k * v for (k, _), v in zip(terms, values, strict=True)))  # type: ignore[operator]
+        used.append(list(p))
+    return diffs, used, dropped
 
 
-def summarize(cells: list[dict], directions, strengths, arms) -> list[dict]:
+def _test(diffs: list[float], used: list, dropped: list) -> dict:
+    if len(diffs) < 2:
+        return {"n": len(diffs), "pairs": used, "dropped": dropped, "p": math.nan, "p_sign_flip": math.nan}
+    return {**compare_pairs(diffs), "pairs": used, "dropped": dropped}
+
+
+def _holm_into(rows: list[dict], alpha: float) -> None:
+    finite = [i for i, r in enumerate(rows) if not math.isnan(r["p"])]
+    for key, out in (("p", "p_holm"), ("p_sign_flip", "p_sign_flip_holm")):
+        adjusted = holm([rows[i][key] for i in finite])
+        for i, a in zip(finite, adjusted, strict=True):
+            rows[i][out] = a
+    for r in rows:
+        r.setdefault("p_holm", math.nan)
+        r.setdefault("p_sign_flip_holm", math.nan)
+
+
+def _verdict(row: dict, alpha: float, up: str, down: str) -> str:
+    if row["n"] < 2 or math.isnan(row["p_holm"]):
+        return "not measured"
+    if row["p_holm"] < alpha:
+        return up if row["mean"] > 0 else down
+    return "not resolved"
+
+
+# -- the analyses ---------------------------------------------------------------------
+def premise(table: dict, design: Design) -> list[dict]:
     rows = []
-    for direction, strength, imbalance in levels(directions, strengths):
-        for arm in arms:
-            members = [metrics_of(c) for c in _at(cells, imbalance, strength, arm)]
-            if not members:
-                continue
-            stats = {}
-            for key in SHOWN:
-                values = [m[key] for m in members if key in m]
-                if values:
-                    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                    stats[key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
-            rows.append({"direction": direction, "strength": strength, "arm": arm, "n": len(members), "metrics": stats})
+    for direction in design.directions:
+        metric = strong_metric(direction, design.relevance)
+        terms = [(1.0, ("infonce", direction, "learned")), (-1.0, ("infonce", "balanced", "learned"))]
+        rows.append({"direction": direction, "metric": metric, **_test(*contrast(table, terms, metric))})
+    _holm_into(rows, design.alpha)
+    for r in rows:
+        v = _verdict(r, design.alpha, "rises", "holds")
+        r["verdict"] = {"holds": "holds", "rises": "does not hold (it rises)"}.get(v, f"does not hold ({v})")
+        r["holds"] = v == "holds"
     return rows
 
 
-def compared_pairs(arms) -> list[tuple[str, str]]:
-    """(arm, baseline): every arm against infonce, and covlr against relation_kd."""
-    out = [(a, "infonce") for a in arms if a != "infonce"]
-    return out + ([("covlr", "relation_kd")] if {"covlr", "relation_kd"} <= set(arms) else [])
+def interaction_terms(arm: str, direction: str, teacher: str = "learned") -> list[tuple[float, tuple]]:
+    return [
+        (1.0, (arm, direction, teacher)),
+        (-1.0, ("infonce", direction, "learned")),
+        (-1.0, (arm, "balanced", teacher)),
+        (1.0, ("infonce", "balanced", "learned")),
+    ]
 
 
-def compare(cells: list[dict], root: Path, directions, strengths, arms, n: int = BOOTSTRAP) -> list[dict]:
-    """Paired comparisons at every level: each arm against infonce, covlr against relation_kd."""
-    pairs_of = compared_pairs(arms)
-    cache: dict[tuple, dict] = {}
-    out = []
-    family = family_level(cells, directions, strengths, pairs_of)
-    for direction, strength, imbalance in levels(directions, strengths):
-        for arm, base in pairs_of:
-            key = (imbalance, strength, arm, base)
-            if key not in cache:
-                a = {(c["generator_seed"], c["seed"]): c for c in _at(cells, imbalance, strength, arm)}
-                b = {(c["generator_seed"], c["seed"]): c for c in _at(cells, imbalance, strength, base)}
-                common = sorted(set(a) & set(b), key=str)
-                if not common:
-                    continue
-                ranked = [
-                    (load_rankings(root / a[p]["run_dir"]), load_rankings(root / b[p]["run_dir"])) for p in common
-                ]
-                held = [m for m in COMPARED if all(k in ranked[0][0] for k in components(m))]
-                clusters = [str(g) for g, _ in common]  # the generator seed: the test set the pair was scored on
-                cache[key] = {
-                    "pairs": [list(p) for p in common],
-                    **{
-                        m: seeds_and_queries_difference(ranked, m, n=n, clusters=clusters, family_level=family)
-                        for m in held
-                    },
-                }
-            result = cache[key]
-            adjusted = {
-                m: {**result[m], "low": result[m]["family_low"], "high": result[m]["family_high"]}
-                for m in (SINGLE, CROSS)
-            }
-            out.append(
-                {
-                    "direction": direction,
-                    "strength": strength,
-                    "arm": arm,
-                    "baseline": base,
-                    **result,
-                    # the verdict at the family-wise level; the per-comparison 95% one beside it
-                    **status(adjusted[SINGLE], adjusted[CROSS]),
-                    "unadjusted": status(result[SINGLE], result[CROSS]),
-                }
-            )
-    return out
+def primary(table: dict, design: Design) -> list[dict]:
+    rows = []
+    for h in design.hypotheses():
+        terms = interaction_terms(h["arm"], h["direction"])
+        rows.append({**h, **_test(*contrast(table, terms, h["metric"]))})
+        for level in ("balanced", h["direction"]):  # the two differences the interaction is made of
+            simple = [(1.0, (h["arm"], level, "learned")), (-1.0, ("infonce", level, "learned"))]
+            diffs, used, dropped = contrast(table, simple, h["metric"])
+            rows[-1][f"effect_{'balanced' if level == 'balanced' else 'imbalanced'}"] = _test(diffs, used, dropped)
+    _holm_into(rows, design.alpha)
+    for r in rows:
+        r["verdict"] = _verdict(r, design.alpha, "supported", "contradicted (the arm hurts the strong side)")
+    return rows
 
 
-def family_level(cells: list[dict], directions, strengths, pairs_of) -> float:
-    """Bonferroni: the interval level that keeps the chance of any false "resolved" among all the
-    verdicts' intervals (single- and cross-modal, of every distinct comparison) under FAMILY_ALPHA."""
-    present = {(c["imbalance"], c["strength"], c["arm"]) for c in cells}
-    distinct = {
-        (imbalance, strength, arm, base)
-        for _, strength, imbalance in levels(directions, strengths)
-        for arm, base in pairs_of
-        if (imbalance, strength, arm) in present and (imbalance, strength, base) in present
-    }
-    return 1.0 - FAMILY_ALPHA / max(1, 2 * len(distinct))
-
-
-def chance_levels(cells: list[dict]) -> dict[str, dict[str, float]]:
-    """The test split's chance level (a constant model) per generator seed, for the shown metrics."""
-    out: dict[str, dict[str, float]] = {}
-    for c in cells:
-        g = str(c["generator_seed"])
-        if g not in out:
-            chance = dict(c["chance"])
-            value = single_modal_ndcg(chance)
-            if value is not None:
-                chance[SINGLE] = value
-            out[g] = {k: chance[k] for k in SHOWN if k in chance}
-    return out
-
-
-def analyse(cells: list[dict], root: Path) -> dict:
-    directions = sorted({c["imbalance"] for c in cells if c["imbalance"] != "none"}, key=_direction_order)
-    strengths = sorted({c["strength"] for c in cells})
-    arms = [a for a in ("infonce", "triplet", "relation_kd", "covlr", "sad") if any(c["arm"] == a for c in cells)]
-    arms += sorted({c["arm"] for c in cells} - set(arms))
+def cross_modal(table: dict, design: Design) -> dict:
+    """(arm − infonce) rsum per arm and level; the non-inferiority margin is the smallest effect
+    the design detects at the pooled pair s.d."""
+    rows = []
+    for arm in design.structure_arms:
+        for level in ("balanced", *design.directions):
+            terms = [(1.0, (arm, level, "learned")), (-1.0, ("infonce", level, "learned"))]
+            diffs, used, dropped = contrast(table, terms, CROSS)
+            rows.append({"arm": arm, "level": level, **_test(diffs, used, dropped)})
+    variances = [r["sd"] ** 2 for r in rows if r["n"] >= 2]
+    n = min((r["n"] for r in rows if r["n"] >= 2), default=0)
+    sd = math.sqrt(statistics.fmean(variances)) if variances else math.nan
+    margin = smallest_detectable(sd, n, design.alpha, design.power) if n >= 2 else math.nan
+    for r in rows:
+        if r["n"] >= 2 and not math.isnan(margin):
+            r["non_inferiority"] = non_inferiority(r["diffs"], margin, design.alpha)
+        else:
+            r["non_inferiority"] = {"verdict": "not measured"}
     return {
-        "margin": MARGIN,
-        "single_measure": SINGLE,
-        "cross_measure": CROSS,
-        "bootstrap": {
-            "resamples": BOOTSTRAP,
-            "level": 0.95,
-            "units": "generator seeds (test sets), then seeds within each and its test images",
-            "family_level": family_level(cells, directions, strengths, compared_pairs(arms)),
-            "family": "Bonferroni over the single- and cross-modal intervals of every distinct comparison",
-        },
-        "summary": summarize(cells, directions, strengths, arms),
-        "comparisons": compare(cells, root, directions, strengths, arms),
-        "chance": chance_levels(cells),
+        "metric": CROSS,
+        "pooled_sd": sd,
+        "pairs": n,
+        "alpha": design.alpha,
+        "power": design.power,
+        "margin": margin,
+        "rows": rows,
     }
 
 
-def _direction_order(name: str) -> tuple[int, str]:
-    return (0 if name.startswith("text") else 1, name)
+def teacher_factor(table: dict, design: Design) -> dict:
+    direction = design.teacher_direction
+    metric = strong_metric(direction, design.relevance)
+    rows, contrasts = [], []
+    for arm in design.teacher_arms:
+        if arm not in design.arms:
+            continue
+        for teacher in ("learned", *design.teachers):
+            terms = interaction_terms(arm, direction, teacher)
+            row = {"arm": arm, "teacher": teacher, **_test(*contrast(table, terms, metric))}
+            for level in ("balanced", direction):
+                simple = [(1.0, (arm, level, teacher)), (-1.0, ("infonce", level, "learned"))]
+                key = f"effect_{'balanced' if level == 'balanced' else 'imbalanced'}"
+                row[key] = _test(*contrast(table, simple, metric))
+            rows.append(row)
+        for teacher in design.teachers:  # each control against the learned teacher, under imbalance
+            terms = [(1.0, (arm, direction, teacher)), (-1.0, (arm, direction, "learned"))]
+            contrasts.append({"arm": arm, "teacher": teacher, **_test(*contrast(table, terms, metric))})
+    _holm_into(contrasts, design.alpha)
+    for c in contrasts:
+        c["verdict"] = _verdict(c, design.alpha, "above the learned teacher", "below the learned teacher")
+    return {"direction": direction, "metric": metric, "rows": rows, "contrasts": contrasts}
+
+
+def summarize(cells: list[dict], design: Design) -> list[dict]:
+    """Mean ± s.d. over the non-collapsed pairs per arm x level x teacher; collapsed counted."""
+    rows = []
+    for (arm, level, teacher), members in _by_pair(cells).items():
+        ok = [c for c in members.values() if not c["collapse"]["collapsed"]]
+        stats = {}
+        for metric in shown_metrics(design.relevance):
+            values = [float(c["test"][metric]) for c in ok if metric in c["test"]]
+            if values:
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                stats[metric] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+        strength = next(iter(members.values()))["strength"]
+        rows.append(
+            {
+                "arm": arm,
+                "level": level,
+                "strength": strength,
+                "teacher": teacher,
+                "n": len(members),
+                "collapsed": len(members) - len(ok),
+                "metrics": stats,
+            }
+        )
+    order = {a: i for i, a in enumerate(design.arms)}
+    levels = {lv: i for i, lv in enumerate(("balanced", *design.directions))}
+    return sorted(
+        rows, key=lambda r: (r["teacher"] != "learned", r["teacher"], levels.get(r["level"], 9), order.get(r["arm"], 9))
+    )
+
+
+def chance_levels(cells: list[dict], design: Design) -> dict[str, float]:
+    """Mean chance level (a constant model) over the pairs' test splits."""
+    out: dict[str, list[float]] = {}
+    seen = set()
+    for c in cells:
+        if c["generator_seed"] in seen or c.get("stage", "study") != "study":
+            continue
+        seen.add(c["generator_seed"])
+        for k, v in c.get("chance", {}).items():
+            out.setdefault(k, []).append(float(v))
+    return {k: statistics.fmean(v) for k, v in out.items() if k in shown_metrics(design.relevance)}
+
+
+def analyse(cells: list[dict], design: Design) -> dict:
+    for c in cells:
+        c["collapse"] = collapse(c, design)
+    table = _by_pair(cells)
+    collapsed = [
+        {k: c[k] for k in ("arm", "level", "strength", "teacher", "stage", "generator_seed", "seed", "run_dir")}
+        | {"test_rsum": c["test"].get(CROSS), **c["collapse"], "final_loss": (c.get("training") or {}).get("loss")}
+        for c in cells
+        if c["collapse"]["collapsed"]
+    ]
+    return {
+        "relevance": design.relevance,
+        "alpha": design.alpha,
+        "collapsed": collapsed,
+        "premise": premise(table, design),
+        "primary": primary(table, design),
+        "cross_modal": cross_modal(table, design),
+        "teacher": teacher_factor(table, design),
+        "summary": summarize(cells, design),
+        "chance": chance_levels(cells, design),
+        "rules": {
+            "collapse_factor": design.collapse_factor,
+            "plateau_fraction": design.plateau_fraction,
+            "gate_tolerance": design.gate_tolerance,
+        },
+    }

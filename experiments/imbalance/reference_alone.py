@@ -20,7 +20,7 @@ import torch.nn.functional as F
 SINGLE_MODAL = ("i2i/", "t2t/")
 
 
-def _compose(overrides: list[str], output_dir: str):
+def compose_config(overrides: list[str], output_dir: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
@@ -45,7 +45,7 @@ def reference_alone(overrides: list[str]) -> dict[str, float]:
     from vlr.metrics import RetrievalEvaluator, rouge_l_relevance
 
     with tempfile.TemporaryDirectory() as scratch:
-        cfg = _compose(overrides, scratch)
+        cfg = compose_config(overrides, scratch)
         if cfg.get("num_threads"):
             torch.set_num_threads(int(cfg.num_threads))
         pl.seed_everything(cfg.seed, workers=True)

@@ -1,400 +1,473 @@
-"""Render the study from ``results.json`` alone: ``report.md``, ``tradeoff.png`` and one
-``difference_<direction>.png`` per imbalance direction (and the W&B media of them).
+"""Render the study from ``results.json`` alone: ``report.md`` and its figures.
 
     python -m experiments.imbalance.report experiments/imbalance/results.json [--out DIR]
 
-Every number in the report is read from results.json; the written conclusion is composed
-from the verdicts there, whatever they say.
+Every number is read from results.json and every verdict sentence is composed from the
+analysis's verdicts, whatever they say. The hypotheses section is the design's (written
+before any cell ran: `Design.hypotheses`), rendered before any result.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-ARM_STYLE = {  # marker, colour: the same arm looks the same in every figure
-    "infonce": ("o", "C0"),
-    "triplet": ("v", "C7"),
-    "relation_kd": ("s", "C2"),
-    "covlr": ("D", "C3"),
-    "sad": ("^", "C1"),
-}
-SHOWN = ("rsum", "i2t/R@1", "t2i/R@1", "ndcg_single@10", "i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1")
+# how to make the data harder when the premise fails (stated in the report, never applied silently)
+HARDER = (
+    "the imbalance strength (`--strengths text_weak=1 image_weak=1`, or a probe grid reaching further) and fewer "
+    "training images per pair (`--override data.num_train=200`), which leaves the strong modality more dependent "
+    "on what the weak one teaches it"
+)
 
 
-def _fmt(ci: dict) -> str:
-    """The difference, its 95% interval and, where the analysis gave one, the family-wise
-    (Bonferroni) interval the verdicts use."""
-    out = f"{ci['difference']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
-    if "family_low" in ci:
-        out += f" [{ci['family_low']:+.2f}, {ci['family_high']:+.2f}]"
-    return out
+def _num(x, digits: int = 2, signed: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _cell(stats: dict | None) -> str:
-    return "–" if stats is None else f"{stats['mean']:.1f} ± {stats['sd']:.1f}"
+def _p(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3g}"
 
 
-def summary_table(results: dict, direction: str) -> str:
-    rows = [r for r in results["summary"] if r["direction"] == direction]
-    head = "| strength | arm | n | " + " | ".join(SHOWN) + " |"
-    lines = [head, "|" + "---|" * (3 + len(SHOWN))]
-    for r in rows:
-        cells = [_cell(r["metrics"].get(m)) for m in SHOWN]
-        lines.append(f"| {r['strength']:g} | {r['arm']} | {r['n']} | " + " | ".join(cells) + " |")
+def _ci(row: dict) -> str:
+    if row.get("n", 0) < 2:
+        return f"– (n={row.get('n', 0)})"
+    return f"{_num(row['mean'])} [{_num(row['low'])}, {_num(row['high'])}]"
+
+
+def _dropped(row: dict) -> str:
+    return f" ({len(row['dropped'])} pair(s) left out: collapsed or missing)" if row.get("dropped") else ""
+
+
+# -- the opening paragraph ----------------------------------------------------------------
+def answer(results: dict) -> str:
+    prem = results["premise"]
+    failed = [r for r in prem if not r["holds"]]
+    parts = []
+    per_direction = "; ".join(
+        f"under {r['direction']}, infonce's {r['metric']} changes by {_ci(r)} (Holm p {_p(r.get('p_holm'))}, "
+        f"sign-flip p {_p(r.get('p_sign_flip'))}): {r['verdict']}"
+        for r in prem
+    )
+    if failed:
+        names = ", ".join(r["direction"] for r in failed)
+        parts.append(
+            f"**The premise does not hold under {names}**: under infonce, weakening the other modality does not "
+            f"resolvably lower the strong modality's ground-truth single-modal NDCG@10 ({per_direction}). Where the "
+            "premise fails there is no loss for structure preservation to protect, so the interactions below answer a "
+            f"question the data does not pose. To make the data harder, the knobs are {HARDER}."
+        )
+    else:
+        parts.append(f"**The premise holds**: {per_direction}.")
+    prim = results["primary"]
+    lines = "; ".join(
+        f"{h['arm']} under {h['direction']} {_ci(h)} (Holm p {_p(h.get('p_holm'))}: {h['verdict']})" for h in prim
+    )
+    parts.append(
+        f"The pre-registered interaction (arm − infonce on the strong side's {results['relevance']} NDCG@10, under "
+        f"imbalance minus on balanced data; 95% intervals over {_pairs(results)} independent pairs): {lines}."
+    )
+    cm = results["cross_modal"]
+    imbalanced = [r for r in cm["rows"] if r["level"] != "balanced"]
+    cost = "; ".join(f"{r['arm']} {r['level']} {_ci(r)} ({r['non_inferiority']['verdict']})" for r in imbalanced)
+    parts.append(
+        f"Cross-modal cost (arm − infonce rsum under imbalance; non-inferiority margin {_num(cm['margin'], 1, False)}, "
+        f"the smallest effect detectable at alpha {cm['alpha']} with {int(100 * cm['power'])}% power): {cost}."
+    )
+    n = len(results["collapsed"])
+    baseline = sum(1 for c in results["collapsed"] if c["arm"] == "infonce" and c["stage"] == "study")
+    parts.append(
+        f"{n} cell(s) collapsed (listed under Baselines) and are left out of every comparison they enter"
+        + (f"; {baseline} of them infonce baselines, so the no-collapsed-baseline rule fails." if baseline else ".")
+        if n
+        else "No cell collapsed."
+    )
+    return " ".join(parts)
+
+
+def _pairs(results: dict) -> int:
+    return len(results["design"]["pairs"])
+
+
+# -- sections ---------------------------------------------------------------------------
+def design_section(results: dict) -> str:
+    d = results["design"]
+    strengths = ", ".join(f"{k} {v:g}" for k, v in d["strengths"].items())
+    teachers = ", ".join(f"{t} (`{' '.join(o) or 'the preset reference'}`)" for t, o in d["teachers"].items())
+    return "\n".join(
+        [
+            f"- pairs: {_pairs(results)} (generator seeds {d['pairs']}); each pair has its own generated train, val "
+            "and test data and its own learned reference, and trains with seed = its generator seed, so pairs are "
+            "independent;",
+            f"- arms: {', '.join(d['arms'])} (relation_kd = CoVLR's relation loss without the meta step), at balance "
+            f"and at each direction's strength: {strengths} ({results['calibration']['source']});",
+            f"- every cell: `python -m vlr.train experiment={d['preset']} objective=ARM imbalance=... "
+            f"data.generator_seed=G seed=G` plus the tuned overrides{_and(d['overrides'])} "
+            "(each cell's exact command is in results.json);",
+            f"- primary measure: the strong side's ground-truth NDCG@10 ({results['relevance']} relevance: "
+            "i2i under text_weak, t2t under image_weak); cross-modal: rsum;",
+            f"- teacher factor: {teachers}; crossed with {', '.join(d['teacher_arms']) or 'no arm'} at "
+            f"{' and '.join(d.get('teacher_levels', ['balanced', d['teacher_direction']]))} only: one "
+            "structure-preserving arm without the meta step isolates what the teacher gives, under the imbalance "
+            "the question is about; the full cross (every arm, every level) would more than double the study's "
+            "cost;",
+            f"- statistics: paired t (two-sided, 95% intervals) with the exact sign-flip p-value (all 2^n sign "
+            f"assignments) beside it; Holm over the {len(results['primary'])} hypotheses (alpha {results['alpha']}); "
+            "the premise and the teacher contrasts are Holm-corrected within their own families;",
+            f"- collapse: test rsum below {results['rules']['collapse_factor']:g}x chance, or a final InfoNCE loss "
+            f"above {results['rules']['plateau_fraction']:g} ln(batch); such cells are listed, never averaged in.",
+        ]
+    )
+
+
+def _and(overrides: list[str]) -> str:
+    return f" and `{' '.join(overrides)}`" if overrides else ""
+
+
+def hypotheses_section(results: dict) -> str:
+    return "\n".join(f"- **{h['id']}**: {h['text']}" for h in results["design"]["hypotheses"])
+
+
+def premise_table(results: dict) -> str:
+    lines = [
+        "| direction | measure | infonce: imbalanced − balanced [95% CI] | pairs | p (t) | p (sign flip) | Holm p "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["premise"]:
+        lines.append(
+            f"| {r['direction']} | {r['metric']} | {_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} "
+            f"| {_p(r['p_sign_flip'])} | {_p(r['p_holm'])} | {r['verdict']} |"
+        )
     return "\n".join(lines)
+
+
+def primary_table(results: dict) -> str:
+    lines = [
+        "| hypothesis | arm | direction | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] "
+        "| pairs | p (t) | p (sign flip) | Holm p (t) | Holm p (sign flip) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for h in results["primary"]:
+        lines.append(
+            f"| {h['id']} | {h['arm']} | {h['direction']} | {_ci(h['effect_balanced'])} | "
+            f"{_ci(h['effect_imbalanced'])} | {_ci(h)}{_dropped(h)} | {h['n']} | {_p(h['p'])} | "
+            f"{_p(h['p_sign_flip'])} | {_p(h['p_holm'])} | {_p(h['p_sign_flip_holm'])} | {h['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def cross_table(results: dict) -> str:
+    cm = results["cross_modal"]
+    head = (
+        f"Margin: {_num(cm['margin'], 2, False)} rsum points, the smallest mean difference a two-sided paired t-test "
+        f"at alpha {cm['alpha']} detects with {int(100 * cm['power'])}% power over {cm['pairs']} pairs at the pooled "
+        f"pair s.d. of these differences ({_num(cm['pooled_sd'], 2, False)}). Non-inferior: the one-sided 95% lower "
+        "bound lies above −margin; inferior: the upper bound lies below it."
+    )
+    lines = [
+        head,
+        "",
+        "| arm | level | arm − infonce rsum [95% CI] | pairs | p (t) | p (sign flip) | non-inferiority |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in cm["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['level']} | {_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} | {_p(r['p_sign_flip'])} "
+            f"| {r['non_inferiority']['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def probe_table(results: dict) -> str:
+    cal = results["calibration"]
+    if not cal.get("probe"):
+        return f"Not measured: strengths {cal['chosen']} were {cal['source']}."
+    strengths = sorted({s for rows in cal["probe"].values() for s in rows}, key=float)
+    lines = [
+        "A linear probe (ridge, one-vs-rest) recovers each place's colour and shape from the weakened input "
+        "(captions: bag of words; images: 2x2-pooled pixels), trained and tested on weakened data of its own "
+        "generator seed. Cells: accuracy % (retained share of the balanced input's above-chance accuracy %).",
+        "",
+        "| direction | chance | " + " | ".join(f"strength {s}" for s in strengths) + " | chosen |",
+        "|---|---|" + "---|" * (len(strengths) + 1),
+    ]
+    for direction, rows in cal["probe"].items():
+        cells = [f"{rows[s]['accuracy']:.1f} ({rows[s]['retained']:.0f}%)" if s in rows else "–" for s in strengths]
+        chance = next(iter(rows.values()))["chance"]
+        lines.append(f"| {direction} | {chance:.1f} | " + " | ".join(cells) + f" | {cal['chosen'][direction]:g} |")
+    return "\n".join(lines)
+
+
+def tuning_section(results: dict) -> str:
+    t = results["tuning"]
+    lines = [
+        f"Criterion: {t['criterion']}; generator seed {t['generator_seed']} (no pair's), seeds {t['seeds']} (no "
+        f"pair's), balanced data. Runs per arm: {t['runs_per_arm']} (the same budget for every arm). infonce's "
+        "choice is every arm's learning rate and temperature; then each arm's weight: "
+        + "; ".join(f"{a}: {m}" for a, m in t["weight_means"].items())
+        + ".",
+        "",
+        "| arm | grid point | score (per seed) | chosen |",
+        "|---|---|---|---|",
+    ]
+    for arm, a in t["arms"].items():
+        for row in a["rows"]:
+            point = ", ".join(f"{k} {v:g}" for k, v in row["point"].items())
+            chosen = "**yes**" + (" (grid edge)" if a.get("at_edge") else "") if row["point"] == a["chosen"] else ""
+            per = ", ".join(f"{x:.1f}" for x in row["per_seed"])
+            lines.append(f"| {arm} | {point} | {row['score']:.1f} ({per}) | {chosen} |")
+    g = results["gate"]
+    verdict = "passed" if g["passed"] else "**FAILED**: the baselines may still be training"
+    lines += [
+        "",
+        f"**Convergence gate** ({verdict}): balanced infonce with the tuned settings, {g['epochs']} vs "
+        f"{2 * g['epochs']} epochs: mean val rsum {g['val_rsum']:.1f} ({', '.join(f'{x:.1f}' for x in g['per_seed'])}) "
+        f"vs {g['val_rsum_doubled']:.1f} ({', '.join(f'{x:.1f}' for x in g['per_seed_doubled'])}): "
+        f"a relative change of {100 * g['relative_change']:.1f}% (tolerance {100 * g['tolerance']:.0f}%).",
+    ]
+    return "\n".join(lines)
+
+
+def collapse_section(results: dict) -> str:
+    rows = results["collapsed"]
+    if not rows:
+        return (
+            "No cell collapsed: every cell's test rsum is at least the factor x its chance, and every InfoNCE loss "
+            "left its plateau."
+        )
+    lines = [
+        f"{len(rows)} collapsed cell(s), left out of every comparison they enter:",
+        "",
+        "| stage | arm | level | teacher | generator seed | seed | test rsum | rsum / chance | left plateau "
+        "| final loss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        lines.append(
+            f"| {c['stage']} | {c['arm']} | {c['level']} | {c['teacher']} | {c['generator_seed']} | {c['seed']} | "
+            f"{_num(c['test_rsum'], 1, False)} | {_num(c['rsum_over_chance'], 2, False)} | {c['left_plateau']} | "
+            f"{_num(c['final_loss'], 3, False)} |"
+        )
+    return "\n".join(lines)
+
+
+def teacher_section(results: dict) -> str:
+    t = results["teacher"]
+    lines = [
+        f"{t['metric']} under {t['direction']} per teacher (secondary): arm − infonce (and the interaction where the "
+        "teacher also ran on balanced data); then the arm with each control teacher minus the arm with the learned "
+        "one (Holm within these contrasts). A gain that survives the shuffled teacher is regularisation, not "
+        "structure.",
+        "",
+        "| arm | teacher | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] | pairs "
+        "| p (t) | p (sign flip) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in t["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['teacher']} | {_ci(r['effect_balanced'])} | {_ci(r['effect_imbalanced'])} | "
+            f"{_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} | {_p(r['p_sign_flip'])} |"
+        )
+    lines += [
+        "",
+        f"| arm | teacher − learned teacher ({t['direction']}) [95% CI] | pairs | Holm p (t) | Holm p (sign flip) "
+        "| verdict |",
+    ]
+    lines += ["|---|---|---|---|---|---|"]
+    for c in t["contrasts"]:
+        lines.append(
+            f"| {c['arm']} | {c['teacher']}: {_ci(c)} | {c['n']} | {_p(c['p_holm'])} | "
+            f"{_p(c['p_sign_flip_holm'])} | {c['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(results: dict) -> str:
+    metrics = sorted({m for r in results["summary"] for m in r["metrics"]}, key=_metric_order)
+    lines = [
+        "| arm | level | strength | teacher | pairs (collapsed) | " + " | ".join(metrics) + " |",
+        "|---|---|---|---|---|" + "---|" * len(metrics),
+    ]
+    for r in results["summary"]:
+        cells = [
+            f"{r['metrics'][m]['mean']:.1f} ± {r['metrics'][m]['sd']:.1f}" if m in r["metrics"] else "–"
+            for m in metrics
+        ]
+        lines.append(
+            f"| {r['arm']} | {r['level']} | {r['strength']:g} | {r['teacher']} | {r['n']} ({r['collapsed']}) | "
+            + " | ".join(cells)
+            + " |"
+        )
+    chance = results.get("chance", {})
+    if chance:
+        lines.append(
+            "| chance | | | | | " + " | ".join(f"{chance[m]:.1f}" if m in chance else "–" for m in metrics) + " |"
+        )
+    return "\n".join(lines)
+
+
+def _metric_order(m: str) -> tuple:
+    return (m != "rsum", "NDCG" in m, m)
 
 
 def reference_table(results: dict) -> str:
-    keys = ("i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1")
-    lines = ["| row | " + " | ".join(keys) + " |", "|" + "---|" * (1 + len(keys))]
-    duplicates: list[str] = []
-    for g, metrics in sorted(results.get("reference_alone", {}).items()):
-        lines.append(f"| reference alone, generator seed {g} | " + " | ".join(f"{metrics[k]:.1f}" for k in keys) + " |")
-        shares = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("duplicate_captions/")}
-        if shares:
-            cells = ", ".join(f"{split} {share:.2f}%" for split, share in shares.items())
-            duplicates.append(f"generator seed {g}: {cells}")
-    for g, chance in sorted(results.get("chance", {}).items()):
-        lines.append(
-            f"| chance (a constant model), generator seed {g} | "
-            + " | ".join(f"{chance[k]:.1f}" if k in chance else "–" for k in keys)
-            + " |"
-        )
-    if duplicates:
-        lines += ["", "Captions whose text another image of the same split also has: " + "; ".join(duplicates) + "."]
+    rows = results.get("reference_alone", {})
+    keys = sorted({k for m in rows.values() for k in m if "NDCG@10" in k or k.endswith("R@1")})
+    if not keys:
+        return "(not measured)"
+    lines = ["| generator seed | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for g, m in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        lines.append(f"| {g} | " + " | ".join(f"{m[k]:.1f}" if k in m else "–" for k in keys) + " |")
     return "\n".join(lines)
 
 
-def verdict_table(results: dict, baseline: str) -> str:
-    comps = [c for c in results["comparisons"] if c["baseline"] == baseline]
-    single, cross = results["single_measure"], results["cross_measure"]
-    level = results["bootstrap"].get("family_level")
-    ci = "[95% CI]" + (f" [{100 * level:.2f}% CI]" if level else "")
-    lines = [
-        f"| direction | strength | arm − {baseline} | pairs | Δ {single} {ci} | Δ {cross} {ci} "
-        "| single-modal | cross-modal | claim | claim at 95% per comparison |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in comps:
-        unadjusted = c.get("unadjusted", c)["claim"]
-        lines.append(
-            f"| {c['direction']} | {c['strength']:g} | {c['arm']} | {len(c['pairs'])} | {_fmt(c[single])} "
-            f"| {_fmt(c[cross])} | {c['single']} | {c['cross']} | {c['claim']} | {unadjusted} |"
+def timing_section(results: dict) -> str:
+    t = results.get("timings", {})
+    blocks = [b for b in t.get("blocks", []) if b["cells"]]
+    per_cell = sum(b["seconds"] for b in blocks) / max(1, sum(b["cells"] for b in blocks)) if blocks else None
+    stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in t.get("stages_s", {}).items())
+    out = f"Wall time {results['duration_s'] / 60:.0f} min ({stages})."
+    if per_cell is not None:
+        out += (
+            f" Cells run in this invocation: {per_cell:.1f} s per cell on average (inside multiruns, one thread each)."
         )
-    return "\n".join(lines)
+    return out
 
 
-def conclusion(results: dict) -> str:
-    """Sentences composed from the verdicts: per structure-preserving arm and direction, the
-    strengths where the claim reproduces, does not, or is unresolved; then the meta step."""
-    out = []
-    comps = results["comparisons"]
-    for arm in ("relation_kd", "covlr", "sad"):
-        for direction in results["design"]["directions"]:
-            rows = [c for c in comps if c["arm"] == arm and c["baseline"] == "infonce" and c["direction"] == direction]
-            if not rows:
-                continue
-            by = {
-                k: [f"{c['strength']:g}" for c in rows if c["claim"] == k]
-                for k in ("reproduces", "does not reproduce", "not resolved")
-            }
-            parts = [f"{k} at strength {', '.join(v)}" for k, v in by.items() if v]
-            out.append(f"- **{arm}** against infonce, {direction}: the claim {'; '.join(parts)}.")
-    out += _components(results)
-    meta = [c for c in comps if c["arm"] == "covlr" and c["baseline"] == "relation_kd"]
-    if meta:
-        single = results["single_measure"]
-        adds = [c for c in meta if c["single"] == "up" and c["cross"] in ("equivalent", "gain")]
-        if not adds:
-            out.append(
-                f"- **The meta step** (covlr − relation_kd): at no level does it resolvably raise {single} without a "
-                "cross-modal cost: the meta step adds nothing resolved beyond relation_kd."
-            )
-        else:
-            where = ", ".join(f"{c['direction']} {c['strength']:g}" for c in adds)
-            out.append(
-                f"- **The meta step** (covlr − relation_kd) raises {single} without a cross-modal cost at: {where}."
-            )
-    return "\n".join(out)
-
-
-COMPONENTS = ("i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1")  # the single-modal measure's halves; label-based i2i
-
-
-def _components(results: dict) -> list[str]:
-    """For every resolved single-modal rise against infonce: which half of the measure moved, and
-    label-based i2i R@1 (labels no reference saw), as differences of means over the same pairs
-    (descriptive: no interval)."""
-    means = {(r["direction"], r["strength"], r["arm"]): r["metrics"] for r in results["summary"]}
-    rises = [c for c in results["comparisons"] if c["baseline"] == "infonce" and c["single"] == "up"]
-    parts, seen = [], set()
-    for c in rises:
-        key = (c["arm"], c["strength"]) if c["strength"] == 0 else (c["arm"], c["direction"], c["strength"])
-        if key in seen:  # the balanced data: one set of cells for both directions
-            continue
-        seen.add(key)
-        arm, base = (
-            means.get((c["direction"], c["strength"], c["arm"])),
-            means.get((c["direction"], c["strength"], "infonce")),
+def reproduced_section(check: dict | None) -> str:
+    if not check:
+        return "(not checked in this run)"
+    if check.get("error"):
+        error = check["error"][-800:]
+        return (
+            f"Re-running `{check['command']}` alone with an empty data and cache directory FAILED:\n\n```\n{error}\n```"
         )
-        if not arm or not base or not all(k in arm and k in base for k in COMPONENTS):
-            continue
-        deltas = ", ".join(f"{k} {arm[k]['mean'] - base[k]['mean']:+.1f}" for k in COMPONENTS)
-        level = "balanced" if c["strength"] == 0 else f"{c['direction']} {c['strength']:g}"
-        parts.append(f"{c['arm']} {level}: {deltas}")
-    if not parts:
-        return []
-    return [
-        "- **Where the resolved single-modal rises come from** (differences of means over the pairs against "
-        "infonce; no interval): " + "; ".join(parts) + "."
-    ]
+    verdict = (
+        "the same test metrics (within 1e-6)" if check["equal"] else f"DIFFERENT test metrics: {check['differing']}"
+    )
+    return (
+        f"Re-running `{check['command']}` alone, in a fresh process with an empty data and cache directory, "
+        f"gave {verdict}."
+    )
 
 
 def write_report(results: dict, out: Path) -> None:
-    design = results["design"]
-    strengths = ", ".join(f"{s:g}" for s in design["strengths"])
     figures = write_figures(results, out)
     parts = [
-        "# Modal-imbalance study (synthetic benchmark v3, learned references)",
-        f"Generated by `{results['command']}` in {results['duration_s'] / 60:.0f} min; every number below is "
-        "read from `results.json` (`python -m experiments.imbalance.report results.json` regenerates this file).",
+        "# Modal-imbalance study: does structure preservation protect the strong modality?",
+        f"Generated by `{results['command']}`; every number below is read from `results.json` "
+        "(`python -m experiments.imbalance.report results.json` regenerates this file).",
+        "## Answer",
+        answer(results),
         "## Design",
-        f"- arms: {', '.join(design['arms'])} (relation_kd = CoVLR's relation loss without the meta step);\n"
-        f"- imbalance: {', '.join(design['directions'])} at strengths {strengths} "
-        "(0 = the balanced data, shared);\n"
-        f"- seeds {design['seeds']} x generator seeds {design['generator_seeds']}, paired across arms;\n"
-        f"- the reference embeds: {design.get('reference_input', 'what the student sees')};\n"
-        f"- every cell: `python -m vlr.train {' '.join(design['overrides'])} objective=... imbalance=... seed=...` "
-        "(each cell's exact command is in results.json);\n"
-        f"- single-modal measure: {results['single_measure']} (i2i + t2t NDCG@10, ROUGE-L relevance); cross-modal: "
-        f"{results['cross_measure']}; differences paired with 95% bootstrap intervals over "
-        f'{results["bootstrap"]["units"]} ({results["bootstrap"]["resamples"]} resamples); "equivalent" = the whole '
-        f"rsum interval inside ±{results['margin']:g};\n"
-        f"- verdicts (single-modal, cross-modal, claim) use {_family(results)}, the second interval of each "
-        "difference; the last column gives the claim at 95% per comparison (the first interval), for reference.",
-        "## References alone and chance",
+        design_section(results),
+        "## Pre-registered hypotheses (from the study's design, written before its results)",
+        hypotheses_section(results),
+        "## Premise: does the strong modality suffer under infonce?",
+        premise_table(results),
+        *_figure(figures, "premise"),
+        "## Primary outcome: the interaction",
+        primary_table(results),
+        *_figure(figures, "interaction"),
+        "## Cross-modal cost",
+        cross_table(results),
+        *_figure(figures, "cross_modal"),
+        "## Matched directions",
+        probe_table(results),
+        "## Baselines: tuning, convergence and collapse",
+        tuning_section(results),
+        collapse_section(results),
+        "## Teacher quality",
+        teacher_section(results),
+        *_figure(figures, "teacher"),
+        "## Every cell: mean ± s.d. over the non-collapsed pairs (test split)",
+        summary_table(results),
+        "## References alone",
         reference_table(results),
-        "## Loss weights (chosen on val, the same grid and criterion for every tuned arm)",
-        _tuning(results.get("tuning", {})),
-    ]
-    for direction in design["directions"]:
-        parts += [f"## {direction}: mean ± sd over pairs (test split)", summary_table(results, direction)]
-    parts += [
-        "## Verdicts: each arm against infonce",
-        verdict_table(results, "infonce"),
-        "## Does the meta step add anything? covlr against relation_kd",
-        verdict_table(results, "relation_kd"),
-        "## Conclusion",
-        conclusion(results),
-        "## Figures",
-        *[f"![{f.stem}]({f.name})" for f in figures],
-        "## Reproducibility",
-        _reproduced(results.get("reproduced")),
+        "## Reproducibility and cost",
+        reproduced_section(results.get("reproduced")),
+        timing_section(results),
     ]
     (out / "report.md").write_text("\n\n".join(parts) + "\n")
 
 
-def _family(results: dict) -> str:
-    level = results["bootstrap"].get("family_level")
-    if level is None:
-        return "the 95% intervals"
-    return f"{100 * level:.2f}% intervals from the same bootstrap ({results['bootstrap']['family']}: 5% family-wise)"
+def _figure(figures: dict[str, Path], name: str) -> list[str]:
+    return [f"![{name}]({figures[name].name})"] if name in figures else []
 
 
-def _tuning(tuning: dict) -> str:
-    if not tuning.get("arms"):
-        return "(nothing tuned: no structure-preserving arm in the study)"
-    lines = [
-        f"Criterion: {tuning['criterion']} (generator seed {tuning['generator_seed']}, seeds {tuning['seeds']}, "
-        "balanced data). The factor means:",
-        "",
-        *[f"- {arm}: {means}" for arm, means in tuning["factor_means"].items() if arm in tuning["arms"]],
-        "",
-        "| arm | " + " | ".join(f"x{f:g}" for f in tuning["grid"]) + " | chosen |",
-        "|---|" + "---|" * (len(tuning["grid"]) + 1),
-    ]
-    for arm, t in tuning["arms"].items():
-        rows = {r["factor"]: r for r in t["rows"]}
-        edge = " (grid edge)" if t["at_edge"] else ""
-        cells = [
-            f"{rows[f]['val_score']:.1f} ({', '.join(f'{x:.0f}' for x in rows[f]['val_score_per_seed'])})"
-            for f in tuning["grid"]
-        ]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | x{t['chosen']:g}{edge} |")
-    lines += ["", "Each cell: the mean over the tuning seeds (each seed's score)."]
-    return "\n".join(lines)
+# -- figures: each shows the measure its verdict uses ---------------------------------------
+def _interval_plot(ax, rows: list[dict], labels: list[str], colour: str = "C0") -> None:
+    for i, r in enumerate(rows):
+        diffs = r.get("diffs") or []
+        ax.scatter([i] * len(diffs), diffs, s=12, color="grey", alpha=0.6, zorder=2)
+        if r.get("n", 0) >= 2:
+            ax.errorbar(
+                [i],
+                [r["mean"]],
+                yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]],
+                fmt="D",
+                color=colour,
+                capsize=4,
+                zorder=3,
+            )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
 
 
-def _reproduced(check: dict | None) -> str:
-    if not check:
-        return "(not checked in this run)"
-    verdict = "the same test metrics" if check["equal"] else f"DIFFERENT test metrics: {check.get('differing')}"
-    return f"Re-running `{check['command']}` alone gave {verdict}."
-
-
-def _interval_name(results: dict) -> str:
-    level = results["bootstrap"].get("family_level")
-    return "95% CI" if level is None else f"{100 * level:.2f}% CI (family-wise: the verdicts')"
-
-
-def write_figures(results: dict, out: Path) -> list[Path]:
+def write_figures(results: dict, out: Path) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    design = results["design"]
-    single, cross = results["single_measure"], results["cross_measure"]
-    chance = next(iter(results.get("chance", {}).values()), {})
-    paths = []
-    fig, axes = plt.subplots(
-        1, len(design["directions"]), figsize=(6.5 * len(design["directions"]), 5.5), squeeze=False
-    )
-    for ax, direction in zip(axes[0], design["directions"], strict=True):
-        for arm in design["arms"]:
-            rows = [r for r in results["summary"] if r["direction"] == direction and r["arm"] == arm]
-            rows = [r for r in rows if single in r["metrics"] and cross in r["metrics"]]
-            if not rows:
-                continue
-            marker, colour = ARM_STYLE.get(arm, ("x", "k"))
-            xs = [r["metrics"][cross]["mean"] for r in rows]
-            ys = [r["metrics"][single]["mean"] for r in rows]
-            xe = [1.96 * r["metrics"][cross]["sd"] / max(1, r["metrics"][cross]["n"]) ** 0.5 for r in rows]
-            ye = [1.96 * r["metrics"][single]["sd"] / max(1, r["metrics"][single]["n"]) ** 0.5 for r in rows]
-            ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=marker, color=colour, capsize=3, label=arm, linewidth=1)
-            for x, y, r in zip(xs, ys, rows, strict=True):
-                ax.annotate(
-                    f"{r['strength']:g}", (x, y), textcoords="offset points", xytext=(5, -10), fontsize=8, color=colour
-                )
-        if cross in chance:
-            ax.axvline(chance[cross], color="grey", linestyle=":", linewidth=1)
-            ax.annotate(
-                "chance",
-                (chance[cross], ax.get_ylim()[0]),
-                fontsize=8,
-                color="grey",
-                rotation=90,
-                xytext=(3, 5),
-                textcoords="offset points",
-            )
-        if single in chance:  # usually far below the arms: stated, not drawn
-            ax.text(
-                0.01, 0.01, f"chance: {single} {chance[single]:.1f}", transform=ax.transAxes, fontsize=8, color="grey"
-            )
-        ax.set_title(f"{direction}: point labels = imbalance strength", fontsize=10)
-        ax.set_xlabel(f"cross-modal {cross} (i2t + t2i R@1,5,10)  → better")
-        ax.set_ylabel(f"single-modal {single} (i2i + t2t NDCG@10)  → better")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle(
-        "Trade-off per arm (means over pairs; bars: ±1.96 s.e. over pairs, descriptive: the verdicts' paired "
-        "intervals are in report.md)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    paths.append(out / "tradeoff.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths: dict[str, Path] = {}
 
-    for direction in design["directions"]:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-        for ax, measure in zip(axes, (single, cross), strict=True):
-            compared = [a for a in design["arms"] if a != "infonce"]
-            for i, arm in enumerate(compared):
-                rows = [
-                    c
-                    for c in results["comparisons"]
-                    if c["direction"] == direction and c["arm"] == arm and c["baseline"] == "infonce"
-                ]
-                if not rows:
-                    continue
-                marker, colour = ARM_STYLE.get(arm, ("x", "k"))
-                dodge = 0.025 * (i - (len(compared) - 1) / 2)  # side by side, so no interval hides another
-                xs = [c["strength"] + dodge for c in rows]
-                ys = [c[measure]["difference"] for c in rows]
-                # the verdicts' (family-wise) interval where the analysis gave one; percentile ends
-                # can sit a rounding error inside the point estimate
-                low, high = ("family_low", "family_high") if "family_low" in rows[0][measure] else ("low", "high")
-                err = [
-                    [max(0.0, c[measure]["difference"] - c[measure][low]) for c in rows],
-                    [max(0.0, c[measure][high] - c[measure]["difference"]) for c in rows],
-                ]
-                ax.errorbar(xs, ys, yerr=err, marker=marker, color=colour, capsize=3, label=arm, linewidth=1)
-            ax.axhline(0, color="black", linewidth=0.8)
-            if measure == cross:
-                ax.axhspan(
-                    -results["margin"],
-                    results["margin"],
-                    color="grey",
-                    alpha=0.15,
-                    label=f"±{results['margin']:g} (equivalence)",
-                )
-            ax.set_xlabel(f"{direction} strength")
-            ax.set_ylabel(f"Δ {measure} vs infonce  ↑ better")
-            ax.set_title(f"{measure}: paired difference, {_interval_name(results)}", fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+    def save(fig, name: str) -> None:
         fig.tight_layout()
-        paths.append(out / f"difference_{direction}.png")
-        fig.savefig(paths[-1], dpi=120)
+        paths[name] = out / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
         plt.close(fig)
+
+    prem = results["premise"]
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(prem), 4.2))
+    _interval_plot(ax, prem, [f"{r['direction']}\n{r['metric']}" for r in prem], "C0")
+    ax.set_ylabel("infonce: imbalanced − balanced (points)")
+    ax.set_title("Premise: strong-side ground-truth NDCG@10 (dots: pairs; 95% CI)", fontsize=9)
+    save(fig, "premise")
+
+    prim = results["primary"]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(prim), 4.2))
+    _interval_plot(ax, prim, [f"{h['id']} {h['arm']}\n{h['direction']}" for h in prim], "C3")
+    ax.set_ylabel("interaction on strong-side NDCG@10 (points)")
+    ax.set_title("Primary outcome: (arm − infonce) imbalanced − balanced (dots: pairs; 95% CI)", fontsize=9)
+    save(fig, "interaction")
+
+    cm = results["cross_modal"]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(cm["rows"]), 4.2))
+    _interval_plot(ax, cm["rows"], [f"{r['arm']}\n{r['level']}" for r in cm["rows"]], "C2")
+    if not math.isnan(cm["margin"]):
+        ax.axhspan(-cm["margin"], cm["margin"], color="grey", alpha=0.15, label=f"±{cm['margin']:.1f} (margin)")
+        ax.legend(fontsize=8)
+    ax.set_ylabel("arm − infonce rsum")
+    ax.set_title("Cross-modal cost (dots: pairs; 95% CI)", fontsize=9)
+    save(fig, "cross_modal")
+
+    rows = results["teacher"]["rows"]
+    if rows:
+        fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(rows), 4.2))
+        effects = [r["effect_imbalanced"] for r in rows]
+        _interval_plot(ax, effects, [f"{r['arm']}\n{r['teacher']}" for r in rows], "C1")
+        ax.set_ylabel(f"arm − infonce {results['teacher']['metric']}")
+        ax.set_title(f"Teacher quality under {results['teacher']['direction']} (dots: pairs; 95% CI)", fontsize=9)
+        save(fig, "teacher")
     return paths
-
-
-def results_rows(results: dict) -> tuple[list[str], list[list[object]]]:
-    """The verdict table as rows (W&B Table)."""
-    single, cross = results["single_measure"], results["cross_measure"]
-    columns = [
-        "direction",
-        "strength",
-        "arm",
-        "baseline",
-        "pairs",
-        f"d_{single}",
-        f"{single}_low",
-        f"{single}_high",
-        f"d_{cross}",
-        f"{cross}_low",
-        f"{cross}_high",
-        "single",
-        "cross",
-        "claim",
-    ]
-    rows = [
-        [
-            c["direction"],
-            c["strength"],
-            c["arm"],
-            c["baseline"],
-            len(c["pairs"]),
-            c[single]["difference"],
-            c[single]["low"],
-            c[single]["high"],
-            c[cross]["difference"],
-            c[cross]["low"],
-            c[cross]["high"],
-            c["single"],
-            c["cross"],
-            c["claim"],
-        ]
-        for c in results["comparisons"]
-    ]
-    return columns, rows
-
-
-def log_to_wandb(results: dict, out: Path, save_dir: Path, project: str = "vlr") -> Path:
-    from vlr.tracking.wandb_report import log_summary_run
-
-    images = {p.stem: p for p in [out / "tradeoff.png", *sorted(out.glob("difference_*.png"))] if p.is_file()}
-    return log_summary_run(
-        project=project,
-        name="imbalance-study",
-        save_dir=save_dir,
-        images=images,
-        tables={"verdicts": results_rows(results)},
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,389 +1,537 @@
-"""The modal-imbalance study (``make study``): does structure preservation help under imbalance?
+"""The modal-imbalance study (``make study``): does structure preservation protect the strong
+modality's single-modal retrieval under imbalance, and at what cross-modal cost?
 
-Design (issue 15; every choice is a flag, the defaults are the study):
+Stages, in order (each resumable; `experiments.imbalance.design.Design` holds every choice):
 
-- data: the synthetic benchmark v3 (captions identify their image), two generator seeds;
-- references learned from a disjoint generated corpus, embedding what the student sees
-  (``reference=learned``); their own single-modal scores are the "reference alone" rows;
-- arms: infonce, triplet, relation_kd (CoVLR's relation loss without the meta step: the
-  control), covlr, sad (two-stage); each structure-preserving arm's weight on its structure
-  term (beta; SAD's non-ITC weights times one factor) chosen on **val** from one grid by one
-  criterion (`Study.tune`), the same value for every cell;
-- imbalance in both directions, ``text_weak`` and ``image_weak``, at strengths 0, 0.5, 1
-  (strength 0 is the balanced data, one set of cells for both directions);
-- 5 seeds x 2 generator seeds per cell, paired across arms by (generator seed, seed);
-- statistics: paired differences against infonce (and covlr against relation_kd) with 95%
-  two-stage bootstrap intervals over the pairs and the test images
-  (`experiments.paired.seeds_and_queries_difference`, from each run's per-query rankings);
-  "no cross-modal cost" only when the rsum interval lies inside ±2 points.
+1. data and references: per pair (one generator seed each: own train/val/test data and its
+   own learned reference) generate, fit and score the reference alone;
+2. matched directions: a linear probe measures how much scene information each direction
+   removes (`experiments.imbalance.probe`), and picks each direction's strength so both keep
+   the same share;
+3. tuning, on its own data and seeds: infonce's learning rate and temperature, then each
+   structure-preserving arm's weight (the same number of grid points x seeds each), by one
+   val criterion; then the convergence gate (balanced infonce with twice the steps);
+4. the cells: every arm at balance and each direction's strength, on every pair; the teacher
+   factor (oracle, noisy oracle, shuffled) for the teacher arms at balance and one direction;
+5. the re-run check: one covlr cell's recorded command, run alone with an EMPTY data and cache
+   directory, must give the recorded test metrics;
+6. analysis and report (`analysis`, `report`): results.json, report.md and figures.
 
-Cells run as Hydra multiruns (the seeds of one arm x level in one process, two processes at
-a time, single-threaded); a cell whose ``metrics.json`` exists is not run again, so an
-interrupted study continues where it stopped. Each cell's recorded ``command`` re-runs it
-alone; the study re-runs one and checks the numbers are the same. Writes
-``experiments/imbalance/{results.json, report.md, tradeoff.png, difference_<direction>.png}``
-(`experiments.imbalance.report` renders them from results.json) and logs the figure and the
-table to an offline W&B run.
+A cell is one run directory with the study's ``request.json`` (its exact overrides) written
+before it runs; it is reused only when its ``metrics.json`` exists and its request equals the
+one asked for now, otherwise it is run again from scratch. Cells of one arm x level x teacher
+run as one Hydra multirun over the pairs (two such processes at a time, one thread each).
 
-    python -m experiments.imbalance.study [--jobs 2] [--seeds 0 1 2 3 4] [--generator-seeds 0 1]
-        [--preset flickr30k_clip --generator-seeds]   # another experiment preset, data not generated
-        [--override reference=features reference.path=... ...]   # overrides every cell gets
+    python -m experiments.imbalance.study [--pairs 0 1 ... 9] [--jobs 2]
+        [--preset flickr30k_clip --pairs --strengths text_weak=0.5 image_weak=0.5 --relevance rouge_l
+         --teacher-arms]  # real towers and data (GPU): pairs are training seeds on one test set
+        [--override trainer.max_epochs=...]  # overrides every cell gets
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from experiments.imbalance.design import TEACHERS, TUNED_WEIGHT, WEIGHT_MEANS, Design
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "experiments" / "imbalance"
 RUNS = Path("experiments/imbalance/runs")  # relative to the repository root, where the commands run
-ARMS = ("infonce", "triplet", "relation_kd", "covlr", "sad")
-DIRECTIONS = ("text_weak", "image_weak")
-STRENGTHS = (0.0, 0.5, 1.0)
-SEEDS = (0, 1, 2, 3, 4)
-GENERATOR_SEEDS = (0, 1)
-# SAD's non-ITC loss weights (the release's: iic 1, ttc 2, kd 2, kdi 1, kdt 1), scaled by one factor
-SAD_WEIGHTS = {"iic": 1.0, "ttc": 2.0, "kd": 2.0, "kdi": 1.0, "kdt": 1.0}
-# Every structure-preserving arm gets the same tuning: the weight of its structure term (relation_kd's
-# and covlr's beta, SAD's non-ITC weights times one factor) chosen on val from one grid, by one
-# criterion, on the balanced data of the first generator seed, two seeds that no cell uses (so no
-# cell of the study is a run its arm's weight was picked on); the value holds for every cell.
-TUNED = {
-    "relation_kd": lambda f: (f"objective.beta={f:g}",),
-    "covlr": lambda f: (f"objective.beta={f:g}",),
-    "sad": lambda f: sad_overrides(f),
-}
-GRID = (1.0, 0.3, 0.1, 0.03, 0.01)
-TUNING_SEEDS = 2  # how many; the first seeds from 100 up that no cell uses
-PRESET = "imbalance_study"  # the cells' experiment preset (--preset): data, towers, schedule, reference
+PRESET = "imbalance_study"
+COST = {"covlr": 2.0, "sad": 1.5}  # relative cost of a cell (infonce = 1), for scheduling only
 
 
 @dataclass(frozen=True)
-class Block:
-    """The cells of one arm x level x generator seed, run as one multirun over their seeds."""
+class Cell:
+    """One run: an arm at one level with one teacher, on one pair (generator seed, seed)."""
 
     arm: str
-    imbalance: str
+    level: str  # "balanced" or a direction
     strength: float
-    generator_seed: int | None  # None: data that is not generated (data=flickr30k, ...)
-    seeds: tuple[int, ...]
-    extra: tuple[str, ...] = ()
-    name: str = ""
-    runs: Path = RUNS
-    preset: str = PRESET
+    generator_seed: int | None  # None: data that is not generated (--preset with real data)
+    seed: int
+    teacher: str = "learned"
+    extra: tuple[str, ...] = ()  # tuned overrides, the gate's longer schedule
+    stage: str = "study"  # study | tuning | gate
+
+    def block_key(self) -> tuple:
+        return (self.stage, self.arm, self.level, self.strength, self.teacher, self.extra)
 
     @property
-    def directory(self) -> Path:
-        level = "none" if self.strength == 0 else f"{self.imbalance}-{self.strength:g}"
+    def name(self) -> str:
+        level = "balanced" if self.level == "balanced" else f"{self.level}-{self.strength:g}"
+        tag = "" if self.teacher == "learned" else f"-{self.teacher}"
+        extra = "" if self.stage == "study" else "-" + "_".join(_short(x) for x in self.extra)
+        return f"{self.arm}-{level}{tag}{extra}"
+
+    def pair_dir(self) -> str:
         data = "data" if self.generator_seed is None else f"g{self.generator_seed}"
-        return self.runs / data / (self.name or f"{self.arm}-{level}")
+        return f"{data}-s{self.seed}"
 
-    def overrides(self) -> list[str]:
-        imbalance = "none" if self.strength == 0 else self.imbalance
-        # per-query rankings whatever the preset says: the analysis's paired bootstrap needs them
-        out = [f"experiment={self.preset}", "save_rankings=true", f"objective={self.arm}", f"imbalance={imbalance}"]
-        out += [f"imbalance.strength={self.strength:g}"] if self.strength else []
-        generated = [] if self.generator_seed is None else [f"data.generator_seed={self.generator_seed}"]
-        return [*out, *generated, *self.extra]
+    def directory(self, runs: Path) -> Path:
+        return runs / self.stage / self.name / self.pair_dir()
 
-    def cell_dir(self, seed: int) -> Path:
-        return self.directory / f"s{seed}"
+    def overrides(self, preset: str, user: tuple[str, ...]) -> list[str]:
+        imbalance = "none" if self.level == "balanced" else self.level
+        out = [f"experiment={preset}", f"objective={self.arm}", f"imbalance={imbalance}"]
+        out += [] if self.level == "balanced" else [f"imbalance.strength={self.strength:g}"]
+        out += [*TEACHERS[self.teacher], *self.extra, *user]
+        return out + ([] if self.generator_seed is None else [f"data.generator_seed={self.generator_seed}"])
 
-    def command(self, seed: int, user: tuple[str, ...] = ()) -> str:
-        args = [*self.overrides(), *user, f"seed={seed}", f"hydra.run.dir={self.cell_dir(seed)}"]
+    def command(self, preset: str, user: tuple[str, ...], runs: Path) -> str:
+        args = [*self.overrides(preset, user), f"seed={self.seed}", f"hydra.run.dir={self.directory(runs)}"]
         return "python -m vlr.train " + " ".join(shlex.quote(a) for a in args)
 
-
-@dataclass
-class Study:
-    seeds: tuple[int, ...] = SEEDS
-    generator_seeds: tuple[int | None, ...] = GENERATOR_SEEDS
-    strengths: tuple[float, ...] = STRENGTHS
-    directions: tuple[str, ...] = DIRECTIONS
-    arms: tuple[str, ...] = ARMS
-    user: tuple[str, ...] = ()  # the user's overrides, given to every cell
-    jobs: int = 2
-    runs: Path = RUNS
-    grid: tuple[float, ...] = GRID
-    preset: str = PRESET
-
-    def env(self) -> dict[str, str]:
-        return cell_env()
-
-    def run_block(self, block: Block) -> None:
-        missing = [s for s in block.seeds if not (REPO / block.cell_dir(s) / "metrics.json").is_file()]
-        if not missing:
-            return
-        args = [
-            *block.overrides(),
-            *self.user,
-            f"seed={','.join(map(str, missing))}",
-            f"hydra.sweep.dir={block.directory}",
-            "hydra.sweep.subdir=s${seed}",
-            "~hydra.callbacks.summarize_sweep",
-        ]
-        start = time.time()
-        proc = subprocess.run(
-            [sys.executable, "-m", "vlr.train", "-m", *args], cwd=REPO, env=self.env(), capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"cells failed: {block.directory} seeds {missing}\n{proc.stderr[-3000:]}")
-        line = f"  {time.time() - start:6.1f} s  {block.directory} seeds {missing}"
-        print(line, flush=True)
-
-    def run_blocks(self, blocks: list[Block]) -> None:
-        with ThreadPoolExecutor(self.jobs) as pool:
-            list(pool.map(self.run_block, blocks))
-
-    def prepare(self) -> dict[str, dict]:
-        """Per generator seed: generate the data, fit the learned references (once, cached) and
-        score the references alone on the test split, one process per generator seed."""
-
-        def one(g: int) -> tuple[str, dict]:
-            out = REPO / self.runs / ("data" if g is None else f"g{g}") / "reference_alone.json"
-            if not out.is_file():
-                cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out)]
-                cmd += [f"experiment={self.preset}", *([] if g is None else [f"data.generator_seed={g}"]), *self.user]
-                proc = subprocess.run(cmd, cwd=REPO, env=self.env(), capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
-            return str(g), json.loads(out.read_text())
-
-        with ThreadPoolExecutor(self.jobs) as pool:
-            return dict(pool.map(one, self.generator_seeds))
-
-    @property
-    def tuning_seeds(self) -> tuple[int, ...]:
-        """Two seeds disjoint from the study's: a tuned arm's compared cells are not the runs that
-        won its tuning (their val scores would carry the selection's luck into the comparison)."""
-        unused = (s for s in itertools.count(100) if s not in self.seeds)
-        return tuple(itertools.islice(unused, TUNING_SEEDS))
-
-    def tune(self) -> dict[str, dict]:
-        """Each tuned arm's factor, chosen on val: the grid value with the highest mean over seeds
-        of val rsum + val i2i NDCG@10 + val t2t NDCG@10 (cross- and single-modal together), on the
-        balanced data of the first generator seed. rsum varies most between seeds, so in practice
-        it weighs most; the report gives every grid value's score per seed."""
-        g = self.generator_seeds[0]
-        arms = [a for a in TUNED if a in self.arms]
-        blocks = {
-            (arm, f): Block(
-                arm, "none", 0.0, g, self.tuning_seeds, TUNED[arm](f), f"tuning/{arm}-x{f:g}", self.runs, self.preset
-            )
-            for arm in arms
-            for f in self.grid
-        }
-        self.run_blocks(list(blocks.values()))
-        out = {}
-        for arm in arms:
-            rows = []
-            for f in self.grid:
-                block = blocks[(arm, f)]
-                vals = [json.loads((REPO / block.cell_dir(s) / "metrics.json").read_text()) for s in self.tuning_seeds]
-                scores = [v["val/rsum"] + v["val/i2i/NDCG@10"] + v["val/t2t/NDCG@10"] for v in vals]
-                rows.append({"factor": f, "val_score_per_seed": scores, "val_score": sum(scores) / len(scores)})
-            best = max(rows, key=lambda r: r["val_score"])
-            out[arm] = {
-                "rows": rows,
-                "chosen": best["factor"],
-                "at_edge": len(self.grid) > 1 and best["factor"] in (min(self.grid), max(self.grid)),
-                "overrides": list(TUNED[arm](best["factor"])),
-            }
+    def record(self) -> dict:
         return {
-            "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
-            "generator_seed": g,
-            "seeds": list(self.tuning_seeds),
-            "grid": list(self.grid),
-            "factor_means": {
-                "relation_kd": "objective.beta (default 1)",
-                "covlr": "objective.beta (default 1)",
-                "sad": f"every non-ITC loss weight times the factor; at 1 the release's {SAD_WEIGHTS}",
-            },
-            "arms": out,
+            "arm": self.arm,
+            "level": self.level,
+            "strength": self.strength,
+            "teacher": self.teacher,
+            "generator_seed": self.generator_seed,
+            "seed": self.seed,
+            "stage": self.stage,
+            "extra": list(self.extra),
         }
 
-    def blocks(self, tuned: dict[str, dict]) -> list[Block]:
-        levels = [("none", 0.0)] + [(d, s) for d in self.directions for s in self.strengths if s > 0]
-        if 0.0 not in self.strengths:
-            levels = levels[1:]
-        out = []
-        for g in self.generator_seeds:
-            for imbalance, strength in levels:
-                for arm in self.arms:
-                    extra = tuple(tuned[arm]["overrides"]) if arm in tuned else ()
-                    out.append(
-                        Block(arm, imbalance, strength, g, self.seeds, extra, runs=self.runs, preset=self.preset)
-                    )
-        return out
+
+def _short(override: str) -> str:
+    """``model.optimizer.lr=0.001`` -> ``lr0.001``: a directory name Hydra's grammar accepts."""
+    key, _, value = override.partition("=")
+    return key.split(".")[-1] + value
 
 
-def sad_overrides(scale: float) -> tuple[str, ...]:
-    return tuple(f"objective.weights.{k}={v * scale:g}" for k, v in SAD_WEIGHTS.items())
-
-
-def read_cell(block: Block, seed: int, user: tuple[str, ...]) -> dict:
-    run_dir = REPO / block.cell_dir(seed)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    return {
-        "arm": block.arm,
-        "imbalance": block.imbalance if block.strength else "none",
-        "strength": block.strength,
-        "generator_seed": block.generator_seed,
-        "seed": seed,
-        "command": block.command(seed, user),
-        "run_dir": str(block.cell_dir(seed)),
-        "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
-        "val": {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
-        "chance": {k.removeprefix("test/"): v for k, v in evaluation["chance"].items()},
-    }
-
-
-def cell_env() -> dict[str, str]:
-    """Cells run single-threaded, with their data under VLR_ROOT (the repository unless set)."""
+def cell_env(root: str | None = None) -> dict[str, str]:
+    """Cells run single-threaded, with their data and caches under VLR_ROOT (the repository unless set)."""
     return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        "VLR_ROOT": os.environ.get("VLR_ROOT", str(REPO)),
+        "PYTHONPATH": str(REPO),
+        "VLR_ROOT": root or os.environ.get("VLR_ROOT", str(REPO)),
     }
 
 
-def reproduced_cell(cells: list[dict]) -> dict:
-    """The cell whose command the study re-runs: the last job of a multirun (after others ran in
-    its process) of an arm that uses the reference, under the strongest imbalance."""
-    ranked = sorted(cells, key=lambda c: (c["arm"] in ("covlr", "sad"), c["strength"], c["seed"]))
-    return ranked[-1]
+class Runner:
+    """Runs cells in blocks (one multirun per block over its pairs), reusing finished cells
+    whose recorded request equals the current one."""
+
+    def __init__(self, preset: str, user: tuple[str, ...], runs: Path, jobs: int, log=print):
+        self.preset, self.user, self.runs, self.jobs, self.log = preset, user, runs, jobs, log
+        self.timings: list[dict] = []
+
+    def request(self, cell: Cell) -> dict:
+        return {"overrides": [*cell.overrides(self.preset, self.user), f"seed={cell.seed}"]}
+
+    def done(self, cell: Cell) -> bool:
+        d = REPO / cell.directory(self.runs)
+        req = d / "request.json"
+        return (d / "metrics.json").is_file() and req.is_file() and json.loads(req.read_text()) == self.request(cell)
+
+    def run(self, cells: list[Cell]) -> None:
+        blocks: dict[tuple, list[Cell]] = {}
+        for cell in cells:
+            if not self.done(cell):
+                blocks.setdefault(cell.block_key(), []).append(cell)
+        # the costliest blocks first (covlr's meta step costs about twice a step of the others), so
+        # the last minutes do not leave a process slot idle behind one long block
+        ordered = sorted(blocks.values(), key=lambda cells: -COST.get(cells[0].arm, 1.0) * len(cells))
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(self._run_block, ordered))
+
+    def _run_block(self, cells: list[Cell]) -> None:
+        for cell in cells:  # a stale or half-finished cell starts from scratch
+            d = REPO / cell.directory(self.runs)
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            (d / "request.json").write_text(json.dumps(self.request(cell)))
+        first = cells[0]
+        generators = sorted({c.generator_seed for c in cells}, key=str)
+        seeds = [c.seed for c in cells]
+        if len(generators) == 1:  # seeds on one data set (tuning)
+            sweep = [f"seed={','.join(map(str, seeds))}"]
+        elif all(c.seed == c.generator_seed for c in cells):  # pairs: the seed is the generator seed
+            sweep = [f"data.generator_seed={','.join(str(g) for g in generators)}", "seed=${data.generator_seed}"]
+        else:
+            raise ValueError("a block's cells share a generator seed or each use their generator seed as seed")
+        base = first.overrides(self.preset, self.user)
+        if len(generators) > 1:
+            base = [o for o in base if not o.startswith("data.generator_seed=")]
+        data = "data" if first.generator_seed is None else "g${data.generator_seed}"
+        args = [
+            *base,
+            *sweep,
+            f"hydra.sweep.dir={first.directory(self.runs).parent}",
+            f"hydra.sweep.subdir={data}-s${{seed}}",
+            "~hydra.callbacks.summarize_sweep",
+        ]
+        start = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlr.train", "-m", *args], cwd=REPO, env=cell_env(), capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"cells failed: {first.directory(self.runs).parent}\n{proc.stderr[-3000:]}")
+        seconds = time.time() - start
+        self.timings.append({"block": first.name, "stage": first.stage, "cells": len(cells), "seconds": seconds})
+        self.log(f"  {seconds:6.1f} s  {len(cells)} cells  {first.directory(self.runs).parent}")
 
 
-def check_reproduced(cell: dict, runs: Path) -> dict:
-    """Re-run one cell's recorded command alone (a fresh process, not the multirun that ran it)
-    into an empty scratch folder (its only change: nothing there to resume); its test metrics
-    must be equal."""
-    import shutil
+def read_cell(cell: Cell, runner: Runner) -> dict:
+    """A cell's record: its test and val metrics, chance levels, final train loss and whether it
+    left the chance plateau."""
+    run_dir = REPO / cell.directory(runner.runs)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    return {
+        **cell.record(),
+        "command": cell.command(runner.preset, runner.user, runner.runs),
+        "run_dir": str(cell.directory(runner.runs)),
+        "test": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
+        "val": {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        "chance": {k.removeprefix("test/"): v for k, v in evaluation.get("chance", {}).items()},
+        "training": final_loss(run_dir),
+    }
 
-    scratch = runs / "reproduce"
-    shutil.rmtree(REPO / scratch, ignore_errors=True)
-    command = cell["command"].replace(f"hydra.run.dir={cell['run_dir']}", f"hydra.run.dir={scratch}")
-    env = cell_env()
-    proc = subprocess.run(
-        [sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=env, capture_output=True, text=True
-    )
+
+def final_loss(run_dir: Path) -> dict:
+    """The last logged training loss, its contrastive (ITC) part, and the batch's ln(B): the
+    InfoNCE loss of a model that has learned nothing."""
+    import csv
+
+    out: dict = {"loss": None, "itc_loss": None, "ln_batch": None}
+    for path in sorted(run_dir.glob("**/metrics.csv")):
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+        if rows:
+            last = rows[-1]
+            out["loss"] = float(last["train/loss"])
+            parts = [k for k in ("train/loss/itc_i2t", "train/loss/itc_t2i") if last.get(k)]
+            out["itc_loss"] = sum(float(last[k]) for k in parts) if parts else None
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        batch = OmegaConf.load(config).data.get("batch_size")
+        out["ln_batch"] = math.log(int(batch)) if batch else None
+    return out
+
+
+def mean_criterion(cells: list[dict], criterion: tuple[str, ...]) -> tuple[float, list[float]]:
+    scores = [sum(c["val"].get(k.removeprefix("val/"), math.nan) for k in criterion) for c in cells]
+    return sum(scores) / len(scores), scores
+
+
+class Study:
+    def __init__(self, design: Design, runner: Runner, log=print):
+        self.design, self.runner, self.log = design, runner, log
+
+    @property
+    def generated(self) -> bool:
+        return bool(self.design.pairs) and self.design.pairs[0] is not None
+
+    def prepare(self) -> dict[str, dict]:
+        """Per pair and the tuning data: generate the data, fit the learned reference (cached),
+        and score the reference alone on the test split; one process each."""
+        seeds = [*self.design.pairs, self.design.tuning_generator_seed] if self.generated else [None]
+
+        def one(g) -> tuple[str, dict]:
+            out = REPO / self.runner.runs / "data" / ("data" if g is None else f"g{g}") / "reference_alone.json"
+            request = out.with_suffix(".request.json")  # reused only for the same overrides
+            overrides = [f"experiment={self.runner.preset}", *([] if g is None else [f"data.generator_seed={g}"])]
+            overrides += self.runner.user
+            if not (out.is_file() and request.is_file() and json.loads(request.read_text()) == overrides):
+                out.unlink(missing_ok=True)
+                cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out), *overrides]
+                proc = subprocess.run(cmd, cwd=REPO, env=cell_env(), capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
+                request.write_text(json.dumps(overrides))
+            return str(g), json.loads(out.read_text())
+
+        with ThreadPoolExecutor(self.runner.jobs) as pool:
+            return dict(pool.map(one, seeds))
+
+    def calibrate(self) -> dict:
+        """Matched directions: the probe's table and each direction's strength."""
+        if self.design.strengths:
+            return {"probe": None, "chosen": dict(self.design.strengths), "source": "given (--strengths)"}
+        if not self.generated:
+            raise SystemExit("--strengths is required on data that is not generated (no scene annotations to probe)")
+        out = REPO / self.runner.runs / "probe.json"
+        request = {"directions": list(self.design.directions), "strengths": list(self.design.probe_strengths)}
+        if out.is_file() and json.loads(out.read_text()).get("request") == request:
+            return json.loads(out.read_text())
+        cmd = [sys.executable, "-m", "experiments.imbalance.probe", "--out", str(out)]
+        cmd += ["--directions", *self.design.directions, "--strengths", *map(str, self.design.probe_strengths)]
+        proc = subprocess.run(
+            [*cmd, "--", f"experiment={self.runner.preset}"], cwd=REPO, env=cell_env(), capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the probe failed:\n{proc.stderr[-3000:]}")
+        result = {**json.loads(out.read_text()), "request": request, "source": "the probe (matched retained share)"}
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
+    def _tuning_cells(self, arm: str, extra: tuple[str, ...], stage: str = "tuning") -> list[Cell]:
+        g = self.design.tuning_generator_seed if self.generated else None
+        return [Cell(arm, "balanced", 0.0, g, s, extra=extra, stage=stage) for s in self.design.tuning_seeds]
+
+    def tune(self) -> dict:
+        """infonce's (lr, temperature) first, then each structure arm's weight at infonce's
+        choice: every arm gets len(grid) points x len(tuning seeds) runs."""
+        d = self.design
+        base = {
+            (lr, tau): (f"model.optimizer.lr={lr:g}", f"objective.temperature={tau:g}") for lr, tau in d.infonce_grid
+        }
+        infonce = {k: self._tuning_cells("infonce", v) for k, v in base.items()}
+        self.runner.run([c for cells in infonce.values() for c in cells])
+        rows = []
+        for (lr, tau), cells in infonce.items():
+            mean, scores = mean_criterion([read_cell(c, self.runner) for c in cells], d.criterion)
+            rows.append({"point": {"lr": lr, "temperature": tau}, "score": mean, "per_seed": scores})
+        best = max(rows, key=lambda r: r["score"])
+        shared = base[(best["point"]["lr"], best["point"]["temperature"])]
+        out = {"infonce": {"rows": rows, "chosen": best["point"], "overrides": list(shared)}}
+        arms = [a for a in d.structure_arms if a in TUNED_WEIGHT]
+        grid = {(a, f): self._tuning_cells(a, (*shared, *TUNED_WEIGHT[a](f))) for a in arms for f in d.weight_grid}
+        self.runner.run([c for cells in grid.values() for c in cells])
+        for arm in arms:
+            rows = []
+            for f in d.weight_grid:
+                mean, scores = mean_criterion([read_cell(c, self.runner) for c in grid[(arm, f)]], d.criterion)
+                rows.append({"point": {"weight": f}, "score": mean, "per_seed": scores})
+            best = max(rows, key=lambda r: r["score"])
+            f = best["point"]["weight"]
+            out[arm] = {
+                "rows": rows,
+                "chosen": best["point"],
+                "at_edge": f in (min(d.weight_grid), max(d.weight_grid)),
+                "overrides": [*shared, *TUNED_WEIGHT[arm](f)],
+            }
+        return {
+            "criterion": " + ".join(d.criterion) + " (mean over the tuning seeds)",
+            "generator_seed": d.tuning_generator_seed if self.generated else None,
+            "seeds": list(d.tuning_seeds),
+            "runs_per_arm": {
+                "infonce": len(d.infonce_grid) * len(d.tuning_seeds),
+                **{a: len(d.weight_grid) * len(d.tuning_seeds) for a in arms},
+            },
+            "weight_means": {a: WEIGHT_MEANS[a] for a in arms},
+            "arms": out,
+        }
+
+    def gate(self, tuning: dict) -> dict:
+        """Convergence: balanced infonce (tuned) with twice the epochs; its mean val rsum must
+        move by less than the tolerance (relative)."""
+        shared = tuple(tuning["arms"]["infonce"]["overrides"])
+        epochs = self.epochs()
+        once = [read_cell(c, self.runner) for c in self._tuning_cells("infonce", shared)]
+        longer = self._tuning_cells("infonce", (*shared, f"trainer.max_epochs={2 * epochs}"), stage="gate")
+        self.runner.run(longer)
+        twice = [read_cell(c, self.runner) for c in longer]
+        a = sum(c["val"]["rsum"] for c in once) / len(once)
+        b = sum(c["val"]["rsum"] for c in twice) / len(twice)
+        change = abs(b - a) / a if a else math.inf
+        return {
+            "epochs": epochs,
+            "val_rsum": a,
+            "val_rsum_doubled": b,
+            "per_seed": [c["val"]["rsum"] for c in once],
+            "per_seed_doubled": [c["val"]["rsum"] for c in twice],
+            "relative_change": change,
+            "tolerance": self.design.gate_tolerance,
+            "passed": change < self.design.gate_tolerance,
+        }
+
+    def epochs(self) -> int:
+        from experiments.imbalance.reference_alone import compose_config
+
+        with tempfile.TemporaryDirectory() as scratch:
+            cfg = compose_config([f"experiment={self.runner.preset}", *self.runner.user], scratch)
+        return int(cfg.trainer.max_epochs)
+
+    def cells(self, tuning: dict, strengths: dict[str, float]) -> list[Cell]:
+        d = self.design
+        pairs = [(g, g) for g in d.pairs] if self.generated else [(None, s) for s in d.seeds]
+        levels = [("balanced", 0.0)] + [(direction, strengths[direction]) for direction in d.directions]
+        out = []
+        for arm in d.arms:
+            extra = tuple(tuning["arms"][arm]["overrides"])
+            for level, strength in levels:
+                out += [Cell(arm, level, strength, g, s, extra=extra) for g, s in pairs]
+        for arm in d.teacher_arms:
+            if arm not in d.arms:
+                continue
+            extra = tuple(tuning["arms"][arm]["overrides"])
+            for teacher in d.teachers:
+                for level, strength in levels:
+                    if level in d.teacher_levels:
+                        out += [Cell(arm, level, strength, g, s, teacher, extra) for g, s in pairs]
+        return out
+
+
+def reproduce(record: dict, runs: Path) -> dict:
+    """Re-run one cell's recorded command alone, in a fresh process, with an EMPTY data and cache
+    directory (VLR_ROOT: the data is generated and the learned reference fitted again); its test
+    metrics must equal the recorded ones (within 1e-6)."""
+    scratch = REPO / runs / "reproduce"
+    shutil.rmtree(scratch, ignore_errors=True)
+    command = record["command"].replace(f"hydra.run.dir={record['run_dir']}", f"hydra.run.dir={scratch}")
+    with tempfile.TemporaryDirectory() as empty:
+        proc = subprocess.run(
+            [sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=cell_env(empty), capture_output=True, text=True
+        )
     if proc.returncode != 0:
-        return {"command": command, "equal": False, "error": proc.stderr[-2000:]}
-    again = json.loads((REPO / scratch / "metrics.json").read_text())
+        return {"command": record["command"], "cache": "empty", "equal": False, "error": proc.stderr[-2000:]}
+    again = json.loads((scratch / "metrics.json").read_text())
     test = {k.removeprefix("test/"): v for k, v in again.items() if k.startswith("test/")}
-    differing = sorted(k for k in cell["test"] if test.get(k) != cell["test"][k])
-    return {"command": cell["command"], "equal": not differing, "differing": differing}
+    differing = sorted(k for k, v in record["test"].items() if k not in test or abs(test[k] - v) > 1e-6)
+    return {"command": record["command"], "cache": "empty", "equal": not differing, "differing": differing}
+
+
+def reproduced_record(cells: list[dict]) -> dict:
+    """covlr (the arm whose meta step and teacher make it the hardest to reproduce) under the
+    strongest imbalance, on the first pair; another arm when covlr is not in the study."""
+    study = [c for c in cells if c["stage"] == "study" and c["teacher"] == "learned"]
+    return sorted(study, key=lambda c: (c["arm"] == "covlr", c["strength"], -(c["generator_seed"] or 0)))[-1]
+
+
+def parse_strengths(values: list[str]) -> dict[str, float] | None:
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        name, _, number = v.partition("=")
+        if not number:
+            raise SystemExit(f"--strengths takes DIRECTION=STRENGTH (text_weak=0.5), got {v!r}")
+        out[name] = float(number)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     from experiments.imbalance.analysis import analyse
     from experiments.imbalance.report import write_report
 
+    default = Design()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS))
-    parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS))
-    parser.add_argument("--strengths", nargs="+", type=float, default=list(STRENGTHS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--arms", nargs="+", default=list(default.arms))
+    parser.add_argument("--directions", nargs="+", default=list(default.directions))
     parser.add_argument(
-        "--generator-seeds",
-        nargs="*",
-        type=int,
-        default=list(GENERATOR_SEEDS),
-        help="synthetic data's generator seeds; none (an empty list) for other data (--preset ...)",
+        "--pairs", nargs="*", type=int, default=list(default.pairs), help="generator seeds; none for real data"
     )
-    parser.add_argument("--grid", nargs="+", type=float, default=list(GRID), help="factors tried on val (Study.tune)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(default.seeds), help="real data's pairs")
+    parser.add_argument("--relevance", default=default.relevance, help="scene (synthetic) | rouge_l | cxc (real data)")
+    parser.add_argument("--strengths", nargs="*", default=[], help="DIRECTION=STRENGTH: skip the probe's choice")
+    parser.add_argument("--probe-strengths", nargs="+", type=float, default=list(default.probe_strengths))
+    parser.add_argument("--tuning-seeds", nargs="+", type=int, default=list(default.tuning_seeds))
+    parser.add_argument("--weight-grid", nargs="+", type=float, default=list(default.weight_grid))
+    parser.add_argument("--infonce-grid", nargs="+", default=[f"{lr:g},{t:g}" for lr, t in default.infonce_grid])
+    parser.add_argument("--teacher-arms", nargs="*", default=list(default.teacher_arms))
+    parser.add_argument("--teachers", nargs="*", default=list(default.teachers))
     parser.add_argument(
-        "--preset",
-        default=PRESET,
-        help="every cell's experiment preset, e.g. flickr30k_clip (with --generator-seeds and no value for real data)",
+        "--teacher-levels", nargs="+", default=list(default.teacher_levels), help="balanced and/or the direction"
     )
-    parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell (reference=features ...)")
+    parser.add_argument("--preset", default=PRESET, help="every cell's experiment preset (flickr30k_clip: real data)")
+    parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--runs", type=Path, default=RUNS, help="where the cells' run directories go")
-    parser.add_argument("--no-reproduce", action="store_true", help="skip re-running one cell's command")
-    parser.add_argument(
-        "--wandb", default="vlr", metavar="PROJECT", help="offline W&B project for the figure and table ('' = none)"
-    )
+    parser.add_argument("--no-reproduce", action="store_true", help="skip the empty-cache re-run of one cell")
     args = parser.parse_args(argv)
     if "infonce" not in args.arms:
         parser.error("--arms must include infonce: every comparison is against it")
-    study = Study(
-        seeds=tuple(args.seeds),
-        generator_seeds=tuple(args.generator_seeds) or (None,),
-        strengths=tuple(args.strengths),
-        directions=tuple(args.directions),
+    design = replace(
+        default,
         arms=tuple(args.arms),
-        user=tuple(args.override),
-        jobs=args.jobs,
-        runs=args.runs,
-        grid=tuple(args.grid),
-        preset=args.preset,
+        directions=tuple(args.directions),
+        pairs=tuple(args.pairs) or (None,),  # type: ignore[arg-type]
+        seeds=tuple(args.seeds),
+        relevance=args.relevance,
+        strengths=parse_strengths(args.strengths),
+        probe_strengths=tuple(args.probe_strengths),
+        tuning_seeds=tuple(args.tuning_seeds),
+        weight_grid=tuple(args.weight_grid),
+        infonce_grid=tuple(tuple(float(x) for x in p.split(",")) for p in args.infonce_grid),  # type: ignore[misc]
+        teacher_arms=tuple(args.teacher_arms),
+        teachers=tuple(args.teachers),
+        teacher_levels=tuple(args.teacher_levels),
+        teacher_direction=next((lv for lv in args.teacher_levels if lv != "balanced"), default.teacher_direction),
     )
-    clean_reference = "reference=features" in study.user and any(s > 0 for s in study.strengths)
-    if clean_reference:
-        print(
-            "warning: reference=features reads features precomputed from the clean data: under an imbalance the "
-            "structure terms see what the weak modality lost (the report's design says so)",
-            file=sys.stderr,
-            flush=True,
-        )
+    unknown = set(design.teachers) - set(TEACHERS)
+    if unknown:
+        parser.error(f"--teachers: unknown {sorted(unknown)}; known: {sorted(TEACHERS)}")
+    if not args.pairs and design.teacher_arms and design.teachers:
+        parser.error("the teacher factor needs generated data (an oracle); on real data pass --teacher-arms alone")
+    if set(design.tuning_seeds) & set(design.seeds if not args.pairs else design.pairs):
+        parser.error("--tuning-seeds must be disjoint from the study's seeds")
+    runner = Runner(args.preset, tuple(args.override), args.runs, args.jobs)
+    study = Study(design, runner)
     start = time.time()
+    stages: dict[str, float] = {}
     reference_alone = study.prepare()
-    print(f"data and references ready ({time.time() - start:.0f} s)", flush=True)
+    stages["data and references"] = time.time() - start
+    print(f"data and references ready ({stages['data and references']:.0f} s)", flush=True)
+    calibration = study.calibrate()
+    strengths = calibration["chosen"]
+    print(f"strengths: {strengths} ({calibration['source']})", flush=True)
+    mark = time.time()
     tuning = study.tune()
-    for arm, chosen in tuning["arms"].items():
-        edge = " (the edge of the grid)" if chosen["at_edge"] else ""
-        print(f"{arm}: factor {chosen['chosen']:g} chosen on val{edge}", flush=True)
-    blocks = study.blocks(tuning["arms"])
-    print(f"{sum(len(b.seeds) for b in blocks)} cells in {len(blocks)} blocks, {study.jobs} at a time", flush=True)
-    study.run_blocks(blocks)
-    cells = [read_cell(b, s, study.user) for b in blocks for s in b.seeds]
-    reproduced = None if args.no_reproduce else check_reproduced(reproduced_cell(cells), study.runs)
-    duration = time.time() - start
-    results = analyse(cells, REPO)
+    gate = study.gate(tuning)
+    stages["tuning and gate"] = time.time() - mark
+    print(f"tuned: { {a: t['chosen'] for a, t in tuning['arms'].items()} }; gate passed: {gate['passed']}", flush=True)
+    cells = study.cells(tuning, strengths)
+    print(f"{len(cells)} cells, {runner.jobs} processes at a time", flush=True)
+    mark = time.time()
+    runner.run(cells)
+    stages["cells"] = time.time() - mark
+    records = [read_cell(c, runner) for c in cells]
+    mark = time.time()
+    reproduced = None if args.no_reproduce else reproduce(reproduced_record(records), runner.runs)
+    stages["re-run check"] = time.time() - mark
+    results = analyse(records, design)
     results.update(
         design={
-            "arms": list(study.arms),
-            "directions": list(study.directions),
-            "strengths": list(study.strengths),
-            "seeds": list(study.seeds),
-            "generator_seeds": list(study.generator_seeds),
-            "overrides": [f"experiment={study.preset}", "save_rankings=true", *study.user],
-            "grid": list(study.grid),
-            "equivalence_margin_rsum": results["margin"],
-            "reference_input": "clean (precomputed features)" if clean_reference else "what the student sees",
+            "arms": list(design.arms),
+            "directions": list(design.directions),
+            "strengths": strengths,
+            "pairs": list(design.pairs) if study.generated else list(design.seeds),
+            "preset": args.preset,
+            "overrides": list(runner.user),
+            "teacher_arms": list(design.teacher_arms),
+            "teacher_direction": design.teacher_direction,
+            "teacher_levels": list(design.teacher_levels),
+            "teachers": {t: list(TEACHERS[t]) for t in ("learned", *design.teachers)},
+            "hypotheses": design.hypotheses(),
+            "relevance": design.relevance,
         },
+        calibration=calibration,
         tuning=tuning,
+        gate=gate,
         reference_alone=reference_alone,
         reproduced=reproduced,
-        duration_s=round(duration),
+        timings={"stages_s": {k: round(v) for k, v in stages.items()}, "blocks": runner.timings},
+        duration_s=round(time.time() - start),
         command=" ".join(
             ["python -m experiments.imbalance.study", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
         ),
-        cells=cells,
+        cells=records,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.out)
-    print(f"{len(cells)} cells in {duration:.0f} s -> {args.out}/results.json, report.md, figures", flush=True)
-    if args.wandb:
-        from experiments.imbalance.report import log_to_wandb
-
-        folder = log_to_wandb(results, args.out, REPO / study.runs, args.wandb)
-        print(f"trade-off figure and results table logged to W&B (offline): {folder}")
+    print(f"{len(records)} cells in {results['duration_s']} s -> {args.out}/results.json, report.md", flush=True)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_setup_needs_tokenizer(synthetic_root):
 
 
 def test_unknown_source():
-    with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, synthetic"):
+    with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, shards, synthetic, vizwiz"):
         RetrievalDataModule(name="x", source="flickr", root="/nowhere")
 
 
@@ -103,19 +103,18 @@ def test_unknown_data_option_is_an_error_not_ignored():
 
 
 def test_a_resumed_fit_continues_the_restored_epoch_after_its_trained_batches(synthetic_root):
-    """Lightning asks for the loader after restoring the loop: the sampler learns the epoch and
-    skips the batches the checkpoint had trained, from the trainer's public progress."""
+    """Lightning asks for the loader after restoring the checkpoint (the datamodule's own state
+    included): the sampler learns the epoch and skips the batches the checkpoint had trained."""
     from types import SimpleNamespace
 
     dm = _dm(synthetic_root, batch_size=20, shuffle=True, augment=False)
     dm.setup("fit")
     fresh = [b["caption_idx"].tolist() for b in dm.train_dataloader()]  # no trainer: epoch 0, from its start
 
-    def resumed(epoch, done, limit=1.0):
-        progress = SimpleNamespace(current=SimpleNamespace(processed=done))
+    def resumed(epoch, done, limit=1.0, saved_epoch=None):
+        dm.load_state_dict({"epoch": epoch if saved_epoch is None else saved_epoch, "trained_batches": done})
         dm.trainer = SimpleNamespace(
-            world_size=1, global_rank=0, current_epoch=epoch, limit_train_batches=limit,
-            state=SimpleNamespace(fn="fit"), fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+            world_size=1, global_rank=0, current_epoch=epoch, limit_train_batches=limit, state=SimpleNamespace(fn="fit")
         )
         return [b["caption_idx"].tolist() for b in dm.train_dataloader()]
 
@@ -124,6 +123,7 @@ def test_a_resumed_fit_continues_the_restored_epoch_after_its_trained_batches(sy
     assert resumed(2, 4) == epoch2[4:]
     assert resumed(2, 15) == epoch2  # a finished epoch skips nothing
     assert resumed(2, 3, limit=3) == epoch2  # limit_train_batches=3: 3 batches were the whole epoch
+    assert resumed(2, 4, saved_epoch=1) == epoch2  # batches counted in an earlier epoch skip nothing now
     dm.trainer = None
     assert [b["caption_idx"].tolist() for b in dm.train_dataloader()] == fresh
 

@@ -245,3 +245,33 @@ def test_version_2_writes_what_it_wrote_before_version_3_existed(tmp_path):
         images.update(path.read_bytes())
     assert hashlib.sha256(annotation.read_bytes()).hexdigest().startswith("daeb30d77a1712979893d9bc2ca3a77e")
     assert images.hexdigest().startswith("946b825d7293e394d6bd9a1600ecdfd1")
+
+
+def test_a_manifest_of_an_earlier_generator_is_one_error_naming_both_versions(tmp_path):
+    """Manifests without the marker (the first version-2 folders) are no longer migrated: the folder
+    is left as it is, and the error names its version and this generator's."""
+    from vlr.data.synthetic import GENERATOR_VERSION
+
+    root = tmp_path / "old"
+    generate_synthetic(root, SyntheticSpec(num_train=3, num_val=2, num_test=2))
+    manifest = json.loads((root / "generator.json").read_text())
+    old = {k: manifest[k] for k in ("num_train", "num_val", "num_test", "seed", "image_size", "captions_per_image")}
+    (root / "generator.json").write_text(json.dumps({**old, "version": 1}))
+    before = _tree(root)
+    both = rf"generator version 1\); this vlr writes generator version {GENERATOR_VERSION}"
+    with pytest.raises(AnnotationError, match=both):
+        generate_synthetic(root, SyntheticSpec(num_train=3, num_val=2, num_test=2))
+    assert _tree(root) == before  # nothing read into a run, nothing deleted
+
+
+def test_the_reader_keeps_each_images_scene_for_scene_relevance(synthetic_root):
+    from vlr.data.karpathy import read_karpathy
+    from vlr.metrics import scene_relevance
+
+    split = read_karpathy(synthetic_root / "dataset_synthetic.json", synthetic_root, "test")
+    images = json.loads((synthetic_root / "dataset_synthetic.json").read_text())["images"]
+    entries = [e for e in images if e["split"] == "test"]
+    assert split.scenes == [e["objects"] for e in entries]
+    rel = scene_relevance(split.scenes)
+    assert bool((rel.diagonal() == 1.0).all()) and float(rel.max()) == 1.0
+    assert {k for o in split.scenes[0] for k in o} == {"shape", "colour", "size", "position"}

@@ -152,7 +152,7 @@ def test_the_figure_and_the_results_table_are_logged_to_an_offline_wandb_run(tmp
 
 def _rankings_file(path, n_img, i2t, t2i, ndcg):
     """Per-query rankings with constant values: every image query scores ``i2t`` (R@k) and
-    ``ndcg`` (i2i and t2t NDCG@10), every caption query ``t2i``; 2 captions per image."""
+    ``ndcg`` (i2i and t2t scene NDCG@10), every caption query ``t2i``; 2 captions per image."""
     from safetensors.numpy import save_file
 
     caps = 2
@@ -160,8 +160,8 @@ def _rankings_file(path, n_img, i2t, t2i, ndcg):
     for k in (1, 5, 10):
         r[f"i2t/R@{k}"] = np.full(n_img, i2t)
         r[f"t2i/R@{k}"] = np.full(n_img * caps, t2i)
-    r["i2i/NDCG@10"] = np.full(n_img, ndcg)
-    r["t2t/NDCG@10"] = np.full(n_img * caps, ndcg)
+    r["i2i/scene_NDCG@10"] = np.full(n_img, ndcg)
+    r["t2t/scene_NDCG@10"] = np.full(n_img * caps, ndcg)
     save_file(r, str(path))
 
 
@@ -169,7 +169,12 @@ def _ranked_cell(tmp_path, objective, seed, i2t, ndcg):
     path = tmp_path / f"{objective}-{seed}.safetensors"
     _rankings_file(path, 20, i2t, 0.5, ndcg)
     cell = _cell(objective, 1.0, seed, 0.0, 0.0)
-    cell["metrics"] = {"test/rsum": 300 * i2t + 150.0, "test/i2i/NDCG@10": 100 * ndcg, "test/t2t/NDCG@10": 100 * ndcg}
+    cell["metrics"] = {
+        "test/rsum": 300 * i2t + 150.0,
+        "test/i2i/scene_NDCG@10": 100 * ndcg,
+        "test/t2t/scene_NDCG@10": 100 * ndcg,
+        "test/rsum_single": 200 * ndcg,
+    }
     cell["rankings"] = str(path)
     return cell
 

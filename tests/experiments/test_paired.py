@@ -1,10 +1,92 @@
-"""experiments/paired.py: paired bootstrap over test images from per-query rankings."""
+"""experiments/paired.py: tests over independent pairs (against independent computations), and
+the paired bootstrap over test images from per-query rankings."""
+
+import itertools
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from scipy import stats
 
-from experiments.paired import paired_difference, paired_table, seeds_and_queries_difference
+from experiments.paired import (
+    compare_pairs,
+    holm,
+    non_inferiority,
+    paired_difference,
+    paired_t,
+    paired_table,
+    seeds_and_queries_difference,
+    sign_flip_p,
+    smallest_detectable,
+)
+
+
+def test_paired_t_is_scipys_ttest_rel():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 2.0, 12), rng.normal(0.0, 2.0, 12)
+    got = paired_t(a - b)
+    want = stats.ttest_rel(a, b)
+    assert got["t"] == pytest.approx(want.statistic) and got["p"] == pytest.approx(want.pvalue)
+    low, high = want.confidence_interval(0.95)
+    assert (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert got["n"] == 12 and got["sd"] == pytest.approx(np.std(a - b, ddof=1))
+    with pytest.raises(ValueError, match="at least 2 pairs, got 1"):
+        paired_t([1.0])
+
+
+@pytest.mark.parametrize("n", [1, 4, 7, 10])
+def test_sign_flip_is_the_brute_force_enumeration(n):
+    rng = np.random.default_rng(n)
+    d = rng.normal(0.5, 1.0, n)
+    observed = abs(d.mean())
+    flips = [abs(np.mean(np.array(s) * d)) for s in itertools.product((1.0, -1.0), repeat=n)]
+    assert sign_flip_p(d) == pytest.approx(np.mean([f >= observed - 1e-12 for f in flips]))
+
+
+def test_sign_flip_floor_and_ties():
+    assert sign_flip_p(np.arange(1.0, 11.0)) == pytest.approx(2 / 1024)  # all positive: the smallest p of 10 pairs
+    assert sign_flip_p([1.0, -1.0, 1.0, -1.0]) == 1.0  # every assignment is at least as extreme as a mean of 0
+    with pytest.raises(ValueError, match="at most 22 pairs"):
+        sign_flip_p(np.ones(23))
+
+
+def test_holm_on_a_known_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4x, 3x, 2x, 1x = 0.02, 0.03, 0.06, 0.04 -> running max
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_smallest_detectable_effect_has_the_stated_power():
+    sd, n = 3.0, 10
+    effect = smallest_detectable(sd, n)
+    rng = np.random.default_rng(5)
+    samples = rng.normal(effect, sd, (40000, n))
+    t = samples.mean(1) / (samples.std(1, ddof=1) / np.sqrt(n))
+    power = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
+    assert power == pytest.approx(0.8, abs=0.01)
+    # many pairs: the normal approximation (z_0.975 + z_0.8) * sd / sqrt(n)
+    assert smallest_detectable(sd, 400) == pytest.approx((1.959964 + 0.841621) * sd / 20, rel=0.01)
+
+
+def test_non_inferiority_verdicts():
+    near = np.array([-0.2, 0.1, 0.3, -0.1, 0.0, 0.2, -0.3, 0.1, 0.0, 0.1])
+    assert non_inferiority(near, margin=1.0)["verdict"] == "non-inferior"
+    assert non_inferiority(near - 5.0, margin=1.0)["verdict"] == "inferior"
+    assert non_inferiority(near * 20, margin=1.0)["verdict"] == "inconclusive"
+    one_sided = stats.ttest_1samp(near, -1.0, alternative="greater")
+    assert one_sided.pvalue < 0.05 and non_inferiority(near, 1.0)["low"] == pytest.approx(
+        near.mean() - stats.t.ppf(0.95, 9) * near.std(ddof=1) / np.sqrt(10)
+    )
+    full = compare_pairs(near)
+    assert full["p_sign_flip"] == pytest.approx(sign_flip_p(near)) and full["diffs"] == list(near)
+
+
+def test_a_cluster_bootstrap_over_too_few_test_sets_is_refused():
+    rng = np.random.default_rng(2)
+    a, b = _rankings(rng), _rankings(rng, p_i2t=0.4)
+    with pytest.raises(ValueError, match="2 test sets: a cluster bootstrap needs at least 10"):
+        seeds_and_queries_difference([(a, b)] * 4, "i2t/R@1", clusters=[0, 0, 1, 1])
 
 
 def _rankings(rng, n_img=300, caps=3, p_i2t=0.5, p_t2i=0.4):
@@ -71,9 +153,9 @@ def test_seeds_scored_on_one_test_set_share_its_image_resample():
     five = seeds_and_queries_difference([(a, b)] * 5, "i2t/R@1", n=3000)
     assert five["difference"] == pytest.approx(one["difference"])
     assert (five["high"] - five["low"]) == pytest.approx(one["high"] - one["low"], rel=0.1)
-    # on five different test sets (clusters), the same five pairs are five test samples: narrower
-    apart = seeds_and_queries_difference([(a, b)] * 5, "i2t/R@1", n=3000, clusters=range(5))
-    assert (apart["high"] - apart["low"]) < 0.7 * (one["high"] - one["low"]) and apart["test_sets"] == 5
+    # on ten different test sets (clusters), the same ten pairs are ten test samples: narrower
+    apart = seeds_and_queries_difference([(a, b)] * 10, "i2t/R@1", n=3000, clusters=range(10))
+    assert (apart["high"] - apart["low"]) < 0.5 * (one["high"] - one["low"]) and apart["test_sets"] == 10
 
 
 def test_the_family_wise_interval_comes_from_the_same_draws_and_is_as_wide_as_its_level_says():

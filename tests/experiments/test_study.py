@@ -1,252 +1,319 @@
-"""experiments/imbalance: the study's verdict rules, its analysis and report from cells, and a tiny
-study run end to end through its CLI (plumbing: the real study's sizes are in the preset)."""
+"""experiments/imbalance: the analysis against independent computations on synthetic cells, the
+report generated from a synthetic results.json (premise failing, collapsed cells), the runner's
+reuse rule, and a tiny study end to end, killed and resumed (slow)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from experiments.imbalance.analysis import analyse
+from experiments.imbalance.design import Design
 from experiments.imbalance.report import write_report
-from experiments.paired import MARGIN, status
-from tests.experiments.test_compare import _rankings_file
+from experiments.imbalance.study import Cell, Runner
+from experiments.paired import holm
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _ci(d, lo, hi):
-    return {"difference": d, "low": lo, "high": hi}
-
-
-@pytest.mark.parametrize(
-    "single, cross, expected",
-    [
-        (_ci(3, 1, 5), _ci(0.5, -1.9, 1.9), ("up", "equivalent", "reproduces")),
-        (_ci(3, 1, 5), _ci(9, 4, 14), ("up", "gain", "reproduces")),
-        (_ci(3, 1, 5), _ci(-9, -14, -4), ("up", "cost", "does not reproduce")),
-        (_ci(3, 1, 5), _ci(-1, -3, 1), ("up", "not resolved", "not resolved")),  # a cost beyond 2 not excluded
-        (_ci(-3, -5, -1), _ci(0, -1, 1), ("down", "equivalent", "does not reproduce")),
-        (_ci(1, -1, 3), _ci(0, -1, 1), ("not resolved", "equivalent", "not resolved")),
-        (_ci(3, 1, 5), _ci(-1, -1.5, -0.5), ("up", "equivalent", "reproduces")),  # resolved, but inside the margin
-    ],
+PAIRS = tuple(range(10))
+DESIGN = Design(
+    arms=("infonce", "relation_kd"), pairs=PAIRS, teachers=("shuffled",), teacher_levels=("balanced", "text_weak")
 )
-def test_the_verdict_rules(single, cross, expected):
-    assert MARGIN == 2.0
-    assert tuple(status(single, cross).values()) == expected
 
 
-def _cell(tmp_path, arm, imbalance, strength, seed, i2t, ndcg, g=0):
-    run_dir = tmp_path / "runs" / f"{arm}-{imbalance}-{strength}-{g}-{seed}"
-    run_dir.mkdir(parents=True)
-    _rankings_file(run_dir / "rankings.safetensors", 20, i2t, 0.5, ndcg)
-    test = {"rsum": 300 * i2t + 150.0, "i2i/NDCG@10": 100 * ndcg, "t2t/NDCG@10": 100 * ndcg, "i2i/R@1": 10.0}
+def _record(arm, level, g, i2i, t2t, rsum, teacher="learned", loss=1.0):
     return {
         "arm": arm,
-        "imbalance": imbalance,
-        "strength": strength,
+        "level": level,
+        "strength": 0.0 if level == "balanced" else 1.0,
+        "teacher": teacher,
         "generator_seed": g,
-        "seed": seed,
-        "command": f"python -m vlr.train objective={arm} seed={seed}",
-        "run_dir": str(run_dir.relative_to(tmp_path)),
-        "test": test,
+        "seed": g,
+        "stage": "study",
+        "extra": [],
+        "command": f"python -m vlr.train objective={arm} data.generator_seed={g} seed={g}",
+        "run_dir": f"runs/{arm}-{level}-{teacher}/g{g}",
+        "test": {"rsum": rsum, "i2i/scene_NDCG@10": i2i, "t2t/scene_NDCG@10": t2t, "i2t/R@1": rsum / 6},
         "val": {},
-        "chance": {"rsum": 15.0, "i2i/NDCG@10": 40.0, "t2t/NDCG@10": 30.0},
+        "chance": {"rsum": 15.0, "i2i/scene_NDCG@10": 40.0, "t2t/scene_NDCG@10": 30.0},
+        "training": {"loss": loss, "itc_loss": loss, "ln_batch": float(np.log(25))},
     }
 
 
-def test_analysis_and_report_from_cells(tmp_path):
-    cells = []
-    for g in (0, 1):
-        for seed in (0, 1, 2):
-            cells.append(_cell(tmp_path, "infonce", "none", 0.0, seed, 0.5, 0.5, g))
-            cells.append(_cell(tmp_path, "infonce", "text_weak", 1.0, seed, 0.4, 0.4, g))
-            cells.append(_cell(tmp_path, "relation_kd", "none", 0.0, seed, 0.5, 0.55, g))
-            cells.append(_cell(tmp_path, "relation_kd", "text_weak", 1.0, seed, 0.4, 0.45, g))
-            # covlr: +0.1 NDCG per direction over relation_kd at strength 1, 15 rsum points lower
-            cells.append(_cell(tmp_path, "covlr", "none", 0.0, seed, 0.5, 0.55, g))
-            cells.append(_cell(tmp_path, "covlr", "text_weak", 1.0, seed, 0.35, 0.55, g))
-    results = analyse(cells, tmp_path)
-    by = {(c["direction"], c["strength"], c["arm"], c["baseline"]): c for c in results["comparisons"]}
-    kd = by[("text_weak", 1.0, "relation_kd", "infonce")]
-    assert len(kd["pairs"]) == 6 and kd["ndcg_single@10"]["difference"] == pytest.approx(10.0)
-    assert (kd["single"], kd["cross"], kd["claim"]) == ("up", "equivalent", "reproduces")
-    covlr = by[("text_weak", 1.0, "covlr", "infonce")]
-    assert covlr["rsum"]["difference"] == pytest.approx(-15.0) and covlr["claim"] == "does not reproduce"
-    meta = by[("text_weak", 1.0, "covlr", "relation_kd")]
-    assert meta["ndcg_single@10"]["difference"] == pytest.approx(20.0) and meta["cross"] == "cost"
-    assert by[("text_weak", 0.0, "covlr", "infonce")]["pairs"] == kd["pairs"]  # the balanced data, same pairs
-    summary = {(r["strength"], r["arm"]): r for r in results["summary"]}
-    assert summary[(1.0, "infonce")]["metrics"]["rsum"] == {"mean": pytest.approx(270.0), "sd": 0.0, "n": 6}
-    assert results["chance"]["0"]["ndcg_single@10"] == 70.0
+def _cells(premise_image_weak=-3.0, collapse_pair=None):
+    """infonce's i2i falls by 5 under text_weak and t2t changes by ``premise_image_weak`` under
+    image_weak; relation_kd adds +1 on balanced data and +4 under text_weak (interaction +3)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for g in PAIRS:
+        base_i2i, base_t2t, noise = 60 + rng.normal(0, 2), 70 + rng.normal(0, 2), rng.normal(0, 1, 8)
+        inf = {
+            "balanced": (base_i2i, base_t2t),
+            "text_weak": (base_i2i - 5 + noise[0], base_t2t - 10),
+            "image_weak": (base_i2i - 8, base_t2t + premise_image_weak + noise[1]),
+        }
+        kd = {
+            "balanced": (inf["balanced"][0] + 1 + noise[2], inf["balanced"][1] + noise[3]),
+            "text_weak": (inf["text_weak"][0] + 4 + noise[4], inf["text_weak"][1]),
+            "image_weak": (inf["image_weak"][0], inf["image_weak"][1] + noise[5]),
+        }
+        for level in ("balanced", "text_weak", "image_weak"):
+            out.append(_record("infonce", level, g, *inf[level], rsum=200 + noise[6]))
+            rsum = 20.0 if (g == collapse_pair and level == "text_weak") else 195 + noise[7]
+            out.append(_record("relation_kd", level, g, *kd[level], rsum=rsum))
+        for level in ("balanced", "text_weak"):  # the shuffled teacher: no gain
+            out.append(_record("relation_kd", level, g, *inf[level], rsum=199.0, teacher="shuffled"))
+    return out
 
+
+def _value(cells, arm, level, g, metric, teacher="learned"):
+    [c] = [c for c in cells if (c["arm"], c["level"], c["generator_seed"], c["teacher"]) == (arm, level, g, teacher)]
+    return c["test"][metric]
+
+
+def test_the_interaction_and_premise_are_paired_tests_over_pairs():
+    cells = _cells()
+    results = analyse(cells, DESIGN)
+    metric = "i2i/scene_NDCG@10"
+    manual = [
+        (_value(cells, "relation_kd", "text_weak", g, metric) - _value(cells, "infonce", "text_weak", g, metric))
+        - (_value(cells, "relation_kd", "balanced", g, metric) - _value(cells, "infonce", "balanced", g, metric))
+        for g in PAIRS
+    ]
+    h1, h2 = results["primary"]
+    assert (h1["arm"], h1["direction"], h1["metric"]) == ("relation_kd", "text_weak", metric)
+    assert h1["diffs"] == pytest.approx(manual) and h1["n"] == 10
+    assert h1["p"] == pytest.approx(stats.ttest_1samp(manual, 0.0).pvalue)
+    assert [h1["p_holm"], h2["p_holm"]] == pytest.approx(holm([h1["p"], h2["p"]]))
+    assert h1["verdict"] == "supported" and h1["mean"] == pytest.approx(np.mean(manual))
+    assert h2["metric"] == "t2t/scene_NDCG@10" and h2["verdict"] == "not resolved"
+    prem = {r["direction"]: r for r in results["premise"]}
+    falls = [
+        _value(cells, "infonce", "text_weak", g, metric) - _value(cells, "infonce", "balanced", g, metric)
+        for g in PAIRS
+    ]
+    assert prem["text_weak"]["diffs"] == pytest.approx(falls) and prem["text_weak"]["holds"]
+    assert prem["image_weak"]["holds"] and prem["image_weak"]["metric"] == "t2t/scene_NDCG@10"
+    # cross-modal: relation_kd is 5 rsum points below infonce; the margin is the design's detectable effect
+    cm = results["cross_modal"]
+    rows = {r["level"]: r for r in cm["rows"]}
+    assert rows["balanced"]["mean"] == pytest.approx(-5.0, abs=1.5)
+    sd = np.sqrt(np.mean([r["sd"] ** 2 for r in cm["rows"]]))
+    assert cm["pooled_sd"] == pytest.approx(sd) and cm["margin"] > 2.8 * sd / np.sqrt(10)
+    assert rows["balanced"]["non_inferiority"]["verdict"] == "inferior"
+    # the shuffled teacher gives infonce's numbers: its interaction is 0 per pair, and against the
+    # learned teacher under text_weak it is infonce − relation_kd
+    shuffled = next(r for r in results["teacher"]["rows"] if r["teacher"] == "shuffled")
+    assert shuffled["diffs"] == pytest.approx([0.0] * 10, abs=1e-9)
+    contrast = results["teacher"]["contrasts"][0]
+    against = [
+        _value(cells, "infonce", "text_weak", g, metric) - _value(cells, "relation_kd", "text_weak", g, metric)
+        for g in PAIRS
+    ]
+    assert contrast["teacher"] == "shuffled" and contrast["diffs"] == pytest.approx(against)
+    assert contrast["verdict"] == "below the learned teacher"
+
+
+def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_averaged(tmp_path):
+    cells = _cells(premise_image_weak=+4.0, collapse_pair=3)
+    results = analyse(cells, DESIGN)
+    [collapsed] = results["collapsed"]
+    assert (collapsed["arm"], collapsed["level"], collapsed["generator_seed"]) == ("relation_kd", "text_weak", 3)
+    h1 = results["primary"][0]
+    assert h1["n"] == 9 and h1["dropped"] == [[3, 3]]
     results.update(
         design={
-            "arms": ["infonce", "relation_kd", "covlr"],
-            "directions": ["text_weak"],
-            "strengths": [0.0, 1.0],
-            "seeds": [0, 1, 2],
-            "generator_seeds": [0, 1],
-            "overrides": ["experiment=imbalance_study"],
+            "arms": list(DESIGN.arms),
+            "directions": list(DESIGN.directions),
+            "strengths": {"text_weak": 1.0, "image_weak": 1.0},
+            "pairs": list(PAIRS),
+            "preset": "imbalance_study",
+            "overrides": [],
+            "teacher_arms": ["relation_kd"],
+            "teacher_direction": "text_weak",
+            "teachers": {"learned": [], "shuffled": ["reference=shuffled"]},
+            "hypotheses": DESIGN.hypotheses(),
+            "relevance": "scene",
         },
-        reference_alone={
-            "0": {
-                "i2i/NDCG@10": 70.0,
-                "t2t/NDCG@10": 90.0,
-                "i2i/R@1": 20.0,
-                "t2t/R@1": 95.0,
-                "duplicate_captions/test": 0.5,
-                "duplicate_captions/train": 0.25,
-            }
+        calibration={
+            "probe": {
+                "text_weak": {
+                    "0": {"accuracy": 80.0, "chance": 30.0, "retained": 100.0},
+                    "1": {"accuracy": 50.0, "chance": 30.0, "retained": 40.0},
+                },
+                "image_weak": {
+                    "0": {"accuracy": 70.0, "chance": 30.0, "retained": 100.0},
+                    "1": {"accuracy": 46.0, "chance": 30.0, "retained": 40.0},
+                },
+            },
+            "chosen": {"text_weak": 1.0, "image_weak": 1.0},
+            "source": "the probe (matched retained share)",
         },
         tuning={
-            "criterion": "mean over seeds of val/rsum + val/i2i/NDCG@10 + val/t2t/NDCG@10",
-            "generator_seed": 0,
-            "seeds": [0, 1],
-            "grid": [1.0, 0.1],
-            "factor_means": {"covlr": "objective.beta (default 1)", "sad": "not in this study"},
+            "criterion": "val/rsum + val/rsum_single (mean over the tuning seeds)",
+            "generator_seed": 100,
+            "seeds": [100, 101],
+            "runs_per_arm": {"infonce": 8, "relation_kd": 8},
+            "weight_means": {"relation_kd": "objective.beta"},
             "arms": {
-                "covlr": {
-                    "rows": [
-                        {"factor": 1.0, "val_score": 210.0, "val_score_per_seed": [200.0, 220.0]},
-                        {"factor": 0.1, "val_score": 230.5, "val_score_per_seed": [230.0, 231.0]},
-                    ],
-                    "chosen": 0.1,
-                    "at_edge": True,
+                "infonce": {
+                    "rows": [{"point": {"lr": 0.001, "temperature": 0.07}, "score": 300.0, "per_seed": [290.0, 310.0]}],
+                    "chosen": {"lr": 0.001, "temperature": 0.07},
+                    "overrides": [],
+                },
+                "relation_kd": {
+                    "rows": [{"point": {"weight": 0.1}, "score": 310.0, "per_seed": [300.0, 320.0]}],
+                    "chosen": {"weight": 0.1},
+                    "at_edge": False,
                     "overrides": ["objective.beta=0.1"],
-                }
+                },
             },
         },
-        reproduced={"command": "python -m vlr.train x", "equal": True, "differing": []},
-        duration_s=600,
-        command="make study",
+        gate={
+            "epochs": 8,
+            "val_rsum": 300.0,
+            "val_rsum_doubled": 303.0,
+            "per_seed": [290.0, 310.0],
+            "per_seed_doubled": [295.0, 311.0],
+            "relative_change": 0.01,
+            "tolerance": 0.03,
+            "passed": True,
+        },
+        reference_alone={"0": {"i2i/scene_NDCG@10": 55.0, "t2t/scene_NDCG@10": 80.0}},
+        reproduced={"command": "python -m vlr.train x", "cache": "empty", "equal": True, "differing": []},
+        timings={
+            "stages_s": {"cells": 600},
+            "blocks": [{"block": "b", "stage": "study", "cells": 10, "seconds": 200.0}],
+        },
+        duration_s=900,
+        command="python -m experiments.imbalance.study",
         cells=cells,
     )
     out = tmp_path / "out"
     out.mkdir()
-    write_report(results, out)
+    write_report(json.loads(json.dumps(results)), out)  # through JSON, as the report reads it
     text = (out / "report.md").read_text()
-    assert (
-        "| text_weak | 1 | relation_kd | 6 | +10.00 [+10.00, +10.00] [+10.00, +10.00] "
-        "| +0.00 [+0.00, +0.00] [+0.00, +0.00] "
-        "| up | equivalent " in text
-    )
-    assert "- **relation_kd** against infonce, text_weak: the claim reproduces at strength 0, 1." in text
-    assert (
-        "- **covlr** against infonce, text_weak: the claim reproduces at strength 0; does not reproduce at strength 1"
-        in text
-    )
-    assert "the meta step adds nothing resolved beyond relation_kd" in text
-    assert "| reference alone, generator seed 0 | 70.0 | 90.0 | 20.0 | 95.0 |" in text
-    assert (
-        "Captions whose text another image of the same split also has: generator seed 0: test 0.50%, train 0.25%."
-        in text
-    )
-    assert (
-        "| covlr | 210.0 (200, 220) | 230.5 (230, 231) | x0.1 (grid edge) |" in text
-        and "- covlr: objective.beta (default 1)" in text
-    )
-    assert "not in this study" not in text  # only the tuned arms' factors are explained
-    assert "Re-running `python -m vlr.train x` alone gave the same test metrics." in text
-    for name in ("tradeoff.png", "difference_text_weak.png"):
-        assert (out / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
+    answer = text.split("## Answer\n\n", 1)[1]
+    assert answer.startswith("**The premise does not hold under image_weak**")
+    assert "does not hold (it rises)" in answer
+    # the hypotheses come before any result, rendered from the design
+    assert text.index("## Pre-registered hypotheses") < text.index("## Premise")
+    assert f"- **H1**: {DESIGN.hypotheses()[0]['text']}" in text
+    # the collapsed cell is listed, and the comparison it enters says it was left out
+    assert "| study | relation_kd | text_weak | learned | 3 | 3 | 20.0 | 1.33 | True | 1.000 |" in text
+    assert "(1 pair(s) left out: collapsed or missing)" in text
+    assert "1 cell(s) collapsed (listed under Baselines)" in answer
+    assert "**Convergence gate** (passed)" in text and "a relative change of 1.0% (tolerance 3%)" in text
+    assert "| text_weak | 30.0 | 80.0 (100%) | 50.0 (40%) | 1 |" in text
+    assert "Re-running `python -m vlr.train x` alone, in a fresh process with an empty data and cache directory" in text
+    assert "20.0 s per cell" in text
+    for name in ("premise", "interaction", "cross_modal", "teacher"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and f"]({name}.png)" in text
+
+
+def test_hypotheses_are_at_most_six():
+    assert len(Design(arms=("infonce", "relation_kd", "covlr", "sad")).hypotheses()) == 6
+    with pytest.raises(ValueError, match="9 primary hypotheses; the design allows at most 6"):
+        Design(
+            arms=("infonce", "relation_kd", "covlr", "sad"), directions=("text_weak", "image_weak", "c")
+        ).hypotheses()
+
+
+def test_a_finished_cell_is_reused_only_when_its_recorded_request_is_the_same(tmp_path, monkeypatch):
+    import experiments.imbalance.study as study
+
+    monkeypatch.setattr(study, "REPO", tmp_path)
+    runner = Runner("imbalance_study", ("trainer.max_epochs=2",), Path("runs"), 1)
+    cell = Cell("covlr", "text_weak", 1.0, 3, 3, extra=("objective.beta=0.1",))
+    d = tmp_path / cell.directory(runner.runs)
+    d.mkdir(parents=True)
+    (d / "request.json").write_text(json.dumps(runner.request(cell)))
+    assert not runner.done(cell)  # no metrics.json: killed mid-run
+    (d / "metrics.json").write_text("{}")
+    assert runner.done(cell)
+    assert runner.request(cell)["overrides"] == [
+        "experiment=imbalance_study",
+        "objective=covlr",
+        "imbalance=text_weak",
+        "imbalance.strength=1",
+        "objective.beta=0.1",
+        "trainer.max_epochs=2",
+        "data.generator_seed=3",
+        "seed=3",
+    ]
+    other = Runner("imbalance_study", ("trainer.max_epochs=4",), Path("runs"), 1)
+    assert not other.done(cell)  # same directory, another request: run again
+
+
+TINY = [
+    "data.num_train=30",
+    "data.num_val=10",
+    "data.num_test=10",
+    "data.batch_size=10",
+    "data.eval_batch_size=10",
+    "data.reference_images=64",
+    "reference.image_epochs=1",
+    "reference.text_epochs=1",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",  # 3 steps: the final training loss is logged
+]
 
 
 @pytest.mark.slow
-def test_a_tiny_study_runs_end_to_end_and_its_cells_rerun_alone(tmp_path):
-    tiny = [
-        "data.num_train=30",
-        "data.num_val=10",
-        "data.num_test=10",
-        "data.batch_size=10",
-        "data.eval_batch_size=10",
-        "data.reference_images=64",
-        "reference.image_epochs=1",
-        "reference.text_epochs=1",
-        "trainer.max_epochs=1",
-    ]
+def test_a_tiny_study_killed_midway_resumes_and_reproduces_a_covlr_cell_from_an_empty_cache(tmp_path):
     cmd = [sys.executable, "-m", "experiments.imbalance.study", "--runs", str(tmp_path / "runs")]
-    cmd += ["--out", str(tmp_path / "out"), "--seeds", "0", "1", "--generator-seeds", "0", "--strengths", "0", "1"]
-    cmd += ["--directions", "text_weak", "--arms", "infonce", "covlr", "--grid", "1", "0.1"]
-    base, cmd = cmd, [*cmd, "--wandb", "vlr", "--override", *tiny]
-    env = {**os.environ, "VLR_ROOT": str(tmp_path), "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wd")}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd += ["--out", str(tmp_path / "out"), "--pairs", "0", "1", "--directions", "text_weak"]
+    cmd += ["--strengths", "text_weak=1", "--arms", "infonce", "covlr", "--tuning-seeds", "100"]
+    cmd += ["--infonce-grid", "0.001,0.07", "--weight-grid", "0.1", "--teacher-arms", "--jobs", "2"]
+    cmd += ["--override", *TINY]
+    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONPATH": str(REPO)}
+    # killed once the first study cells are finished
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    study_dir = tmp_path / "runs" / "study"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(study_dir.glob("*/*/metrics.json")) and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in study_dir.glob("*/*/metrics.json")}
+    assert finished, "no study cell finished before the kill"
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished cells were not run again
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(results["cells"]) == 2 * 2 * 2  # arms x levels x seeds
-    assert [r["factor"] for r in results["tuning"]["arms"]["covlr"]["rows"]] == [1.0, 0.1]
-    chosen = results["tuning"]["arms"]["covlr"]["chosen"]
-    assert all(f"objective.beta={chosen:g}" in c["command"] for c in results["cells"] if c["arm"] == "covlr")
-    assert results["reproduced"]["equal"] is True  # a multirun job's recorded command, re-run alone
-    assert set(results["reference_alone"]["0"]) >= {"i2i/NDCG@10", "t2t/NDCG@10", "i2i/R@1", "t2t/R@1"}
+    assert len(results["cells"]) == 2 * 2 * 2  # arms x levels x pairs
+    assert results["reproduced"]["cache"] == "empty" and "objective=covlr" in results["reproduced"]["command"]
     for cell in results["cells"]:
         metrics = json.loads((Path(cell["run_dir"]) / "metrics.json").read_text())
         assert cell["test"]["rsum"] == metrics["test/rsum"]
-        assert (Path(cell["run_dir"]) / "rankings.safetensors").is_file()
-        assert f"hydra.run.dir={cell['run_dir']}" in cell["command"] and "data.generator_seed=0" in cell["command"]
-    assert {(c["arm"], c["baseline"], c["strength"]) for c in results["comparisons"]} == {
-        ("covlr", "infonce", 0.0),
-        ("covlr", "infonce", 1.0),
-    }
-    assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "difference_text_weak.png").is_file()
-    assert results["command"].startswith("python -m experiments.imbalance.study --runs ")
-    from vlr.tracking.wandb_files import read_run
-
-    [logged] = [read_run(f) for f in (tmp_path / "runs" / "wandb").glob("offline-run-*")]
-    assert logged.job_type == "compare" and logged.name == "imbalance-study"
-    assert {"tradeoff/_type", "difference_text_weak/_type", "verdicts/_type"} <= set(logged.history[0])
-    # run again: every cell is finished, nothing is trained again
-    stamps = {c["run_dir"]: (Path(c["run_dir"]) / "metrics.json").stat().st_mtime_ns for c in results["cells"]}
-    again = subprocess.run(
-        [*base, "--wandb", "", "--no-reproduce", "--override", *tiny],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "  s  " not in again.stdout  # no block ran
-    assert stamps == {d: (Path(d) / "metrics.json").stat().st_mtime_ns for d in stamps}
-
-
-def test_verdicts_use_the_bonferroni_level_of_all_distinct_comparisons(tmp_path):
-    from experiments.imbalance.analysis import family_level
-
-    cells = []
-    for seed in (0, 1, 2):
-        for arm, i2t in (("infonce", 0.5), ("relation_kd", 0.52), ("covlr", 0.5)):
-            for imbalance, strength in (("none", 0.0), ("text_weak", 1.0)):
-                cells.append(_cell(tmp_path, arm, imbalance, strength, seed, i2t, 0.5 + 0.01 * seed))
-    pairs = [("relation_kd", "infonce"), ("covlr", "infonce"), ("covlr", "relation_kd")]
-    # 3 comparisons x 2 levels (strength 0 shared by the directions), each a single- and a cross-modal interval
-    assert family_level(cells, ["text_weak", "image_weak"], [0.0, 1.0], pairs) == pytest.approx(1 - 0.05 / 12)
-    results = analyse(cells, tmp_path)
-    assert results["bootstrap"]["family_level"] == pytest.approx(1 - 0.05 / 12)
-    for c in results["comparisons"]:
-        for m in ("ndcg_single@10", "rsum"):
-            assert c[m]["family_level"] == pytest.approx(1 - 0.05 / 12)
-            assert c[m]["family_low"] <= c[m]["low"] <= c[m]["high"] <= c[m]["family_high"]
-        assert set(c["unadjusted"]) == {"single", "cross", "claim"}
-    # the report shows both intervals of each difference, the verdicts' second
-    from experiments.imbalance.report import verdict_table
-
-    table = verdict_table(results, "infonce")
-    assert f"[{100 * (1 - 0.05 / 12):.2f}% CI]" in table.splitlines()[0]
-    c = next(c for c in results["comparisons"] if c["baseline"] == "infonce")
-    rsum = c["rsum"]
-    shown = f"{rsum['difference']:+.2f} [{rsum['low']:+.2f}, {rsum['high']:+.2f}] "
-    shown += f"[{rsum['family_low']:+.2f}, {rsum['family_high']:+.2f}]"
-    assert shown in table
+        assert cell["training"]["loss"] is not None and cell["training"]["ln_batch"] == pytest.approx(np.log(10))
+        assert f"data.generator_seed={cell['generator_seed']}" in cell["command"]
+        assert f"seed={cell['generator_seed']}" in cell["command"]
+    assert results["gate"]["epochs"] == 1 and len(results["gate"]["per_seed_doubled"]) == 1
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# Modal-imbalance study")
+    # the empty-cache re-run equals the recorded cell, unless the learned reference still seeds the
+    # global RNG when it fits (a cold cache): then the check must say so (issue 27, item 8)
+    learned = (REPO / "vlr" / "reference" / "learned.py").read_text()
+    if not results["reproduced"]["equal"] and "torch.manual_seed(seed)" in learned:
+        assert "rsum" in results["reproduced"]["differing"]
+        pytest.xfail("vlr/reference/learned.py calls torch.manual_seed when its cache is cold (issue 27 item 8)")
+    assert results["reproduced"]["equal"] is True
 
 
 @pytest.mark.slow
 def test_the_study_runs_with_another_preset_on_data_that_is_not_generated(tmp_path, synthetic_root, tiny_clip):
-    """``--preset flickr30k_clip --generator-seeds`` (no generated data): every cell, the tuning
-    and the reference-alone scores use the preset (CLIP towers, its frozen_init reference), with
-    the user's overrides on top; a tiny local CLIP on the synthetic data's Karpathy file."""
+    """``--preset flickr30k_clip --pairs`` (no generated data): every cell, the tuning and the
+    reference-alone scores use the preset (CLIP towers, its frozen_init reference); the pairs are
+    training seeds on one test set; a tiny local CLIP on the synthetic data's Karpathy file."""
     overrides = [
         f"data.root={synthetic_root}",
         "data.annotation=dataset_synthetic.json",
@@ -255,27 +322,25 @@ def test_the_study_runs_with_another_preset_on_data_that_is_not_generated(tmp_pa
         "trainer=cpu",
         "trainer.precision=32-true",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=2",  # then val and test, as every cell of the study
+        "+trainer.limit_train_batches=2",
         "data.batch_size=10",
         "data.num_workers=0",
         "logger=csv",
     ]
     cmd = [sys.executable, "-m", "experiments.imbalance.study", "--runs", str(tmp_path / "runs")]
-    cmd += ["--out", str(tmp_path / "out"), "--seeds", "0", "1", "--generator-seeds", "--strengths", "0", "1"]
-    cmd += ["--directions", "image_weak", "--arms", "infonce", "relation_kd", "--grid", "0.1", "--no-reproduce"]
-    cmd += ["--wandb", "", "--preset", "flickr30k_clip", "--override", *overrides]
-    env = {**os.environ, "VLR_ROOT": str(tmp_path)}
+    cmd += ["--out", str(tmp_path / "out"), "--pairs", "--seeds", "0", "1", "--tuning-seeds", "100"]
+    cmd += ["--directions", "image_weak", "--strengths", "image_weak=1", "--arms", "infonce", "relation_kd"]
+    cmd += ["--infonce-grid", "0.001,0.07", "--weight-grid", "0.1", "--teacher-arms", "--relevance", "rouge_l"]
+    cmd += ["--no-reproduce", "--preset", "flickr30k_clip", "--override", *overrides]
+    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["cells"]) == 2 * 2 * 2  # arms x levels x seeds
-    assert results["design"]["overrides"][:2] == ["experiment=flickr30k_clip", "save_rankings=true"]
-    assert set(results["reference_alone"]) == {"None"} and "t2t/NDCG@10" in results["reference_alone"]["None"]
+    assert results["design"]["pairs"] == [0, 1] and results["design"]["preset"] == "flickr30k_clip"
+    assert set(results["reference_alone"]) == {"None"}
+    assert results["primary"][0]["metric"] == "t2t/rouge_l_NDCG@10"
     for cell in results["cells"]:
         assert cell["generator_seed"] is None and "data.generator_seed" not in cell["command"]
-        run_dir = Path(cell["run_dir"])
-        assert run_dir.parent.parent.name == "data"  # runs/data/<arm>-<level>/s<seed>
-        config = (run_dir / ".hydra" / "config.yaml").read_text()
+        config = (Path(cell["run_dir"]) / ".hydra" / "config.yaml").read_text()
         assert "CLIPImageTower" in config and "FrozenInitReference" in config
-        assert (run_dir / "rankings.safetensors").is_file()
-    assert {(c["arm"], c["strength"]) for c in results["comparisons"]} == {("relation_kd", 0.0), ("relation_kd", 1.0)}

@@ -41,7 +41,6 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
         if rel_pos:
             t2t.append(_rank_of_best(T[c, others], rel_pos))
     out.update(_summ("t2t", t2t, ks, False))
-    single = sum(100.0 * np.mean(np.asarray(t2t) < k) for k in (1, 5, 10))
 
     if labels is not None:
         labels = np.asarray(labels)
@@ -56,41 +55,54 @@ def brute_force_metrics(img, txt, t2i, ks=(1, 5, 10), labels=None, rel=None, ndc
             if rel_pos:
                 i2i.append(_rank_of_best(sims_i[i, others], rel_pos))
         out.update(_summ("i2i", i2i, ks, False))
-        single += sum(100.0 * np.mean(np.asarray(i2i) < k) for k in (1, 5, 10))
-    out["rsum_single"] = single
 
     if rel is not None:
-        rel = np.asarray(rel, np.float64)
-        first = [int(np.where(t2i == i)[0].min()) for i in range(n_img)]
-        sims_i = jitter(img @ img.T)
-        for k in ndcg_ks:
-            vals = []
-            for i in range(n_img):
-                others = np.array([j for j in range(n_img) if j != i])
-                vals.append(_ndcg(sims_i[i, others], rel[first[i], others], k))
-            out[f"i2i/NDCG@{k}"] = 100.0 * np.mean(vals)
-            vals = []
-            for i in range(n_img):
-                q = first[i]
-                others = np.array([j for j in range(n_txt) if j != q])
-                vals.append(_ndcg(T[q, others], rel[others, i], k))
-            out[f"t2t/NDCG@{k}"] = 100.0 * np.mean(vals)
-            # mixed: one gallery of all images then all captions, the query removed
-            vals = []
-            for i in range(n_img):
-                scores = np.concatenate([sims_i[i], S[i]])
-                gains = np.concatenate([rel[first[i]], rel[:, i]])
-                keep = np.arange(n_img + n_txt) != i
-                vals.append(_ndcg(scores[keep], gains[keep], k))
-            out[f"i2x/NDCG@{k}"] = 100.0 * np.mean(vals)
-            vals = []
-            for i in range(n_img):
-                q = first[i]
-                scores = np.concatenate([S[:, q], T[q]])
-                gains = np.concatenate([rel[q], rel[:, i]])
-                keep = np.arange(n_img + n_txt) != n_img + q
-                vals.append(_ndcg(scores[keep], gains[keep], k))
-            out[f"t2x/NDCG@{k}"] = 100.0 * np.mean(vals)
+        # a caption-level matrix [captions, images] (ROUGE-L's layout), named rouge_l
+        graded = _graded(img, txt, t2i, np.asarray(rel, np.float64), "rouge_l", sorted({*ndcg_ks, 10}), jitter, S, T)
+        out["rsum_single"] = graded["i2i/rouge_l_NDCG@10"] + graded["t2t/rouge_l_NDCG@10"]
+        out |= {key: v for key, v in graded.items() if int(key.rsplit("@", 1)[1]) in ndcg_ks}
+    return out
+
+
+def _graded(img, txt, t2i, rel, name, ndcg_ks, jitter, S, T):
+    """Every direction's NDCG under a caption-level relevance ``rel`` [captions, images]."""
+    n_img, n_txt = len(img), len(txt)
+    out = {}
+    first = [int(np.where(t2i == i)[0].min()) for i in range(n_img)]
+    sims_i = jitter(img @ img.T)
+    for k in ndcg_ks:
+        vals = []
+        for i in range(n_img):
+            others = np.array([j for j in range(n_img) if j != i])
+            vals.append(_ndcg(sims_i[i, others], rel[first[i], others], k))
+        out[f"i2i/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
+        vals = []
+        for i in range(n_img):
+            q = first[i]
+            others = np.array([j for j in range(n_txt) if j != q])
+            vals.append(_ndcg(T[q, others], rel[others, i], k))
+        out[f"t2t/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
+        # graded cross-modal: every image queries all captions, every image's first caption all images
+        vals = [_ndcg(S[i], rel[:, i], k) for i in range(n_img)]
+        out[f"i2t/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
+        vals = [_ndcg(S[:, c], rel[c], k) for c in first]
+        out[f"t2i/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
+        # mixed: one gallery of all images then all captions, the query removed
+        vals = []
+        for i in range(n_img):
+            scores = np.concatenate([sims_i[i], S[i]])
+            gains = np.concatenate([rel[first[i]], rel[:, i]])
+            keep = np.arange(n_img + n_txt) != i
+            vals.append(_ndcg(scores[keep], gains[keep], k))
+        out[f"i2x/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
+        vals = []
+        for i in range(n_img):
+            q = first[i]
+            scores = np.concatenate([S[:, q], T[q]])
+            gains = np.concatenate([rel[q], rel[:, i]])
+            keep = np.arange(n_img + n_txt) != n_img + q
+            vals.append(_ndcg(scores[keep], gains[keep], k))
+        out[f"t2x/{name}_NDCG@{k}"] = 100.0 * np.mean(vals)
     return out
 
 

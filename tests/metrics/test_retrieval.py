@@ -105,8 +105,8 @@ def test_hand_checked_ndcg():
     dcg = 0.2 / math.log2(2) + 0.6 / math.log2(3)
     idcg = 0.6 / math.log2(2) + 0.2 / math.log2(3)
     # img1's first caption (c2) and img2's (c4) have all-zero relevance rows -> NDCG 0 by convention
-    assert m["i2i/NDCG@10"] == pytest.approx(100 * (dcg / idcg) / 3)
-    assert m["i2i/NDCG@1"] == pytest.approx(100 * (0.2 / 0.6) / 3)
+    assert m["i2i/rouge_l_NDCG@10"] == pytest.approx(100 * (dcg / idcg) / 3)
+    assert m["i2i/rouge_l_NDCG@1"] == pytest.approx(100 * (0.2 / 0.6) / 3)
 
 
 def test_no_full_matrix_needed_chunks(monkeypatch):

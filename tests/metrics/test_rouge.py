@@ -7,7 +7,7 @@ import torch
 
 from tests.metrics.brute_force import rouge_l_dp
 from vlr.metrics import rouge_l_relevance, tokenize_caption
-from vlr.metrics.rouge import _encode
+from vlr.metrics.relevance.rouge_l import _encode
 
 WORDS = "a the man woman dog cat red blue sits runs on under park street ball small big".split()
 
@@ -51,7 +51,7 @@ def test_word_encoding_never_merges_words_across_the_surrogate_gap():
 
 
 def test_cache_is_keyed_by_content_and_used_when_whole(tmp_path, monkeypatch):
-    import vlr.metrics.rouge as rouge
+    import vlr.metrics.relevance.rouge_l as rouge
 
     caps = ["a red ball", "a blue ball", "a dog"]
     first = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path)
@@ -100,7 +100,7 @@ def test_a_damaged_cache_is_recomputed_with_a_warning(tmp_path, caplog, damage):
     good = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path).numpy()
     (path,) = tmp_path.glob("rouge_l_*.npy")
     damage(path, good)
-    with caplog.at_level(logging.WARNING, logger="vlr.metrics.rouge"):
+    with caplog.at_level(logging.WARNING, logger="vlr.metrics.relevance.rouge_l"):
         again = rouge_l_relevance(caps, [0, 0, 1], cache_dir=tmp_path)
     assert f"ROUGE-L cache {path} is damaged" in caplog.text
     np.testing.assert_array_equal(again.numpy(), good)

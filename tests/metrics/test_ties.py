@@ -112,7 +112,7 @@ def test_constant_model_ndcg_is_the_mean_gain_at_every_position():
     for i in range(n_img):
         gains = torch.cat([rel[first[i], :i], rel[first[i], i + 1 :]])
         expect.append(gains.mean() * disc.sum() / (gains.sort(descending=True).values[:5] * disc).sum())
-    assert m["i2i/NDCG@5"] == pytest.approx(100 * float(torch.stack(expect).mean()))
+    assert m["i2i/rouge_l_NDCG@5"] == pytest.approx(100 * float(torch.stack(expect).mean()))
 
 
 def test_overlap_counts_ties_at_the_kth_place_fractionally():

@@ -203,7 +203,8 @@ def test_second_order_is_refused_under_ddp():
 
 def test_second_order_runs_with_attention_towers():
     """The fused attention kernels are not twice differentiable; the meta step uses the math one."""
-    from vlr.models import DualEncoder, ImageTower, TextTower
+    from vlr.models import DualEncoder
+    from vlr.towers import ImageTower, TextTower
 
     torch.manual_seed(0)
     enc = DualEncoder(
@@ -312,3 +313,128 @@ def test_a_zero_relation_weight_is_refused(name):
 
     with pytest.raises(ConfigError, match=f"objective.beta=0 turns the relation term of objective={name} off"):
         create_objective(name, beta=0.0)
+
+
+# -- the inner step as it was written before it became one code path -------------------------------
+# A private copy of the earlier implementation (two inner steps; the caption-consistency term embedding
+# the captions a second time), kept here only as the independent computation the current one must match.
+
+
+def _earlier_all_params_step(obj, encoder, images, input_ids, attention_mask, ids, reference):
+    from vlr.objectives.distributed import average_gradients
+
+    v, t = encoder(images, input_ids, attention_mask)
+    terms = obj.consistency(v, t, ids)
+    l_c = terms["itc_i2t"] + terms["itc_t2i"]
+    trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
+    extra = [p for p in obj.parameters() if p.requires_grad]
+    wanted = trainable if obj.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
+    grads = torch.autograd.grad(
+        l_c, [p for _, p in wanted], create_graph=obj.second_order, retain_graph=obj.second_order, allow_unused=True
+    )
+    grads = average_gradients(list(grads))
+    by_name = dict(zip((n for n, _ in wanted), grads, strict=False))
+    fast = {n: p if by_name[n] is None else p - obj.alpha * by_name[n] for n, p in trainable}
+    v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
+    relation = obj.beta * obj.preservation(v_fast, t_fast, reference)
+    if obj.second_order:
+        return {**terms, "relation": relation}
+    carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads, strict=False) if g is not None)
+    return {**{k: x.detach() for k, x in terms.items()}, "itc_grad": carrier - carrier.detach(), "relation": relation}
+
+
+def _earlier_projections_step(obj, encoder, images, input_ids, attention_mask, ids, reference):
+    from vlr.objectives.covlr import PROJECTION_PARAMS
+    from vlr.objectives.distributed import average_gradients
+
+    fi, ft = encoder.tower_features(images, input_ids, attention_mask)
+    v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
+    terms = obj.consistency(v, t, ids)
+    stepped = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad and n.endswith(PROJECTION_PARAMS)]
+    grads = torch.autograd.grad(
+        terms["itc_i2t"] + terms["itc_t2i"], [p for _, p in stepped], create_graph=obj.second_order, retain_graph=True
+    )
+    grads = average_gradients(list(grads))
+    fast = {n: p - obj.alpha * g for (n, p), g in zip(stepped, grads, strict=False)}
+    proj = {
+        side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
+        for side in ("image", "text")
+    }
+    v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,), strict=False), dim=-1)
+    t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,), strict=False), dim=-1)
+    return {**terms, "relation": obj.beta * obj.preservation(v_fast, t_fast, reference)}
+
+
+def _earlier_batch_terms(obj, encoder, batch, reference):
+    consistency = {}
+    if obj.consistency_weight:
+        t = encoder.embed_texts(batch["input_ids"], batch["attention_mask"])
+        t_pair = encoder.embed_texts(batch["pair_input_ids"], batch["pair_attention_mask"])
+        consistency = {
+            "caption_consistency": obj.consistency_weight * obj.caption_consistency(t, t_pair, batch["image_idx"])
+        }
+    rows = {"image": reference.rows["image"], "text": reference.rows["text"]}
+    if obj.alpha == 0:
+        v, t = encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
+        return {**obj(v, t, batch["image_idx"], reference=rows), **consistency}
+    step = _earlier_projections_step if obj.virtual_params == "projections" else _earlier_all_params_step
+    args = (batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_idx"], rows)
+    return {**step(obj, encoder, *args), **consistency}
+
+
+def _terms_and_grads(terms_of, obj, encoder, batch, reference):
+    encoder.zero_grad()
+    obj.zero_grad()
+    terms = terms_of(obj, encoder, batch, reference)
+    total = torch.stack(list(terms.values())).sum()  # as the module sums them
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in [*encoder.named_parameters(), *obj.named_parameters()] if p.grad is not None}
+    return {k: v.detach().clone() for k, v in terms.items()}, total.detach(), grads
+
+
+@pytest.mark.parametrize("consistency_weight", [0.0, 10.0])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("covlr", {"second_order": False, "virtual_params": "all"}),
+        ("covlr", {"second_order": True, "virtual_params": "all"}),
+        ("covlr", {"second_order": False, "virtual_params": "projections"}),
+        ("covlr", {"second_order": True, "virtual_params": "projections"}),
+        ("relation_kd", {}),
+    ],
+)
+def test_the_step_equals_the_earlier_two_path_implementation(name, options, consistency_weight):
+    """One inner step for every mode, the captions embedded once: the same terms and the same gradient
+    (encoder and learnable temperature) as the earlier implementation, copied above."""
+    images, texts, ids, ref_rows = _batch()
+    pairs = torch.randn(6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    batch = {
+        "images": images,
+        "input_ids": texts,
+        "attention_mask": None,
+        "image_idx": ids,
+        "pair_input_ids": pairs,
+        "pair_attention_mask": None,
+    }
+    kwargs = {"alpha": 0.5, **options} if name == "covlr" else {}
+    obj = create_objective(
+        name, beta=2.0, temperature=0.2, learnable_temperature=True, consistency_weight=consistency_weight, **kwargs
+    ).double()
+    encoder, reference = _TextEncoder(), _RowsReference(ref_rows)
+
+    def current(o, e, b, r):
+        return o.batch_terms(e, b, r)
+
+    # bit for bit; with the consistency term the caption embeddings' two gradients now meet before the
+    # text tower instead of after it, so the sums round differently
+    atol = 1e-13 if consistency_weight else 0.0
+    want_terms, want_total, want_grads = _terms_and_grads(_earlier_batch_terms, obj, encoder, batch, reference)
+    got_terms, got_total, got_grads = _terms_and_grads(current, obj, encoder, batch, reference)
+    assert list(got_terms) == list(want_terms)  # the same terms, in the same order (the logged names)
+    for key in want_terms:
+        torch.testing.assert_close(got_terms[key], want_terms[key], rtol=0, atol=atol, msg=key)
+    torch.testing.assert_close(got_total, want_total, rtol=0, atol=atol)
+    assert got_grads.keys() == want_grads.keys()
+    assert "temperature.log_value" in want_grads and "image_tower.weight" in want_grads
+    for key in want_grads:
+        torch.testing.assert_close(got_grads[key], want_grads[key], rtol=0, atol=atol, msg=key)

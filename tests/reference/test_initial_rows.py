@@ -12,6 +12,7 @@ from vlr.build import build_data_and_model
 from vlr.data.corpus import CaptionSplit
 from vlr.errors import ConfigError
 from vlr.reference import FrozenInitReference
+from vlr.reference.lifecycle import ROWS_KEY
 from vlr.reference.references import InitialEvalRows
 
 
@@ -54,11 +55,11 @@ def test_only_distilling_objectives_hold_a_copy_of_the_towers(synthetic_root, ob
     assert len(reference_tensors) == (tower_tensors if copied else 0)
 
 
-def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root, tmp_path):
+def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root, tmp_path, caplog):
     datamodule, module = _build(synthetic_root)
     rows_metrics = _fit_and_score(datamodule, module, tmp_path / "ckpt")
 
-    # the same run with the earlier design: a frozen copy of the towers, embedding every evaluation batch
+    # the independent computation: the same run with a frozen copy of the towers, embedding every evaluation batch
     datamodule, copy_module = _build(synthetic_root)
     copy_module.reference = FrozenInitReference(copy_module.encoder)
     copy_metrics = _fit_and_score(datamodule, copy_module, tmp_path / "copy")
@@ -70,18 +71,25 @@ def test_rows_equal_the_copy_reference_and_travel_in_checkpoints(synthetic_root,
     # evaluated later by a module whose towers were built from another seed: the checkpoint's rows win
     datamodule, fresh = _build(synthetic_root, seed=123)
     last = tmp_path / "ckpt" / "last.ckpt"
-    assert set(torch.load(last, weights_only=True)["vlr_reference_rows"]) == {"val", "test"}
+    assert ROWS_KEY == "vlr_reference_rows"  # the checkpoint entry's name, which checkpoints already written use
+    assert set(torch.load(last, weights_only=True)[ROWS_KEY]) == {"val", "test"}
     trainer = quiet_trainer()
     again = trainer.test(fresh, datamodule=datamodule, ckpt_path=str(last), weights_only=True, verbose=False)[0]
     assert again["test/image/overlap@10"] == pytest.approx(rows_metrics["test/image/overlap@10"], abs=1e-9)
     assert again["test/rsum"] == pytest.approx(rows_metrics["test/rsum"], abs=1e-9)
 
-    # a checkpoint of the earlier design, scored by a module built from another seed: its copy of the
-    # run's initial towers gives the rows (the towers as built here are other random towers)
-    legacy = tmp_path / "copy" / "last.ckpt"
-    assert any(k.startswith("reference.image_tower.") for k in torch.load(legacy, weights_only=True)["state_dict"])
-    datamodule, fresh = _build(synthetic_root, seed=123)
-    again = quiet_trainer().test(fresh, datamodule=datamodule, ckpt_path=str(legacy), weights_only=True, verbose=False)
+    # a checkpoint holding a copy of the towers (another reference), scored by a module of the same seed:
+    # the reference configured here (the towers as built) gives the rows, and the log says so
+    copied = tmp_path / "copy" / "last.ckpt"
+    assert any(k.startswith("reference.image_tower.") for k in torch.load(copied, weights_only=True)["state_dict"])
+    assert ROWS_KEY not in torch.load(copied, weights_only=True)
+    datamodule, fresh = _build(synthetic_root)
+    with caplog.at_level("WARNING", logger="vlr.reference.lifecycle"):
+        again = quiet_trainer().test(
+            fresh, datamodule=datamodule, ckpt_path=str(copied), weights_only=True, verbose=False
+        )
+    assert "the checkpoint was written with another reference" in caplog.text
+    assert not any(k.startswith("reference.") for k in fresh.state_dict())
     for key in ("test/image/overlap@10", "test/text/overlap@10", "test/rsum"):
         assert again[0][key] == pytest.approx(copy_metrics[key], abs=1e-9), key
 
@@ -94,7 +102,7 @@ def test_trained_towers_refuse_to_embed_a_new_split(synthetic_root):
         module.reference.precompute("val", other, datamodule.val_dataloader(), torch.device("cpu"))
 
 
-def test_checkpoint_rows_of_other_data_do_not_replace_this_datas(synthetic_root, caplog):
+def test_checkpoint_rows_of_other_data_do_not_replace_this_datas(synthetic_root):
     datamodule, module = _build(synthetic_root)
     datamodule.setup("test")
     split = datamodule.split("test")
@@ -104,14 +112,6 @@ def test_checkpoint_rows_of_other_data_do_not_replace_this_datas(synthetic_root,
     module.reference.load_rows_state(other)  # a checkpoint trained and scored on other data
     assert torch.equal(module.reference.rows_state()["test"]["image"], own["image"])
     assert module.reference.towers_trained  # the checkpoint's weights replace the towers next
-
-    # a checkpoint of the earlier version (a copy of the initial towers for every objective) loads quietly
-    legacy = {k: v for k, v in module.state_dict().items()}
-    legacy |= {f"reference.image_tower.{k}": v for k, v in module.encoder.image_tower.state_dict().items()}
-    with caplog.at_level("WARNING"):
-        upgraded = module.upgrade_state_dict(legacy)
-    assert upgraded.keys() == module.state_dict().keys()
-    assert "another reference" not in caplog.text
 
 
 def test_rows_of_other_pixels_are_not_reused(synthetic_root):

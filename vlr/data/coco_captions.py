@@ -38,6 +38,7 @@ def read_coco_captions(
         order[image_id] = len(names)
         names.append(field(img, "file_name", f"images[{i}]", path, str))
     by_image: list[list[str]] = [[] for _ in names]
+    ids_by_image: list[list[int]] = [[] for _ in names]  # caption annotation ids (CxC names captions by them)
     for k, ann in enumerate(annotations):
         where = f"annotations[{k}]"
         image_id = field(ann, "image_id", where, path)
@@ -47,12 +48,15 @@ def read_coco_captions(
             continue
         raw = field(ann, "caption", where, path)
         by_image[order[image_id]].append(check_caption(raw, f"{where}.caption", path, names[order[image_id]]))
+        ann_id = ann.get("id")
+        ids_by_image[order[image_id]].append(int(ann_id) if isinstance(ann_id, int) else -1)
     keep = [i for i, caps in enumerate(by_image) if caps]  # COCO lists a few images with no captions
     if not keep:
         raise AnnotationError(f"{path}: split '{split}' has no images with captions")
-    captions, t2i = [], []
+    captions, t2i, caption_ids = [], [], []
     for new, i in enumerate(keep):
         captions += by_image[i]
+        caption_ids += ids_by_image[i]
         t2i += [new] * len(by_image[i])
     labels = None
     if instances_path:
@@ -65,6 +69,7 @@ def read_coco_captions(
         text_to_image=torch.tensor(t2i, dtype=torch.long),
         labels=labels,
         source=str(path),
+        caption_ids=caption_ids if all(c >= 0 for c in caption_ids) else None,
     )
 
 

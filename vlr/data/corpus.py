@@ -16,7 +16,9 @@ class CaptionSplit:
 
     ``tokens`` are the dataset's own word tokens (Karpathy ``tokens``) where given, used
     for ROUGE-L relevance; ``labels`` are i2i ground truth where the dataset has any
-    (1-D class ids or 2-D multi-hot).
+    (1-D class ids or 2-D multi-hot); ``scenes`` each image's objects (a list of attribute
+    dicts, vlr's synthetic data) for scene relevance; ``caption_ids`` the dataset's own
+    caption ids (COCO annotation ids, which CxC's human ratings name).
     """
 
     name: str
@@ -29,6 +31,8 @@ class CaptionSplit:
     # the captions training draws from (None = all); imbalance's fewer_captions keeps a subset
     # without renumbering, so caption indices still address reference features and the annotation
     active_captions: torch.Tensor | None = None
+    scenes: list[list[dict]] | None = None
+    caption_ids: list[int] | None = None
 
     @property
     def num_images(self) -> int:
@@ -52,4 +56,6 @@ class CaptionSplit:
             tokens=None if self.tokens is None else [self.tokens[c] for c in captions],
             labels=None if self.labels is None else self.labels[keep_t],
             active_captions=None,
+            scenes=None if self.scenes is None else [self.scenes[i] for i in keep],
+            caption_ids=None if self.caption_ids is None else [self.caption_ids[c] for c in captions],
         )

@@ -161,10 +161,15 @@ class RetrievalDataModule(pl.LightningDataModule):
         return {
             "text_to_image": split.text_to_image,
             "image_labels": split.labels,
-            # for the ROUGE-L relevance the module computes (vlr.metrics): data knows no metric
+            # for the relevance the module builds (vlr.metrics.relevance): data knows no metric
             "captions": split.tokens if split.tokens is not None else split.captions,
             "num_images": split.num_images,
             "cache_dir": None if self.cache_dir is None else f"{self.cache_dir}/rouge",
+            # for scene relevance and CxC's human ratings (vlr.metrics.relevance)
+            "scenes": split.scenes,
+            "caption_ids": split.caption_ids,
+            "image_names": [p.name for p in split.image_paths],
+            "source": split.source or self.name,
             "folds": self.eval_folds,
             "tiers": self.eval_tiers if split_name == "test" else None,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -13,8 +15,11 @@ class ImageLoadError(UserError, OSError):
 
 
 def load_rgb(path: Path) -> Image.Image:
+    """``path``: a file, or anything else with ``read_bytes()`` (an image inside a tar shard,
+    `vlr.data.shards.ShardMember`, whose ``str`` names shard and key)."""
     try:
-        with Image.open(path) as img:
+        source = path if isinstance(path, (str, os.PathLike)) else io.BytesIO(path.read_bytes())
+        with Image.open(source) as img:
             return img.convert("RGB")
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path}") from None

@@ -76,6 +76,7 @@ def read_karpathy(
     tokens: list[list[str] | None] = []
     t2i: list[int] = []
     labels: list[int | list[int]] = []
+    scenes: list[list[dict]] = []
     for i, entry in enumerate(images):
         where = f"images[{i}]"
         if field(entry, "split", where, path, str) not in wanted:
@@ -93,6 +94,8 @@ def read_karpathy(
             # the dataset's own word tokens, bounded like the caption itself
             tokens.append([str(t) for t in toks[:MAX_CAPTION_CHARS // 2]] if isinstance(toks, list) and toks else None)
             t2i.append(image_index)
+        if isinstance(entry.get("objects"), list):  # the scene (vlr's synthetic data): scene relevance
+            scenes.append([dict(o) for o in entry["objects"] if isinstance(o, dict)])
         if "label" in entry:
             labels.append(int(entry["label"]))
         elif "labels" in entry:
@@ -108,6 +111,7 @@ def read_karpathy(
         tokens=None if any(t is None for t in tokens) else [t for t in tokens if t is not None],
         labels=label_tensor,
         source=str(path),
+        scenes=scenes if len(scenes) == len(paths) else None,
     )
 
 

@@ -10,6 +10,7 @@ from vlr.data.coco_captions import read_coco_captions
 from vlr.data.corpus import CaptionSplit
 from vlr.data.karpathy import read_karpathy
 from vlr.data.lavis import read_lavis
+from vlr.data.shards.source import ShardsSource
 from vlr.data.vizwiz import read_vizwiz
 from vlr.data.synthetic import ANNOTATION, GENERATOR_VERSION, SyntheticSpec, generate_synthetic
 from vlr.registry import Registry
@@ -125,3 +126,7 @@ class SyntheticSource(KarpathySource):
 
     def prepare(self) -> None:
         generate_synthetic(self.root, self.spec)
+
+
+# tar shards (img2dataset's layout), read map-style through an index: vlr.data.shards
+SOURCES.register("shards")(ShardsSource)

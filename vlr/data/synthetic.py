@@ -201,8 +201,6 @@ class SyntheticSpec:
     reference_images: int = 0
 
 
-# the spec's fields when generator version 2 first wrote manifests without the marker
-LEGACY_SPEC_FIELDS = {"num_train", "num_val", "num_test", "seed", "image_size", "captions_per_image", "version"}
 REFERENCE_CORPUS = "reference_corpus"  # <root>/reference_corpus/{images/, captions.json}
 
 
@@ -253,8 +251,21 @@ PRESET_HINTS = (
 
 
 def _is_vlr_manifest(manifest: dict) -> bool:
-    """A manifest vlr's generator wrote: the marker, or (generator version 2) exactly the spec's fields."""
-    return manifest.get("generator") == "vlr.synthetic" or set(manifest) == LEGACY_SPEC_FIELDS
+    """A manifest vlr's generator wrote: it carries the marker."""
+    return manifest.get("generator") == "vlr.synthetic"
+
+
+def _refuse_unmarked(root: Path, manifest: dict) -> None:
+    """A ``generator.json`` without the marker: an earlier internal generator's folder, whose
+    migration vlr no longer carries. Never touched: one error naming both versions."""
+    from vlr.data.karpathy import AnnotationError
+
+    raise AnnotationError(
+        f"data.root={root} holds synthetic data from an earlier vlr generator ({MANIFEST} without the "
+        f"'generator' marker, generator version {manifest.get('version', 'unknown')}); this vlr writes "
+        f"generator version {GENERATOR_VERSION} manifests with the marker and does not read or delete that "
+        "folder: choose another data.root, or delete it to regenerate"
+    )
 
 
 def _refuse_foreign(root: Path) -> None:
@@ -282,6 +293,8 @@ def _read_manifest(root: Path) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if isinstance(manifest, dict) and not _is_vlr_manifest(manifest) and "version" in manifest:
+        _refuse_unmarked(root, manifest)
     return manifest if isinstance(manifest, dict) and _is_vlr_manifest(manifest) else None
 
 

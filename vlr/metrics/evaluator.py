@@ -16,7 +16,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from vlr.metrics.overlap import neighbourhood_overlap
 from vlr.metrics.ranking import check_ties, top_k_gallery
-from vlr.metrics.retrieval import retrieval_metrics
+from vlr.metrics.retrieval import as_relevances, retrieval_metrics
 
 
 def _unique_by_index(emb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +55,8 @@ class RetrievalEvaluator(Metric):
         text_to_image: torch.Tensor | Sequence[int],
         *,
         image_labels: torch.Tensor | None = None,
-        relevance: torch.Tensor | None = None,
+        relevance=None,
+        cxc=None,
         folds: int = 1,
         ks: Sequence[int] = (1, 5, 10),
         ndcg_ks: Sequence[int] = (10, 20, 50),
@@ -81,7 +82,10 @@ class RetrievalEvaluator(Metric):
         self.text_to_image = torch.as_tensor(text_to_image).long().cpu()
         self.num_images = int(self.text_to_image.max()) + 1 if self.text_to_image.numel() else 0
         self.image_labels = image_labels
-        self.relevance = relevance
+        # {name: GradedRelevance}, the primary first (vlr.metrics.relevance.build_relevance)
+        self.relevance = as_relevances(relevance)
+        # human ratings (vlr.metrics.relevance.cxc.CxCRatings): scored on the whole split only
+        self.cxc = cxc
         self.folds, self.ks, self.ndcg_ks, self.overlap_ks = folds, tuple(ks), tuple(ndcg_ks), tuple(overlap_ks)
         for name in ("image_emb", "image_idx", "image_ref", "text_emb", "text_idx", "text_ref"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -162,7 +166,7 @@ class RetrievalEvaluator(Metric):
         position = torch.full((self.num_images,), -1, dtype=torch.long, device=device)
         position[images] = torch.arange(images.numel(), device=device)
         labels = None if self.image_labels is None else self.image_labels.to(device)[images]
-        relevance = None if self.relevance is None else self.relevance.to(device)[captions][:, images]
+        relevance = {name: r.restrict(captions, images) for name, r in self.relevance.items()}
         return (
             keep_i,
             keep_t,
@@ -206,7 +210,14 @@ class RetrievalEvaluator(Metric):
                 out[f"image/overlap@{k}"] = neighbourhood_overlap(images, image_ref, k)
             if text_ref is not None:
                 out[f"text/overlap@{k}"] = neighbourhood_overlap(texts, text_ref, k)
+        if self.cxc is not None and targets is None:
+            out |= self.cxc.metrics(images, texts, self.ks, self.ties)
         return out
+
+    @property
+    def primary_relevance(self) -> str | None:
+        """The relevance ``rsum_single`` and the reports use: the first graded one."""
+        return next(iter(self.relevance), None)
 
     def chance(self) -> dict[str, float]:
         """The metrics of a constant model on this split: chance level under the tie rule

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 
 from vlr.metrics.ranking import BestPositiveRanks, best_positive_rank, check_ties, ndcg, padded_groups
+from vlr.metrics.relevance.graded import GradedRelevance
+
+Relevances = dict[str, GradedRelevance]
 
 
 def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -57,19 +60,16 @@ def _record(direction: str, ranks: BestPositiveRanks, ks: Sequence[int], ties: s
         record[f"{direction}/R@{k}"] = torch.where(ranks.valid, ranks.hit_probability(k, ties), nan)
 
 
-def _single_modal(direction: str, ranks: BestPositiveRanks, ks, ties: str, out: dict, record: dict | None) -> float:
+def _single_modal(direction: str, ranks: BestPositiveRanks, ks, ties: str, out: dict, record: dict | None) -> None:
     """Recall of a single-modal direction over the queries that have something to find (into
-    ``out``, and per query into ``record``); returns its share of rsum_single."""
+    ``out``, and per query into ``record``)."""
     if record is not None:
         _record(direction, ranks, ks, ties, record)
-    if not ranks.valid.any():
-        return 0.0
-    ranks = ranks.select(ranks.valid)
-    out |= _recall_summary(direction, ranks, ks, False, ties)
-    return _rsum_part(ranks, ties)
+    if ranks.valid.any():
+        out |= _recall_summary(direction, ranks.select(ranks.valid), ks, False, ties)
 
 
-def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds):
+def _validate(image_emb, text_emb, text_to_image, image_labels, relevance: Relevances, folds):
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     if image_emb.shape[1] != text_emb.shape[1]:
         raise ValueError(
@@ -97,10 +97,76 @@ def _validate(image_emb, text_emb, text_to_image, image_labels, relevance, folds
         raise ValueError(f"image_labels has {image_labels.shape[0]} rows but there are {num_images} images")
     if image_labels is not None and image_labels.ndim not in (1, 2):
         raise ValueError(f"image_labels must be 1-D class ids or a 2-D multi-hot matrix, got {image_labels.ndim}-D")
-    if relevance is not None and tuple(relevance.shape) != (num_texts, num_images):
-        raise ValueError(
-            f"relevance must be [num_captions, num_images] = [{num_texts}, {num_images}], got {tuple(relevance.shape)}"
-        )
+    for graded in relevance.values():
+        graded.check(num_texts, num_images)
+
+
+def as_relevances(relevance) -> Relevances:
+    """``relevance`` as ``{name: GradedRelevance}`` in the caller's order (the first is primary):
+    a mapping or sequence of `GradedRelevance`, one of them, or a bare [num_captions, num_images]
+    tensor (ROUGE-L's layout, named ``rouge_l``)."""
+    if relevance is None:
+        return {}
+    if isinstance(relevance, GradedRelevance):
+        return {relevance.name: relevance}
+    if isinstance(relevance, torch.Tensor):
+        return {"rouge_l": GradedRelevance("rouge_l", relevance, "caption")}
+    items = list(relevance.values()) if isinstance(relevance, dict) else list(relevance)
+    return {r.name: r for r in items}
+
+
+def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, ties, out, record) -> None:
+    """Every direction's NDCG under one graded relevance, keys ``{direction}/{name}_NDCG@k``.
+
+    Single-modal (the papers' protocol): i2i, image i queries the other images; t2t, the first
+    caption of each image queries all other captions. Graded cross-modal: i2t, each image
+    queries all captions; t2i, the first caption of each image queries all images (the text
+    queries of every NDCG are the first captions, as in the papers' t2t). Mixed (the SAD release's
+    I2IT/T2IT): an image, or the first caption of an image, queries one gallery of every image
+    and every caption, the query itself removed."""
+    dev = image_emb.device
+    num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
+    rel = relevance.to(dev)
+    first = torch.full((num_images,), num_texts, dtype=torch.long, device=dev)
+    first = first.scatter_reduce(0, t2i, torch.arange(num_texts, device=dev), reduce="amin")
+    img_to_img, img_to_cap, cap_to_img, cap_to_cap = rel.gains(t2i, first)
+    self_i = torch.arange(num_images, device=dev)
+    no_self_i = torch.full((num_images,), num_texts, dtype=torch.long, device=dev)  # a column past the gallery
+    no_self_i_t = torch.full((num_images,), num_images, dtype=torch.long, device=dev)  # likewise, for t2i
+    nk = tuple(ndcg_ks)
+
+    def padded(gains):  # one zero-gain column for the zero-embedding item the "self" index points at
+        return lambda q: torch.cat([gains(q), torch.zeros(q.numel(), 1, device=dev)], dim=1)
+
+    both = torch.cat([image_emb, text_emb])
+    per_direction = {
+        "i2i": ndcg(image_emb, image_emb, img_to_img, self_i, nk, ties),
+        "t2t": ndcg(text_emb[first], text_emb, lambda q: cap_to_cap(first[q]), first, nk, ties),
+        "i2t": ndcg(image_emb, torch.cat([text_emb, text_emb[:1] * 0]), padded(img_to_cap), no_self_i, nk, ties),
+        "t2i": ndcg(
+            text_emb[first],
+            torch.cat([image_emb, image_emb[:1] * 0]),
+            padded(lambda q: cap_to_img(first[q])),
+            no_self_i_t,
+            nk,
+            ties,
+        ),
+        "i2x": ndcg(image_emb, both, lambda q: torch.cat([img_to_img(q), img_to_cap(q)], dim=1), self_i, nk, ties),
+        "t2x": ndcg(
+            text_emb[first],
+            both,
+            lambda q: torch.cat([cap_to_img(first[q]), cap_to_cap(first[q])], dim=1),
+            num_images + first,
+            nk,
+            ties,
+        ),
+    }
+    for direction, per_query in per_direction.items():
+        for k in ndcg_ks:
+            key = f"{direction}/{relevance.name}_NDCG@{k}"
+            out[key] = float(100.0 * per_query[k].mean())
+            if record is not None:
+                record[key] = per_query[k]
 
 
 def _single_split(
@@ -128,7 +194,7 @@ def _single_split(
     # Captions whose image has no other caption have nothing to find and are left out.
     self_t = torch.arange(text_emb.shape[0], device=dev)
     t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
-    rsum_single = _single_modal("t2t", t2t, ks, ties, out, record)
+    _single_modal("t2t", t2t, ks, ties, out, record)
 
     if image_labels is not None:
         labels = image_labels.to(dev)
@@ -139,35 +205,19 @@ def _single_split(
             pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
         self_i = torch.arange(num_images, device=dev)
         i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
-        rsum_single += _single_modal("i2i", i2i, ks, ties, out, record)
-    out["rsum_single"] = rsum_single
+        _single_modal("i2i", i2i, ks, ties, out, record)
 
-    if relevance is not None:
-        rel = relevance.to(dev)
-        # The "first caption" of an image is its lowest caption index.
-        first = torch.full((num_images,), t2i.numel(), dtype=torch.long, device=dev)
-        first = first.scatter_reduce(0, t2i, torch.arange(t2i.numel(), device=dev), reduce="amin")
-        self_i = torch.arange(num_images, device=dev)
-        nk = tuple(ndcg_ks)
-        # gains: an image j for the query of image i is R[first caption of i, j]; a caption k is R[k, i]
-        image_gain = lambda q: rel[first[q]]  # noqa: E731
-        caption_gain = lambda q: rel[:, q].T  # noqa: E731
-        i2i_ndcg = ndcg(image_emb, image_emb, image_gain, self_i, nk, ties)
-        t2t_ndcg = ndcg(text_emb[first], text_emb, caption_gain, first, nk, ties)
-        # mixed retrieval (the SAD release's I2IT/T2IT): one gallery of every image and every
-        # caption, the query itself removed, the same gains as single-modal NDCG
-        both = torch.cat([image_emb, text_emb])
-        mixed_gain = lambda q: torch.cat([image_gain(q), caption_gain(q)], dim=1)  # noqa: E731
-        i2x_ndcg = ndcg(image_emb, both, mixed_gain, self_i, nk, ties)
-        t2x_ndcg = ndcg(text_emb[first], both, mixed_gain, num_images + first, nk, ties)
-        if record is not None:
-            for name, per_query in (("i2i", i2i_ndcg), ("t2t", t2t_ndcg), ("i2x", i2x_ndcg), ("t2x", t2x_ndcg)):
-                record |= {f"{name}/NDCG@{k}": v for k, v in per_query.items()}
-        for k in ndcg_ks:
-            out[f"i2i/NDCG@{k}"] = float(100.0 * i2i_ndcg[k].mean())
-            out[f"t2t/NDCG@{k}"] = float(100.0 * t2t_ndcg[k].mean())
-            out[f"i2x/NDCG@{k}"] = float(100.0 * i2x_ndcg[k].mean())
-            out[f"t2x/NDCG@{k}"] = float(100.0 * t2x_ndcg[k].mean())
+    for graded in relevance.values():
+        _graded_ndcg(image_emb, text_emb, t2i, graded, sorted({*ndcg_ks, 10}), ties, out, record)
+    if relevance:  # i2i + t2t NDCG@10 under the primary (first) relevance
+        primary = next(iter(relevance))
+        out["rsum_single"] = out[f"i2i/{primary}_NDCG@10"] + out[f"t2t/{primary}_NDCG@10"]
+        for k in {10} - set(ndcg_ks):  # computed for rsum_single, not asked for
+            for direction in ("i2i", "t2t", "i2t", "t2i", "i2x", "t2x"):
+                for name in relevance:
+                    out.pop(f"{direction}/{name}_NDCG@{k}")
+                    if record is not None:
+                        record.pop(f"{direction}/{name}_NDCG@{k}")
     return out
 
 
@@ -180,7 +230,7 @@ def retrieval_metrics(
     image_labels: torch.Tensor | None = None,
     folds: int = 1,
     ks: Sequence[int] = (1, 5, 10),
-    relevance: torch.Tensor | None = None,
+    relevance=None,
     ndcg_ks: Sequence[int] = (10, 20, 50),
     ties: str = "expected",
     record: dict | None = None,
@@ -196,21 +246,24 @@ def retrieval_metrics(
         folds: 5 gives the COCO 1K protocol: consecutive image blocks, captions follow
             their image, every metric is the mean over folds.
         ks: recall cut-offs.
-        relevance: [num_captions, num_images] graded relevance (``rouge_l_relevance``) for
-            i2i/t2t NDCG.
+        relevance: graded relevances (`vlr.metrics.relevance`), ``{name: GradedRelevance}`` or
+            a sequence of them, the first primary; a bare [num_captions, num_images] tensor is
+            ROUGE-L's layout and is named ``rouge_l``.
         ndcg_ks: NDCG cut-offs.
         ties: ``expected`` (default): every metric is its expected value when tied
             items are put in a uniformly random order, so a constant model scores
             chance; ``pessimistic`` (tied non-relevant items first) or ``optimistic``
             (last: what counting only strictly higher scores gives).
         record: a dict that receives per-query tensors of the whole gallery (``folds=1``
-            only): ``{direction}/rank``, ``{direction}/R@k``, ``{direction}/NDCG@k``.
+            only): ``{direction}/rank``, ``{direction}/R@k``, ``{direction}/{relevance}_NDCG@k``.
 
     Keys: ``{i2t,t2i}/R@k``, ``{i2t,t2i}/{medr,meanr}``, ``rsum``, ``t2t/R@k``,
-    ``i2i/R@k`` (with labels), ``rsum_single``, ``{i2i,t2t}/NDCG@k`` (with relevance).
-    With relevance also ``{i2x,t2x}/NDCG@k``: mixed retrieval, where an image (or the first
-    caption of an image) queries one gallery of all images and all captions, the query itself
-    removed (the SAD release keeps it in its gallery).
+    ``i2i/R@k`` (with labels); per relevance ``{direction}/{name}_NDCG@k`` for direction in
+    i2i, t2t (the papers' single-modal protocol), i2t, t2i (graded cross-modal; text queries are
+    each image's first caption, as for t2t) and i2x, t2x
+    (mixed retrieval: an image, or the first caption of an image, queries one gallery of all
+    images and all captions, the query itself removed; the SAD release keeps it in its
+    gallery); with a relevance, ``rsum_single`` = i2i + t2t ``{primary}_NDCG@10``.
     """
     image_emb = _as_float("image_emb", image_emb)
     text_emb = _as_float("text_emb", text_emb).to(image_emb.device, image_emb.dtype)
@@ -218,7 +271,7 @@ def retrieval_metrics(
     labels = None if image_labels is None else torch.as_tensor(image_labels)
     if labels is not None and labels.ndim == 2:
         labels = labels.bool()
-    rel = None if relevance is None else torch.as_tensor(relevance)
+    rel = as_relevances(relevance)
     _validate(image_emb, text_emb, t2i, labels, rel, folds)
     check_ties(ties)
 
@@ -235,7 +288,7 @@ def retrieval_metrics(
             text_emb[cap],
             t2i[cap] - lo,
             None if labels is None else labels[lo:hi],
-            None if rel is None else rel[cap.cpu()][:, lo:hi],
+            {name: r.restrict(cap, torch.arange(lo, hi, device=cap.device)) for name, r in rel.items()},
             ks,
             ndcg_ks,
             ties,

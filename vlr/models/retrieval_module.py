@@ -1,9 +1,11 @@
-"""`RetrievalModule`: the encoder, the objective and evaluation.
+"""`RetrievalModule`: the encoder, the objective, and what they log.
 
-What the training loop needs besides (the objective's epoch schedule, SAD's stage-2
-restore, the RNG a resumed run continues from) lives in `vlr.callbacks` (`ObjectiveSchedule`, `TorchRNGState`), which
-the module adds to every run; the non-finite policy is `vlr.models.nonfinite`; the step
-count and optimizer groups are `vlr.models.schedules`.
+The reference's lifecycle (building it, its evaluation rows, what checkpoints hold of it) is
+`vlr.reference.lifecycle`, called here through the `Reference` protocol. What the training
+loop needs besides (the objective's epoch schedule, SAD's stage-2 restore, the RNG a resumed
+run continues from) lives in `vlr.callbacks` (`ObjectiveSchedule`, `TorchRNGState`), which the
+module adds to every run; the non-finite policy is `vlr.models.nonfinite`; the step count and
+optimizer groups are `vlr.models.schedules`. Building the evaluators is `_build_evaluator`.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from torch import nn
 
 from vlr.callbacks import ObjectiveSchedule, TorchRNGState
 from vlr.errors import ConfigError
-from vlr.metrics import RetrievalEvaluator, rouge_l_relevance
+from vlr.metrics import RetrievalEvaluator, build_evaluator
 from vlr.metrics.ranking import check_ties
 from vlr.models.encoder import DualEncoder
 from vlr.models.nonfinite import NonFiniteGuard
 from vlr.models.schedules import parameter_groups, total_training_steps
 from vlr.objectives import Objective
-from vlr.reference import build_reference
-from vlr.reference.references import FrozenInitReference, InitialEvalRows
+from vlr.reference import Reference, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,14 @@ class RetrievalModule(pl.LightningModule):
             for tower in (image_tower, text_tower):
                 getattr(tower, "set_grad_checkpointing")(True)  # noqa: B009 -- every vlr tower has it
             self.encoder.grad_checkpointing = True  # objectives that re-run the towers check it
-        # a reference: image_dim, text_dim, prepare(split_name, split, augmented), embed(kind, split, batch)
         # frozen_init copies the towers only for an objective that distils during training
-        built: Any = build_reference(reference, self.encoder, training_rows=objective.needs_reference)
-        self.reference: Any = built
+        self.reference: Reference = lifecycle.build_reference(
+            reference, self.encoder, training_rows=objective.needs_reference
+        )
         if compile:  # after the reference's copy (which stays eager); in place, so weight names do not change
             self._compile_towers(objective)
         self.objective = objective
-        objective.bind_reference(built.image_dim, built.text_dim, int(self.encoder.embed_dim))
+        objective.bind_reference(self.reference.image_dim, self.reference.text_dim, int(self.encoder.embed_dim))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         evaluation = dict(evaluation or {})
         self.eval_ks = tuple(evaluation.get("ks", (1, 5, 10)))
@@ -143,50 +144,22 @@ class RetrievalModule(pl.LightningModule):
         start = stages.stage2_epoch if stages is not None else 0
         return [h for h in self.val_history if h["epoch"] >= start]
 
-    def upgrade_state_dict(self, state_dict: dict) -> dict:
-        """A checkpoint's tensors as this module holds them: an older version's names upgraded,
-        and the reference as configured here when the checkpoint was written with another one.
-        The reference never trains, so a model trained with ``reference=oracle`` can be scored
-        against ``reference=frozen_init`` (the towers as built here: the run's own initial towers
-        when they are pretrained) and the other way round; same reference, the checkpoint's copy."""
-        state = FrozenInitReference.upgrade_state_dict(state_dict)
-        own = {k: v for k, v in self.state_dict().items() if k.startswith("reference.")}
-        theirs = {k for k in state if k.startswith("reference.")}
-        if theirs != set(own):
-            if isinstance(self.reference, InitialEvalRows) and len(FrozenInitReference.towers_in(state)) == len(theirs):
-                # an earlier version kept a copy of the initial towers for every objective; this one
-                # embeds the evaluation splits with that copy (on_load_checkpoint) and holds no tensors
-                log.info("the checkpoint's copy of the initial towers embeds the evaluation splits' reference rows")
-            else:
-                log.warning(
-                    "the checkpoint was written with another reference (%d reference tensors, %d configured here): "
-                    "overlap@k is measured against the one configured here (%s)",
-                    len(theirs),
-                    len(own),
-                    type(self.reference).__name__,
-                )
-            state = {k: v for k, v in state.items() if not k.startswith("reference.")} | own
-        return state
+    def loadable_state_dict(self, state_dict: dict) -> dict:
+        """A checkpoint's tensors as this module loads them: the reference's as configured here
+        (`vlr.reference.lifecycle.with_configured_reference`)."""
+        return lifecycle.with_configured_reference(self.reference, state_dict)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vlr_val_history"] = [dict(h) for h in self.val_history]
         checkpoint["vlr_nonfinite"] = self.nonfinite.state_dict()
-        if isinstance(self.reference, InitialEvalRows):
-            checkpoint["vlr_reference_rows"] = self.reference.rows_state()
+        checkpoint.update(lifecycle.checkpoint_entries(self.reference))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if isinstance(self.reference, InitialEvalRows):  # the towers are about to hold trained weights
-            self.reference.load_rows_state(checkpoint.get("vlr_reference_rows", {}))
-            copy_of_towers = FrozenInitReference.towers_in(checkpoint.get("state_dict", {}))
-            if copy_of_towers:  # an earlier version's checkpoint: its copy is the run's initial towers
-                self.reference.adopt_initial_towers(copy_of_towers)
+        lifecycle.load_checkpoint_entries(self.reference, checkpoint)  # the towers are about to hold trained weights
         if "state_dict" in checkpoint:  # Lightning loads the weights after this hook
-            checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint["state_dict"])
+            checkpoint["state_dict"] = self.loadable_state_dict(checkpoint["state_dict"])
         self.val_history = [dict(h) for h in checkpoint.get("vlr_val_history", [])]
-        # checkpoints of earlier versions kept the count as vlr_skipped_steps
-        self.nonfinite.load_state_dict(
-            checkpoint.get("vlr_nonfinite", {"skipped": checkpoint.get("vlr_skipped_steps", 0)})
-        )
+        self.nonfinite.load_state_dict(checkpoint.get("vlr_nonfinite", {}))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -203,23 +176,20 @@ class RetrievalModule(pl.LightningModule):
         datamodule: Any = getattr(self.trainer, "datamodule", None)
         if split is None or not hasattr(datamodule, "eval_targets"):
             return  # fitting from bare dataloaders: no evaluation split to prepare
-        for name in ("train", split) if stage == "fit" else (split,):
-            self.reference.prepare(name, datamodule.split(name), augmented=name == "train" and datamodule.augment)
-        if isinstance(self.reference, InitialEvalRows):
-            self._precompute_reference_rows(datamodule, ("val", "test") if stage == "fit" else (split,))
+        device = self.trainer.strategy.root_device
+        lifecycle.prepare_reference(self.reference, stage, split, datamodule, self.encoder, device)
         if split in self.evaluators:
             return
-        targets = datamodule.eval_targets(split)
-        # ROUGE-L relevance between the split's captions (the papers' single-modal protocol)
-        relevance = rouge_l_relevance(
-            targets.pop("captions"),
-            targets["text_to_image"],
-            num_images=targets.pop("num_images"),
-            cache_dir=targets.pop("cache_dir"),
-        )
-        self.evaluators[split] = RetrievalEvaluator(
-            **targets,
-            relevance=relevance,
+        self._build_evaluator(split, datamodule, stage)
+
+    def _build_evaluator(self, split: str, datamodule: Any, stage: str) -> None:
+        """The evaluator of ``split`` with the relevances the run asks for (the ``relevance``
+        group, which vlr.build passes as model.evaluation.relevance): every NDCG is named after
+        the one that graded it. Construction itself lives in `vlr.metrics.relevance`."""
+        self.evaluators[split] = build_evaluator(
+            datamodule.eval_targets(split),
+            dict(self.hparams.get("evaluation") or {}).get("relevance"),
+            split=split,
             ks=self.eval_ks,
             ndcg_ks=self.eval_ndcg_ks,
             overlap_ks=self.eval_overlap_ks,
@@ -227,34 +197,8 @@ class RetrievalModule(pl.LightningModule):
             save_rankings=self.save_rankings if stage != "fit" else 0,
         ).to(self.device)
 
-    def _precompute_reference_rows(self, datamodule: Any, splits: tuple[str, ...]) -> None:
-        """Embed the evaluation splits with the towers as built, before any step and before a
-        checkpoint's weights load (Lightning calls ``setup`` first): the test split too when
-        fitting, since the test after training must not see the trained towers. Each rank
-        embeds the whole split (unsharded loaders)."""
-        device = self.trainer.strategy.root_device
-        self.encoder.to(device)  # where the strategy puts it next anyway
-        for name in splits:
-            loaders = datamodule.val_dataloader() if name == "val" else datamodule.test_dataloader()
-            self.reference.precompute(name, datamodule.split(name), loaders, device)
-
-    def _ensure_reference_rows(self, split: str) -> None:
-        """Rows a checkpoint loaded after ``setup`` did not bring (an earlier version's checkpoint
-        carries the initial towers instead): embedded before the split is evaluated."""
-        datamodule: Any = getattr(self.trainer, "datamodule", None)
-        if isinstance(self.reference, InitialEvalRows) and hasattr(datamodule, "eval_targets"):
-            if not self.reference.has_split(split):
-                self._precompute_reference_rows(datamodule, (split,))
-
-    def on_validation_start(self) -> None:
-        self._ensure_reference_rows("val")
-
-    def on_test_start(self) -> None:
-        self._ensure_reference_rows("test")
-
     def on_train_start(self) -> None:
-        if isinstance(self.reference, InitialEvalRows):
-            self.reference.towers_trained = True  # no evaluation rows can be computed from here on
+        lifecycle.training_started(self.reference)  # no evaluation rows can be computed from here on
 
     @torch.no_grad()
     def _eval_step(self, split: str, batch: dict) -> None:

@@ -58,7 +58,7 @@ class Objective(nn.Module):
         ``reference`` holds ``image`` and ``text`` reference embeddings of the same rows."""
         raise NotImplementedError
 
-    def batch_terms(self, encoder: nn.Module, batch: dict, reference: nn.Module | None) -> dict[str, torch.Tensor]:
+    def batch_terms(self, encoder: nn.Module, batch: dict, reference: Any) -> dict[str, torch.Tensor]:
         """The loss terms of a training batch for ``encoder`` (a `DualEncoder`), with ``reference``
         (the run's reference, see `vlr.reference`)."""
         image_emb, text_emb = encoder(batch["images"], batch["input_ids"], batch["attention_mask"])

@@ -94,19 +94,16 @@ class CoVLR(Objective):
         log_p = F.log_softmax(logits, dim=1).masked_fill(positives == 0, 0.0)
         return -(log_p * targets).sum(dim=1).mean()
 
-    def _consistency_terms(self, encoder, batch: dict) -> dict[str, torch.Tensor]:
+    def _caption_pairs(self, batch: dict) -> bool:
+        """Whether the caption-consistency term is on; refused (one line) when the batch has no second caption."""
         if not self.consistency_weight:
-            return {}
+            return False
         if "pair_input_ids" not in batch:
             raise ConfigError(
                 f"objective.consistency_weight={self.consistency_weight} needs a second caption per pair: "
                 "set data.paired_captions=true"
             )
-        t = encoder.embed_texts(batch["input_ids"], batch["attention_mask"])
-        t_pair = encoder.embed_texts(batch["pair_input_ids"], batch["pair_attention_mask"])
-        return {
-            "caption_consistency": self.consistency_weight * self.caption_consistency(t, t_pair, batch["image_idx"])
-        }
+        return True
 
     def preservation(self, v, t, reference) -> torch.Tensor:
         total = v.new_zeros(())
@@ -168,97 +165,88 @@ class CoVLR(Objective):
         return self.alpha > 0 and self.virtual_params == "all"
 
     def meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference) -> dict[str, torch.Tensor]:
-        """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update.
+        """All terms of one meta step for ``encoder`` (a `DualEncoder`); their sum's gradient is the update."""
+        return self._meta_step(encoder, images, input_ids, attention_mask, ids, reference)[0]
 
-        First order: grad L_c(theta) is computed once, for every trainable parameter (the
-        objective's temperature included), and reused as the L_c part of the update through
-        ``itc_grad``, a term whose value is 0 and whose gradient is that vector; the
-        ``itc_*`` values are then reported detached. This saves a second backward pass
-        through L_c. Second order keeps the whole graph, since the update differentiates
-        through grad L_c; attention then runs on the math kernel (the fused ones are not
-        twice differentiable).
+    def _meta_step(
+        self, encoder, images, input_ids, attention_mask, ids, reference, keep_graph: bool = False
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One meta step, every mode through the same code: the terms, and the caption embeddings at
+        theta (what the caption-consistency term reuses, so captions are embedded once per step;
+        ``keep_graph`` keeps their graph alive past the inner gradient for it).
 
-        ``virtual_params=projections``: only the projections take the virtual step, so the
-        towers' outputs are computed once and reused for the meta-test forward (exact: the
-        relation loss still reaches the towers through them).
+        The towers run once at theta. The inner gradient grad L_c(theta) is taken for the parameters
+        that step (``virtual_params``: every trainable one, or the projections alone, where autograd
+        stops at the projections' inputs and nothing runs through the towers), and the meta-test
+        forward evaluates L_r at theta' = theta - alpha * grad: the whole encoder re-run with the
+        stepped weights, or the same tower outputs re-projected (exact: the relation loss still
+        reaches the towers through them, so one backward pass through the towers serves L_c and
+        L_r(theta') together).
+
+        First order with every parameter stepping: grad L_c(theta) is computed once, for every
+        trainable parameter (the objective's temperature included), and reused as the L_c part of
+        the update through ``itc_grad``, a term whose value is 0 and whose gradient is that vector;
+        the ``itc_*`` values are then reported detached. This saves a second backward pass through
+        L_c. Second order keeps the whole graph, since the update differentiates through grad L_c;
+        attention then runs on the math kernel (the fused ones are not twice differentiable).
         """
         if not self._checked:
             self._check_can_act(encoder)
             self._checked = True
         kernel = sdpa_kernel(SDPBackend.MATH) if self.second_order else contextlib.nullcontext()
         with kernel:
-            return self._meta_terms(encoder, images, input_ids, attention_mask, ids, reference)
-
-    def _meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference):
-        if self.virtual_params == "projections":
-            return self._projection_meta_terms(encoder, images, input_ids, attention_mask, ids, reference)
-        v, t = encoder(images, input_ids, attention_mask)
-        terms = self.consistency(v, t, ids)
-        l_c = terms["itc_i2t"] + terms["itc_t2i"]
-        trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
-        extra = [p for p in self.parameters() if p.requires_grad]
-        wanted = trainable if self.second_order else trainable + [(f"objective.{i}", p) for i, p in enumerate(extra)]
-        grads = torch.autograd.grad(
-            l_c,
-            [p for _, p in wanted],
-            create_graph=self.second_order,
-            retain_graph=self.second_order,
-            allow_unused=True,
-        )
-        grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
-        by_name = dict(zip((n for n, _ in wanted), grads, strict=False))
-        fast = {n: p if by_name[n] is None else p - self.alpha * by_name[n] for n, p in trainable}
-        v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
-        relation = self.beta * self.preservation(v_fast, t_fast, reference)
-        if self.second_order:
-            return {**terms, "relation": relation}
+            fi, ft = encoder.tower_features(images, input_ids, attention_mask)
+            v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
+            terms = self.consistency(v, t, ids)
+            every = self.virtual_params == "all"
+            stepped = [
+                (n, p)
+                for n, p in encoder.named_parameters()
+                if p.requires_grad and (every or n.endswith(PROJECTION_PARAMS))
+            ]
+            carried = every and not self.second_order  # grad L_c doubles as the L_c part of the update
+            extra = [(f"objective.{i}", p) for i, p in enumerate(p for p in self.parameters() if p.requires_grad)]
+            wanted = stepped + extra if carried else stepped
+            inner = torch.autograd.grad(
+                terms["itc_i2t"] + terms["itc_t2i"],
+                [p for _, p in wanted],
+                create_graph=self.second_order,
+                retain_graph=self.second_order or not carried or keep_graph,
+                allow_unused=True,
+            )
+            grads = average_gradients(list(inner))  # autograd.grad bypasses DDP's all-reduce
+            fast = {n: p - self.alpha * g for (n, p), g in zip(stepped, grads, strict=False) if g is not None}
+            if every:
+                v_fast, t_fast = functional_call(encoder, fast, (images, input_ids, attention_mask), strict=False)
+            else:
+                v_fast, t_fast = _reproject(encoder, fast, "image", fi), _reproject(encoder, fast, "text", ft)
+            relation = self.beta * self.preservation(v_fast, t_fast, reference)
+        if not carried:
+            return {**terms, "relation": relation}, t
         carrier = sum((p * g).sum() for (_, p), g in zip(wanted, grads, strict=False) if g is not None)
-        return {
-            **{k: x.detach() for k, x in terms.items()},
-            "itc_grad": carrier - carrier.detach(),
-            "relation": relation,
-        }
-
-    def _projection_meta_terms(self, encoder, images, input_ids, attention_mask, ids, reference):
-        """Only the projections step: the towers run once, the inner gradient is taken for the
-        projections alone (autograd stops at their inputs, so nothing runs through the towers),
-        and the meta-test forward re-projects the same tower outputs. One backward pass through
-        the towers then serves L_c and L_r(theta') together."""
-        fi, ft = encoder.tower_features(images, input_ids, attention_mask)
-        v, t = F.normalize(encoder.image_proj(fi), dim=-1), F.normalize(encoder.text_proj(ft), dim=-1)
-        terms = self.consistency(v, t, ids)
-        stepped = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad and n.endswith(PROJECTION_PARAMS)]
-        grads = torch.autograd.grad(
-            terms["itc_i2t"] + terms["itc_t2i"],
-            [p for _, p in stepped],
-            create_graph=self.second_order,
-            retain_graph=True,
-        )
-        grads = average_gradients(list(grads))  # autograd.grad bypasses DDP's all-reduce
-        fast = {n: p - self.alpha * g for (n, p), g in zip(stepped, grads, strict=False)}
-        proj = {
-            side: {k.split(".", 1)[1]: w for k, w in fast.items() if k.startswith(f"{side}_proj.")}
-            for side in ("image", "text")
-        }
-        v_fast = F.normalize(functional_call(encoder.image_proj, proj["image"], (fi,), strict=False), dim=-1)
-        t_fast = F.normalize(functional_call(encoder.text_proj, proj["text"], (ft,), strict=False), dim=-1)
-        return {**terms, "relation": self.beta * self.preservation(v_fast, t_fast, reference)}
+        detached = {k: x.detach() for k, x in terms.items()}
+        return {**detached, "itc_grad": carrier - carrier.detach(), "relation": relation}, t
 
     def batch_terms(self, encoder, batch: dict, reference) -> dict[str, torch.Tensor]:
         """The meta step needs the encoder itself (the virtual step re-runs it with stepped
-        weights), so CoVLR overrides the base method; with alpha = 0 it is the base method."""
-        consistency = self._consistency_terms(encoder, batch)
-        if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
-            return {**super().batch_terms(encoder, batch, reference), **consistency}
+        weights), so CoVLR overrides the base method; with alpha = 0 it is the base method's one
+        forward. The caption-consistency term reuses that step's caption embeddings."""
+        pairs = self._caption_pairs(batch)
+        images, input_ids, attention_mask = batch["images"], batch["input_ids"], batch["attention_mask"]
+        ids = batch["image_idx"]
         if reference is None:
             raise ValueError(f"objective={self.name} needs a reference")
-        images = batch["images"]
-        dtype = next(p.dtype for p in encoder.parameters() if p.is_floating_point())
-        rows = reference_rows(reference, batch, dtype)
-        return {
-            **self.meta_terms(encoder, images, batch["input_ids"], batch["attention_mask"], batch["image_idx"], rows),
-            **consistency,
-        }
+        if self.alpha == 0:  # no virtual step: one forward, the relation loss at theta
+            v, t = encoder(images, input_ids, attention_mask)
+            terms = self(v, t, ids, reference=reference_rows(reference, batch, v.dtype))
+        else:
+            dtype = next(p.dtype for p in encoder.parameters() if p.is_floating_point())
+            rows = reference_rows(reference, batch, dtype)
+            terms, t = self._meta_step(encoder, images, input_ids, attention_mask, ids, rows, keep_graph=pairs)
+        if pairs:
+            t_pair = encoder.embed_texts(batch["pair_input_ids"], batch["pair_attention_mask"])
+            terms["caption_consistency"] = self.consistency_weight * self.caption_consistency(t, t_pair, ids)
+        return terms
 
     def log_values(self):
         return {"temperature": float(self.temperature().detach())}
@@ -276,3 +264,11 @@ class RelationKD(CoVLR):
             if option in kwargs:
                 raise ConfigError(f"objective.{option} has no meaning for relation_kd (it takes no virtual step)")
         super().__init__(alpha=0.0, **kwargs)
+
+
+def _reproject(encoder, fast: dict[str, torch.Tensor], side: str, features: torch.Tensor) -> torch.Tensor:
+    """``side``'s tower outputs through its projection with the stepped weights in ``fast``, normalised."""
+    prefix = f"{side}_proj."
+    weights = {k[len(prefix) :]: w for k, w in fast.items() if k.startswith(prefix)}
+    projection = getattr(encoder, f"{side}_proj")
+    return F.normalize(functional_call(projection, weights, (features,), strict=False), dim=-1)

@@ -46,6 +46,11 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
+def local_rows(rows: int) -> slice:
+    """This rank's rows of a gathered batch whose ranks each held ``rows`` (rank order)."""
+    return slice(rank() * rows, (rank() + 1) * rows)
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks (rank order), differentiably. Identity on one process."""
     if world_size() == 1:

@@ -111,6 +111,15 @@ def _views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """The CPU generator seeded for a block and restored afterwards: fitting happens only when
+    the cache is cold, so touching the global RNG would make a cold and a warm run differ."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 @torch.enable_grad()  # whoever builds the reference (under no_grad, say), fitting needs gradients
 def fit_image_encoder(
     images: torch.Tensor, dim: int, epochs: int, batch_size: int, seed: int
@@ -118,8 +127,8 @@ def fit_image_encoder(
     """SimCLR on ``images`` (normalised, [N, 3, H, W]); returns the encoder and the loss per epoch."""
     batch_size = min(batch_size, len(images))  # a corpus smaller than a batch still trains
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    encoder, head = ConvEncoder(dim), nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    with _seeded(seed):  # the layers' initial weights, without touching the run's RNG
+        encoder, head = ConvEncoder(dim), nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
     losses = []
@@ -144,14 +153,14 @@ def fit_text_encoder(
     """Contrastive training on two captions of one image (``captions``: per image, its captions)."""
     batch_size = min(batch_size, len(captions))
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     counts: dict[str, int] = {}
     for caps in captions:
         for caption in caps:
             for gram in ngrams(caption):
                 counts[gram] = counts.get(gram, 0) + 1
     vocab = {g: i for i, g in enumerate(sorted(g for g, c in counts.items() if c >= 2))}
-    encoder = NGramEncoder(vocab, dim)
+    with _seeded(seed):  # the embedding's initial weights, without touching the run's RNG
+        encoder = NGramEncoder(vocab, dim)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=5e-3, weight_decay=1e-4)
     losses = []
     for _ in range(epochs):

@@ -13,8 +13,10 @@ same neighbourhoods. Chosen by the ``reference`` config group (``vlr/conf/refere
   feature files (see `vlr.reference.files`), looked up by dataset index;
 - ``reference=oracle``: the synthetic data's generator-written features (the same class).
 
-Both return L2-normalised rows for the items of a batch, through one interface:
-``prepare(split_name, split, augmented)`` once per split, then ``embed(kind, split, batch)``.
+Both return L2-normalised rows for the items of a batch, through one interface (the `Reference`
+protocol, `vlr.reference.protocol`): ``prepare(split_name, split, augmented)`` once per split, then
+``embed(kind, split, batch)``. What the module does with the reference at each stage of a run
+(building, evaluation rows, checkpoints) is `vlr.reference.lifecycle`.
 
 ``frozen_init`` copies the towers only when the objective distils from them during training.
 For the others (InfoNCE, triplet) the reference serves overlap@k alone, so `InitialEvalRows`
@@ -25,7 +27,6 @@ keeps those rows (in checkpoints too, as ``vlr_reference_rows``) instead of a se
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 from typing import Any
 
@@ -37,7 +38,6 @@ from vlr.errors import ConfigError
 from vlr.reference.files import FeatureFileError, feature_dims, load_features
 
 CACHE_OPTIONS = (True, False, "auto")
-TOWER_PREFIXES = ("reference.image_tower.", "reference.text_tower.")  # a frozen_init copy in a state dict
 
 
 class FrozenInitReference(nn.Module):
@@ -47,27 +47,6 @@ class FrozenInitReference(nn.Module):
     augmented (``data.augment=false``)."""
 
     kind = "frozen_init"
-
-    @staticmethod
-    def upgrade_state_dict(state_dict: dict) -> dict:
-        """Checkpoints written before the reference held the towers alone (``reference.encoder.*``,
-        projections included): the same tower weights under their current names."""
-        out = {}
-        for key, value in state_dict.items():
-            if key.startswith("reference.encoder."):
-                rest = key[len("reference.encoder.") :]
-                if rest.startswith(("image_proj.", "text_proj.")):
-                    continue
-                key = f"reference.{rest}"
-            out[key] = value
-        return out
-
-    @staticmethod
-    def towers_in(state_dict: dict) -> dict:
-        """The frozen copy of the initial towers a checkpoint holds (any version's names), keyed as
-        the towers' own tensors (``image_tower.*``, ``text_tower.*``); empty when it holds none."""
-        state = FrozenInitReference.upgrade_state_dict(state_dict)
-        return {k[len("reference.") :]: v for k, v in state.items() if k.startswith(TOWER_PREFIXES)}
 
     def __init__(self, encoder: Any, cache: bool | str = "auto"):
         super().__init__()
@@ -169,12 +148,13 @@ def split_fingerprint(split) -> str:
 
 class InitialEvalRows(nn.Module):
     """The ``frozen_init`` reference when nothing distils from it during training: each
-    evaluation split's rows, embedded once by the towers as built (`precompute`, called by the
-    module before the first step, and before a checkpoint's weights are loaded), then looked
-    up by dataset index. No copy of the towers exists; the rows travel in checkpoints
-    (``vlr_reference_rows``, next to the weights), keyed by split name and a fingerprint of the split's
-    content, so a resumed run and ``vlr.eval`` score against the rows the run started from,
-    and a checkpoint evaluated on other data gets that data's rows from the towers as built."""
+    evaluation split's rows, embedded once by the towers as built (`precompute`, called at
+    ``setup`` by `vlr.reference.lifecycle.prepare_reference`: before the first step, and before
+    a checkpoint's weights are loaded), then looked up by dataset index. No copy of the towers
+    exists; the rows travel in checkpoints (``vlr_reference_rows``, next to the weights), keyed
+    by split name and a fingerprint of the split's content, so a resumed run and ``vlr.eval``
+    score against the rows the run started from, and a checkpoint evaluated on other data gets
+    that data's rows from the towers as built."""
 
     kind = "frozen_init"
 
@@ -187,21 +167,9 @@ class InitialEvalRows(nn.Module):
         # split -> {"fingerprint": str, "image": rows, "text": rows}
         self._tables: dict[str, dict[str, Any]] = {}
         self.towers_trained = False  # set once the encoder's weights are no longer the initial ones
-        self._initial_state: dict[str, torch.Tensor] | None = None  # an earlier checkpoint's tower copy
-
-    def adopt_initial_towers(self, state: dict[str, torch.Tensor]) -> None:
-        """A checkpoint of an earlier version held a frozen copy of the run's initial towers
-        (``image_tower.*``/``text_tower.*``): the rows are embedded with it, not with the towers as
-        built here, which differ from the run's when the towers start from random weights."""
-        self._initial_state = dict(state)
-        self._tables.clear()
-        self.towers_trained = True
 
     def prepare(self, split_name: str, split, augmented: bool = False) -> None:
         """Nothing to do: evaluation rows come from `precompute`; training never asks."""
-
-    def has_split(self, split_name: str) -> bool:
-        return split_name in self._tables
 
     def has_rows(self, split_name: str, fingerprint: str) -> bool:
         table = self._tables.get(split_name)
@@ -218,7 +186,7 @@ class InitialEvalRows(nn.Module):
         fingerprint = f"{split_fingerprint(split)}:{pixels}"
         if self.has_rows(split_name, fingerprint):
             return
-        if self.towers_trained and self._initial_state is None:
+        if self.towers_trained:
             raise ConfigError(
                 f"reference=frozen_init: the reference rows of the '{split_name}' split were not computed before "
                 "the towers trained (nor kept in the checkpoint); evaluate through `python -m vlr.eval ckpt_path=...`, "
@@ -226,11 +194,6 @@ class InitialEvalRows(nn.Module):
             )
         encoder = self._source[0]
         towers = (encoder.image_tower, encoder.text_tower)
-        if self._initial_state is not None:  # a checkpoint of an earlier version brought the initial towers
-            state = self._initial_state
-            towers = tuple(copy.deepcopy(t) for t in towers)
-            for tower, prefix in zip(towers, ("image_tower.", "text_tower."), strict=True):
-                tower.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         modes = [tower.training for tower in towers]
         for tower in towers:
             tower.eval()
@@ -261,14 +224,14 @@ class InitialEvalRows(nn.Module):
         if table is None:
             raise RuntimeError(
                 f"reference rows of split '{split}' were not precomputed: reference=frozen_init without a distilling "
-                "objective embeds evaluation splits once, before training (RetrievalModule.setup)"
+                "objective embeds evaluation splits once, before training (vlr.reference.lifecycle.prepare_reference)"
             )
         if table[kind].device != index.device:
             table[kind] = table[kind].to(index.device)
         return table[kind][index]
 
     def rows_state(self) -> dict:
-        """The rows, for a checkpoint (the module writes them as ``vlr_reference_rows``)."""
+        """The rows, for a checkpoint (written as ``vlr_reference_rows``, `vlr.reference.lifecycle`)."""
         return {
             split: {k: v.cpu() if torch.is_tensor(v) else v for k, v in t.items()} for split, t in self._tables.items()
         }
@@ -281,26 +244,3 @@ class InitialEvalRows(nn.Module):
             if own is None or own["fingerprint"] == table["fingerprint"]:
                 self._tables[split] = dict(table)
         self.towers_trained = True
-
-
-def _is_frozen_init_factory(reference: Any) -> bool:
-    func = reference.func if isinstance(reference, functools.partial) else reference
-    return func is FrozenInitReference
-
-
-def build_reference(reference, encoder: nn.Module, training_rows: bool = True) -> nn.Module:
-    """The module's reference: a built reference as is, a factory (the ``frozen_init`` config is a
-    ``_partial_``) called with the encoder, ``None`` the frozen initial towers. ``training_rows``:
-    whether the objective asks for reference rows of training batches; without it ``frozen_init``
-    keeps evaluation rows only (`InitialEvalRows`), not a copy of the towers."""
-    if reference is None:
-        reference = FrozenInitReference
-    if isinstance(reference, nn.Module):
-        return reference
-    if callable(reference):
-        if not training_rows and _is_frozen_init_factory(reference):
-            return InitialEvalRows(encoder, **getattr(reference, "keywords", {}))
-        return reference(encoder)
-    raise ConfigError(
-        f"reference must be a reference module or a factory of the encoder, got {type(reference).__name__}"
-    )

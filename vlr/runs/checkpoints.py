@@ -69,7 +69,7 @@ def mismatched_tensors(module: nn.Module, state_dict: dict) -> list[str]:
 
 def check_state_fits(module: nn.Module, state_dict: dict, path: str | Path, option: str = "ckpt_path") -> None:
     """Raise `CheckpointError` naming the mismatched tensors when ``state_dict`` cannot load into ``module``."""
-    state_dict = getattr(module, "upgrade_state_dict", lambda state: state)(state_dict)
+    state_dict = getattr(module, "loadable_state_dict", lambda state: state)(state_dict)
     problems = mismatched_tensors(module, state_dict)
     if problems:
         shown = "; ".join(problems[:6]) + (f"; ... {len(problems) - 6} more" if len(problems) > 6 else "")

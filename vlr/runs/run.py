@@ -46,9 +46,11 @@ class Run:
             log.info("run folder: %s", self.dir.resolve())
         if tokenizer is not None and trainer.is_global_zero:
             tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
-        config = OmegaConf.to_container(self.cfg, resolve=True)
-        for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
-            logger.log_hyperparams(config)
+        if trainer.loggers:  # the run's own options: a config composed with Hydra's node leaves it out
+            run_options = OmegaConf.masked_copy(self.cfg, [str(key) for key in self.cfg if key != "hydra"])
+            config = OmegaConf.to_container(run_options, resolve=True)
+            for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
+                logger.log_hyperparams(config)
         return checked_resume(self.cfg, model, trainer.loggers)
 
     def fit(self, trainer, model, datamodule, ckpt_path: str | None) -> None:

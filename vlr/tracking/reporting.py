@@ -41,7 +41,8 @@ def write_rankings(path: Path, rankings: dict, meta: dict) -> None:
       under the tie rule (expected rank by default); NaN for a query with nothing to find;
     - ``{direction}/R@{k}`` float64: the probability the best positive is in the top k
       (0 or 1 without ties), so a metric is 100 x the mean over queries;
-    - ``{i2i,t2t,i2x,t2x}/NDCG@{k}`` float64 per query (with ROUGE-L relevance);
+    - ``{direction}/{relevance}_NDCG@{k}`` float64 per query, for each relevance the run
+      graded by (``scene``, ``rouge_l``, ``labels``; text queries are each image's first caption);
     - ``{direction}/topk`` int64 [queries, k]: gallery indices of the k best scores;
     - ``text_to_image`` int64: the image of every caption.
     ``meta`` (tie rule, split, checkpoint) goes into the safetensors header metadata.
@@ -67,20 +68,33 @@ def _split_tiers(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return groups
 
 
+def _relevance_of(name: str) -> tuple[str, str]:
+    """``scene_NDCG@10`` -> (``scene``, ``NDCG@10``); ``cxc_R@10`` -> (``cxc``, ``R@10``); ``R@1`` -> ('', ``R@1``)."""
+    head, sep, tail = name.rpartition("_")
+    return (head, tail) if sep and tail.startswith(("NDCG@", "R@", "spearman")) else ("", name)
+
+
 def _table(metrics: dict[str, float], title: str) -> tuple[Table, dict[str, float]]:
+    """Recall rows first, then one block per relevance (its name as a row heading, then its
+    NDCG / CxC rows), so long names like ``rouge_l_NDCG@10`` never widen the first column."""
     stage = next(iter(metrics)).split("/")[0] if metrics else ""
     present = [d for d in DIRECTIONS if any(k.startswith(f"{stage}/{d}/") for k in metrics)]
     names = sorted(
         {k.split("/")[2] for k in metrics if k.count("/") == 2 and k.split("/")[1] in present},
-        key=lambda n: (not n.startswith("R@"), not n.startswith("NDCG"), len(n), n),
+        key=lambda n: (_relevance_of(n)[0], not n.startswith("R@"), "NDCG" not in n, len(n), n),
     )
     table = Table(title=title)
     table.add_column("metric")
     for d in present:
         table.add_column(d, justify="right")
+    heading = ""
     for name in names:
+        relevance, shown = _relevance_of(name)
+        if relevance != heading:
+            table.add_row(f"[bold]{relevance}[/bold]", *[""] * len(present))
+            heading = relevance
         cells = [metrics.get(f"{stage}/{d}/{name}") for d in present]
-        table.add_row(name, *["" if c is None else f"{c:.2f}" for c in cells])
+        table.add_row(f"  {shown}" if relevance else shown, *["" if c is None else f"{c:.2f}" for c in cells])
     rest = {k: v for k, v in metrics.items() if k.count("/") == 1 or k.split("/")[1] not in present}
     return table, rest
 
@@ -131,11 +145,24 @@ def finish_evaluation(
     write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {})})
     evaluator = model.evaluators[split]
     chance = model.chance_levels.get(split, {})
-    info = {"split": split, "ties": evaluator.ties, "tiers": evaluator.tiers, **(meta or {}), "chance": chance}
+    relevance = {"primary": evaluator.primary_relevance, "graded": list(evaluator.relevance)}
+    if evaluator.cxc is not None:
+        relevance["cxc"] = evaluator.cxc.describe()
+    info = {
+        "split": split,
+        "ties": evaluator.ties,
+        "tiers": evaluator.tiers,
+        # which relevance graded each NDCG; rsum_single is i2i + t2t NDCG@10 under the primary one
+        "relevance": relevance,
+        **(meta or {}),
+        "chance": chance,
+    }
     write_evaluation_info(out_dir / "evaluation.json", info)
     if evaluator.rankings is not None:
         path = out_dir / "rankings.safetensors"
         write_rankings(path, evaluator.rankings, {"split": split, "ties": evaluator.ties, **(meta or {})})
         print(f"per-query rankings written to {path}")
+    if evaluator.primary_relevance:
+        title += f", relevance={evaluator.primary_relevance}"
     print_metrics_table(metrics, title, chance=chance, ties=evaluator.ties)
     return metrics

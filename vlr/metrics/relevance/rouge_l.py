@@ -166,3 +166,20 @@ def rouge_l_relevance(
         atomic_write(path, lambda fh: np.save(fh, rel.numpy(), allow_pickle=False), "ROUGE-L cache")
         atomic_write_text(path.with_suffix(".sha256"), digest + "\n", "ROUGE-L cache checksum")
     return rel
+
+
+def rouge_l_pairs(candidates: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F (beta 1.2) of each candidate against its one reference, pair by pair: the
+    papers' relevance of two captions, for correlating with people's ratings of the pair."""
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
+    tokens = [tokenize_caption(c) for c in [*candidates, *references]]
+    strings = _encode(tokens)
+    cand, ref = strings[: len(candidates)], strings[len(candidates) :]
+    out = np.zeros(len(cand))
+    for i, (a, b) in enumerate(zip(cand, ref, strict=True)):
+        lcs = LCSseq.similarity(a, b)
+        p, r = lcs / max(1, len(a)), lcs / max(1, len(b))
+        denom = r + BETA**2 * p
+        out[i] = (1 + BETA**2) * p * r / denom if denom > 0 else 0.0
+    return out

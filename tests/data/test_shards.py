@@ -1,0 +1,398 @@
+"""Tar shards as data (issue 31): round trip, img2dataset's layout, bad records, resume over ranks."""
+
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from tests.conftest import REPO
+from vlr.data import RetrievalDataModule
+from vlr.data.images import ImageLoadError, load_rgb
+from vlr.data.shards import BadSampleError, expand_braces, write_split
+from vlr.data.shards.__main__ import write_shards
+from vlr.data.sources import SOURCES
+from vlr.errors import ConfigError
+from vlr.metrics import build_evaluator
+from vlr.towers import build_tokenizer
+
+SPEC = dict(num_train=60, num_val=20, num_test=20, generator_seed=3)
+
+
+@pytest.fixture(scope="module")
+def shard_root(synthetic_root, tmp_path_factory) -> Path:
+    """`synthetic_root` as shards: 25 images a shard (train: 3 shards), as the CLI writes them."""
+    out = tmp_path_factory.mktemp("shards")
+    source = SOURCES.create("synthetic", root=str(synthetic_root), **SPEC)
+    for split in ("train", "val", "test"):
+        write_split(source.read(split), out, split, shard_size=25)
+    return out
+
+
+def _dm(source: str, root, **kw) -> RetrievalDataModule:
+    extra = (
+        SPEC
+        if source == "synthetic"
+        else {"splits": {"train": "train-{000000..000002}.tar", "val": "val-*.tar", "test": "test-*.tar"}}
+    )
+    dm = RetrievalDataModule(
+        name="x",
+        source=source,
+        root=str(root),
+        num_workers=0,
+        image_size=64,
+        batch_size=8,
+        eval_batch_size=16,
+        tokenizer=build_tokenizer(None, [f"w{i}" for i in range(50)], vocab_size=100),
+        max_length=16,
+        **extra,
+        **kw,
+    )
+    dm.prepare_data()
+    return dm
+
+
+def test_brace_patterns_expand_like_webdataset():
+    assert expand_braces("a-{000..002}.tar") == ["a-000.tar", "a-001.tar", "a-002.tar"]
+    assert expand_braces("{x,y}-{8..10}.tar") == ["x-8.tar", "x-9.tar", "x-10.tar", "y-8.tar", "y-9.tar", "y-10.tar"]
+    assert expand_braces("plain.tar") == ["plain.tar"]
+
+
+def test_a_missing_shard_is_named(shard_root):
+    source = SOURCES.create("shards", root=str(shard_root), splits={"train": "train-{000000..000003}.tar"})
+    with pytest.raises(ConfigError, match=r"data.splits.train: no shard file .*train-000003.tar"):
+        source.read("train")
+
+
+def test_shards_give_back_the_split(synthetic_root, shard_root):
+    folder, shards = _dm("synthetic", synthetic_root), _dm("shards", shard_root)
+    for name in ("train", "val", "test"):
+        a, b = folder.source.read(name), shards.source.read(name)
+        assert list(b.captions) == a.captions
+        assert torch.equal(b.text_to_image, a.text_to_image)
+        for i in (0, a.num_images // 2, a.num_images - 1):
+            assert np.array_equal(np.asarray(load_rgb(b.image_paths[i])), np.asarray(load_rgb(a.image_paths[i])))
+        if name != "train":  # evaluation splits carry tokens (ROUGE-L), labels, scenes (relevance) and names
+            assert b.tokens == a.tokens and torch.equal(b.labels, a.labels)
+            assert a.scenes is not None and b.scenes == a.scenes and b.caption_ids == a.caption_ids
+            assert [p.name for p in b.image_paths] == [p.name for p in a.image_paths]
+
+
+def _fixed_random_embeddings(loader, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    pixels, table = torch.randn(3 * 64 * 64, 16, generator=g), torch.randn(100, 16, generator=g)
+    rows, idx = [], []
+    for batch in loader:
+        if kind == "image":
+            rows.append(batch["images"].flatten(1) @ pixels)
+            idx.append(batch["image_idx"])
+        else:
+            rows.append((table[batch["input_ids"]] * batch["attention_mask"][..., None]).sum(1))
+            idx.append(batch["caption_idx"])
+    return torch.nn.functional.normalize(torch.cat(rows), dim=-1), torch.cat(idx)
+
+
+def test_folder_and_shards_give_identical_metrics(synthetic_root, shard_root):
+    """The round trip the issue asks for: one fixed random model, evaluated on the folder and on
+    its shards, scores the same (every metric, bit for bit)."""
+    results = []
+    for dm in (_dm("synthetic", synthetic_root), _dm("shards", shard_root)):
+        targets = dm.eval_targets("test")
+        evaluator = build_evaluator(
+            targets,
+            {"name": "scene", "also": ["rouge_l", "labels"]},
+            split="test",
+            ks=(1, 5, 10),
+            ndcg_ks=(10,),
+            overlap_ks=(10,),
+            ties="expected",
+        )
+        images, texts = dm.test_dataloader()
+        image_emb, image_idx = _fixed_random_embeddings(images, "image")
+        text_emb, text_idx = _fixed_random_embeddings(texts, "text")
+        evaluator.update(image_emb=image_emb, image_idx=image_idx)
+        evaluator.update(text_emb=text_emb, text_idx=text_idx)
+        results.append({k: float(v) for k, v in evaluator.compute().items()})
+    assert {"i2t/R@1", "t2i/R@10", "i2i/R@1", "t2t/R@1", "i2i/scene_NDCG@10", "t2t/rouge_l_NDCG@10"} <= set(results[0])
+    assert results[0]["rsum"] > 0
+    assert results[1] == results[0]
+
+
+def test_training_batches_are_the_folders_even_augmented(synthetic_root, shard_root):
+    """Same sampler order, same per-item seeds, same pixels: augmented training batches match."""
+    a, b = (_dm(s, r, augment=True) for s, r in (("synthetic", synthetic_root), ("shards", shard_root)))
+    for dm in (a, b):
+        dm.setup("fit")
+    for x, y in zip(list(a.train_dataloader())[:3], list(b.train_dataloader())[:3], strict=True):
+        assert torch.equal(x["caption_idx"], y["caption_idx"]) and torch.equal(x["image_idx"], y["image_idx"])
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["input_ids"], y["input_ids"])
+
+
+def _resumed(shard_root, world: int, rank: int, epoch: int, done: int) -> RetrievalDataModule:
+    """A datamodule as Lightning hands it to a resumed fit: its checkpointed state restored
+    (``done`` batches of ``epoch`` trained), then asked for the loader by a trainer in ``fit``."""
+    dm = _dm("shards", shard_root, augment=False)
+    dm.trainer = SimpleNamespace(
+        world_size=world,
+        global_rank=rank,
+        current_epoch=epoch,
+        limit_train_batches=None,
+        state=SimpleNamespace(fn="fit"),
+    )
+    dm.load_state_dict({"epoch": epoch, "trained_batches": done})
+    dm.setup("fit")
+    return dm
+
+
+def _keys(dm) -> list[list[int]]:
+    return [batch["caption_idx"].tolist() for batch in dm.train_dataloader()]
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_a_resume_at_step_k_continues_every_ranks_sequence(shard_root, step):
+    """2 ranks, killed after ``step`` batches of epoch 1: each rank's resumed batches are its
+    uninterrupted batches from ``step`` on (the datamodule's resume path, on shards)."""
+    for rank in (0, 1):
+        whole = _resumed(shard_root, 2, rank, epoch=1, done=0)
+        resumed = _resumed(shard_root, 2, rank, epoch=1, done=step)
+        assert _keys(resumed) == _keys(whole)[step:]
+        assert len(_keys(whole)) == 300 // 2 // 4
+
+
+def test_one_shard_feeds_two_ranks_of_two_workers(synthetic_root, tmp_path):
+    """Fewer shards than ranks x workers: map-style items never wait for a shard of their own;
+    every rank gets its full epoch and the ranks together cover every caption."""
+    write_split(SOURCES.create("synthetic", root=str(synthetic_root), **SPEC).read("train"), tmp_path, "train", 1000)
+    seen = []
+    for rank in (0, 1):
+        dm = RetrievalDataModule(
+            name="x",
+            source="shards",
+            root=str(tmp_path),
+            splits={"train": "train-000000.tar"},
+            num_workers=2,
+            image_size=64,
+            batch_size=20,
+            augment=False,
+            tokenizer=build_tokenizer(None, ["a"], vocab_size=50),
+        )
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, state=None)
+        dm.per_rank_batch = 10
+        batches = [b["caption_idx"].tolist() for b in dm.train_dataloader()]
+        assert len(batches) == 15 and all(len(b) == 10 for b in batches)
+        seen += [c for b in batches for c in b]
+    assert sorted(seen) == list(range(300))
+
+
+# -- img2dataset's layout and bad records ----------------------------------------------------
+def _jpeg(colour, fmt: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _img2dataset_shard(path: Path) -> Path:
+    meta = lambda key, **kw: json.dumps({"key": key, "url": f"http://x/{key}", "status": "success", **kw}).encode()  # noqa: E731
+    return _tar(
+        path,
+        [
+            ("000.jpg", _jpeg("red")),
+            ("000.txt", b"a red square"),
+            ("000.json", meta("000", caption="a red square")),
+            ("001.jpg", _jpeg("blue")),
+            ("001.txt", b"a blue square"),
+            ("002.webp", _jpeg("white", "WEBP")),
+            ("002.json", meta("002", caption="only json", image_id="7")),
+            ("003.jpg", _jpeg("green")),
+            ("003.json", meta("003", caption="the same image again", image_id="7")),
+            ("004.jpg", _jpeg("red")),
+            ("004.json", b"{not json"),
+            ("005.jpg", _jpeg("red")),
+            ("006.txt", b"no image"),
+            ("007.png", b"not a png"),
+            ("007.txt", b"undecodable"),
+        ],
+    )
+
+
+def test_img2dataset_records_and_bad_ones_are_named(tmp_path):
+    _img2dataset_shard(tmp_path / "part-00000.tar")
+    source = SOURCES.create("shards", root=str(tmp_path), splits={"train": "part-{00000..00000}.tar"})
+    with pytest.raises(BadSampleError, match=r"part-00000.tar, key 004: its .json does not parse"):
+        source.read("train")
+
+
+def test_bad_records_are_skipped_counted_and_logged(tmp_path, caplog):
+    _img2dataset_shard(tmp_path / "part-00000.tar")
+    source = SOURCES.create("shards", root=str(tmp_path), splits={"train": "part-*.tar"}, on_bad_sample="skip")
+    with caplog.at_level(logging.WARNING):
+        split = source.read("train")
+    assert source.index("train").bad_samples == 3
+    assert "left out 3 bad shard record(s) of 8" in caplog.text
+    assert "key 005: no caption" in caplog.text and "key 006: no image member" in caplog.text
+    # txt wins over json's caption; image_id 7 (samples 002 and 003) is one image: positives
+    assert list(split.captions) == ["a red square", "a blue square", "only json", "the same image again", "undecodable"]
+    assert split.text_to_image.tolist() == [0, 1, 2, 2, 3]
+    assert np.asarray(load_rgb(split.image_paths[1]))[0, 0, 2] > 200  # blue
+    with pytest.raises(ImageLoadError, match=r"cannot decode image .*part-00000.tar, key 007"):
+        load_rgb(split.image_paths[3])
+
+
+def test_an_undecodable_training_image_is_skipped_or_named(tmp_path):
+    _img2dataset_shard(tmp_path / "part-00000.tar")
+    kw = dict(
+        name="x",
+        source="shards",
+        root=str(tmp_path),
+        splits={"train": "part-*.tar"},
+        on_bad_sample="skip",
+        image_size=8,
+        augment=False,
+        num_workers=0,
+        tokenizer=build_tokenizer(None, ["a"], vocab_size=50),
+    )
+    skipping = RetrievalDataModule(**kw, on_bad_image="skip")
+    items = [skipping._train_dataset()[(k, 0)] for k in range(5)]
+    assert [it["caption_idx"] for it in items] == [0, 1, 2, 3, 0]  # 007's caption (4) falls to the next item
+    strict = RetrievalDataModule(**kw, on_bad_image="error")
+    with pytest.raises(ImageLoadError, match="key 007"):
+        strict._train_dataset()[(4, 0)]
+
+
+def test_a_truncated_shard_is_named_or_cut_at_the_damage(shard_root, tmp_path):
+    data = (shard_root / "val-000000.tar").read_bytes()
+    (tmp_path / "val-000000.tar").write_bytes(data[: len(data) // 2])
+    strict = SOURCES.create("shards", root=str(tmp_path), splits={"val": "val-000000.tar"})
+    with pytest.raises(BadSampleError, match=r"val-000000.tar is corrupt"):
+        strict.read("val")
+    lenient = SOURCES.create("shards", root=str(tmp_path), splits={"val": "val-000000.tar"}, on_bad_sample="skip")
+    assert 0 < lenient.read("val").num_images < 20
+
+
+def test_the_index_cache_gives_the_same_index(shard_root, tmp_path):
+    kw = dict(root=str(shard_root), splits={"train": "train-*.tar"}, index_cache=str(tmp_path))
+    cold = SOURCES.create("shards", **kw).index("train")
+    assert len(list((tmp_path / "shards").glob("index-*.npz"))) == 1
+    warm = SOURCES.create("shards", **kw).index("train")
+    for name in cold.ARRAYS:
+        assert np.array_equal(getattr(cold, name), getattr(warm, name))
+    assert cold.shards == warm.shards and len(cold) == 60
+
+
+# -- the command and the preset --------------------------------------------------------------
+def test_the_command_writes_shards_that_data_shards_reads(synthetic_root, tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+
+    conf = str(REPO / "vlr" / "conf")
+    spec = [f"data.{k}={v}" for k, v in SPEC.items()]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(
+            "write_shards",
+            overrides=[f"data.root={synthetic_root}", *spec, f"out={tmp_path}", "shard_size=16"],
+            return_hydra_config=True,
+        )
+        HydraConfig.instance().set_config(cfg)
+        write_shards(cfg)
+        assert sorted(p.name for p in tmp_path.glob("*.tar")) == [
+            *(f"test-00000{i}.tar" for i in range(2)),
+            *(f"train-00000{i}.tar" for i in range(4)),
+            *(f"val-00000{i}.tar" for i in range(2)),
+        ]
+        train = compose(
+            "train",
+            overrides=["data=shards", f"data.root={tmp_path}", "data.on_bad_sample=skip"],
+            return_hydra_config=True,
+        )
+    assert train.data.on_bad_image == "skip" and train.data.source == "shards"
+    source = SOURCES.create("shards", root=str(tmp_path), splits=dict(train.data.splits))
+    assert source.read("train").num_captions == 300 and source.read("test").num_images == 20
+
+
+# -- a real 2-process run, killed mid-epoch and resumed ----------------------------------------
+def _ddp_args(shards: Path, run_dir: Path) -> list[str]:
+    return [
+        "data=shards",
+        f"data.root={shards}",
+        "data.image_transform=builtin",
+        "data.image_size=64",
+        "data.batch_size=10",
+        "data.num_workers=0",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "callbacks.last_checkpoint.every_n_steps=3",
+        "logger=csv",
+        "seed=3",
+        "test=false",
+        "model.text_tower.config.hidden_dropout_prob=0",
+        "model.text_tower.config.attention_probs_dropout_prob=0",
+        f"hydra.run.dir={run_dir}",
+    ]  # augmentation on: seeded per item, so the resumed ranks redraw what the killed ones would have
+
+
+@pytest.mark.slow
+def test_a_two_process_run_on_shards_killed_mid_epoch_resumes_to_the_same_weights(synthetic_root, tmp_path):
+    """10 steps an epoch (20 images x 5 captions / global batch 10) on 2 gloo ranks, SIGKILLed in
+    the second epoch after a mid-epoch checkpoint; the same command again ends bit-equal to an
+    uninterrupted run, so every rank resumed its exact sequence of shard items."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = SOURCES.create("synthetic", root=str(synthetic_root), **SPEC)
+    write_split(source.read("train").keep_images(list(range(20))), tmp_path / "shards", "train", 8)
+    for split in ("val", "test"):
+        write_split(source.read(split), tmp_path / "shards", split, 8)
+    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+
+    def launch(run_dir: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vlr.train", *_ddp_args(tmp_path / "shards", run_dir)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    whole, killed = launch(tmp_path / "whole"), launch(tmp_path / "resumed")
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    step = 0
+    while killed.poll() is None:
+        time.sleep(0.05)
+        try:
+            step = torch.load(last, weights_only=True)["global_step"]
+        except Exception:  # not written yet, or being written
+            continue
+        if step > 10 and step % 10:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait()
+            break
+    assert 10 < step < 20, f"not killed mid-epoch 2 (last checkpoint at step {step})"
+    resumed = launch(tmp_path / "resumed")
+    for proc in (whole, resumed):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["global_step"] == b["global_step"] == 20
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key

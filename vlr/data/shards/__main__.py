@@ -1,0 +1,50 @@
+"""``python -m vlr.data.shards data=<preset> [data.root=...] out=<folder>``: shards of every split.
+
+Reads each split as training would (``data.on_bad_image`` applies) and writes
+``<out>/<split>-000000.tar`` ...; then ``data=shards data.root=<out>`` trains on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vlr.data.datamodule import RetrievalDataModule
+from vlr.data.shards.write import write_split
+from vlr.errors import ConfigError, report_user_errors
+
+log = logging.getLogger(__name__)
+
+
+def write_shards(cfg: DictConfig) -> Path:
+    if not cfg.get("out"):
+        raise ConfigError("out= must name the folder the shards go to")
+    datamodule: RetrievalDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    out = Path(cfg.out)
+    for name in cfg.splits:
+        split = datamodule.split(name)
+        paths = write_split(split, out, name, int(cfg.shard_size))
+        log.info(
+            "%s: %d images, %d captions -> %d shard(s) in %s",
+            name,
+            split.num_images,
+            split.num_captions,
+            len(paths),
+            out,
+        )
+    print(f"shards written to {out}\n  train with: data=shards data.root={out}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="write_shards")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    write_shards(cfg)
+
+
+if __name__ == "__main__":
+    main()
