@@ -127,7 +127,8 @@ def check_data_root(cfg: DictConfig) -> None:
     """A dataset folder that is not there, said once with what it must contain (the synthetic
     data is generated into its folder, so only other sources are checked)."""
     data = cfg.get("data")
-    if not data or data.get("source") == "synthetic" or not data.get("root") or "://" in str(data.root):
+    # synthetic data is generated into its folder; shard patterns may be absolute (root unused)
+    if not data or data.get("source") in ("synthetic", "shards") or not data.get("root") or "://" in str(data.root):
         return
     root = Path(str(data.root))
     if not root.is_dir():
