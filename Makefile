@@ -6,14 +6,19 @@ ARGS   ?=
 
 .PHONY: venv train test test-fast lint format typecheck bench eval study clean
 
-venv: $(STAMP)
+venv: $(STAMP)                     ## make venv CPU=1: CPU-only torch wheels
+
+# CPU=1: torch/torchvision as CPU-only wheels from PyTorch's CPU index (a few hundred MB instead
+# of several GB of CUDA libraries on Linux); everything else still comes from PyPI.
+CPU    ?=
+TORCH_INDEX := $(if $(CPU),--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
 
 # Re-installs only when pyproject.toml changes. torch/torchvision come from the
-# pinned pair in pyproject (CPU or CUDA wheels, whichever pip resolves here).
+# pinned pair in pyproject (on Linux pip resolves CUDA wheels unless CPU=1).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(TORCH_INDEX) -e '.[dev]'
 	touch $(STAMP)
 
 train: venv                        ## default job on the embedded synthetic data (ARGS="objective=triplet ...")

@@ -97,7 +97,11 @@ def test_tensorboard_and_mlflow_presets_write_what_metrics_csv_holds(sweep):
     for job, objective in ((root / "sweep" / "0", "infonce"), (root / "sweep" / "1", "triplet")):
         val = _val_rows(job)
         expected = [float(r["val/rsum"]) for r in val]
-        events = EventAccumulator(str(job / "tensorboard"))
+        (board,) = (job / "tensorboard").glob("*/*")  # <group>/<name>: the W&B run's
+        assert board.name.startswith(f"{objective}-synthetic-tiny-none0.0-s0-v") and board.parent.name.startswith(
+            "synthetic"
+        )
+        events = EventAccumulator(str(board))
         events.Reload()
         assert [e.value for e in events.Scalars("val/rsum")] == pytest.approx(expected, abs=1e-4)
         assert [e.step for e in events.Scalars("val/rsum")] == [int(r["step"]) for r in val]

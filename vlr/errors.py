@@ -50,8 +50,14 @@ def report_user_errors(main):
             cause = _user_error_of(err)
             if cause is None:
                 raise
-            log.error("%s: %s", type(cause).__name__, message_of(cause))
+            # once on the console (stderr), and in the run's log file (Hydra's train.log) when there is one
             print(f"error: {message_of(cause)}", file=sys.stderr)
+            record = log.makeRecord(
+                log.name, logging.ERROR, __file__, 0, "%s: %s", (type(cause).__name__, message_of(cause)), None
+            )
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
             sys.exit(1)
 
     return wrapper

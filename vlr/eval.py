@@ -30,6 +30,7 @@ from vlr.io import atomic_write_text
 from vlr.runs import RUN_TOKENIZER_DIR, label_runs
 from vlr.runs.checkpoints import check_state_fits, read_checkpoint
 from vlr.runs.folder import RunFolder
+from vlr.runs.options import check_options, checked_command_line
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.reporting import finish_evaluation
 from vlr.train import instantiate_trainer
@@ -110,6 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     checkpoint = read_checkpoint(ckpt) if ckpt is not None else None
     if ckpt is not None and cfg.from_run:
         adopt_run_config(cfg, ckpt)
+    check_options(cfg)  # every option's type and range (the run's adopted ones too), before any work
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
     if checkpoint is not None and ckpt is not None:
@@ -142,6 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
 
 
+@checked_command_line("eval")
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:

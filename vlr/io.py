@@ -43,6 +43,15 @@ def _discard(tmp: Path) -> None:
         pass  # the folder itself is the problem: there is no temporary file
 
 
+def _torch_write_reason(err: RuntimeError) -> str:
+    """torch's serializer reports a short write as ``[enforce fail at inline_container.cc:N] .
+    unexpected pos A vs B``: say what that means; other messages as they are."""
+    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    if "unexpected pos" in text:
+        return f"the write stopped short (a full disk or a file-size limit?): {text}"
+    return text
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str = "file") -> Path:
     """Write ``path`` through ``write(binary file)`` atomically and durably; raise `SaveError`
     naming the path and the reason when it cannot be written (nothing is left behind)."""
@@ -58,6 +67,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str 
     except OSError as err:
         _discard(tmp)
         raise SaveError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    except RuntimeError as err:  # torch.save wraps the writer's OSError (a full disk, a file-size limit)
+        _discard(tmp)
+        raise SaveError(f"cannot write {what} {path}: {_torch_write_reason(err)}") from None
     except BaseException:
         _discard(tmp)
         raise

@@ -14,6 +14,7 @@ from vlr.callbacks import AtomicCheckpointIO
 from vlr.errors import report_user_errors
 from vlr.runs import Run, release_distributed
 from vlr.runs.folder import resolved
+from vlr.runs.options import check_options, checked_command_line
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.noise import silence_known_noise
 from vlr.tracking.reporting import finish_evaluation
@@ -69,6 +70,7 @@ def final_test(cfg: DictConfig, trainer: pl.Trainer, model, datamodule, best_val
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Seed, build data and model, fit (resuming the run folder's last.ckpt), select the best
     epoch on val, test it; return the value a sweep optimises and every metric."""
+    check_options(cfg)  # every option's type and range, before any work
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True)
@@ -81,11 +83,13 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         best_val, metrics = run.best_epoch(trainer, model)
         if cfg.get("test"):
             metrics.update(final_test(cfg, trainer, model, datamodule, best_val))
+        run.report_results(trainer)
         return run.sweep_value(metrics), metrics
     finally:
         run.close()
 
 
+@checked_command_line("train")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:

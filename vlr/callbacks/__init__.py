@@ -1,6 +1,6 @@
 """Callbacks: checkpointing (`LastCheckpoint`, `AtomicCheckpointIO`, configured by the
 ``callbacks`` group and `vlr.train`), `ParameterCounts`, `LearningRateMonitor` and
-`ModelSummary` (``callbacks`` group), and the run bookkeeping every `RetrievalModule`
+`ModelSummary` and `ProgressLog` (``callbacks`` group), and the run bookkeeping every `RetrievalModule`
 adds itself (`ObjectiveSchedule`, `TorchRNGState`).
 Each keeps its own state in checkpoints and can be tested alone."""
 
@@ -9,6 +9,7 @@ from vlr.callbacks.learning_rates import LearningRateMonitor
 from vlr.callbacks.model_summary import ModelSummary
 from vlr.callbacks.objective_schedule import ObjectiveSchedule, check_stages, forget_best, restore_best
 from vlr.callbacks.parameter_counts import ParameterCounts, parameter_counts
+from vlr.callbacks.progress_log import ProgressLog
 from vlr.callbacks.rng_state import TorchRNGState
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ModelSummary",
     "ObjectiveSchedule",
     "ParameterCounts",
+    "ProgressLog",
     "TorchRNGState",
     "check_stages",
     "forget_best",

@@ -27,7 +27,9 @@ def load_json(path: Path):
     if not path.exists():
         raise AnnotationError(f"annotation file not found: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
 

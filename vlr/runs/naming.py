@@ -23,7 +23,8 @@ PLUMBING = {
 # groups (and callbacks) that only say where a run writes, how it logs or when it saves last.ckpt;
 # the checkpoint callback is not among them: its monitor decides which weights are tested
 PLUMBING_GROUPS = ("logger", "paths", "hydra", "callbacks.last_checkpoint", "callbacks.lr_monitor",
-                   "callbacks.parameter_counts", "callbacks.model_summary", "callbacks.rich_progress_bar")  # fmt: skip
+                   "callbacks.parameter_counts", "callbacks.model_summary", "callbacks.rich_progress_bar",
+                   "callbacks.progress_log")  # fmt: skip
 
 
 def is_plumbing(key: str) -> bool:
@@ -70,6 +71,9 @@ def label_runs(cfg: DictConfig, earlier: list[str] | None = None) -> None:
             w.name, w.group = f"{w.name}-v{label}", f"{w.group}-v{label}"
             w.tags = [*w.tags, f"variant:{label}"]
             w.notes = "variant " + label + ": " + " ".join(overrides)
+        if logger.get("tensorboard"):  # the same name and group as the W&B run
+            t = logger.tensorboard
+            t.name, t.version = f"{t.name}-v{label}", f"{t.version}-v{label}"
         if logger.get("mlflow"):
             m = logger.mlflow
             m.run_name = f"{m.run_name}-v{label}"

@@ -8,17 +8,21 @@ built from the configuration.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from vlr.runs.folder import RunFolder
+from vlr.runs.leftovers import clean_leftovers, vlr_temp_folders
 from vlr.runs.lock import RunLock, is_launched_rank
 from vlr.runs.multirun import share_run_dir_with_ddp_children
 from vlr.runs.naming import label_runs
 from vlr.runs.results import best_epoch_metrics, report_best_epoch, sweep_value
 from vlr.runs.resume import checked_resume, pin_wandb_run
 from vlr.runs.stopping import fit_until_stopped
+
+log = logging.getLogger("vlr")
 
 RUN_TOKENIZER_DIR = "tokenizer"  # the WordPiece a run trained on its captions, saved beside its checkpoints
 
@@ -44,6 +48,7 @@ class Run:
         pin_wandb_run(cfg)
         label_runs(cfg)
         self.cfg = cfg
+        clean_leftovers(vlr_temp_folders(cfg))  # temp folders of killed runs, before this one builds
         self.dir = Path(cfg.paths.output_dir)
         self.last_checkpoint = self.dir / "checkpoints" / "last.ckpt"
 
@@ -55,6 +60,8 @@ class Run:
         """Record what the run is (its configuration for every logger; ``tokenizer``, a WordPiece
         trained on this data's captions, beside the checkpoints: it belongs to the weights, and
         `vlr.eval` of them uses this copy), and return the checkpoint to resume from, checked."""
+        if trainer.is_global_zero:
+            log.info("run folder: %s", self.dir.resolve())
         if tokenizer is not None and trainer.is_global_zero:
             tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
         if trainer.loggers:  # the run's own options: a config composed with Hydra's node leaves it out
@@ -78,6 +85,16 @@ class Run:
         metrics = {**{k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}, **best_val}
         report_best_epoch(self.cfg, trainer, best_val, metrics)
         return best_val, metrics
+
+    def report_results(self, trainer) -> None:
+        """Say where the results are: ``metrics.json`` (written by the test) and the best checkpoint."""
+        if not trainer.is_global_zero:
+            return
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        metrics = self.dir.resolve() / "metrics.json"
+        results = f"metrics {metrics}" if metrics.is_file() else "no metrics.json (test=false)"
+        log.info("done: %s; best checkpoint %s", results, Path(best).resolve() if best else "none (no validation)")
 
     def sweep_value(self, metrics: dict[str, float]) -> float | None:
         """The value a sweep optimises (``optimized_metric``)."""

@@ -216,7 +216,7 @@ class SummarizeSweep(Callback):
 
         from omegaconf import OmegaConf
 
-        from vlr.sweeps.summary import sweep_rows, tradeoff_figure
+        from vlr.sweeps.summary import sweep_rows, write_sweep_figure
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted(
@@ -231,8 +231,8 @@ class SummarizeSweep(Callback):
         with open(table, "w", newline="") as fh:
             csv.writer(fh).writerows([columns, *rows])
         split = rows[0][columns.index("split")]
-        figure = tradeoff_figure(points, sweep_dir / "tradeoff.png", f"{len(jobs)} jobs of {sweep_dir} ({split} split)")
-        log.info(f"sweep summary: {table}" + (f", {figure}" if figure else ""))
+        figure, sidecar = write_sweep_figure(jobs, points, sweep_dir, str(split))
+        log.info(f"sweep summary: {table}, {sidecar} (what was held fixed)" + (f", {figure}" if figure else ""))
         wandb = OmegaConf.select(config, "logger.wandb")
         if not wandb:
             return

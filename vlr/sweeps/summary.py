@@ -4,6 +4,7 @@ trade-off figure. Written by `vlr.sweeps.SummarizeSweep` at the end of every Hyd
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -14,6 +15,21 @@ SINGLE_MODAL_NDCG = "ndcg_single@10"  # the name callers give that number (= rsu
 RELEVANCES = ("scene", "rouge_l", "labels")
 NDCG_COLUMNS = tuple(f"{d}/{r}_NDCG@10" for r in RELEVANCES for d in ("i2i", "t2t"))
 COLUMNS = ("rsum", "rsum_single", "i2t/R@1", "t2i/R@1", *NDCG_COLUMNS)
+# the axes' ends: rsum is six recalls in percent, the single-modal measure two NDCGs in percent
+RSUM_MAX, SINGLE_MODAL_MAX = 600.0, 200.0
+# what every run is, whatever the sweep varies (read from each job's resolved config)
+FACTORS = (
+    "data.name",
+    "model.preset",
+    "objective.name",
+    "imbalance.name",
+    "imbalance.strength",
+    "reference.kind",
+    "seed",
+    "data.batch_size",
+    "trainer.max_epochs",
+    "model.optimizer.lr",
+)
 
 
 def single_modal_ndcg(metrics: dict[str, float], prefix: str = "") -> float | None:
@@ -31,6 +47,90 @@ def job_overrides(job: Path) -> list[str]:
 def _overrides(job: Path) -> dict[str, str]:
     pairs = (o.partition("=") for o in job_overrides(job))
     return {key: value for key, _, value in pairs}
+
+
+def _choices(job: Path) -> dict[str, str]:
+    """The config groups a job composed (Hydra's ``runtime.choices``), Hydra's own left out."""
+    path = job / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices") or {}
+    return {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra")}
+
+
+def _factors(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    config = OmegaConf.load(path)
+    values = {key: OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False) for key in FACTORS}
+    return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def held_fixed(jobs: list[Path]) -> dict[str, str]:
+    """Every setting all jobs share: the groups they composed (``experiment``, ``imbalance``,
+    ``debug`` ...), the overrides they were all given, and the factors of `FACTORS`; a setting
+    that differs between jobs is what the sweep varied, and is not here."""
+    per_job = [{**_choices(job), **_factors(job), **_overrides(job)} for job in jobs]
+    keys = sorted({k for settings in per_job for k in settings})
+    return {k: per_job[0][k] for k in keys if all(k in s and s[k] == per_job[0][k] for s in per_job)}
+
+
+def chance_point(job: Path, stage: str) -> tuple[float, float] | None:
+    """(rsum, single-modal) of a constant model on ``stage``, from a job's ``evaluation.json``."""
+    path = job / "evaluation.json"
+    if not path.is_file():
+        return None
+    chance = json.loads(path.read_text()).get("chance") or {}
+    rsum, single = chance.get(f"{stage}/rsum"), single_modal_ndcg(chance, f"{stage}/")
+    return None if rsum is None or single is None else (float(rsum), float(single))
+
+
+def pooled_over_seeds(
+    jobs: list[Path], points: list[tuple[str, str, float, float]]
+) -> tuple[list[tuple[str, str, float, float]], list[tuple[float, float]] | None]:
+    """Points of jobs that differ only in ``seed`` pooled into one: the mean, with the spread
+    (one standard deviation over the seeds, as error bars); the points unchanged (and no bars)
+    when the sweep does not vary the seed."""
+    overrides = {job.name: _overrides(job) for job in jobs}
+    if len({o.get("seed") for o in overrides.values()}) < 2:
+        return points, None
+    varied = sorted({k for o in overrides.values() for k in o if k != "seed"})
+    varied = [k for k in varied if len({o.get(k) for o in overrides.values()}) > 1]
+    groups: dict[str, list[tuple[str, str, float, float]]] = {}
+    for point in points:
+        o = overrides[point[0]]
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(o.get(k, ''))}" for k in varied) or "all jobs"
+        groups.setdefault(label, []).append(point)
+    pooled, errors = [], []
+    for label, members in groups.items():
+        xs, ys = [m[2] for m in members], [m[3] for m in members]
+        pooled.append((f"{len(members)} seeds", label, statistics.fmean(xs), statistics.fmean(ys)))
+        spread = (statistics.stdev(xs), statistics.stdev(ys)) if len(members) > 1 else (0.0, 0.0)
+        errors.append(spread)
+    return pooled, errors
+
+
+def write_sweep_figure(
+    jobs: list[Path], points: list[tuple[str, str, float, float]], sweep_dir: Path, split: str
+) -> tuple[Path | None, Path]:
+    """``tradeoff.png`` (seeds pooled with their spread, the chance level, axes from chance to
+    the measures' maxima, what was held fixed in the title) and ``sweep.json`` beside
+    ``sweep.csv``: what the sweep held fixed and varied, and the chance level."""
+    fixed = held_fixed(jobs)
+    chance = chance_point(jobs[0], split)
+    shown, errors = pooled_over_seeds(jobs, points)
+    varied = sorted({k for job in jobs for k in _overrides(job)} - set(fixed))
+    sidecar = sweep_dir / "sweep.json"
+    info = {"jobs": len(jobs), "split": split, "held_fixed": fixed, "varied": varied}
+    info["chance"] = {"rsum": chance[0], SINGLE_MODAL_NDCG: chance[1]} if chance else None
+    sidecar.write_text(json.dumps(info, indent=1) + "\n")
+    fixed_text = ", ".join(f"{k}={v}" for k, v in fixed.items() if "." not in k or k in FACTORS)
+    title = f"{len(jobs)} jobs of {sweep_dir} ({split} split)\nheld fixed: {fixed_text}"
+    if errors:
+        title += "\nbars: one standard deviation over seeds"
+    figure = tradeoff_figure(shown, sweep_dir / "tradeoff.png", title, errors=errors, chance=chance, full_axes=True)
+    return figure, sidecar
 
 
 def _short(value: str) -> str:
@@ -76,12 +176,17 @@ def tradeoff_figure(
     errors: list[tuple[float, float]] | None = None,
     single: str = "rsum_single (i2i + t2t NDCG@10, primary relevance)",
     legend: str = "job",
+    chance: tuple[float, float] | None = None,
+    full_axes: bool = False,
 ) -> Path | None:
     """Cross-modal rsum (x) against a single-modal measure (y, named by ``single``); better is up
     and to the right. ``points``: (name, series, rsum, single-modal). The points of one series share
     a colour and a legend entry and are joined in the order given (a sweep: a series per job; a
     comparison pooled over seeds: a series per objective, a point per imbalance strength).
     ``errors``: each point's (x, y) half-widths, drawn as bars; ``legend``: what a series is.
+    ``chance``: a constant model's (rsum, single-modal), drawn as dashed lines; ``full_axes``:
+    axes from chance (or the lowest point) to the measures' maxima (`RSUM_MAX`,
+    `SINGLE_MODAL_MAX`), not to the points: a one-point difference looks like one.
     None when there is no point."""
     if not points:
         return None
@@ -120,6 +225,16 @@ def tradeoff_figure(
                     fontsize=7,
                     color=line[0].get_color(),
                 )
+    if chance is not None:
+        ax.axvline(chance[0], color="grey", linestyle="--", linewidth=1, label="chance (a constant model)")
+        ax.axhline(chance[1], color="grey", linestyle="--", linewidth=1)
+    if full_axes:
+        lows = [min(p[2] - (errors[i][0] if errors else 0) for i, p in enumerate(points))]
+        lows_y = [min(p[3] - (errors[i][1] if errors else 0) for i, p in enumerate(points))]
+        if chance is not None:
+            lows, lows_y = lows + [chance[0]], lows_y + [chance[1]]
+        ax.set_xlim(max(0.0, min(lows) - 0.02 * RSUM_MAX), RSUM_MAX)
+        ax.set_ylim(max(0.0, min(lows_y) - 0.02 * SINGLE_MODAL_MAX), SINGLE_MODAL_MAX)
     ax.set_xlabel("cross-modal rsum (i2t + t2i R@1,5,10)  →  better")
     ax.set_ylabel(f"single-modal {single}  →  better")
     ax.set_title(title, fontsize=9, wrap=True)

@@ -71,6 +71,13 @@ class ImageTower(nn.Module):
             )
         switch(enable)
 
+    @property
+    def fixed_input_size(self) -> bool:
+        """A timm ViT built for one image size (a strict patch embedding, no dynamic size)
+        asserts on any other size at its first step: `vlr.build.check_image_size` says so first."""
+        patch = getattr(self.backbone, "patch_embed", None)
+        return bool(getattr(patch, "strict_img_size", False)) and not getattr(self.backbone, "dynamic_img_size", False)
+
     def data_config(self) -> dict:
         """timm's preprocessing for this model (what its pretrained weights expect)."""
         return timm_data_config(self.backbone)

@@ -1,0 +1,123 @@
+"""A run someone follows without a terminal (nohup, SLURM): one plain line per epoch, the run
+folder announced at start, a closing line naming metrics.json and the best checkpoint, the
+same lines in Hydra's train.log; ``--help`` says what vlr is; a killed process's temp folders
+are cleaned when the next run starts."""
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from tests.conftest import REPO, run_cli, small_run
+from vlr.train import train
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/2  step (\d+)  train/loss (\d+\.\d+)  val/rsum (\d+\.\d+)  elapsed \d+:\d\d:\d\d")
+
+
+def compose_run(run_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir), str(run_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("vlr")]
+
+
+def test_a_run_logs_each_epoch_its_folder_and_where_its_results_are(tmp_path, synthetic_root, caplog):
+    run_dir = tmp_path / "run"
+    cfg = compose_run(run_dir, *small_run(synthetic_root, "trainer.max_epochs=2", "+trainer.limit_train_batches=3"))
+    with caplog.at_level(logging.INFO, logger="vlr"):
+        _, metrics = train(cfg)
+    lines = _lines(caplog)
+    assert lines[0] == f"run folder: {run_dir.resolve()}" or f"run folder: {run_dir.resolve()}" in lines
+    epochs = [EPOCH_LINE.fullmatch(line) for line in lines if line.startswith("epoch ")]
+    assert [m is not None for m in epochs] == [True, True], lines
+    assert [(int(m[1]), int(m[2])) for m in epochs] == [(1, 3), (2, 6)]
+    best_val = max(float(m[4]) for m in epochs)
+    assert metrics["val/rsum"] == pytest.approx(best_val, abs=0.01)  # the best epoch's, as logged
+    folder, best = run_dir.resolve(), run_dir.resolve() / "checkpoints" / "best.ckpt"
+    assert lines[-1] == f"done: metrics {folder / 'metrics.json'}; best checkpoint {best}"
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_redirected_output_and_train_log_show_every_epoch(tmp_path, synthetic_root):
+    """The process boundary is the point: stdout is a pipe, not a terminal."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "vlr.train",
+        *small_run(synthetic_root, "trainer.max_epochs=2", "+trainer.limit_train_batches=2"),
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        fresh=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in (proc.stdout, (run_dir / "train.log").read_text()):
+        assert len(EPOCH_LINE.findall(text)) == 2, text[-3000:]
+        assert f"run folder: {run_dir.resolve()}" in text
+        assert f"done: metrics {run_dir.resolve() / 'metrics.json'}" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["vlr.train", "vlr.eval"])
+def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
+    proc = run_cli(module, "--help", cwd=tmp_path, fresh=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vision-language retrieval" in proc.stdout
+    assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_removes_temp_folders_of_dead_processes_only(tmp_path, synthetic_root):
+    import os
+    import time
+
+    from vlr.runs import Run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    root = data / "synthetic"
+    root.symlink_to(synthetic_root, target_is_directory=True)
+    tokenizers = tmp_path / "cache" / "tokenizers"
+    tokenizers.mkdir(parents=True)
+    dead, alive = _dead_pid(), os.getppid()
+    hour_ago = time.time() - 3600
+    made = {
+        "dead synthetic": data / f"synthetic.tmp{dead}",
+        "dead tokenizer": tokenizers / f"wordpiece-600-abc.tmp{dead}",
+        "alive": data / f"synthetic.tmp{alive}",
+        "recent": tokenizers / f"wordpiece-600-def.tmp{dead}",
+    }
+    for name, path in made.items():
+        (path / "images").mkdir(parents=True)
+        (path / "images" / "0.png").write_bytes(b"x")
+        if name != "recent":
+            os.utime(path, (hour_ago, hour_ago))
+    cfg = compose_run(tmp_path / "run", *small_run(root), f"paths.cache_dir={tmp_path / 'cache'}")
+    Run(cfg)
+    assert {name: path.exists() for name, path in made.items()} == {
+        "dead synthetic": False,
+        "dead tokenizer": False,
+        "alive": True,  # its process may still be building it
+        "recent": True,  # a pid absent here may be building on another machine (a shared filesystem)
+    }
+    assert (synthetic_root / "dataset.json").is_file() or any(synthetic_root.iterdir())
