@@ -65,6 +65,7 @@ def test_vit_bert_preset_loads_local_timm_weights_and_bert_directory(
             f"model.image_tower.checkpoint_path={tiny_pretrained['timm']}",
             *(f"+model.image_tower.model_kwargs.{k}={v}" for k, v in kw.items()),
             f"model.text_tower.name_or_path={tiny_pretrained['bert']}",
+            "data.image_size=32",  # the tiny ViT takes 32x32 images (refused otherwise, before any step)
         ],
     )
     module.eval()

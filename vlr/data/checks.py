@@ -74,6 +74,8 @@ def check_contained(split: CaptionSplit, root: str | Path, allow_outside_root: b
         return split
     base = os.path.realpath(root)
     for i, path in enumerate(split.image_paths):
+        if not isinstance(path, (str, os.PathLike)):
+            continue  # an image inside a shard (vlr.data.shards): the shard spec chose its files
         real = os.path.realpath(path)
         if os.path.commonpath([base, real]) != base:
             raise ImageOutsideRoot(

@@ -50,8 +50,10 @@ class RunConfigMismatch(UserError, ValueError):
 
 
 def resolved(cfg: DictConfig) -> dict:
-    """The configuration as a plain resolved mapping (what `run_config.yaml` and checkpoints hold)."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The run's own options as a plain resolved mapping (what `run_config.yaml` and checkpoints
+    hold); Hydra's node, which a config composed in-process carries, is not an option of the run."""
+    options = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(options, resolve=True)  # type: ignore[return-value]
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

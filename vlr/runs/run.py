@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vlr.runs.folder import RunFolder
+from vlr.runs.folder import RunFolder, resolved
 from vlr.runs.leftovers import clean_leftovers, vlr_temp_folders
 from vlr.runs.lock import RunLock, is_launched_rank
 from vlr.runs.multirun import share_run_dir_with_ddp_children
@@ -65,8 +65,7 @@ class Run:
         if tokenizer is not None and trainer.is_global_zero:
             tokenizer.save_pretrained(str(self.dir / RUN_TOKENIZER_DIR))
         if trainer.loggers:  # the run's own options: a config composed with Hydra's node leaves it out
-            run_options = OmegaConf.masked_copy(self.cfg, [str(key) for key in self.cfg if key != "hydra"])
-            config = OmegaConf.to_container(run_options, resolve=True)
+            config = resolved(self.cfg)
             for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
                 logger.log_hyperparams(config)
         return checked_resume(self.cfg, model, trainer.loggers)
