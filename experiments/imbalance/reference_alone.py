@@ -41,8 +41,9 @@ def _pad(rows: torch.Tensor, width: int) -> torch.Tensor:
 def reference_alone(overrides: list[str]) -> dict[str, float]:
     import lightning.pytorch as pl
 
-    from vlr.build import build_data_and_model
-    from vlr.metrics import RetrievalEvaluator, rouge_l_relevance
+    from vlr.build import as_dict, build_data_and_model
+    from vlr.metrics import build_evaluator
+    from vlr.reference import lifecycle
 
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose_config(overrides, scratch)
@@ -51,20 +52,18 @@ def reference_alone(overrides: list[str]) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build_data_and_model(cfg)
         datamodule.setup("test")
-        split = datamodule.split("test")
         reference = model.reference
-        reference.prepare("test", split)
-        if hasattr(reference, "precompute"):  # frozen_init without distillation: rows embedded up front
-            reference.precompute("test", split, datamodule.test_dataloader(), torch.device("cpu"))
-        targets = datamodule.eval_targets("test")
-        relevance = rouge_l_relevance(
-            targets.pop("captions"),
-            targets["text_to_image"],
-            num_images=targets.pop("num_images"),
-            cache_dir=targets.pop("cache_dir"),
-        )
-        evaluator = RetrievalEvaluator(
-            **targets, relevance=relevance, ks=model.eval_ks, ndcg_ks=model.eval_ndcg_ks, ties=model.eval_ties
+        # the module's own preparation (frozen_init without distillation embeds its rows up front)
+        lifecycle.prepare_reference(reference, "test", "test", datamodule, model.encoder, torch.device("cpu"))
+        relevance = as_dict(cfg.relevance) if cfg.get("relevance") is not None else None
+        evaluator = build_evaluator(
+            datamodule.eval_targets("test"),
+            relevance,
+            split="test",
+            ks=model.eval_ks,
+            ndcg_ks=model.eval_ndcg_ks,
+            overlap_ks=model.eval_overlap_ks,
+            ties=model.eval_ties,
         )
         width = max(reference.image_dim, reference.text_dim)
         images, captions = datamodule.test_dataloader()
