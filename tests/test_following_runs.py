@@ -59,7 +59,6 @@ def test_redirected_output_and_train_log_show_every_epoch(tmp_path, synthetic_ro
         *small_run(synthetic_root, "trainer.max_epochs=2", "+trainer.limit_train_batches=2"),
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
-        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in (proc.stdout, (run_dir / "train.log").read_text()):
@@ -71,7 +70,7 @@ def test_redirected_output_and_train_log_show_every_epoch(tmp_path, synthetic_ro
 @pytest.mark.slow
 @pytest.mark.parametrize("module", ["vlr.train", "vlr.eval"])
 def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
-    proc = run_cli(module, "--help", cwd=tmp_path, fresh=True)
+    proc = run_cli(module, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "vision-language retrieval" in proc.stdout
     assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout

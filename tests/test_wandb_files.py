@@ -1,5 +1,6 @@
 """`vlr.tracking.wandb_files` reads back what wandb itself wrote offline, records spanning blocks included."""
 
+import os
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ run.finish()
 def test_an_offline_run_reads_back_config_history_metrics_and_summary(tmp_path):
     # written by another process, as a training run does: wandb's service may still be writing
     # the file's last records when finish() returns in the process that logged them
-    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own service, not this process's
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], check=True, capture_output=True, timeout=300, env=env)
     rows = [{"val/rsum": float(v), "blob": "x" * 5000 + str(i)} for i, v in enumerate([3, 9, 4] * 10)]
     got = read_run(tmp_path / "wandb")
     assert got.name == "reader-check" and got.tags == ["a:1"]
