@@ -10,6 +10,7 @@ import hydra
 import pytest
 import torch
 
+from experiments.ddp_drift import DETERMINISTIC
 from tests.test_config import _compose
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,20 +91,8 @@ def test_fsdp_composes_and_lightning_keeps_it_to_gpus():
 # 3 SGD steps, nothing random (tests/test_ddp_exactness.py's setting)
 RUN = [
     "data.num_train=12",
-    "data.num_val=15",
-    "data.num_test=15",
-    "data.batch_size=20",
-    "data.shuffle=false",
-    "data.augment=false",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
+    *(o for o in DETERMINISTIC if not o.startswith("logger=")),
     "logger=none",
-    "seed=5",
-    "model.text_tower.config.hidden_dropout_prob=0",
-    "model.text_tower.config.attention_probs_dropout_prob=0",
-    "model.optimizer._target_=torch.optim.SGD",
-    "model.optimizer.lr=0.5",
-    "+model.optimizer.momentum=0.9",
     "objective=infonce",
 ]
 
