@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.imbalance.design import Design
+
 PROBE_SEED = 200  # the probe's own generated data: no study pair and no tuning run uses it
 PROBE_DATA = ("data.num_train=600", "data.num_val=20", "data.num_test=300", "data.reference_images=0")
 RIDGE = 1.0  # ridge penalty per training item, on standardised features
@@ -162,7 +164,7 @@ def choose_strengths(table: dict[str, dict[str, dict[str, float]]]) -> dict[str,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directions", nargs="+", default=["text_weak", "image_weak"])
-    parser.add_argument("--strengths", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--strengths", nargs="+", type=float, default=list(Design().probe_strengths))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", default=["experiment=imbalance_study"])
     args = parser.parse_args(argv)
