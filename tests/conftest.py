@@ -57,6 +57,11 @@ def _restored_environment():
 
         with contextlib.suppress(Exception):
             wandb.teardown()
+    # WANDB_SERVICE names the service just torn down. It is never put back, even when it was set
+    # before this test began: a module-scoped fixture's run (set up before this fixture took its
+    # snapshot) starts a service too, and restoring its address would send the next run to a
+    # socket that no longer exists (WandbServiceConnectionError).
+    before.pop("WANDB_SERVICE", None)
     for key in set(os.environ) - set(before):
         del os.environ[key]
     os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})

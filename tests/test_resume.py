@@ -18,8 +18,6 @@ from lightning.pytorch.callbacks import Callback
 
 from tests.conftest import REPO, run_cli
 
-pytestmark = pytest.mark.xfail(strict=False, reason="in-process W&B service left unreachable (test-isolation bug)")
-
 STEPS_PER_EPOCH = 20  # 40 images x 5 captions / batch 10
 ARGS = [
     "data.num_train=40",

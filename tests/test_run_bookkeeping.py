@@ -23,8 +23,6 @@ from vlr.runs import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.train import train
 
-pytestmark = pytest.mark.xfail(strict=False, reason="in-process W&B service left unreachable (test-isolation bug)")
-
 STEPS_PER_EPOCH = 4  # trainer.limit_train_batches
 LAST_EVERY = 3  # callbacks.last_checkpoint.every_n_steps
 
@@ -124,11 +122,6 @@ def test_a_run_that_died_mid_epoch_resumes_to_the_same_run(tmp_path, whole, synt
     _assert_same_run(whole, resumed)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the in-process W&B service can be left unreachable by an earlier in-process run of this module "
-    "(WandbServiceConnectionError): a test-isolation bug under investigation",
-)
 @pytest.mark.slow
 @pytest.mark.parametrize(("how", "status"), [("SIGINT", 130), ("SIGTERM", 143)], ids=["Ctrl-C", "SIGTERM"])
 def test_a_stop_signal_saves_between_steps_and_exits_with_the_shells_status(
@@ -174,11 +167,6 @@ def test_a_checkpoint_of_another_format_is_refused_naming_both_versions(tmp_path
     assert read_checkpoint(path)["vlr_checkpoint_format"] == CHECKPOINT_FORMAT
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the in-process W&B service can be left unreachable by an earlier in-process run of this module "
-    "(WandbServiceConnectionError): a test-isolation bug under investigation",
-)
 def test_resuming_from_a_checkpoint_of_another_format_stops_before_any_step(tmp_path, synthetic_root):
     resumed = tmp_path / "run"
     (resumed / "checkpoints").mkdir(parents=True)

@@ -44,6 +44,15 @@ def _dropped(row: dict) -> str:
     return f" ({len(row['dropped'])} pair(s) left out: collapsed or missing)" if row.get("dropped") else ""
 
 
+def _table(columns: list[str], rows) -> list[str]:
+    """A Markdown table's lines: the header, its rule, then one line per row (a list of cells)."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+    ]
+
+
 # -- the opening paragraph ----------------------------------------------------------------
 def answer(results: dict) -> str:
     prem = results["premise"]
@@ -134,32 +143,39 @@ def hypotheses_section(results: dict) -> str:
 
 
 def premise_table(results: dict) -> str:
-    lines = [
-        "| direction | measure | infonce: imbalanced − balanced [95% CI] | pairs | p (t) | p (sign flip) | Holm p "
-        "| verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["premise"]:
-        lines.append(
-            f"| {r['direction']} | {r['metric']} | {_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} "
-            f"| {_p(r['p_sign_flip'])} | {_p(r['p_holm'])} | {r['verdict']} |"
-        )
-    return "\n".join(lines)
+    columns = ["direction", "measure", "infonce: imbalanced − balanced [95% CI]", "pairs", "p (t)", "p (sign flip)"]
+    rows = (
+        [r["direction"], r["metric"], _ci(r) + _dropped(r), r["n"], _p(r["p"]), _p(r["p_sign_flip"]), _p(r["p_holm"])]
+        + [r["verdict"]]
+        for r in results["premise"]
+    )
+    return "\n".join(_table([*columns, "Holm p", "verdict"], rows))
 
 
 def primary_table(results: dict) -> str:
-    lines = [
-        "| hypothesis | arm | direction | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] "
-        "| pairs | p (t) | p (sign flip) | Holm p (t) | Holm p (sign flip) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    columns = ["hypothesis", "arm", "direction", "balanced: arm − infonce", "imbalanced: arm − infonce"]
+    columns += [
+        "interaction [95% CI]",
+        "pairs",
+        "p (t)",
+        "p (sign flip)",
+        "Holm p (t)",
+        "Holm p (sign flip)",
+        "verdict",
     ]
-    for h in results["primary"]:
-        lines.append(
-            f"| {h['id']} | {h['arm']} | {h['direction']} | {_ci(h['effect_balanced'])} | "
-            f"{_ci(h['effect_imbalanced'])} | {_ci(h)}{_dropped(h)} | {h['n']} | {_p(h['p'])} | "
-            f"{_p(h['p_sign_flip'])} | {_p(h['p_holm'])} | {_p(h['p_sign_flip_holm'])} | {h['verdict']} |"
-        )
-    return "\n".join(lines)
+    rows = (
+        [
+            h["id"],
+            h["arm"],
+            h["direction"],
+            _ci(h["effect_balanced"]),
+            _ci(h["effect_imbalanced"]),
+            _ci(h) + _dropped(h),
+        ]
+        + [h["n"], _p(h["p"]), _p(h["p_sign_flip"]), _p(h["p_holm"]), _p(h["p_sign_flip_holm"]), h["verdict"]]
+        for h in results["primary"]
+    )
+    return "\n".join(_table(columns, rows))
 
 
 def cross_table(results: dict) -> str:
@@ -170,18 +186,13 @@ def cross_table(results: dict) -> str:
         f"pair s.d. of these differences ({_num(cm['pooled_sd'], 2, False)}). Non-inferior: the one-sided 95% lower "
         "bound lies above −margin; inferior: the upper bound lies below it."
     )
-    lines = [
-        head,
-        "",
-        "| arm | level | arm − infonce rsum [95% CI] | pairs | p (t) | p (sign flip) | non-inferiority |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in cm["rows"]:
-        lines.append(
-            f"| {r['arm']} | {r['level']} | {_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} | {_p(r['p_sign_flip'])} "
-            f"| {r['non_inferiority']['verdict']} |"
-        )
-    return "\n".join(lines)
+    columns = ["arm", "level", "arm − infonce rsum [95% CI]", "pairs", "p (t)", "p (sign flip)", "non-inferiority"]
+    rows = (
+        [r["arm"], r["level"], _ci(r) + _dropped(r), r["n"], _p(r["p"]), _p(r["p_sign_flip"])]
+        + [r["non_inferiority"]["verdict"]]
+        for r in cm["rows"]
+    )
+    return "\n".join([head, "", *_table(columns, rows)])
 
 
 def probe_table(results: dict) -> str:
@@ -194,13 +205,13 @@ def probe_table(results: dict) -> str:
         "(captions: bag of words; images: 2x2-pooled pixels), trained and tested on weakened data of its own "
         "generator seed. Cells: accuracy % (retained share of the balanced input's above-chance accuracy %).",
         "",
-        "| direction | chance | " + " | ".join(f"strength {s}" for s in strengths) + " | chosen |",
-        "|---|---|" + "---|" * (len(strengths) + 1),
     ]
+    table = []
     for direction, rows in cal["probe"].items():
         cells = [f"{rows[s]['accuracy']:.1f} ({rows[s]['retained']:.0f}%)" if s in rows else "–" for s in strengths]
         chance = next(iter(rows.values()))["chance"]
-        lines.append(f"| {direction} | {chance:.1f} | " + " | ".join(cells) + f" | {cal['chosen'][direction]:g} |")
+        table.append([direction, f"{chance:.1f}", *cells, f"{cal['chosen'][direction]:g}"])
+    lines += _table(["direction", "chance", *(f"strength {s}" for s in strengths), "chosen"], table)
     return "\n".join(lines)
 
 
@@ -213,15 +224,15 @@ def tuning_section(results: dict) -> str:
         + "; ".join(f"{a}: {m}" for a, m in t["weight_means"].items())
         + ".",
         "",
-        "| arm | grid point | score (per seed) | chosen |",
-        "|---|---|---|---|",
     ]
+    table = []
     for arm, a in t["arms"].items():
         for row in a["rows"]:
             point = ", ".join(f"{k} {v:g}" for k, v in row["point"].items())
             chosen = "**yes**" + (" (grid edge)" if a.get("at_edge") else "") if row["point"] == a["chosen"] else ""
             per = ", ".join(f"{x:.1f}" for x in row["per_seed"])
-            lines.append(f"| {arm} | {point} | {row['score']:.1f} ({per}) | {chosen} |")
+            table.append([arm, point, f"{row['score']:.1f} ({per})", chosen])
+    lines += _table(["arm", "grid point", "score (per seed)", "chosen"], table)
     g = results["gate"]
     verdict = "passed" if g["passed"] else "**FAILED**: the baselines may still be training"
     lines += [
@@ -241,20 +252,14 @@ def collapse_section(results: dict) -> str:
             "No cell collapsed: every cell's test rsum is at least the factor x its chance, and every InfoNCE loss "
             "left its plateau."
         )
-    lines = [
-        f"{len(rows)} collapsed cell(s), left out of every comparison they enter:",
-        "",
-        "| stage | arm | level | teacher | generator seed | seed | test rsum | rsum / chance | left plateau "
-        "| final loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in rows:
-        lines.append(
-            f"| {c['stage']} | {c['arm']} | {c['level']} | {c['teacher']} | {c['generator_seed']} | {c['seed']} | "
-            f"{_num(c['test_rsum'], 1, False)} | {_num(c['rsum_over_chance'], 2, False)} | {c['left_plateau']} | "
-            f"{_num(c['final_loss'], 3, False)} |"
-        )
-    return "\n".join(lines)
+    columns = ["stage", "arm", "level", "teacher", "generator seed", "seed", "test rsum", "rsum / chance"]
+    table = (
+        [c["stage"], c["arm"], c["level"], c["teacher"], c["generator_seed"], c["seed"], _num(c["test_rsum"], 1, False)]
+        + [_num(c["rsum_over_chance"], 2, False), c["left_plateau"], _num(c["final_loss"], 3, False)]
+        for c in rows
+    )
+    intro = f"{len(rows)} collapsed cell(s), left out of every comparison they enter:"
+    return "\n".join([intro, "", *_table([*columns, "left plateau", "final loss"], table)])
 
 
 def teacher_section(results: dict) -> str:
@@ -265,51 +270,40 @@ def teacher_section(results: dict) -> str:
         "one (Holm within these contrasts). A gain that survives the shuffled teacher is regularisation, not "
         "structure.",
         "",
-        "| arm | teacher | balanced: arm − infonce | imbalanced: arm − infonce | interaction [95% CI] | pairs "
-        "| p (t) | p (sign flip) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in t["rows"]:
-        lines.append(
-            f"| {r['arm']} | {r['teacher']} | {_ci(r['effect_balanced'])} | {_ci(r['effect_imbalanced'])} | "
-            f"{_ci(r)}{_dropped(r)} | {r['n']} | {_p(r['p'])} | {_p(r['p_sign_flip'])} |"
-        )
-    lines += [
-        "",
-        f"| arm | teacher − learned teacher ({t['direction']}) [95% CI] | pairs | Holm p (t) | Holm p (sign flip) "
-        "| verdict |",
-    ]
-    lines += ["|---|---|---|---|---|---|"]
-    for c in t["contrasts"]:
-        lines.append(
-            f"| {c['arm']} | {c['teacher']}: {_ci(c)} | {c['n']} | {_p(c['p_holm'])} | "
-            f"{_p(c['p_sign_flip_holm'])} | {c['verdict']} |"
-        )
+    columns = ["arm", "teacher", "balanced: arm − infonce", "imbalanced: arm − infonce", "interaction [95% CI]"]
+    lines += _table(
+        [*columns, "pairs", "p (t)", "p (sign flip)"],
+        (
+            [r["arm"], r["teacher"], _ci(r["effect_balanced"]), _ci(r["effect_imbalanced"]), _ci(r) + _dropped(r)]
+            + [r["n"], _p(r["p"]), _p(r["p_sign_flip"])]
+            for r in t["rows"]
+        ),
+    )
+    contrast = f"teacher − learned teacher ({t['direction']}) [95% CI]"
+    lines += [""] + _table(
+        ["arm", contrast, "pairs", "Holm p (t)", "Holm p (sign flip)", "verdict"],
+        (
+            [c["arm"], f"{c['teacher']}: {_ci(c)}", c["n"], _p(c["p_holm"]), _p(c["p_sign_flip_holm"]), c["verdict"]]
+            for c in t["contrasts"]
+        ),
+    )
     return "\n".join(lines)
 
 
 def summary_table(results: dict) -> str:
     metrics = sorted({m for r in results["summary"] for m in r["metrics"]}, key=_metric_order)
-    lines = [
-        "| arm | level | strength | teacher | pairs (collapsed) | " + " | ".join(metrics) + " |",
-        "|---|---|---|---|---|" + "---|" * len(metrics),
-    ]
+    rows = []
     for r in results["summary"]:
         cells = [
             f"{r['metrics'][m]['mean']:.1f} ± {r['metrics'][m]['sd']:.1f}" if m in r["metrics"] else "–"
             for m in metrics
         ]
-        lines.append(
-            f"| {r['arm']} | {r['level']} | {r['strength']:g} | {r['teacher']} | {r['n']} ({r['collapsed']}) | "
-            + " | ".join(cells)
-            + " |"
-        )
+        rows.append([r["arm"], r["level"], f"{r['strength']:g}", r["teacher"], f"{r['n']} ({r['collapsed']})", *cells])
     chance = results.get("chance", {})
     if chance:
-        lines.append(
-            "| chance | | | | | " + " | ".join(f"{chance[m]:.1f}" if m in chance else "–" for m in metrics) + " |"
-        )
-    return "\n".join(lines)
+        rows.append(["chance", "", "", "", "", *(f"{chance[m]:.1f}" if m in chance else "–" for m in metrics)])
+    return "\n".join(_table(["arm", "level", "strength", "teacher", "pairs (collapsed)", *metrics], rows))
 
 
 def _metric_order(m: str) -> tuple:
@@ -321,10 +315,11 @@ def reference_table(results: dict) -> str:
     keys = sorted({k for m in rows.values() for k in m if "NDCG@10" in k or k.endswith("R@1")})
     if not keys:
         return "(not measured)"
-    lines = ["| generator seed | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for g, m in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        lines.append(f"| {g} | " + " | ".join(f"{m[k]:.1f}" if k in m else "–" for k in keys) + " |")
-    return "\n".join(lines)
+    table = (
+        [g, *(f"{m[k]:.1f}" if k in m else "–" for k in keys)]
+        for g, m in sorted(rows.items(), key=lambda kv: str(kv[0]))
+    )
+    return "\n".join(_table(["generator seed", *keys], table))
 
 
 def timing_section(results: dict) -> str:
@@ -429,44 +424,46 @@ def write_figures(results: dict, out: Path) -> dict[str, Path]:
 
     paths: dict[str, Path] = {}
 
+    def figure(name: str, rows: list[dict], labels: list[str], color: str, ylabel: str, title: str, width: float):
+        """One interval plot (every figure: pairs as dots, 95% CI); returns its axes for extras."""
+        fig, ax = plt.subplots(figsize=(1.8 + width * len(rows), 4.2))
+        _interval_plot(ax, rows, labels, color)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} (dots: pairs; 95% CI)", fontsize=9)
+        paths[name] = out / f"{name}.png"
+        return fig, ax
+
     def save(fig, name: str) -> None:
         fig.tight_layout()
-        paths[name] = out / f"{name}.png"
         fig.savefig(paths[name], dpi=110)
         plt.close(fig)
 
     prem = results["premise"]
-    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(prem), 4.2))
-    _interval_plot(ax, prem, [f"{r['direction']}\n{r['metric']}" for r in prem], "C0")
-    ax.set_ylabel("infonce: imbalanced − balanced (points)")
-    ax.set_title("Premise: strong-side ground-truth NDCG@10 (dots: pairs; 95% CI)", fontsize=9)
-    save(fig, "premise")
+    labels = [f"{r['direction']}\n{r['metric']}" for r in prem]
+    ylabel = "infonce: imbalanced − balanced (points)"
+    save(figure("premise", prem, labels, "C0", ylabel, "Premise: strong-side ground-truth NDCG@10", 2.2)[0], "premise")
 
     prim = results["primary"]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(prim), 4.2))
-    _interval_plot(ax, prim, [f"{h['id']} {h['arm']}\n{h['direction']}" for h in prim], "C3")
-    ax.set_ylabel("interaction on strong-side NDCG@10 (points)")
-    ax.set_title("Primary outcome: (arm − infonce) imbalanced − balanced (dots: pairs; 95% CI)", fontsize=9)
+    labels = [f"{h['id']} {h['arm']}\n{h['direction']}" for h in prim]
+    title = "Primary outcome: (arm − infonce) imbalanced − balanced"
+    fig, _ = figure("interaction", prim, labels, "C3", "interaction on strong-side NDCG@10 (points)", title, 1.6)
     save(fig, "interaction")
 
     cm = results["cross_modal"]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(cm["rows"]), 4.2))
-    _interval_plot(ax, cm["rows"], [f"{r['arm']}\n{r['level']}" for r in cm["rows"]], "C2")
+    labels = [f"{r['arm']}\n{r['level']}" for r in cm["rows"]]
+    fig, ax = figure("cross_modal", cm["rows"], labels, "C2", "arm − infonce rsum", "Cross-modal cost", 1.2)
     if not math.isnan(cm["margin"]):
         ax.axhspan(-cm["margin"], cm["margin"], color="grey", alpha=0.15, label=f"±{cm['margin']:.1f} (margin)")
         ax.legend(fontsize=8)
-    ax.set_ylabel("arm − infonce rsum")
-    ax.set_title("Cross-modal cost (dots: pairs; 95% CI)", fontsize=9)
     save(fig, "cross_modal")
 
     rows = results["teacher"]["rows"]
     if rows:
-        fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(rows), 4.2))
         effects = [r["effect_imbalanced"] for r in rows]
-        _interval_plot(ax, effects, [f"{r['arm']}\n{r['teacher']}" for r in rows], "C1")
-        ax.set_ylabel(f"arm − infonce {results['teacher']['metric']}")
-        ax.set_title(f"Teacher quality under {results['teacher']['direction']} (dots: pairs; 95% CI)", fontsize=9)
-        save(fig, "teacher")
+        labels = [f"{r['arm']}\n{r['teacher']}" for r in rows]
+        ylabel = f"arm − infonce {results['teacher']['metric']}"
+        title = f"Teacher quality under {results['teacher']['direction']}"
+        save(figure("teacher", effects, labels, "C1", ylabel, title, 1.4)[0], "teacher")
     return paths
 
 

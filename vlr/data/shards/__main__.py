@@ -27,23 +27,17 @@ def write_shards(cfg: DictConfig) -> Path:
     out = Path(cfg.out)
     for name in cfg.splits:
         split = datamodule.split(name)
-        paths = write_split(split, out, name, int(cfg.shard_size))
+        shards = len(write_split(split, out, name, int(cfg.shard_size)))
         log.info(
-            "%s: %d images, %d captions -> %d shard(s) in %s",
-            name,
-            split.num_images,
-            split.num_captions,
-            len(paths),
-            out,
+            "%s: %d images, %d captions -> %d shard(s) in %s", name, split.num_images, split.num_captions, shards, out
         )
     print(f"shards written to {out}\n  train with: data=shards data.root={out}")
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="write_shards")
-@report_user_errors
-def main(cfg: DictConfig) -> None:
-    write_shards(cfg)
+main = hydra.main(version_base="1.3", config_path="../../conf", config_name="write_shards")(
+    report_user_errors(write_shards)
+)
 
 
 if __name__ == "__main__":
