@@ -73,6 +73,16 @@ def answer(results: dict) -> str:
         )
     else:
         parts.append(f"**The premise holds**: {per_direction}.")
+    gate = results.get("gate")
+    if gate:
+        change = f"{100 * gate['relative_change']:.1f}% (tolerance {100 * gate['tolerance']:.0f}%)"
+        parts.append(
+            f"The convergence gate passed: doubling balanced infonce's epochs moves its val rsum by {change}."
+            if gate["passed"]
+            else f"**The convergence gate failed**: doubling balanced infonce's epochs ({gate['epochs']} to "
+            f"{2 * gate['epochs']}) moves its val rsum by {change}, so the cells are still training and every "
+            "comparison below is between arms at the same, unconverged budget."
+        )
     prim = results["primary"]
     lines = "; ".join(
         f"{h['arm']} under {h['direction']} {_ci(h)} (Holm p {_p(h.get('p_holm'))}: {h['verdict']})" for h in prim
@@ -272,14 +282,24 @@ def teacher_section(results: dict) -> str:
         "",
     ]
     columns = ["arm", "teacher", "balanced: arm − infonce", "imbalanced: arm − infonce", "interaction [95% CI]"]
-    lines += _table(
-        [*columns, "pairs", "p (t)", "p (sign flip)"],
-        (
-            [r["arm"], r["teacher"], _ci(r["effect_balanced"]), _ci(r["effect_imbalanced"]), _ci(r) + _dropped(r)]
-            + [r["n"], _p(r["p"]), _p(r["p_sign_flip"])]
-            for r in t["rows"]
-        ),
-    )
+    absent = f"not run (this teacher only under {t['direction']})"
+
+    def row(r: dict) -> list:
+        if not r["effect_balanced"].get("n"):  # the teacher did not run on balanced data: no interaction
+            return [r["arm"], r["teacher"], absent, _ci(r["effect_imbalanced"]), "–", "–", "–", "–"]
+        return [
+            r["arm"],
+            r["teacher"],
+            _ci(r["effect_balanced"]),
+            _ci(r["effect_imbalanced"]),
+            _ci(r) + _dropped(r),
+        ] + [
+            r["n"],
+            _p(r["p"]),
+            _p(r["p_sign_flip"]),
+        ]
+
+    lines += _table([*columns, "pairs", "p (t)", "p (sign flip)"], (row(r) for r in t["rows"]))
     contrast = f"teacher − learned teacher ({t['direction']}) [95% CI]"
     lines += [""] + _table(
         ["arm", contrast, "pairs", "Holm p (t)", "Holm p (sign flip)", "verdict"],
