@@ -111,6 +111,22 @@ def compose_config(*overrides: str, name: str = "train", run_dir: Path | None = 
     return cfg
 
 
+def job_config(*overrides: str, run_dir: Path, name: str = "train"):
+    """The job config an entry point receives under ``@hydra.main`` with ``hydra.run.dir=run_dir``:
+    `compose_config`'s, with the run's working directory set and Hydra's own node removed (Hydra
+    passes the job only that); `HydraConfig` still answers for it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    cfg = compose_config(*overrides, name=name, run_dir=run_dir)
+    with read_write(cfg.hydra), open_dict(cfg):  # HydraConfig made it read-only
+        cfg.hydra.runtime.cwd = str(run_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 class VlrRun:
     """What an in-process `run_vlr` left: ``returncode`` (0, or 1 for a user error, as the CLI
     exits), ``output`` (everything printed and logged), ``error`` (the ``error: ...`` line or

@@ -8,25 +8,15 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from tests.conftest import REPO, run_cli, small_run
+from tests.conftest import job_config, run_cli, small_run
 from vlr.train import train
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/2  step (\d+)  train/loss (\d+\.\d+)  val/rsum (\d+\.\d+)  elapsed \d+:\d\d:\d\d")
 
 
 def compose_run(run_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir), str(run_dir.parent)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return job_config(*overrides, run_dir=run_dir)
 
 
 def _lines(caplog) -> list[str]:

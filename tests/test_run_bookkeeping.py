@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
-from omegaconf import open_dict
 
-from tests.conftest import REPO, SYNTHETIC_ROOT_SPEC
+from tests.conftest import SYNTHETIC_ROOT_SPEC, job_config
 from vlr import __version__
 from vlr.callbacks import AtomicCheckpointIO
 from vlr.runs import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
@@ -28,15 +25,7 @@ LAST_EVERY = 3  # callbacks.last_checkpoint.every_n_steps
 
 
 def compose_run(run_dir: Path, *overrides: str):
-    """The job config `vlr.train` gets under ``hydra.main`` with ``hydra.run.dir=run_dir``."""
-    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(run_dir), str(run_dir.parent)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return job_config(*overrides, run_dir=run_dir)
 
 
 class StopAtStep(Callback):
