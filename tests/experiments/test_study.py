@@ -303,3 +303,22 @@ def test_a_tiny_study_killed_midway_resumes_and_reproduces_a_covlr_cell_from_an_
     # the empty-cache re-run equals the recorded cell, unless the learned reference still seeds the
     # global RNG when it fits (a cold cache): then the check must say so (issue 27, item 8)
     assert results["reproduced"]["equal"] is True
+
+
+@pytest.mark.parametrize("arm", ["infonce", "relation_kd", "covlr"])
+def test_every_cell_of_a_real_data_study_composes_on_the_real_preset(arm, tmp_path):
+    """``--preset flickr30k_clip --pairs --strengths ...`` (the GPU path): each cell's overrides,
+    as the study runs them, compose into that preset with the level's imbalance and the pair's
+    seed, and no generated data (pairs are training seeds on one test set)."""
+    from tests.conftest import compose_config
+
+    tuned = ("model.optimizer.lr=0.0005", "objective.temperature=0.05")
+    for level, strength in [("balanced", 0.0), ("text_weak", 0.5), ("image_weak", 0.5)]:
+        cell = Cell(arm, level, strength, None, 3, extra=tuned)
+        overrides = cell.overrides("flickr30k_clip", ("data.root=/data/flickr30k",))
+        assert not any(o.startswith("data.generator_seed=") for o in overrides)
+        cfg = compose_config(*overrides, f"seed={cell.seed}", run_dir=tmp_path / cell.name)
+        assert cfg.data.name == "flickr30k" and cfg.data.root == "/data/flickr30k"
+        assert cfg.objective.name == arm and cfg.objective.temperature == 0.05
+        assert cfg.model.optimizer.lr == 0.0005 and cfg.seed == 3
+        assert (cfg.imbalance.name, cfg.imbalance.strength) == ("none" if level == "balanced" else level, strength)
