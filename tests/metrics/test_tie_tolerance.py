@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from tests.distributed import synced
+from vlr.errors import ConfigError
 from vlr.metrics import RetrievalEvaluator, neighbourhood_overlap, retrieval_metrics
 from vlr.metrics.ranking import TIE_TOLERANCE, best_positive_rank, check_tie_tolerance, ndcg
 
@@ -88,7 +89,7 @@ def test_a_tie_group_that_runs_past_the_fetched_top_is_averaged_whole():
 
 @pytest.mark.parametrize("bad", [-1e-6, float("nan"), 0.5, "x"])
 def test_a_bad_tolerance_is_refused_naming_the_option(bad):
-    with pytest.raises(ValueError, match=r"^evaluation.tie_tolerance must be"):
+    with pytest.raises(ConfigError, match=r"^model.evaluation.tie_tolerance must be"):
         check_tie_tolerance(bad)
 
 

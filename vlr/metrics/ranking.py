@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vlr.errors import ConfigError
+
 CHUNK_ELEMENTS = 1 << 25  # ~128 MiB of float32 scores per chunk
 TIE_RULES = ("expected", "pessimistic", "optimistic")
 TIE_TOLERANCE = 1e-5  # scores this close are tied (see the module docstring)
@@ -35,13 +37,13 @@ def check_ties(ties: str) -> str:
 
 
 def check_tie_tolerance(tolerance: float) -> float:
-    """``tolerance`` as a float, or ValueError naming the option when it is not in [0, 0.01]."""
+    """``tolerance`` as a float, or `ConfigError` naming the option when it is not in [0, 0.01]."""
     try:
         value = float(tolerance)
     except (TypeError, ValueError):
-        raise ValueError(f"evaluation.tie_tolerance must be a number, got {tolerance!r}") from None
+        raise ConfigError(f"model.evaluation.tie_tolerance must be a number, got {tolerance!r}") from None
     if not 0.0 <= value <= 0.01:  # NaN fails too; above 0.01 it would merge real differences
-        raise ValueError(f"evaluation.tie_tolerance must be in [0, 0.01] (a cosine difference), got {tolerance!r}")
+        raise ConfigError(f"model.evaluation.tie_tolerance must be in [0, 0.01] (a cosine difference), got {tolerance!r}")
     return value
 
 
