@@ -62,6 +62,19 @@ class LastCheckpoint(Checkpoint):
             for leftover in self.path.parent.glob(".*.ckpt.tmp*"):
                 leftover.unlink(missing_ok=True)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        """A run folder copied or moved elsewhere resumes with its own best checkpoint: Lightning's
+        ``ModelCheckpoint`` restores ``best_model_path`` as the old folder's path (and warns that
+        the dirpath changed), so a later test would load the old folder's file, or fail once it
+        is gone; the same file in this folder's checkpoint directory replaces it."""
+        for callback in trainer.checkpoint_callbacks:
+            best, dirpath = getattr(callback, "best_model_path", ""), getattr(callback, "dirpath", None)
+            if not best or not dirpath or Path(best).parent.resolve() == Path(dirpath).resolve():
+                continue
+            here = Path(dirpath) / Path(best).name
+            if here.is_file():
+                callback.best_model_path = str(here)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         # max_time / early stopping can end training mid-epoch; a state saved at this step already
         # (the epoch's end, or max_steps in on_train_batch_end) is kept: here Lightning has

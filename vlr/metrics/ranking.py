@@ -43,7 +43,9 @@ def check_tie_tolerance(tolerance: float) -> float:
     except (TypeError, ValueError):
         raise ConfigError(f"model.evaluation.tie_tolerance must be a number, got {tolerance!r}") from None
     if not 0.0 <= value <= 0.01:  # NaN fails too; above 0.01 it would merge real differences
-        raise ConfigError(f"model.evaluation.tie_tolerance must be in [0, 0.01] (a cosine difference), got {tolerance!r}")
+        raise ConfigError(
+            f"model.evaluation.tie_tolerance must be in [0, 0.01] (a cosine difference), got {tolerance!r}"
+        )
     return value
 
 
