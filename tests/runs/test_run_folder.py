@@ -365,3 +365,27 @@ def _evaluate(out_dir, *overrides):
     from vlr.eval import evaluate
 
     return evaluate(_eval_cfg(out_dir, *overrides, *SYNTHETIC_ROOT_SPEC, "data.num_workers=0"))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda d: d.__setitem__(slice(0, 4), bytes(4)), "it does not start with a zip header (not a file torch.save "
+         "wrote, or its first bytes are damaged)"),
+        (lambda d: d.__setitem__(slice(-22, None), bytes(22)), "its zip structure is damaged or truncated (File is "
+         "not a zip file)"),
+        (lambda d: d.__setitem__(slice(-200, -100), bytes(100)), "its zip structure is damaged or truncated (Bad "
+         "magic number for central directory)"),
+        (lambda d: d.__setitem__(slice(10, 30), bytes(20)), "its zip member ckpt/data.pkl is damaged (CRC mismatch)"),
+    ],
+    ids=["zip-magic", "end-record", "central-directory", "member-header"],
+)  # fmt: skip
+def test_a_damaged_zip_is_refused_in_one_whole_line(tmp_path, damage, reason):
+    path = tmp_path / "ckpt.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(100)}}, path)
+    data = bytearray(path.read_bytes())
+    damage(data)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert str(err.value) == f"ckpt_path={path} is not a readable checkpoint: {reason}"
