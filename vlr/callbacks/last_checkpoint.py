@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
 from vlr.runs.checkpoints import stamp, verify_checksum
-from vlr.runs.finite import NonFiniteError, describe, nonfinite_parameters
+from vlr.runs.finite import NonFiniteError, describe, nonfinite_state
 
 
 class LastCheckpoint(Checkpoint):
@@ -37,7 +37,7 @@ class LastCheckpoint(Checkpoint):
     def _check_finite(self, trainer: pl.Trainer) -> None:
         """Non-finite weights end the run in one line: never saved (a resume would continue from
         them in vain), never validated (best.ckpt and the val history would hold them)."""
-        broken = nonfinite_parameters(trainer.lightning_module.named_parameters())
+        broken = nonfinite_state(trainer.lightning_module)
         if broken:
             raise NonFiniteError(
                 f"the parameters are non-finite after step {trainer.global_step} ({describe(broken)}); "
@@ -73,7 +73,7 @@ class LastCheckpoint(Checkpoint):
                 continue
             here = Path(dirpath) / Path(best).name
             if here.is_file():
-                callback.best_model_path = str(here)
+                setattr(callback, "best_model_path", str(here))  # noqa: B010 -- ModelCheckpoint's public attribute
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         # max_time / early stopping can end training mid-epoch; a state saved at this step already

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vlr.errors import UserError
 from vlr.metrics.ranking import (
     TIE_TOLERANCE,
     BestPositiveRanks,
@@ -27,6 +28,10 @@ from vlr.metrics.relevance.graded import GradedRelevance
 Relevances = dict[str, GradedRelevance]
 
 
+class NonFiniteEmbeddings(UserError, ValueError):
+    """The embeddings to score hold a NaN or an infinity (a diverged model): one line, not a traceback."""
+
+
 def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.ndim != 2:
@@ -37,7 +42,10 @@ def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} has non-finite values (rows {bad}...)")
+        raise NonFiniteEmbeddings(
+            f"{name} has non-finite values (rows {bad}...): the model's outputs overflowed; lower the learning "
+            "rate, or evaluate an earlier checkpoint"
+        )
     return x
 
 
