@@ -31,6 +31,7 @@ from vlr.runs import RUN_TOKENIZER_DIR, label_runs
 from vlr.runs.checkpoints import check_state_fits, read_checkpoint
 from vlr.runs.folder import RunFolder
 from vlr.runs.options import check_options, checked_command_line
+from vlr.runs.run_log import accept_run_log, refuse_run_log
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.reporting import finish_evaluation
 from vlr.train import instantiate_trainer
@@ -97,10 +98,12 @@ def refuse_a_training_run_folder(cfg: DictConfig) -> None:
     held = folder.holds_run()
     if held:
         folder.restore_hydra_files()
+        refuse_run_log()  # nor a line in its log (vlr.runs.run_log)
         raise EvalOutputIsARun(
             f"hydra.run.dir={folder.dir} is a training run's folder (it holds {', '.join(held)}); "
             "vlr.eval writes its metrics and config into its own folder: give another hydra.run.dir"
         )
+    accept_run_log()  # eval.log is written from here on
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -34,7 +34,7 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; vlr's own ``skip_nonfinite`` goes to the model."""
     trainer_cfg = as_dict(cfg.trainer)
     model.nonfinite.skip = bool(trainer_cfg.pop("skip_nonfinite", False))
-    model.nonfinite.watch(model.named_parameters)  # a skip never goes on over non-finite weights
+    model.nonfinite.watch(model)  # a skip never goes on over non-finite weights (or running statistics)
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
     # every checkpoint carries the run's resolved configuration and a checksum (vlr.runs.checkpoints)
     plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO(config=resolved(cfg))]

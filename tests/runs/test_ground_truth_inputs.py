@@ -41,6 +41,22 @@ def test_a_label_that_is_not_a_class_index_is_refused_naming_the_entry(tmp_path,
     assert str(err.value) == f"{path}: {entry} should be a class index (an integer >= 0), got {shown}"
 
 
+@pytest.mark.parametrize("key", ["label", "labels"])
+def test_a_class_index_out_of_range_is_refused_before_anything_is_allocated(tmp_path, key):
+    """A multi-hot index of 2e9 asked for a 250 GB label matrix."""
+    value = 2_000_000_000
+    given = {key: [0, value] if key == "labels" else value}
+    path = _write(tmp_path, [_img("a", ["x"], **{key: [0] if key == "labels" else 0}), _img("b", ["y"], **given)])
+    with pytest.raises(AnnotationError) as err:
+        read_karpathy(path, tmp_path, "test")
+    entry = "images[1].labels[1]" if key == "labels" else "images[1].label"
+    assert str(err.value) == (
+        f"{path}: {entry} should be a class index below 1,000,000 (at most that many classes), got {value}"
+    )
+    path = _write(tmp_path, [_img("a", ["x"], labels=[0]), _img("b", ["y"], labels=[999_999])])
+    assert read_karpathy(path, tmp_path, "test").labels.shape == (2, 1_000_000)  # the bound itself is a class
+
+
 def test_empty_multi_hot_labels_are_refused(tmp_path):
     path = _write(tmp_path, [_img("a", ["x"], labels=[0]), _img("b", ["y"], labels=[])])
     with pytest.raises(AnnotationError, match=r"images\[1\]\.labels should be a non-empty list of class indices"):

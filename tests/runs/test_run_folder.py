@@ -4,8 +4,10 @@ unless allowed and recorded; ``resume=false`` moves the old run aside; a lock ke
 process out (stale locks taken over); checkpoints carry the run's configuration and a checksum
 that every load verifies."""
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,9 +18,11 @@ from omegaconf import OmegaConf
 
 from tests.conftest import SYNTHETIC_ROOT_SPEC
 from tests.test_run_bookkeeping import compose_run
+from vlr.errors import report_user_errors
 from vlr.runs import CheckpointError, read_checkpoint
 from vlr.runs.folder import RunConfigMismatch, resolved
 from vlr.runs.lock import RunFolderInUse
+from vlr.runs.run_log import RunLogHandler
 from vlr.train import train
 
 QUICK = ("trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false")
@@ -258,3 +262,130 @@ def test_eval_refuses_to_write_into_a_training_run(finished, synthetic_root):
     assert _snapshot(finished) == before
     metrics = evaluate(_eval_cfg(finished.parent / "eval", *args))  # its own folder: evaluates
     assert "test/i2t/R@1" in metrics and (finished.parent / "eval" / "metrics.json").is_file()
+
+
+# ---- a refused start writes nothing, its log lines included (B, F); a copied folder resumes (C);
+# ---- resume=false moves the old log aside too (G)
+
+
+@contextlib.contextmanager
+def _run_log(run_dir, name="train.log"):
+    """The run's log file as Hydra opens it for vlr (vlr/conf/train.yaml: `RunLogHandler`)."""
+    import logging
+
+    handler = RunLogHandler(str(run_dir / name))
+    handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+def test_train_and_eval_log_through_the_run_log_handler():
+    from tests.conftest import compose_config
+
+    for entry in ("train", "eval"):
+        handlers = compose_config(name=entry).hydra.job_logging.handlers
+        assert handlers.file["class"] == "vlr.runs.run_log.RunLogHandler", entry
+
+
+def test_an_allowed_objective_change_whose_checkpoint_does_not_fit_writes_nothing(finished, synthetic_root):
+    """Following the refusal's own advice (resume_allow_changes=[objective]): the checkpoint check
+    still refuses it, and the run's config, Hydra's files and its log are as they were, so the
+    run's best.ckpt can still be evaluated."""
+    (finished / "train.log").write_text("[vlr][INFO] - the finished run's log\n")
+    before = _snapshot(finished)
+    (finished / ".hydra" / "config.yaml").write_text("objective:\n  name: triplet\n")  # what Hydra writes first
+    with _run_log(finished), pytest.raises(SystemExit):
+        report_user_errors(train)(
+            _cfg(finished, synthetic_root, "objective=triplet", "resume_allow_changes=[objective]")
+        )
+    assert _snapshot(finished) == before
+    best = finished / "checkpoints" / "best.ckpt"
+    metrics = _evaluate(finished.parent / "eval", f"ckpt_path={best}", f"data.root={synthetic_root}")
+    assert "test/i2t/R@1" in metrics
+
+
+def test_a_refused_start_leaves_the_folder_byte_identical(finished, synthetic_root):
+    (finished / "train.log").write_text("[vlr][INFO] - the finished run's log\n")
+    before = _snapshot(finished)
+    with _run_log(finished), pytest.raises(SystemExit):
+        report_user_errors(train)(_cfg(finished, synthetic_root, "seed=5"))
+    assert _snapshot(finished) == before
+
+
+def test_an_accepted_start_logs_everything_it_kept(finished, synthetic_root):
+    (finished / "train.log").write_text("[vlr][INFO] - the finished run's log\n")
+    with _run_log(finished):
+        _train(finished, synthetic_root, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]")
+    text = (finished / "train.log").read_text()
+    assert text.startswith("[vlr][INFO] - the finished run's log\n")
+    # logged before the checks passed (kept), and after
+    assert f"resuming from {finished / 'checkpoints' / 'last.ckpt'}" in text and "run folder: " in text
+
+
+def test_a_refused_eval_writes_no_eval_log(finished, synthetic_root):
+    from vlr.eval import evaluate
+
+    before = _snapshot(finished)
+    args = (f"ckpt_path={finished / 'checkpoints' / 'best.ckpt'}", f"data.root={synthetic_root}", *SYNTHETIC_ROOT_SPEC)
+    with _run_log(finished, "eval.log"), pytest.raises(SystemExit):
+        report_user_errors(evaluate)(_eval_cfg(finished, *args, "data.num_workers=0"))
+    assert _snapshot(finished) == before and not (finished / "eval.log").exists()
+
+
+def test_a_copied_run_folder_resumes(finished, synthetic_root, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    _train(copy, synthetic_root, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]")  # not refused
+    last = read_checkpoint(copy / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 4
+    (best,) = [state["best_model_path"] for name, state in last["callbacks"].items() if "ModelCheckpoint" in name]
+    assert best == str(copy / "checkpoints" / "best.ckpt")  # its own, not the original folder's
+    record = OmegaConf.to_container(OmegaConf.load(copy / "config_changes.yaml"))
+    assert record[0]["changes"] == {"trainer.max_epochs": {"before": 1, "now": 2}}  # no path among them
+
+
+def test_resume_false_moves_the_old_log_aside(finished, synthetic_root):
+    (finished / "train.log").write_text("[vlr][INFO] - the finished run's log\n")
+    with _run_log(finished):
+        _train(finished, synthetic_root, "resume=false", "seed=1")
+    (aside,) = (finished / "replaced").iterdir()
+    assert (aside / "train.log").read_text() == "[vlr][INFO] - the finished run's log\n"
+    new = (finished / "train.log").read_text()
+    assert "the finished run's log" not in new and f"was moved to {aside}" in new
+
+
+def _evaluate(out_dir, *overrides):
+    from vlr.eval import evaluate
+
+    return evaluate(_eval_cfg(out_dir, *overrides, *SYNTHETIC_ROOT_SPEC, "data.num_workers=0"))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda d: d.__setitem__(slice(0, 4), bytes(4)), "it does not start with a zip header (not a file torch.save "
+         "wrote, or its first bytes are damaged)"),
+        (lambda d: d.__setitem__(slice(-22, None), bytes(22)), "its zip structure is damaged or truncated (File is "
+         "not a zip file)"),
+        (lambda d: d.__setitem__(slice(-200, -100), bytes(100)), "its zip structure is damaged or truncated (Bad "
+         "magic number for central directory)"),
+        (lambda d: d.__setitem__(slice(10, 30), bytes(20)), "its zip member ckpt/data.pkl is damaged (CRC mismatch)"),
+    ],
+    ids=["zip-magic", "end-record", "central-directory", "member-header"],
+)  # fmt: skip
+def test_a_damaged_zip_is_refused_in_one_whole_line(tmp_path, damage, reason):
+    path = tmp_path / "ckpt.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(100)}}, path)
+    data = bytearray(path.read_bytes())
+    damage(data)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert str(err.value) == f"ckpt_path={path} is not a readable checkpoint: {reason}"

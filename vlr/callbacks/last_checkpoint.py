@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.io import atomic_write
 from vlr.runs.checkpoints import stamp, verify_checksum
-from vlr.runs.finite import NonFiniteError, describe, nonfinite_parameters
+from vlr.runs.finite import NonFiniteError, describe, nonfinite_state
 
 
 class LastCheckpoint(Checkpoint):
@@ -37,7 +37,7 @@ class LastCheckpoint(Checkpoint):
     def _check_finite(self, trainer: pl.Trainer) -> None:
         """Non-finite weights end the run in one line: never saved (a resume would continue from
         them in vain), never validated (best.ckpt and the val history would hold them)."""
-        broken = nonfinite_parameters(trainer.lightning_module.named_parameters())
+        broken = nonfinite_state(trainer.lightning_module)
         if broken:
             raise NonFiniteError(
                 f"the parameters are non-finite after step {trainer.global_step} ({describe(broken)}); "
@@ -61,6 +61,19 @@ class LastCheckpoint(Checkpoint):
         if stage == "fit" and trainer.is_global_zero and self.path.parent.is_dir():
             for leftover in self.path.parent.glob(".*.ckpt.tmp*"):
                 leftover.unlink(missing_ok=True)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        """A run folder copied or moved elsewhere resumes with its own best checkpoint: Lightning's
+        ``ModelCheckpoint`` restores ``best_model_path`` as the old folder's path (and warns that
+        the dirpath changed), so a later test would load the old folder's file, or fail once it
+        is gone; the same file in this folder's checkpoint directory replaces it."""
+        for callback in trainer.checkpoint_callbacks:
+            best, dirpath = getattr(callback, "best_model_path", ""), getattr(callback, "dirpath", None)
+            if not best or not dirpath or Path(best).parent.resolve() == Path(dirpath).resolve():
+                continue
+            here = Path(dirpath) / Path(best).name
+            if here.is_file():
+                setattr(callback, "best_model_path", str(here))  # noqa: B010 -- ModelCheckpoint's public attribute
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         # max_time / early stopping can end training mid-epoch; a state saved at this step already

@@ -61,11 +61,21 @@ def check_caption(raw, where: str, path: Path, image_name: str) -> str:
     return raw.strip()
 
 
+# the file gives no number of classes: a bound on any class index (a multi-hot row is that long,
+# and a stray 2e9 would ask for a 250 GB label matrix); COCO has 80 classes, ImageNet-21k 21,841
+MAX_CLASSES = 1_000_000
+
+
 def check_label(value, where: str, path: Path) -> int:
-    """A class index: a non-negative integer (a float would be truncated, a negative one would
-    index from the end of the multi-hot row: both silently wrong i2i ground truth)."""
+    """A class index: a non-negative integer below `MAX_CLASSES` (a float would be truncated, a
+    negative one would index from the end of the multi-hot row: both silently wrong i2i ground
+    truth; a huge one would allocate a multi-hot matrix that never fits)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AnnotationError(f"{path}: {where} should be a class index (an integer >= 0), got {value!r:.80}")
+    if value >= MAX_CLASSES:
+        raise AnnotationError(
+            f"{path}: {where} should be a class index below {MAX_CLASSES:,} (at most that many classes), got {value}"
+        )
     return value
 
 

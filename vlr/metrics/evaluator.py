@@ -15,7 +15,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from vlr.metrics.overlap import neighbourhood_overlap
-from vlr.metrics.ranking import check_ties, top_k_gallery
+from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties, top_k_gallery
 from vlr.metrics.retrieval import as_relevances, retrieval_metrics
 
 
@@ -62,12 +62,16 @@ class RetrievalEvaluator(Metric):
         ndcg_ks: Sequence[int] = (10, 20, 50),
         overlap_ks: Sequence[int] = (10,),
         ties: str = "expected",
+        tie_tolerance: float = TIE_TOLERANCE,
         tiers: dict[str, int] | None = None,
         save_rankings: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.ties = check_ties(ties)
+        # scores this close are tied: rounding noise, which depends on the eval batch size and the
+        # number of ranks, never decides a rank (vlr.metrics.ranking.TIE_TOLERANCE)
+        self.tie_tolerance = check_tie_tolerance(tie_tolerance)
         # named gallery tiers scored from one embedding pass, e.g. COCO {5k: 1, 1k: 5}
         # (name -> folds); keys become ``<tier>/<metric>``. None: one unnamed tier of ``folds``.
         self.tiers = dict(tiers) if tiers else None
@@ -140,6 +144,7 @@ class RetrievalEvaluator(Metric):
             relevance=targets["relevance"],
             ndcg_ks=self.ndcg_ks,
             ties=self.ties,
+            tie_tolerance=self.tie_tolerance,
         )
         t2i = targets["text_to_image"].to(images.device)
         tiers = self.tiers or {"": self.folds}
@@ -207,11 +212,11 @@ class RetrievalEvaluator(Metric):
             self.rankings = {name: v.detach().cpu() for name, v in record.items()}
         for k in self.overlap_ks:
             if image_ref is not None:
-                out[f"image/overlap@{k}"] = neighbourhood_overlap(images, image_ref, k)
+                out[f"image/overlap@{k}"] = neighbourhood_overlap(images, image_ref, k, self.tie_tolerance)
             if text_ref is not None:
-                out[f"text/overlap@{k}"] = neighbourhood_overlap(texts, text_ref, k)
+                out[f"text/overlap@{k}"] = neighbourhood_overlap(texts, text_ref, k, self.tie_tolerance)
         if self.cxc is not None and targets is None:
-            out |= self.cxc.metrics(images, texts, self.ks, self.ties)
+            out |= self.cxc.metrics(images, texts, self.ks, self.ties, self.tie_tolerance)
         return out
 
     @property

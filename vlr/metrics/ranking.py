@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
+from vlr.errors import ConfigError
+
 CHUNK_ELEMENTS = 1 << 25  # ~128 MiB of float32 scores per chunk
 TIE_RULES = ("expected", "pessimistic", "optimistic")
+TIE_TOLERANCE = 1e-5  # scores this close are tied (see the module docstring)
 
 PositiveFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps a chunk of query indices [q] to a boolean positive mask [q, num_gallery]."""
@@ -31,6 +34,19 @@ def check_ties(ties: str) -> str:
     if ties not in TIE_RULES:
         raise ValueError(f"evaluation.ties must be one of {TIE_RULES}, got '{ties}'")
     return ties
+
+
+def check_tie_tolerance(tolerance: float) -> float:
+    """``tolerance`` as a float, or `ConfigError` naming the option when it is not in [0, 0.01]."""
+    try:
+        value = float(tolerance)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model.evaluation.tie_tolerance must be a number, got {tolerance!r}") from None
+    if not 0.0 <= value <= 0.01:  # NaN fails too; above 0.01 it would merge real differences
+        raise ConfigError(
+            f"model.evaluation.tie_tolerance must be in [0, 0.01] (a cosine difference), got {tolerance!r}"
+        )
+    return value
 
 
 def _chunks(num_queries: int, num_gallery: int):
@@ -108,6 +124,7 @@ def best_positive_rank(
     gallery: torch.Tensor,
     positives: torch.Tensor | PositiveFn,
     self_index: torch.Tensor | None = None,
+    tolerance: float = TIE_TOLERANCE,
 ) -> BestPositiveRanks:
     """Counts that place every query's best-ranked positive, ties included (`BestPositiveRanks`).
 
@@ -116,7 +133,8 @@ def best_positive_rank(
     (-1 = padding; cheap when queries have few positives) or a function giving a boolean
     mask per chunk (for label-defined relevance). ``self_index[q]`` (if given) is the
     gallery item that *is* query q; it is removed from the gallery for that query.
-    A query with no positive at all has ``valid`` False.
+    A query with no positive at all has ``valid`` False. Items within ``tolerance`` of the best
+    positive's score are tied with it; only those more than ``tolerance`` above rank ahead.
     """
     num_q, num_g = queries.shape[0], gallery.shape[0]
     dev = queries.device
@@ -134,7 +152,7 @@ def best_positive_rank(
                 pos[rows, self_index[idx]] = False
             best = scores.masked_fill(~pos, -math.inf).amax(dim=1)
             ok_rows = pos.any(dim=1)
-            n_pos_tied = ((scores == best[:, None]) & pos).sum(dim=1, dtype=torch.int32).long()
+            n_pos_tied = ((scores >= best[:, None] - tolerance) & pos).sum(dim=1, dtype=torch.int32).long()
         else:
             cand = positives[idx]
             ok = cand >= 0
@@ -143,48 +161,67 @@ def best_positive_rank(
             cand_scores = scores.gather(1, cand.clamp_min(0)).masked_fill(~ok, -math.inf)
             best = cand_scores.amax(dim=1)
             ok_rows = ok.any(dim=1)
-            n_pos_tied = ((cand_scores == best[:, None]) & ok).sum(dim=1).long()
+            n_pos_tied = ((cand_scores >= best[:, None] - tolerance) & ok).sum(dim=1).long()
         # int32 accumulation: ~18x faster than summing a bool tensor into int64 on CPU
-        n_above = (scores > best[:, None]).sum(dim=1, dtype=torch.int32).long()
-        n_tied = (scores == best[:, None]).sum(dim=1, dtype=torch.int32).long()
+        n_above = (scores > best[:, None] + tolerance).sum(dim=1, dtype=torch.int32).long()
+        window = (scores >= best[:, None] - tolerance) & (scores <= best[:, None] + tolerance)
+        n_tied = window.sum(dim=1, dtype=torch.int32).long()
         above[idx], tied_pos[idx], valid[idx] = n_above, n_pos_tied, ok_rows
         tied_neg[idx] = torch.where(ok_rows, n_tied - n_pos_tied, torch.zeros_like(n_tied))
     return BestPositiveRanks(above, tied_neg, tied_pos.clamp_min(1), valid)
 
 
-def tie_group_means(
-    sorted_scores: torch.Tensor, sorted_gains: torch.Tensor, boundary_mean: torch.Tensor
-) -> torch.Tensor:
-    """Per position of each row's top list, the mean gain of its tie group (McSherry & Najork 2008).
-
-    ``sorted_scores`` / ``sorted_gains`` [q, m] are a row's top m items in decreasing score.
-    Groups strictly above the m-th score lie wholly inside the list; the group at the m-th
-    score may continue beyond it, so its mean over the whole row is ``boundary_mean`` [q].
-    """
-    q, m = sorted_scores.shape
+def tie_groups(sorted_scores: torch.Tensor, tolerance: float = TIE_TOLERANCE) -> torch.Tensor:
+    """[q, m] tie-group id (0, 1, ...) of each position of rows sorted by decreasing score: a new
+    group starts where the score drops by more than ``tolerance`` from the previous position
+    (chained, so a run of neighbours each within ``tolerance`` of the next is one group)."""
     new_group = torch.ones_like(sorted_scores, dtype=torch.long)
-    new_group[:, 1:] = (sorted_scores[:, 1:] != sorted_scores[:, :-1]).long()
-    group = new_group.cumsum(dim=1) - 1
+    drop = sorted_scores[:, :-1] - sorted_scores[:, 1:]
+    new_group[:, 1:] = (drop > tolerance).long()  # -inf - -inf is NaN: not a drop, one group
+    return new_group.cumsum(dim=1) - 1
+
+
+def tie_group_means(sorted_scores: torch.Tensor, sorted_gains: torch.Tensor, tolerance: float = TIE_TOLERANCE):
+    """Per position of rows sorted by decreasing score, the mean gain of its tie group
+    (McSherry & Najork 2008; groups as `tie_groups`). Exact for every group that ends inside the
+    rows given; ``(means, group ids)``."""
+    q, m = sorted_scores.shape
+    group = tie_groups(sorted_scores, tolerance)
     sums = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(1, group, sorted_gains)
     counts = torch.zeros(q, m, dtype=sorted_gains.dtype, device=sorted_gains.device).scatter_add_(
         1, group, torch.ones_like(sorted_gains)
     )
-    means = (sums / counts.clamp_min(1)).gather(1, group)
-    at_boundary = sorted_scores == sorted_scores[:, -1:]
-    return torch.where(at_boundary, boundary_mean[:, None].expand_as(means), means)
+    return (sums / counts.clamp_min(1)).gather(1, group), group
 
 
-def _ordered_gains(scores: torch.Tensor, g: torch.Tensor, m: int, ties: str) -> torch.Tensor:
+def _expected_gains(scores: torch.Tensor, g: torch.Tensor, m: int, tolerance: float) -> torch.Tensor:
+    """[q, m] tie-group mean gains of the top m positions. A group that reaches the m-th place
+    may go on below it: the top ``2m + 16`` are sorted, and the rare rows whose m-th place's
+    group reaches the end of those are sorted whole."""
+    n = scores.shape[1]
+    fetch = min(n, 2 * m + 16)
+    top_scores, top = scores.topk(fetch, dim=1)
+    means, group = tie_group_means(top_scores, torch.gather(g, 1, top), tolerance)
+    out = means[:, :m].clone()
+    if fetch < n:
+        open_ended = (group[:, m - 1] == group[:, -1]).nonzero().flatten()
+        if open_ended.numel():
+            whole, order = torch.sort(scores[open_ended], dim=1, descending=True, stable=True)
+            out[open_ended] = tie_group_means(whole, torch.gather(g[open_ended], 1, order), tolerance)[0][:, :m]
+    return out
+
+
+def _ordered_gains(scores: torch.Tensor, g: torch.Tensor, m: int, ties: str, tolerance: float) -> torch.Tensor:
     """[q, m] gains of the top m positions: tie-group means (expected) or the worst/best order."""
     if ties == "expected":
-        top_scores, top = scores.topk(m, dim=1)
-        boundary = scores == top_scores[:, -1:]
-        boundary_mean = (g * boundary).sum(dim=1) / boundary.sum(dim=1).clamp_min(1)
-        return tie_group_means(top_scores, torch.gather(g, 1, top), boundary_mean)
-    # tied items ordered by gain, ascending (pessimistic) or descending (optimistic): two stable sorts
-    by_gain = torch.sort(g, dim=1, descending=ties == "optimistic", stable=True).indices
-    by_score = torch.sort(torch.gather(scores, 1, by_gain), dim=1, descending=True, stable=True).indices
-    return torch.gather(g, 1, torch.gather(by_gain, 1, by_score[:, :m]))
+        return _expected_gains(scores, g, m, tolerance)
+    # tied items ordered by gain, ascending (pessimistic) or descending (optimistic): sorted by
+    # score, then by gain within each tie group (two stable sorts)
+    sorted_scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    gains, group = torch.gather(g, 1, order), tie_groups(sorted_scores, tolerance)
+    by_gain = torch.sort(gains, dim=1, descending=ties == "optimistic", stable=True).indices
+    by_group = torch.sort(torch.gather(group, 1, by_gain), dim=1, stable=True).indices
+    return torch.gather(gains, 1, torch.gather(by_gain, 1, by_group[:, :m]))
 
 
 def ndcg(
@@ -194,6 +231,7 @@ def ndcg(
     self_index: torch.Tensor,
     ks: tuple[int, ...],
     ties: str = "expected",
+    tolerance: float = TIE_TOLERANCE,
 ) -> dict[int, torch.Tensor]:
     """Per-query NDCG@k with graded gains, the query itself removed from the gallery.
 
@@ -202,7 +240,8 @@ def ndcg(
     by the DCG of the row's own gains sorted in decreasing order. A query whose
     ideal DCG is 0 (no relevant item at all) scores 0. With ``ties="expected"`` each
     group of tied items contributes its mean gain at every position it spans (the
-    expected DCG over random orders of the ties, McSherry & Najork 2008).
+    expected DCG over random orders of the ties, McSherry & Najork 2008); scores less than
+    ``tolerance`` apart are tied (`tie_groups`).
     """
     check_ties(ties)
     num_q, num_g = queries.shape[0], gallery.shape[0]
@@ -216,7 +255,7 @@ def ndcg(
         scores[rows, self_index[idx]] = -math.inf
         g = gains(idx).to(torch.float64)
         g[rows, self_index[idx]] = 0.0
-        got = _ordered_gains(scores, g, k_max, ties) * discount
+        got = _ordered_gains(scores, g, k_max, ties, tolerance) * discount
         ideal = g.topk(k_max, dim=1).values * discount
         for k in ks:
             kk = min(k, k_max)
@@ -226,21 +265,24 @@ def ndcg(
     return out
 
 
-def top_k_membership(scores: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_membership(scores: torch.Tensor, k: int, tolerance: float = TIE_TOLERANCE) -> torch.Tensor:
     """[q, n] probability that each item is among a row's top k under a random order of ties.
 
-    Items above the k-th score are in (1); of the m items tied at the k-th score, the k - c
-    places left (c = items above) go to a uniformly random subset: each gets (k - c) / m.
+    Items more than ``tolerance`` above the k-th score are in (1); of the m items within
+    ``tolerance`` of it, the k - c places left (c = items above) go to a uniformly random
+    subset: each gets (k - c) / m.
     """
     kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
+    above = scores > kth + tolerance
+    tied = (scores >= kth - tolerance) & ~above
     left = (k - above.sum(dim=1, keepdim=True)).double()
     share = left / tied.sum(dim=1, keepdim=True).clamp_min(1).double()
     return above.double() + tied.double() * share
 
 
-def expected_shared_neighbours(emb: torch.Tensor, reference_emb: torch.Tensor, k: int) -> torch.Tensor:
+def expected_shared_neighbours(
+    emb: torch.Tensor, reference_emb: torch.Tensor, k: int, tolerance: float = TIE_TOLERANCE
+) -> torch.Tensor:
     """Per item, the expected number of its k nearest neighbours (itself excluded, ties broken
     at random independently in both spaces) that are also its k nearest under the reference."""
     n = emb.shape[0]
@@ -252,7 +294,7 @@ def expected_shared_neighbours(emb: torch.Tensor, reference_emb: torch.Tensor, k
         a, b = emb[idx] @ emb.T, reference_emb[idx] @ reference_emb.T
         a[rows, idx] = -math.inf
         b[rows, idx] = -math.inf
-        out[idx] = (top_k_membership(a, k) * top_k_membership(b, k)).sum(dim=1)
+        out[idx] = (top_k_membership(a, k, tolerance) * top_k_membership(b, k, tolerance)).sum(dim=1)
     return out
 
 

@@ -13,10 +13,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from vlr.metrics.ranking import BestPositiveRanks, best_positive_rank, check_ties, ndcg, padded_groups
+from vlr.errors import UserError
+from vlr.metrics.ranking import (
+    TIE_TOLERANCE,
+    BestPositiveRanks,
+    best_positive_rank,
+    check_tie_tolerance,
+    check_ties,
+    ndcg,
+    padded_groups,
+)
 from vlr.metrics.relevance.graded import GradedRelevance
 
 Relevances = dict[str, GradedRelevance]
+
+
+class NonFiniteEmbeddings(UserError, ValueError):
+    """The embeddings to score hold a NaN or an infinity (a diverged model): one line, not a traceback."""
 
 
 def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +42,10 @@ def _as_float(name: str, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} has non-finite values (rows {bad}...)")
+        raise NonFiniteEmbeddings(
+            f"{name} has non-finite values (rows {bad}...): the model's outputs overflowed; lower the learning "
+            "rate, or evaluate an earlier checkpoint"
+        )
     return x
 
 
@@ -115,7 +131,7 @@ def as_relevances(relevance) -> Relevances:
     return {r.name: r for r in items}
 
 
-def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, ties, out, record) -> None:
+def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, ties, tol, out, record) -> None:
     """Every direction's NDCG under one graded relevance, keys ``{direction}/{name}_NDCG@k``.
 
     Single-modal (the papers' protocol): i2i, image i queries the other images; t2t, the first
@@ -140,9 +156,9 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
 
     both = torch.cat([image_emb, text_emb])
     per_direction = {
-        "i2i": ndcg(image_emb, image_emb, img_to_img, self_i, nk, ties),
-        "t2t": ndcg(text_emb[first], text_emb, lambda q: cap_to_cap(first[q]), first, nk, ties),
-        "i2t": ndcg(image_emb, torch.cat([text_emb, text_emb[:1] * 0]), padded(img_to_cap), no_self_i, nk, ties),
+        "i2i": ndcg(image_emb, image_emb, img_to_img, self_i, nk, ties, tol),
+        "t2t": ndcg(text_emb[first], text_emb, lambda q: cap_to_cap(first[q]), first, nk, ties, tol),
+        "i2t": ndcg(image_emb, torch.cat([text_emb, text_emb[:1] * 0]), padded(img_to_cap), no_self_i, nk, ties, tol),
         "t2i": ndcg(
             text_emb[first],
             torch.cat([image_emb, image_emb[:1] * 0]),
@@ -150,8 +166,9 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
             no_self_i_t,
             nk,
             ties,
+            tol,
         ),
-        "i2x": ndcg(image_emb, both, lambda q: torch.cat([img_to_img(q), img_to_cap(q)], dim=1), self_i, nk, ties),
+        "i2x": ndcg(image_emb, both, lambda q: torch.cat([img_to_img(q), img_to_cap(q)], dim=1), self_i, nk, ties, tol),
         "t2x": ndcg(
             text_emb[first],
             both,
@@ -159,6 +176,7 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
             num_images + first,
             nk,
             ties,
+            tol,
         ),
     }
     for direction, per_query in per_direction.items():
@@ -170,7 +188,7 @@ def _graded_ndcg(image_emb, text_emb, t2i, relevance: GradedRelevance, ndcg_ks, 
 
 
 def _single_split(
-    image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties, record=None
+    image_emb, text_emb, t2i, image_labels, relevance, ks, ndcg_ks, ties, tol=TIE_TOLERANCE, record=None
 ) -> dict[str, float]:
     """Metrics of one gallery; ``record`` (a dict), when given, receives per-query tensors
     (``{direction}/R@k`` hit probabilities, ``{direction}/rank`` expected 0-based ranks,
@@ -181,8 +199,8 @@ def _single_split(
 
     # i2t: best rank among the image's captions; t2i: rank of the caption's image.
     captions_of = padded_groups(t2i, num_images)  # [num_images, max captions per image]
-    i2t = best_positive_rank(image_emb, text_emb, captions_of)
-    t2i_ranks = best_positive_rank(text_emb, image_emb, t2i[:, None])
+    i2t = best_positive_rank(image_emb, text_emb, captions_of, tolerance=tol)
+    t2i_ranks = best_positive_rank(text_emb, image_emb, t2i[:, None], tolerance=tol)
     out |= _recall_summary("i2t", i2t, ks, True, ties)
     out |= _recall_summary("t2i", t2i_ranks, ks, True, ties)
     if record is not None:
@@ -193,7 +211,7 @@ def _single_split(
     # t2t: each caption queries the other captions; relevant = the other captions of its image.
     # Captions whose image has no other caption have nothing to find and are left out.
     self_t = torch.arange(text_emb.shape[0], device=dev)
-    t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t)
+    t2t = best_positive_rank(text_emb, text_emb, captions_of[t2i], self_index=self_t, tolerance=tol)
     _single_modal("t2t", t2t, ks, ties, out, record)
 
     if image_labels is not None:
@@ -204,11 +222,11 @@ def _single_split(
             lf = labels.to(torch.float32)
             pos = lambda q: (lf[q] @ lf.T) > 0  # noqa: E731
         self_i = torch.arange(num_images, device=dev)
-        i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i)
+        i2i = best_positive_rank(image_emb, image_emb, pos, self_index=self_i, tolerance=tol)
         _single_modal("i2i", i2i, ks, ties, out, record)
 
     for graded in relevance.values():
-        _graded_ndcg(image_emb, text_emb, t2i, graded, sorted({*ndcg_ks, 10}), ties, out, record)
+        _graded_ndcg(image_emb, text_emb, t2i, graded, sorted({*ndcg_ks, 10}), ties, tol, out, record)
     if relevance:  # i2i + t2t NDCG@10 under the primary (first) relevance
         primary = next(iter(relevance))
         out["rsum_single"] = out[f"i2i/{primary}_NDCG@10"] + out[f"t2t/{primary}_NDCG@10"]
@@ -233,6 +251,7 @@ def retrieval_metrics(
     relevance=None,
     ndcg_ks: Sequence[int] = (10, 20, 50),
     ties: str = "expected",
+    tie_tolerance: float = TIE_TOLERANCE,
     record: dict | None = None,
 ) -> dict[str, float]:
     """Cross-modal and single-modal retrieval metrics.
@@ -254,6 +273,9 @@ def retrieval_metrics(
             items are put in a uniformly random order, so a constant model scores
             chance; ``pessimistic`` (tied non-relevant items first) or ``optimistic``
             (last: what counting only strictly higher scores gives).
+        tie_tolerance: scores within it are tied, so that rounding noise (which depends on the
+            eval batch size and the number of ranks) never decides a rank
+            (`vlr.metrics.ranking.TIE_TOLERANCE`).
         record: a dict that receives per-query tensors of the whole gallery (``folds=1``
             only): ``{direction}/rank``, ``{direction}/R@k``, ``{direction}/{relevance}_NDCG@k``.
 
@@ -274,9 +296,10 @@ def retrieval_metrics(
     rel = as_relevances(relevance)
     _validate(image_emb, text_emb, t2i, labels, rel, folds)
     check_ties(ties)
+    tol = check_tie_tolerance(tie_tolerance)
 
     if folds == 1:
-        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks, ties, record)
+        return _single_split(image_emb, text_emb, t2i, labels, rel, ks, ndcg_ks, ties, tol, record)
 
     block = image_emb.shape[0] // folds
     per_fold: dict[str, list[float]] = defaultdict(list)
@@ -292,6 +315,7 @@ def retrieval_metrics(
             ks,
             ndcg_ks,
             ties,
+            tol,
         )
         for key, value in fold.items():
             per_fold[key].append(value)

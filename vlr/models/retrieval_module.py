@@ -21,7 +21,7 @@ from torch import nn
 from vlr.callbacks import ObjectiveSchedule, TorchRNGState
 from vlr.errors import ConfigError
 from vlr.metrics import RetrievalEvaluator, build_evaluator
-from vlr.metrics.ranking import check_ties
+from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties
 from vlr.models.encoder import DualEncoder
 from vlr.models.nonfinite import NonFiniteGuard
 from vlr.models.schedules import parameter_groups, total_training_steps
@@ -83,6 +83,7 @@ class RetrievalModule(pl.LightningModule):
         self.eval_ndcg_ks = tuple(evaluation.get("ndcg_ks", (10, 20, 50)))
         self.eval_overlap_ks = tuple(evaluation.get("overlap_ks", (10,)))
         self.eval_ties = check_ties(evaluation.get("ties", "expected"))
+        self.eval_tie_tolerance = check_tie_tolerance(evaluation.get("tie_tolerance", TIE_TOLERANCE))
         self.chance_levels: dict[str, dict[str, float]] = {}  # per split, filled after a test
         # every validation during fit: {"epoch", "step", "val/...": value}; travels in checkpoints so a
         # resumed run still knows its best epoch (vlr.runs.best_epoch_metrics)
@@ -194,6 +195,7 @@ class RetrievalModule(pl.LightningModule):
             ndcg_ks=self.eval_ndcg_ks,
             overlap_ks=self.eval_overlap_ks,
             ties=self.eval_ties,
+            tie_tolerance=self.eval_tie_tolerance,
             save_rankings=self.save_rankings if stage != "fit" else 0,
         ).to(self.device)
 

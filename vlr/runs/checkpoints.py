@@ -21,6 +21,8 @@ Format 2: the checksum and the run's resolved configuration (``vlr_config``).
 from __future__ import annotations
 
 import hashlib
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,7 @@ def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or holds objects that need pickle
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{option}={path} is not a readable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{option}={path} is not a readable checkpoint: {why_unreadable(path, err)}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{option}={path} is not a Lightning checkpoint of vlr (it has no 'state_dict')")
     written = checkpoint.get(FORMAT_KEY, 0)  # 0: a checkpoint of a vlr that stamped none
@@ -60,6 +61,34 @@ def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
         )
     verify_checksum(checkpoint, path)
     return checkpoint
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of ``err``'s message, whole (torch's run on for lines)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+
+
+def why_unreadable(path: Path, err: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` could not read, in words of our own: torch's own
+    messages for a damaged zip are an errno, a bare number, or a paragraph about weights_only."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_err:
+        return f"it cannot be read ({os_err.strerror or os_err})"
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        return "it does not start with a zip header (not a file torch.save wrote, or its first bytes are damaged)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError) as zip_err:
+        return f"its zip structure is damaged or truncated ({_first_sentence(zip_err)})"
+    if bad is not None:
+        return f"its zip member {bad} is damaged (CRC mismatch)"
+    if str(err).startswith("Weights only load failed"):
+        return "it holds objects that only a full unpickling would load (vlr reads checkpoints weights_only)"
+    return _first_sentence(err)
 
 
 def _tensors(node: Any, where: str = ""):

@@ -1,6 +1,7 @@
-"""Non-finite weights end a run in one line: the error and the check that the model (its
-``trainer.skip_nonfinite`` guard, `vlr.models.nonfinite`), `LastCheckpoint` (never saved, never
-validated) and the end of training (`vlr.runs.stopping`) share."""
+"""Non-finite weights (parameters, or buffers such as running statistics) end a run in one line:
+the error and the check that the model (its ``trainer.skip_nonfinite`` guard,
+`vlr.models.nonfinite`), `LastCheckpoint` (never saved, never validated) and the end of
+training (`vlr.runs.stopping`) share."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ class NonFiniteError(UserError, FloatingPointError):
 def nonfinite_parameters(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
     """The names of the tensors that hold a NaN or an infinity."""
     return [name for name, p in named if not bool(torch.isfinite(p.detach()).all())]
+
+
+def nonfinite_state(module: torch.nn.Module) -> list[str]:
+    """The parameters and floating-point buffers of ``module`` that hold a NaN or an infinity:
+    a BatchNorm's running statistics overflow while every parameter is still finite, and an
+    evaluation (eval mode) then embeds everything as NaN."""
+    buffers = ((name, b) for name, b in module.named_buffers() if b.is_floating_point())
+    return nonfinite_parameters(module.named_parameters()) + nonfinite_parameters(buffers)
 
 
 def describe(names: list[str]) -> str:

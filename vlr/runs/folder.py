@@ -12,8 +12,11 @@ must not leave them describing a run that never happened (`vlr.eval` and `experi
 read them). So the files of the accepted start are kept in ``.hydra/accepted/`` and copied back
 when a start is refused.
 
-``resume=false`` in a folder that holds a run moves that run aside, into
+``resume=false`` in a folder that holds a run moves that run aside (its log file too), into
 ``<run dir>/replaced/<UTC time>/``, said in one line, and starts over.
+
+Nothing is written into the folder before every check of a start passed: the configuration
+(`check`), the lock, and the checkpoint it resumes from (`vlr.runs.Run.start`); then `accept`.
 """
 
 from __future__ import annotations
@@ -76,9 +79,32 @@ def _compared(key: str) -> bool:
     return not is_plumbing(key) and not any(key == k or key.startswith(f"{k}.") for k in NOT_COMPARED)
 
 
+# folders a run's paths lie in, compared relative to them: a run folder copied elsewhere (or the
+# same data under another root) is the same run; longest first, so the run dir wins over the root
+PLACES = (("paths.output_dir", "<run dir>"), ("data.root", "<data.root>"), ("paths.root_dir", "<root>"))
+
+
+def _relative_to_places(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with every path inside one of `PLACES` written relative to it."""
+    places = sorted(
+        ((str(flat[key]).rstrip("/"), name) for key, name in PLACES if isinstance(flat.get(key), str) and flat[key]),
+        key=lambda place: -len(place[0]),
+    )
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, str):
+            for path, name in places:
+                if value == path or value.startswith(path + "/"):
+                    return name + value[len(path) :]
+        return value
+
+    return {key: relative(value) for key, value in flat.items()}
+
+
 def changed_keys(before: Mapping, now: Mapping) -> dict[str, tuple[Any, Any]]:
-    """``{key: (before, now)}`` for every training-relevant setting that differs."""
-    a, b = _flat(before), _flat(now)
+    """``{key: (before, now)}`` for every training-relevant setting that differs (paths inside
+    the run folder, the data root or the project root compared relative to them)."""
+    a, b = _relative_to_places(_flat(before)), _relative_to_places(_flat(now))
     missing = object()
     return {
         k: (a.get(k, "<unset>"), b.get(k, "<unset>"))
@@ -183,6 +209,8 @@ class RunFolder:
         aside.mkdir(parents=True)
         for name in old:
             shutil.move(str(self.dir / name), str(aside / name))
+        for run_log in self.dir.glob("*.log"):  # Hydra's job log of the old run: the new run starts its own
+            shutil.move(str(run_log), str(aside / run_log.name))
         if self.hydra_dir is not None and (self.hydra_dir / ACCEPTED_HYDRA).is_dir():
             shutil.move(str(self.hydra_dir / ACCEPTED_HYDRA), str(aside / self.hydra_dir.name))
         log.warning("resume=false: the run already in %s was moved to %s", self.dir, aside)

@@ -18,7 +18,8 @@ FACTORS = {"seed", "objective", "imbalance", "imbalance.strength", "data", "mode
 PLUMBING = {
     "trainer", "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes", "data.num_workers",
     "data.root", "ckpt_path", "resume", "resume_allow_changes", "test", "save_rankings", "rankings_topk",
-    "num_threads", "debug", "task_name", "hparams_search", "split", "from_run",
+    "num_threads", "debug", "task_name", "hparams_search", "split", "from_run", "trainer.default_root_dir",
+    "data.cache_dir",
 }  # fmt: skip
 # groups (and callbacks) that only say where a run writes, how it logs or when it saves last.ckpt;
 # the checkpoint callback is not among them: its monitor decides which weights are tested

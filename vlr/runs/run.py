@@ -19,7 +19,8 @@ from vlr.runs.lock import RunLock, is_launched_rank
 from vlr.runs.multirun import share_run_dir_with_ddp_children
 from vlr.runs.naming import label_runs
 from vlr.runs.results import best_epoch_metrics, report_best_epoch, sweep_value
-from vlr.runs.resume import checked_resume, pin_wandb_run
+from vlr.runs.resume import checked_resume, drop_later_rows, pin_wandb_run, write_wandb_id
+from vlr.runs.run_log import accept_run_log, refuse_run_log
 from vlr.runs.stopping import fit_until_stopped
 
 log = logging.getLogger("vlr")
@@ -30,36 +31,64 @@ RUN_TOKENIZER_DIR = "tokenizer"  # the WordPiece a run trained on its captions, 
 class Run:
     def __init__(self, cfg: DictConfig):
         """Open the run folder: DDP children of a multirun job join it; the process that starts
-        the run checks that the folder's run is this configuration's (`RunFolder`: nothing is
-        written before) and locks it (`RunLock`); the W&B run continues the folder's one
-        (``wandb_run_id``), and a variant of its cell is labelled as one. These settle
-        ``cfg.logger``, so a `Run` is opened before any logger is built; `close` gives the folder back."""
+        the run checks that the folder's run is this configuration's (`RunFolder`) and locks it
+        (`RunLock`); the W&B run continues the folder's one (``wandb_run_id``), and a variant of
+        its cell is labelled as one. These settle ``cfg.logger``, so a `Run` is opened before any
+        logger is built. Nothing is written into the folder until `start` has checked the
+        checkpoint too; `close` gives the folder back."""
         share_run_dir_with_ddp_children()
-        self.lock = RunLock(cfg.paths.output_dir)
-        if not is_launched_rank():
-            folder = RunFolder(cfg)
-            changes = folder.check()
-            try:
-                self.lock.acquire()
-            except Exception:
-                folder.restore_hydra_files()
-                raise
-            folder.accept(changes)
-        pin_wandb_run(cfg)
-        label_runs(cfg)
         self.cfg = cfg
-        clean_leftovers(vlr_temp_folders(cfg))  # temp folders of killed runs, before this one builds
         self.dir = Path(cfg.paths.output_dir)
         self.last_checkpoint = self.dir / "checkpoints" / "last.ckpt"
+        self.lock = RunLock(cfg.paths.output_dir)
+        self.folder: RunFolder | None = None
+        self.changes: dict = {}
+        self.accepted = self.held_a_run = False
+        if not is_launched_rank():
+            self.folder = RunFolder(cfg)
+            self.held_a_run = bool(self.folder.holds_run())
+            try:
+                self.changes = self.folder.check()
+                self.lock.acquire()
+            except Exception:
+                self._refuse()
+                raise
+        self.wandb_id_file = pin_wandb_run(cfg)
+        label_runs(cfg)
+        clean_leftovers(vlr_temp_folders(cfg))  # temp folders of killed runs, before this one builds
+
+    def _refuse(self) -> None:
+        """A check failed: Hydra's files of the folder's accepted start put back, this start's log
+        lines dropped; the folder is as it was."""
+        if self.folder is not None:
+            self.folder.restore_hydra_files()
+            refuse_run_log()
 
     def close(self) -> None:
-        """Release the folder's lock (the run ended, or failed)."""
+        """Release the folder's lock (the run ended, or failed). A start that failed before it
+        was accepted (building the data or the model) leaves a folder that held a run as it was."""
+        if not self.accepted and self.folder is not None and self.held_a_run:
+            self._refuse()
         self.lock.release()
 
     def start(self, trainer, model, tokenizer=None) -> str | None:
-        """Record what the run is (its configuration for every logger; ``tokenizer``, a WordPiece
-        trained on this data's captions, beside the checkpoints: it belongs to the weights, and
-        `vlr.eval` of them uses this copy), and return the checkpoint to resume from, checked."""
+        """Check the checkpoint to resume from (it must fit the model); only then write into the
+        folder (`RunFolder.accept`: an old run moved aside under ``resume=false``, this
+        configuration and its allowed changes recorded, the W&B id, the log file), record what
+        the run is (its configuration for every logger; ``tokenizer``, a WordPiece trained on
+        this data's captions, beside the checkpoints: it belongs to the weights, and `vlr.eval`
+        of them uses this copy), and return the checkpoint to resume from."""
+        try:
+            ckpt_path, step = checked_resume(self.cfg, model)
+        except Exception:
+            self._refuse()
+            raise
+        if self.folder is not None:
+            self.folder.accept(self.changes)
+            if self.wandb_id_file is not None:
+                write_wandb_id(self.cfg, self.wandb_id_file)
+            accept_run_log()
+        self.accepted = True
         if trainer.is_global_zero:
             log.info("run folder: %s", self.dir.resolve())
         if tokenizer is not None and trainer.is_global_zero:
@@ -68,7 +97,8 @@ class Run:
             config = resolved(self.cfg)
             for logger in trainer.loggers:  # Lightning loggers write from rank 0 only
                 logger.log_hyperparams(config)
-        return checked_resume(self.cfg, model, trainer.loggers)
+        drop_later_rows(trainer.loggers, step)
+        return ckpt_path
 
     def fit(self, trainer, model, datamodule, ckpt_path: str | None) -> None:
         """Train; Ctrl-C or SIGTERM end the command once ``last.ckpt`` is saved (exit 130 / 143)."""

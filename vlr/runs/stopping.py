@@ -16,7 +16,7 @@ from pathlib import Path
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vlr.errors import UserError
-from vlr.runs.finite import describe, nonfinite_parameters
+from vlr.runs.finite import describe, nonfinite_state
 
 log = logging.getLogger(__name__)
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -66,7 +66,7 @@ def check_trained(trainer, model) -> None:
             f"{trainer.max_steps}, trainer.max_epochs={trainer.max_epochs}): data.num_train smaller than one "
             "data.batch_size (incomplete batches are dropped), or a zero step/epoch limit; nothing to test"
         )
-    broken = nonfinite_parameters(model.named_parameters())
+    broken = nonfinite_state(model)
     if broken:
         raise NothingTrained(f"training ended with non-finite parameters ({describe(broken)}); nothing to test")
 

@@ -151,6 +151,7 @@ def finish_evaluation(
     info = {
         "split": split,
         "ties": evaluator.ties,
+        "tie_tolerance": evaluator.tie_tolerance,
         "tiers": evaluator.tiers,
         # which relevance graded each NDCG; rsum_single is i2i + t2t NDCG@10 under the primary one
         "relevance": relevance,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vlr.errors import ConfigError
+from vlr.metrics.ranking import TIE_TOLERANCE
 from vlr.metrics.relevance.graded import KINDS, GradedRelevance
 from vlr.metrics.relevance.labels import labels_relevance
 from vlr.metrics.relevance.rouge_l import rouge_l_relevance
@@ -83,6 +84,7 @@ def build_evaluator(
     ndcg_ks: Sequence[int],
     overlap_ks: Sequence[int],
     ties: str,
+    tie_tolerance: float = TIE_TOLERANCE,
     save_rankings: int = 0,
 ) -> RetrievalEvaluator:
     """The `RetrievalEvaluator` of one split with the relevances ``relevance_cfg`` asks for
@@ -107,5 +109,6 @@ def build_evaluator(
         ndcg_ks=ndcg_ks,
         overlap_ks=overlap_ks,
         ties=ties,
+        tie_tolerance=tie_tolerance,
         save_rankings=save_rankings,
     )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vlr.errors import ConfigError
-from vlr.metrics.ranking import best_positive_rank
+from vlr.metrics.ranking import TIE_TOLERANCE, best_positive_rank
 
 TASKS = {"sts": ("caption1", "caption2"), "sis": ("image1", "image2"), "sits": ("caption", "image")}
 DEFAULT_THRESHOLDS = {"sts": 3.0, "sis": 2.5, "sits": 3.0}
@@ -178,7 +178,14 @@ class CxCRatings:
         out["i2t"] = (out["t2i"][1], out["t2i"][0])
         return out
 
-    def recall(self, images: torch.Tensor, texts: torch.Tensor, ks: Sequence[int], ties: str = "expected") -> dict:
+    def recall(
+        self,
+        images: torch.Tensor,
+        texts: torch.Tensor,
+        ks: Sequence[int],
+        ties: str = "expected",
+        tolerance=TIE_TOLERANCE,
+    ) -> dict:
         """CxC R@k per direction over the queries that have a positive (chunked: COCO-5K's
         25k x 25k caption mask is never held whole)."""
         dev = images.device
@@ -205,15 +212,22 @@ class CxCRatings:
                 return mask
 
             self_index = torch.arange(queries.shape[0], device=dev) if name in ("t2t", "i2i") else None
-            ranks = best_positive_rank(queries, gallery, positives, self_index)
+            ranks = best_positive_rank(queries, gallery, positives, self_index, tolerance)
             if not ranks.valid.any():
                 continue
             ranks = ranks.select(ranks.valid)
             out |= {f"{name}/cxc_R@{k}": float(100.0 * ranks.hit_probability(k, ties).mean()) for k in ks}
         return out
 
-    def metrics(self, images: torch.Tensor, texts: torch.Tensor, ks: Sequence[int], ties: str = "expected") -> dict:
-        return self.spearman(images, texts) | self.recall(images, texts, ks, ties)
+    def metrics(
+        self,
+        images: torch.Tensor,
+        texts: torch.Tensor,
+        ks: Sequence[int],
+        ties: str = "expected",
+        tolerance=TIE_TOLERANCE,
+    ) -> dict:
+        return self.spearman(images, texts) | self.recall(images, texts, ks, ties, tolerance)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
