@@ -232,20 +232,9 @@ def test_lightning_loads_verify_the_checksum_too(finished):
 
 
 def _eval_cfg(out_dir, *overrides):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from tests.conftest import job_config
 
-    from tests.conftest import REPO
-
-    with initialize_config_dir(config_dir=str(REPO / "vlr" / "conf"), version_base="1.3"):
-        cfg = compose("eval", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(out_dir), str(out_dir.parent)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return job_config(*overrides, name="eval", run_dir=out_dir)
 
 
 def test_eval_refuses_to_write_into_a_training_run(finished, synthetic_root):

@@ -216,7 +216,7 @@ class RetrievalEvaluator(Metric):
             if text_ref is not None:
                 out[f"text/overlap@{k}"] = neighbourhood_overlap(texts, text_ref, k, self.tie_tolerance)
         if self.cxc is not None and targets is None:
-            out |= self.cxc.metrics(images, texts, self.ks, self.ties, self.tie_tolerance)
+            out |= self.cxc.metrics(images, texts, self.ks, ties=self.ties, tolerance=self.tie_tolerance)
         return out
 
     @property

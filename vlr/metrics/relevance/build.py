@@ -9,13 +9,12 @@ Spearman rho and CxC recall and grades NDCG with its ``also`` (ROUGE-L by defaul
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vlr.errors import ConfigError
-from vlr.metrics.ranking import TIE_TOLERANCE
 from vlr.metrics.relevance.graded import KINDS, GradedRelevance
 from vlr.metrics.relevance.labels import labels_relevance
 from vlr.metrics.relevance.rouge_l import rouge_l_relevance
@@ -80,15 +79,11 @@ def build_evaluator(
     relevance_cfg: Mapping[str, Any] | None,
     *,
     split: str,
-    ks: Sequence[int],
-    ndcg_ks: Sequence[int],
-    overlap_ks: Sequence[int],
-    ties: str,
-    tie_tolerance: float = TIE_TOLERANCE,
-    save_rankings: int = 0,
+    **options: Any,
 ) -> RetrievalEvaluator:
     """The `RetrievalEvaluator` of one split with the relevances ``relevance_cfg`` asks for
-    (and CxC's human ratings with ``relevance=cxc``)."""
+    (and CxC's human ratings with ``relevance=cxc``). ``options``: the evaluator's own (``ks``,
+    ``ndcg_ks``, ``overlap_ks``, ``ties``, ``tie_tolerance``, ``save_rankings``), passed on."""
     from vlr.metrics.evaluator import RetrievalEvaluator  # the evaluator imports this package's kinds
 
     where = f"the {split} split of {targets.get('source') or 'this data'}"
@@ -105,10 +100,5 @@ def build_evaluator(
         cxc=cxc,
         folds=targets.get("folds", 1),
         tiers=targets.get("tiers"),
-        ks=ks,
-        ndcg_ks=ndcg_ks,
-        overlap_ks=overlap_ks,
-        ties=ties,
-        tie_tolerance=tie_tolerance,
-        save_rankings=save_rankings,
+        **options,
     )

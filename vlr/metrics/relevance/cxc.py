@@ -219,15 +219,9 @@ class CxCRatings:
             out |= {f"{name}/cxc_R@{k}": float(100.0 * ranks.hit_probability(k, ties).mean()) for k in ks}
         return out
 
-    def metrics(
-        self,
-        images: torch.Tensor,
-        texts: torch.Tensor,
-        ks: Sequence[int],
-        ties: str = "expected",
-        tolerance=TIE_TOLERANCE,
-    ) -> dict:
-        return self.spearman(images, texts) | self.recall(images, texts, ks, ties, tolerance)
+    def metrics(self, images: torch.Tensor, texts: torch.Tensor, ks: Sequence[int], **ranking) -> dict:
+        """Spearman per direction and CxC R@k (``ranking``: `recall`'s ``ties`` and ``tolerance``)."""
+        return self.spearman(images, texts) | self.recall(images, texts, ks, **ranking)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
