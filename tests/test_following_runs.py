@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from tests.conftest import REPO, run_cli, small_run
+from tests.conftest import REPO, run_cli, run_main, small_run
 from vlr.train import train
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/2  step (\d+)  train/loss (\d+\.\d+)  val/rsum (\d+\.\d+)  elapsed \d+:\d\d:\d\d")
@@ -75,6 +75,25 @@ def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
     assert "vision-language retrieval" in proc.stdout
     assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "entry, says, other",
+    [
+        ("train", "Trains image and text towers", "vlr-eval ckpt_path"),
+        ("eval", "Scores a checkpoint, or the towers as built (zero-shot)", "vlr-train -m"),
+    ],
+)
+def test_each_entry_points_help_says_what_it_does_with_its_own_examples(tmp_path, entry, says, other):
+    """``vlr-eval --help`` is about evaluating (not the training text), with eval commands."""
+    run = run_main(entry, "--help", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-2000:]
+    assert run.output.startswith(f"vlr-{entry} (python -m vlr.{entry}): vlr, vision-language retrieval"), run.output
+    assert says in run.output
+    examples = re.findall(r"^  (vlr-\w+) \S+", run.output, re.M)
+    assert examples.count(f"vlr-{entry}") >= 5 and set(examples) == {f"vlr-{entry}"}, run.output
+    assert other not in run.output
+    assert not (tmp_path / "outputs").exists()
 
 
 def _dead_pid() -> int:
