@@ -12,9 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from tests.conftest import REPO, run_cli, run_main, small_run
+from tests.conftest import REPO, run_cli, run_main, run_vlr, small_run
 from vlr.train import train
 
+EPOCH_LINE_ONE = re.compile(r"epoch 1/1  step 2  train/loss \d+\.\d+  val/rsum \d+\.\d+  elapsed")
 EPOCH_LINE = re.compile(r"epoch (\d+)/2  step (\d+)  train/loss (\d+\.\d+)  val/rsum (\d+\.\d+)  elapsed \d+:\d\d:\d\d")
 
 
@@ -75,6 +76,22 @@ def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
     assert "vision-language retrieval" in proc.stdout
     assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_redirected_output_has_no_progress_bar_frame_and_no_wandb_summary(tmp_path, synthetic_root, monkeypatch):
+    """stdout is not a terminal (run_vlr's capture, as nohup or SLURM): the plain epoch lines
+    only, no Rich bar frame, no W&B run summary/history block."""
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    run = run_vlr(
+        "train",
+        *small_run(synthetic_root, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=wandb"),
+        dir=tmp_path / "run",
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert len(EPOCH_LINE_ONE.findall(run.output)) == 1, run.output[-3000:]
+    assert "Epoch 0" not in run.output and "it/s" not in run.output, run.output[-3000:]  # Rich's bar
+    assert "Run summary" not in run.output and "Run history" not in run.output, run.output[-3000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the W&B run itself is still written"
 
 
 @pytest.mark.parametrize(
