@@ -94,6 +94,29 @@ def test_redirected_output_has_no_progress_bar_frame_and_no_wandb_summary(tmp_pa
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the W&B run itself is still written"
 
 
+@pytest.mark.parametrize("entry", ["train", "eval"])
+def test_the_final_table_is_in_the_runs_log_file(tmp_path, synthetic_root, entry):
+    """The test table (and the chance table under it) in train.log / eval.log, as on the console."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    handler = logging.FileHandler(run_dir / f"{entry}.log")  # what Hydra's job logging installs
+    logging.getLogger().addHandler(handler)
+    try:
+        extra = ("trainer.max_epochs=1", "+trainer.limit_train_batches=2") if entry == "train" else ()
+        run = run_vlr(entry, *small_run(synthetic_root, *extra), dir=run_dir)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert run.returncode == 0, run.output[-3000:]
+    text = (run_dir / f"{entry}.log").read_text()
+    assert "test metrics" in text and "chance level (a constant model)" in text, text[-3000:]
+    rows = [line for line in text.splitlines() if line.startswith("│ R@1 ")]
+    assert len(rows) == 2, text[-3000:]  # the metrics, then chance
+    cells = rows[0].strip("│ ").split("│")
+    assert [float(c) for c in cells[1:3]] == [round(run.metrics[f"test/{d}/R@1"], 2) for d in ("i2t", "t2i")]
+    assert text.count("test metrics") == 1  # once in the file
+
+
 @pytest.mark.parametrize(
     "entry, says, other",
     [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vlr.io import atomic_write, atomic_write_text
+
+results_log = logging.getLogger("vlr.results")
 
 
 def stage_metrics(callback_metrics: dict, stage: str) -> dict[str, float]:
@@ -116,20 +120,34 @@ def print_metrics_table(
 ) -> None:
     """Metrics as rows, retrieval directions as columns (one table per gallery tier); totals and
     overlaps underneath; then the same layout for the chance level of this split (the metrics of
-    a constant model under the tie rule), when given."""
-    console = Console()
+    a constant model under the tie rule), when given. Printed on the console and written, as
+    plain text, to the run's log file (Hydra's ``train.log`` / ``eval.log``)."""
+    parts: list = []
     for tier, group in _split_tiers(metrics).items():
         suffix = f" [{tier} gallery]" if tier else ""
         table, rest = _table(group, title + suffix + (f", ties={ties}" if ties else ""))
-        console.print(table)
-        for line in _lines(rest):
-            console.print(line)
+        parts += [table, *_lines(rest)]
         chance_group = _split_tiers(chance).get(tier) if chance else None
         if chance_group:
             table, rest = _table(chance_group, f"chance level{suffix} (a constant model)")
-            console.print(table)
-            for line in _lines(rest):
-                console.print(line)
+            parts += [table, *_lines(rest)]
+    console = Console()
+    for part in parts:
+        console.print(part)
+    buffer = io.StringIO()
+    plain = Console(file=buffer, width=console.width, color_system=None, force_terminal=False)
+    for part in parts:
+        plain.print(part)
+    to_log_files(buffer.getvalue().rstrip())
+
+
+def to_log_files(message: str) -> None:
+    """``message`` in the run's log files only (the root logger's file handlers: Hydra's job
+    log), not the console, which has already shown it."""
+    record = results_log.makeRecord(results_log.name, logging.INFO, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def finish_evaluation(
