@@ -168,3 +168,16 @@ def _presets():
 def test_every_shipped_preset_passes_the_checks(tmp_path, group, option):
     """The schema refuses bad values, never a configuration vlr ships."""
     check_options(compose_run(tmp_path / "run", f"{group}={option}", f"data.root={tmp_path}"))
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "vlr" / "conf" / "data").glob("*.yaml")))
+def test_every_data_preset_takes_on_bad_sample_in_train_and_eval(preset):
+    """``data.on_bad_sample=skip`` on ``vlr.eval`` of a checkpoint composes the eval's default data
+    first (the run's is adopted later): every preset has the option, and images follow it."""
+    from tests.conftest import compose_config
+
+    for entry in ("train", "eval"):
+        assert unknown_key_message(entry, [f"data={preset}", "data.on_bad_sample=skip"]) is None
+        cfg = compose_config(f"data={preset}", "data.on_bad_sample=skip", name=entry)
+        assert (cfg.data.on_bad_sample, cfg.data.on_bad_image) == ("skip", "skip")
+    assert unknown_key_message("eval", ["ckpt_path=x.ckpt", "data.on_bad_sample=skip"]) is None

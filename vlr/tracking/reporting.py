@@ -150,17 +150,36 @@ def to_log_files(message: str) -> None:
             handler.handle(record)
 
 
+def bad_sample_counts(trainer) -> dict[str, float]:
+    """``data/bad_samples/<split>``: the records each split left out under ``data.on_bad_sample=skip``
+    (`RetrievalDataModule.bad_samples`); none under ``error``, where a bad record stops the run."""
+    counts = getattr(getattr(trainer, "datamodule", None), "bad_samples", None) or {}
+    return {f"data/bad_samples/{split}": float(n) for split, n in sorted(counts.items())}
+
+
+def summarise_in_wandb(trainer, values: dict[str, float]) -> None:
+    """``values`` in the summary of the run's W&B run (beside its best and final metrics)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers if values else []:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(values)
+
+
 def finish_evaluation(
     trainer, model, cfg, split: str, title: str, meta: dict | None = None, extra: dict[str, float] | None = None
 ) -> dict[str, float]:
     """After ``trainer.test``/``validate``: the split's metrics (plus ``extra``, e.g. the best
-    epoch's val metrics) to ``metrics.json``, how they were computed and the chance levels to
-    ``evaluation.json``, per-query rankings when asked, and the console table. Rank 0 writes."""
+    epoch's val metrics, and the records left out per split) to ``metrics.json``, how they were
+    computed and the chance levels to ``evaluation.json``, per-query rankings when asked, and the
+    console table. Rank 0 writes."""
     metrics = stage_metrics(trainer.callback_metrics, split)
     if not trainer.is_global_zero:
         return metrics
     out_dir = Path(cfg.paths.output_dir)
-    write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {})})
+    bad = bad_sample_counts(trainer)
+    write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {}), **bad})
+    summarise_in_wandb(trainer, bad)
     evaluator = model.evaluators[split]
     chance = model.chance_levels.get(split, {})
     relevance = {"primary": evaluator.primary_relevance, "graded": list(evaluator.relevance)}

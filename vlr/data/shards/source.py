@@ -175,5 +175,9 @@ class ShardsSource:
             self.indexes[split] = cached_index(shards, self.on_bad_sample, self.index_cache)
         return self.indexes[split]
 
+    def bad_records(self, split: str) -> int:
+        """Records of ``split`` the index left out (``on_bad_sample=skip``)."""
+        return self.index(split).bad_samples
+
     def read(self, split: str) -> CaptionSplit:
         return split_from_index(self.index(split), split, f"shards {self.root}", in_memory=split != "train")
