@@ -16,7 +16,6 @@ callbacks (`vlr.callbacks.ObjectiveSchedule`) act on.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from typing import Any
 

@@ -87,7 +87,8 @@ class CoVLR(Objective):
         The ranks' mean is the global loss, so DDP's average and the virtual step's explicit one
         (`average_gradients`) give the global gradient either way."""
         rows = local_rows(v.shape[0]) if self.local_loss else None
-        return contrastive_terms(gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids), self.temperature(), rows)
+        v_all, t_all, ids_all = gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids)
+        return contrastive_terms(v_all, t_all, ids_all, self.temperature(), rows)
 
     def caption_consistency(self, t: torch.Tensor, t_pair: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """NT-Xent between the captions and their paired captions over the global batch; captions of
