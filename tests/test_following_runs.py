@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import job_config, run_cli, small_run
+from tests.conftest import job_config, run_cli, run_main, run_vlr, small_run
 from vlr.train import train
 
+EPOCH_LINE_ONE = re.compile(r"epoch 1/1  step 2  train/loss \d+\.\d+  val/rsum \d+\.\d+  elapsed")
 EPOCH_LINE = re.compile(r"epoch (\d+)/2  step (\d+)  train/loss (\d+\.\d+)  val/rsum (\d+\.\d+)  elapsed \d+:\d\d:\d\d")
 
 
@@ -65,6 +66,64 @@ def test_help_says_what_vlr_is_with_example_commands(tmp_path, module):
     assert "vision-language retrieval" in proc.stdout
     assert len(re.findall(r"^  (?:python -m vlr\.|vlr-)\S+", proc.stdout, re.M)) >= 5, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_redirected_output_has_no_progress_bar_frame_and_no_wandb_summary(tmp_path, synthetic_root, monkeypatch):
+    """stdout is not a terminal (run_vlr's capture, as nohup or SLURM): the plain epoch lines
+    only, no Rich bar frame, no W&B run summary/history block."""
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    run = run_vlr(
+        "train",
+        *small_run(synthetic_root, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=wandb"),
+        dir=tmp_path / "run",
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    assert len(EPOCH_LINE_ONE.findall(run.output)) == 1, run.output[-3000:]
+    assert "Epoch 0" not in run.output and "it/s" not in run.output, run.output[-3000:]  # Rich's bar
+    assert "Run summary" not in run.output and "Run history" not in run.output, run.output[-3000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the W&B run itself is still written"
+
+
+@pytest.mark.parametrize("entry", ["train", "eval"])
+def test_the_final_table_is_in_the_runs_log_file(tmp_path, synthetic_root, entry):
+    """The test table (and the chance table under it) in train.log / eval.log, as on the console."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    handler = logging.FileHandler(run_dir / f"{entry}.log")  # what Hydra's job logging installs
+    logging.getLogger().addHandler(handler)
+    try:
+        extra = ("trainer.max_epochs=1", "+trainer.limit_train_batches=2") if entry == "train" else ()
+        run = run_vlr(entry, *small_run(synthetic_root, *extra), dir=run_dir)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert run.returncode == 0, run.output[-3000:]
+    text = (run_dir / f"{entry}.log").read_text()
+    assert "test metrics" in text and "chance level (a constant model)" in text, text[-3000:]
+    rows = [line for line in text.splitlines() if line.startswith("│ R@1 ")]
+    assert len(rows) == 2, text[-3000:]  # the metrics, then chance
+    cells = rows[0].strip("│ ").split("│")
+    assert [float(c) for c in cells[1:3]] == [round(run.metrics[f"test/{d}/R@1"], 2) for d in ("i2t", "t2i")]
+    assert text.count("test metrics") == 1  # once in the file
+
+
+@pytest.mark.parametrize(
+    "entry, says, other",
+    [
+        ("train", "Trains image and text towers", "vlr-eval ckpt_path"),
+        ("eval", "Scores a checkpoint, or the towers as built (zero-shot)", "vlr-train -m"),
+    ],
+)
+def test_each_entry_points_help_says_what_it_does_with_its_own_examples(tmp_path, entry, says, other):
+    """``vlr-eval --help`` is about evaluating (not the training text), with eval commands."""
+    run = run_main(entry, "--help", cwd=tmp_path)
+    assert run.returncode == 0, run.output[-2000:]
+    assert run.output.startswith(f"vlr-{entry} (python -m vlr.{entry}): vlr, vision-language retrieval"), run.output
+    assert says in run.output
+    examples = re.findall(r"^  (vlr-\w+) \S+", run.output, re.M)
+    assert examples.count(f"vlr-{entry}") >= 5 and set(examples) == {f"vlr-{entry}"}, run.output
+    assert other not in run.output
+    assert not (tmp_path / "outputs").exists()
 
 
 def _dead_pid() -> int:

@@ -36,10 +36,15 @@ from vlr.train import train
         ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1, got 1.5"),
         ("data.shuffle=maybe", "data.shuffle must be true or false, got 'maybe'"),
         ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
+        (
+            "trainer.max_epochs=-1",
+            "trainer.max_epochs=-1 trains forever: set trainer.max_steps or a positive trainer.max_epochs",
+        ),
+        ("trainer.max_epochs=-1 trainer.max_steps=3", None),  # a step limit ends it
     ],
 )
 def test_bad_options_are_named_before_anything_is_built(tmp_path, synthetic_root, override, message):
-    overrides = small_run(synthetic_root, override)
+    overrides = small_run(synthetic_root, *override.split())
     if override == "+objective.weights.kd=inf":
         overrides = small_run(synthetic_root, "objective=sad", "objective.weights.kd=inf")
     cfg = compose_run(tmp_path / "run", *overrides)
@@ -97,9 +102,10 @@ def test_a_user_error_is_printed_once_and_kept_in_the_log_file(tmp_path, capsys)
 
 def test_a_mistyped_key_gets_its_close_matches():
     assert unknown_key_message("train", ["data.batchsize=64", "objective=sad"]) == (
-        "data.batchsize: no such option (did you mean `data.batch_size` or `data.eval_batch_size`?); "
-        "a new key is added with +data.batchsize=..."
+        "data.batchsize: no such option (did you mean `data.batch_size` or `data.eval_batch_size`?)"
     )
+    # only our advice: Hydra's "+key" (adding the key) is the wrong fix for a typo
+    assert "+" not in unknown_key_message("train", ["data.batchsize=64"])
     # the keys of the groups chosen on the same command line
     assert "`objective.lambda_init`" in unknown_key_message("train", ["objective=sad", "objective.lamda_init=1"])
     assert unknown_key_message("eval", ["ckpt_pth=x.ckpt"]).startswith(
@@ -118,8 +124,7 @@ def test_a_mistyped_key_on_the_command_line_is_one_line(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: data.batchsize: no such option (did you mean `data.batch_size` or `data.eval_batch_size`?); "
-        "a new key is added with +data.batchsize=..."
+        "error: data.batchsize: no such option (did you mean `data.batch_size` or `data.eval_batch_size`?)"
     ]
     assert not (tmp_path / "outputs").exists()
 
@@ -163,3 +168,16 @@ def _presets():
 def test_every_shipped_preset_passes_the_checks(tmp_path, group, option):
     """The schema refuses bad values, never a configuration vlr ships."""
     check_options(compose_run(tmp_path / "run", f"{group}={option}", f"data.root={tmp_path}"))
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "vlr" / "conf" / "data").glob("*.yaml")))
+def test_every_data_preset_takes_on_bad_sample_in_train_and_eval(preset):
+    """``data.on_bad_sample=skip`` on ``vlr.eval`` of a checkpoint composes the eval's default data
+    first (the run's is adopted later): every preset has the option, and images follow it."""
+    from tests.conftest import compose_config
+
+    for entry in ("train", "eval"):
+        assert unknown_key_message(entry, [f"data={preset}", "data.on_bad_sample=skip"]) is None
+        cfg = compose_config(f"data={preset}", "data.on_bad_sample=skip", name=entry)
+        assert (cfg.data.on_bad_sample, cfg.data.on_bad_image) == ("skip", "skip")
+    assert unknown_key_message("eval", ["ckpt_path=x.ckpt", "data.on_bad_sample=skip"]) is None

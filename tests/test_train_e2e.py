@@ -50,7 +50,7 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     proc = run_cli("vlr.train", *SMALL, "logger=[csv,wandb]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # generated on first use, in a folder named after its spec
-    assert (tmp_path / "data" / "synthetic" / "40-15-15_seed0_64px_5cap_v2_r0" / "dataset_synthetic.json").exists()
+    assert (tmp_path / "data" / "synthetic" / "40-15-15_seed0_64px_5cap_v3_r0" / "dataset_synthetic.json").exists()
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
         assert (run_dir / ".hydra" / name).exists()
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "checkpoints" / "best.ckpt").exists()

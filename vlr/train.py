@@ -15,6 +15,7 @@ from vlr.errors import report_user_errors
 from vlr.runs import Run, release_distributed
 from vlr.runs.folder import resolved
 from vlr.runs.options import check_options, checked_command_line
+from vlr.tracking.console import plain_when_redirected
 from vlr.tracking.loggers import wandb_run_per_job
 from vlr.tracking.noise import silence_known_noise
 from vlr.tracking.reporting import finish_evaluation
@@ -38,6 +39,8 @@ def instantiate_trainer(cfg: DictConfig, model, **kwargs) -> pl.Trainer:
     # checkpoints are written atomically in their own folder (vlr.io), not through $TMPDIR
     # every checkpoint carries the run's resolved configuration and a checksum (vlr.runs.checkpoints)
     plugins = trainer_cfg.pop("plugins", None) or [AtomicCheckpointIO(config=resolved(cfg))]
+    # output to a file (nohup, SLURM): ProgressLog's lines, no progress bar frames
+    kwargs["callbacks"] = plain_when_redirected(trainer_cfg, kwargs.get("callbacks", []))
     if str(trainer_cfg.get("precision", "")).startswith("64"):
         # Lightning restores a checkpoint before its precision plugin converts the module, so a
         # float32 module would round float64 weights on load (a resumed or evaluated 64-true run

@@ -396,3 +396,172 @@ def test_a_two_process_run_on_shards_killed_mid_epoch_resumes_to_the_same_weight
     assert a["global_step"] == b["global_step"] == 20
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+# -- bad records of evaluation splits, counted in the run summary (issue 31) ----------------------
+def _eval_dm(root: Path, policy: str) -> RetrievalDataModule:
+    return RetrievalDataModule(
+        name="x",
+        source="shards",
+        root=str(root),
+        splits={"train": "part-*.tar", "val": "part-*.tar", "test": "part-*.tar"},
+        on_bad_sample=policy,
+        image_size=8,
+        augment=False,
+        num_workers=0,
+        tokenizer=build_tokenizer(None, ["a"], vocab_size=50),
+    )
+
+
+def test_bad_evaluation_images_are_skipped_and_counted(tmp_path):
+    """val/test under skip: the index's bad records and the image that does not decode (007) are
+    left out before evaluation, and counted per split."""
+    _img2dataset_shard(tmp_path / "part-00000.tar")
+    dm = _eval_dm(tmp_path, "skip")
+    val = dm.split("val")
+    assert list(val.captions) == ["a red square", "a blue square", "only json", "the same image again"]
+    assert val.num_images == 3 and val.text_to_image.tolist() == [0, 1, 2, 2]
+    assert dm.bad_samples == {"val": 3 + 1}
+
+
+def test_an_undecodable_evaluation_image_names_shard_and_key_only(tmp_path):
+    shard = _tar(tmp_path / "part-00000.tar", [("000.jpg", _jpeg("red")), ("000.txt", b"a"), ("001.png", b"xx"),
+                                               ("001.txt", b"b")])  # fmt: skip
+    dm = _eval_dm(tmp_path, "error")
+    with pytest.raises(ImageLoadError) as err:
+        dm._eval_loaders("val")[0].dataset[1]
+    assert str(err.value) == f"cannot decode image {shard}, key 001: not an image format PIL can read"
+    assert dm.bad_samples == {}
+
+
+def _with_bad_val_records(shard_root: Path, out: Path) -> Path:
+    """``shard_root`` with two bad records (an undecodable image, a caption without image) in its val shard."""
+    out.mkdir()
+    for shard in shard_root.glob("*.tar"):
+        (out / shard.name).symlink_to(shard)
+    val = out / "val-000000.tar"
+    val.unlink()
+    with tarfile.open(shard_root / "val-000000.tar") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]  # type: ignore[union-attr]
+    _tar(val, [*members, ("zzz-bad.png", b"not a png"), ("zzz-bad.txt", b"bad"), ("zzz-lone.txt", b"no image")])
+    return out
+
+
+def test_a_run_counts_the_bad_records_it_skipped_in_metrics_json(shard_root, tmp_path):
+    """train and eval on shards with data.on_bad_sample=skip (eval accepts the option):
+    metrics.json says how many records each split left out."""
+    from tests.conftest import run_vlr
+
+    root = _with_bad_val_records(shard_root, tmp_path / "shards")
+    (tmp_path / "shards" / "test-000000.tar").unlink()  # the test split is val's shards too
+    data = [
+        "data=shards", f"data.root={root}", "data.splits.test=val-*.tar", "data.image_transform=builtin",
+        "data.image_size=64", "data.batch_size=10", "data.num_workers=0", "data.on_bad_sample=skip",
+    ]  # fmt: skip
+    run = run_vlr(
+        "train", *data, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none", dir=tmp_path / "run"
+    )
+    assert run.returncode == 0, run.output[-3000:]
+    counts = {k: v for k, v in run.metrics.items() if k.startswith("data/")}
+    assert counts == {"data/bad_samples/train": 0, "data/bad_samples/val": 2, "data/bad_samples/test": 2}
+    assert run.metrics["test/i2t/R@1"] >= 0  # the 20 good images were evaluated
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    evaluated = run_vlr("eval", f"ckpt_path={ckpt}", "split=val", "data.on_bad_sample=skip", dir=tmp_path / "eval")
+    assert evaluated.returncode == 0, evaluated.output[-3000:]
+    assert evaluated.metrics["data/bad_samples/val"] == 2
+
+
+def test_bad_sample_counts_go_to_the_wandb_summary(tmp_path):
+    from vlr.tracking.loggers import WandbLogger
+    from vlr.tracking.reporting import bad_sample_counts, summarise_in_wandb
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="vlr-test")
+    trainer = SimpleNamespace(loggers=[logger], datamodule=SimpleNamespace(bad_samples={"val": 2, "train": 0}))
+    try:
+        summarise_in_wandb(trainer, bad_sample_counts(trainer))
+        assert dict(logger.experiment.summary) == {"data/bad_samples/train": 0.0, "data/bad_samples/val": 2.0}
+    finally:
+        logger.experiment.finish()
+
+
+# -- shards named by URL, downloaded once into data.shard_cache (issue 31) -------------------------
+@pytest.fixture
+def shard_server(shard_root):
+    """``shard_root`` served over HTTP on localhost (no internet), with the paths each request asked for."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(shard_root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_shards_named_by_url_are_downloaded_once_and_read_as_local(shard_root, shard_server, tmp_path):
+    base, asked = shard_server
+    cache = tmp_path / "downloads"
+    splits = {"train": f"{base}/train-{{000000..000002}}.tar", "val": "val-000000.tar"}  # val: relative to a URL root
+    remote = SOURCES.create("shards", root=base, splits=splits, shard_cache=str(cache))
+    local = SOURCES.create("shards", root=str(shard_root), splits={"train": "train-*.tar", "val": "val-*.tar"})
+    for split in ("train", "val"):
+        got, want = remote.read(split), local.read(split)
+        assert list(got.captions) == list(want.captions) and got.num_images == want.num_images
+        assert np.array_equal(np.asarray(load_rgb(got.image_paths[7])), np.asarray(load_rgb(want.image_paths[7])))
+    assert sorted(asked) == ["/train-000000.tar", "/train-000001.tar", "/train-000002.tar", "/val-000000.tar"]
+    kept = sorted(p.name.split("-", 1)[1] for p in cache.iterdir() if p.suffix == ".tar")
+    assert kept == ["train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar"]
+    assert not [p for p in cache.iterdir() if ".tmp" in p.name]  # written whole, then renamed
+    for p in cache.glob("*.tar"):
+        name = p.name.split("-", 1)[1]
+        assert p.read_bytes() == (shard_root / name).read_bytes()
+    again = SOURCES.create("shards", root=base, splits=splits, shard_cache=str(cache))
+    assert again.read("val").num_images == 20 and len(asked) == 4  # from the cache: no new request
+
+
+def test_a_shard_url_that_cannot_be_downloaded_is_one_line(shard_server, tmp_path):
+    from vlr.data.shards.download import ShardDownloadError
+
+    base, _ = shard_server
+    source = SOURCES.create("shards", root=base, splits={"val": "val-{000000..000001}.tar"}, shard_cache=str(tmp_path))
+    with pytest.raises(ShardDownloadError) as err:
+        source.read("val")
+    assert str(err.value) == f"data.splits.val: cannot download {base}/val-000001.tar: HTTP 404 File not found"
+    assert len(list(tmp_path.glob("*.tar"))) == 1 and not list(tmp_path.glob("*tmp*"))  # the good one only
+
+
+def test_the_shards_preset_downloads_into_the_cache_root(shard_root, shard_server, tmp_path):
+    """``data=shards data.root=<URL>``: the composed preset downloads into data.shard_cache (under
+    the VLR cache folder by default) and a run trains on the shards."""
+    from tests.conftest import compose_config, run_vlr
+
+    base, asked = shard_server
+    cfg = compose_config("data=shards", f"data.root={base}", root=tmp_path)
+    assert cfg.data.shard_cache == f"{tmp_path}/data/cache/shard_downloads"
+    data = ["data=shards", f"data.root={base}", "data.image_transform=builtin", "data.image_size=64"]
+    small = ["data.batch_size=10", "data.num_workers=0", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
+    globbed = run_vlr("train", *data, *small, "logger=none", dir=tmp_path / "globbed", root=tmp_path)
+    assert globbed.error == (
+        f"error: data.splits.train: {base}/train-*.tar: a glob cannot list remote shards; name them with a brace "
+        "pattern, e.g. train-{000000..000009}.tar"
+    )
+    data += ["data.splits.train='train-{000000..000002}.tar'", "data.splits.val=val-000000.tar"]
+    data += ["data.splits.test=test-000000.tar"]
+    run = run_vlr("train", *data, *small, "logger=none", dir=tmp_path / "run", root=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert len(list((tmp_path / "data" / "cache" / "shard_downloads").glob("*.tar"))) == len(asked) == 5
+    assert run.metrics["test/i2t/R@1"] >= 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -56,7 +57,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         eval_folds: int = 1,
         eval_tiers: dict | None = None,
         cache_dir: str | None = None,
-        on_bad_image: str = "error",
+        on_bad_sample: str = "error",
+        on_bad_image: str | None = None,
         verify: bool = False,
         allow_outside_root: bool = False,
         imbalance=None,
@@ -79,8 +81,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise ConfigError(
                 "data.cache_images=true needs data.augment=false: augmented training images differ every epoch"
             )
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got '{on_bad_image}'")
+        for option, policy in (("on_bad_sample", on_bad_sample), ("on_bad_image", on_bad_image)):
+            if policy is not None and policy not in BAD_IMAGE_POLICIES:
+                raise ConfigError(f"data.{option} must be one of {BAD_IMAGE_POLICIES}, got '{policy}'")
+        on_bad_image = on_bad_sample if on_bad_image is None else on_bad_image
         self.name = name
         self.paired_captions = bool(paired_captions)
         self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
@@ -89,7 +93,12 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.root, self.allow_outside_root = root, bool(allow_outside_root)  # vlr.data.checks.check_contained
         self.tower_data_config = dict(tower_data_config) if tower_data_config is not None else None
         source_kwargs = {k: v for k, v in source_kwargs.items() if v is not None}  # presets null what they lack
+        if "on_bad_sample" in inspect.signature(SOURCES.get(source)).parameters:  # sources that read records
+            source_kwargs["on_bad_sample"] = on_bad_sample
         self.source = SOURCES.create(source, root=root, annotation=annotation, **source_kwargs)
+        # per split, the records left out under data.on_bad_sample/on_bad_image=skip (the run summary's
+        # data/bad_samples/<split>); empty under "error", where a bad record stops the run
+        self.bad_samples: dict[str, int] = {}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.shuffle, self.augment = num_workers, shuffle, augment
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
@@ -124,10 +133,18 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def split(self, name: str) -> CaptionSplit:
         """The split as training and evaluation see it: images checked (``on_bad_image``,
-        ``verify``), imbalance applied where it applies."""
+        ``verify``; under ``skip`` the images left out are counted in ``bad_samples``),
+        imbalance applied where it applies."""
         if name not in self.splits:
             split = check_contained(self.source.read(name), self.root, self.allow_outside_root)
-            split = check_images(split, self.on_bad_image, self.verify)
+            listed = split.num_images
+            # an evaluation image that fails mid-evaluation cannot be left out (the gallery is fixed
+            # by then): under skip, val/test images are decoded here, once, and bad ones dropped
+            decode = self.verify or (self.on_bad_image == "skip" and name != "train")
+            split = check_images(split, self.on_bad_image, decode)
+            if self.on_bad_image == "skip":
+                records = getattr(self.source, "bad_records", None)  # left out when the source was indexed
+                self.bad_samples[name] = listed - split.num_images + (records(name) if records else 0)
             if self.imbalance is not None and self.imbalance.applies_to(name):
                 train = split if name == "train" else self.source.read("train")
                 vocab = sorted({w for toks in (train.tokens or [c.split() for c in train.captions]) for w in toks})

@@ -15,6 +15,7 @@ callbacks (`vlr.callbacks.ObjectiveSchedule`) act on.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,12 @@ def check_loss_options(options: dict, prefix: str = "objective") -> None:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
 
 
+def _takes(factory, option: str) -> bool:
+    """Whether ``factory`` accepts the keyword ``option`` (a ``**kwargs`` passes it on: assumed so)."""
+    parameters = inspect.signature(factory).parameters
+    return option in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def create_objective(name: str, cls: str | None = None, **kwargs) -> Objective:
     """Hydra entry point: ``_target_: vlr.objectives.create_objective`` with ``name`` (the
     registry key, and the name runs are known by) and the objective's constructor arguments.
@@ -116,6 +123,11 @@ def create_objective(name: str, cls: str | None = None, **kwargs) -> Objective:
     objective that lives in your own package; ``name`` then only names the runs."""
     check_loss_options(kwargs)
     if cls is None:
+        if kwargs.get("local_loss") and not _takes(OBJECTIVES.get(name), "local_loss"):
+            raise ConfigError(
+                f"objective.local_loss=true: objective={name} has no contrastive term to split by rank "
+                "(infonce, relation_kd, covlr and sad have one)"
+            )
         return OBJECTIVES.create(name, **kwargs)
     from hydra.utils import get_class
 

@@ -29,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective, reference_rows
-from vlr.objectives.distributed import average_gradients, gather_no_grad, gather_with_grad, world_size
+from vlr.objectives.distributed import average_gradients, gather_no_grad, gather_with_grad, local_rows, world_size
 from vlr.objectives.infonce import contrastive_terms
 from vlr.objectives.relations import relation_loss
 from vlr.objectives.temperature import Temperature
@@ -57,6 +57,7 @@ class CoVLR(Objective):
         virtual_params: str = "all",
         consistency_weight: float = 0.0,
         consistency_temperature: float = 0.1,
+        local_loss: bool = False,
     ):
         super().__init__()
         if virtual_params not in VIRTUAL_PARAMS:
@@ -78,10 +79,16 @@ class CoVLR(Objective):
         self.alpha, self.beta, self.relation_temperature = alpha, beta, relation_temperature
         self.modalities, self.second_order, self.virtual_params = modalities, second_order, virtual_params
         self.consistency_weight, self.consistency_temperature = consistency_weight, consistency_temperature
+        self.local_loss = bool(local_loss)
         self._checked = False  # options that cannot act are refused at the first step (_check_can_act)
 
     def consistency(self, v, t, ids) -> dict[str, torch.Tensor]:
-        return contrastive_terms(gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids), self.temperature())
+        """InfoNCE over the global batch; ``local_loss``: this rank's rows only (`InfoNCE`'s option).
+        The ranks' mean is the global loss, so DDP's average and the virtual step's explicit one
+        (`average_gradients`) give the global gradient either way."""
+        rows = local_rows(v.shape[0]) if self.local_loss else None
+        v_all, t_all, ids_all = gather_with_grad(v), gather_with_grad(t), gather_no_grad(ids)
+        return contrastive_terms(v_all, t_all, ids_all, self.temperature(), rows)
 
     def caption_consistency(self, t: torch.Tensor, t_pair: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """NT-Xent between the captions and their paired captions over the global batch; captions of

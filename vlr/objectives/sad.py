@@ -37,7 +37,7 @@ from torch import nn
 
 from vlr.errors import ConfigError
 from vlr.objectives.base import OBJECTIVES, Objective, Stages
-from vlr.objectives.distributed import gather_no_grad, gather_with_grad
+from vlr.objectives.distributed import gather_no_grad, gather_with_grad, local_rows
 from vlr.objectives.infonce import contrastive_terms, same_image_targets
 from vlr.objectives.relations import MATRIX_DISTANCES, relation_matrix
 from vlr.objectives.temperature import Temperature
@@ -71,6 +71,7 @@ class StructureAwareDistillation(Objective):
         weights: dict | None = None,
         stage1_epochs: int | str = 0,
         stage2_from: str = "best",
+        local_loss: bool = False,
     ):
         super().__init__()
         if distance not in MATRIX_DISTANCES:
@@ -131,6 +132,7 @@ class StructureAwareDistillation(Objective):
         else:
             self.register_buffer("fusion_fixed", torch.tensor(float(lambda_init)))
         self.distance, self.student = MATRIX_DISTANCES.get(distance), student
+        self.local_loss = bool(local_loss)  # itc, iic and ttc: this rank's rows only (InfoNCE's option)
 
     def _head(self, embed_dim: int, reference_dim: int) -> nn.Linear:
         if self.head_on == "reference":
@@ -202,11 +204,14 @@ class StructureAwareDistillation(Objective):
             raise RuntimeError("objective=sad: bind_reference() was not called (the module does it)")
         v, t, ids = gather_with_grad(image_emb), gather_with_grad(text_emb), gather_no_grad(image_ids)
         u, w = gather_no_grad(reference["image"]), gather_no_grad(reference["text"])
+        # local_loss: the contrastive terms' rows of this rank, against the whole gathered batch
+        # (the ranks' mean is the global term); the relation terms compare whole B x B matrices
+        rows = local_rows(image_emb.shape[0]) if self.local_loss else slice(None)
         wt = {k: (x if k == "itc" or not self.in_stage1 else 0.0) for k, x in self.weights.items()}
-        terms = {k: wt["itc"] * x for k, x in contrastive_terms(v, t, ids, self.temperature()).items()}
-        targets = same_image_targets(ids)
-        terms["iic"] = wt["iic"] * self._distill(self.image_head, v, u, targets)
-        terms["ttc"] = wt["ttc"] * self._distill(self.text_head, t, w, targets)
+        terms = {k: wt["itc"] * x for k, x in contrastive_terms(v, t, ids, self.temperature(), rows).items()}
+        targets = same_image_targets(ids)[rows]
+        terms["iic"] = wt["iic"] * self._distill(self.image_head, v[rows], u, targets)
+        terms["ttc"] = wt["ttc"] * self._distill(self.text_head, t[rows], w, targets)
 
         tau, lam = self.relation_temperature(), self.fusion_weight()
         h = {"image": v, "text": t, "mean": v + t}[self.student]

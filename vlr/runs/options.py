@@ -147,7 +147,19 @@ def check_options(cfg: DictConfig) -> None:
     for key, value in _numbers(cfg):
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    check_run_length(cfg)
     check_data_root(cfg)
+
+
+def check_run_length(cfg: DictConfig) -> None:
+    """``trainer.max_epochs=-1`` is Lightning's "no epoch limit": without ``max_steps`` the run
+    never ends, and the learning-rate schedule (its length) cannot be built."""
+    _, epochs = _select(cfg, "trainer.max_epochs")
+    _, steps = _select(cfg, "trainer.max_steps")
+    if epochs == -1 and (steps is None or steps == -1):
+        raise ConfigError(
+            "trainer.max_epochs=-1 trains forever: set trainer.max_steps or a positive trainer.max_epochs"
+        )
 
 
 def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -186,8 +198,9 @@ _OTHER_COMPOSITION = frozenset(
 
 
 def unknown_key_message(config_name: str, arguments: list[str]) -> str | None:
-    """One line for an override of a key the composed configuration does not have (Hydra's own
-    advice, to add it with ``+``, is the wrong fix for a typo): the key and its close matches.
+    """One line for an override of a key the composed configuration does not have: the key and
+    its close matches, and nothing else (Hydra's own advice, to add it with ``+``, is the wrong
+    fix for a typo, and the run it starts fails later).
     None when the command line composes (sweeps are checked through their other overrides)."""
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -216,7 +229,7 @@ def unknown_key_message(config_name: str, arguments: list[str]) -> str | None:
         except ConfigCompositionException:
             keys = config_keys(compose(config_name))
     key = bad.key_or_group
-    return f"{key}: no such option{did_you_mean(key, keys)}; a new key is added with +{key}=..."
+    return f"{key}: no such option{did_you_mean(key, keys)}"
 
 
 def checked_command_line(config_name: str):

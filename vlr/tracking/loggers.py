@@ -38,6 +38,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from vlr.io import atomic_write_text
+from vlr.tracking.console import wandb_settings
 
 METRICS_FILE, HPARAMS_FILE = "metrics.csv", "hparams.yaml"
 
@@ -176,6 +177,8 @@ class WandbLogger(LightningWandbLogger):
     - ``log_model`` offline too: the checkpoints become ``model`` artifacts of the offline run
       (``wandb sync`` uploads them with it), where Lightning refuses the combination; vlr logs
       them itself (`log_checkpoints`), online and offline alike;
+    - W&B quiet (no run summary or history block) when the output is not a terminal
+      (`vlr.tracking.console`);
     - the W&B run started here without the ``anonymous=None`` Lightning always passes to
       ``wandb.init`` (current wandb warns on every run that the setting has no effect);
       Lightning's logger then adopts the running run (its public behaviour for ``wandb.run``)."""
@@ -193,6 +196,9 @@ class WandbLogger(LightningWandbLogger):
             **({"anonymous": "allow"} if kwargs.get("anonymous") else {}),
             **{k: v for k, v in kwargs.items() if k not in own},
         }
+        quiet = wandb_settings(self.run_settings.get("settings"))  # no summary block in a redirected log
+        if quiet is not None:
+            self.run_settings["settings"] = quiet
         self.offline, self.model_logging = bool(kwargs.get("offline")), log_model
         self.artifact_name = kwargs.get("checkpoint_name")
         self.run_started = False

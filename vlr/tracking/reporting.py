@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vlr.io import atomic_write, atomic_write_text
+
+results_log = logging.getLogger("vlr.results")
 
 
 def stage_metrics(callback_metrics: dict, stage: str) -> dict[str, float]:
@@ -116,33 +120,66 @@ def print_metrics_table(
 ) -> None:
     """Metrics as rows, retrieval directions as columns (one table per gallery tier); totals and
     overlaps underneath; then the same layout for the chance level of this split (the metrics of
-    a constant model under the tie rule), when given."""
-    console = Console()
+    a constant model under the tie rule), when given. Printed on the console and written, as
+    plain text, to the run's log file (Hydra's ``train.log`` / ``eval.log``)."""
+    parts: list = []
     for tier, group in _split_tiers(metrics).items():
         suffix = f" [{tier} gallery]" if tier else ""
         table, rest = _table(group, title + suffix + (f", ties={ties}" if ties else ""))
-        console.print(table)
-        for line in _lines(rest):
-            console.print(line)
+        parts += [table, *_lines(rest)]
         chance_group = _split_tiers(chance).get(tier) if chance else None
         if chance_group:
             table, rest = _table(chance_group, f"chance level{suffix} (a constant model)")
-            console.print(table)
-            for line in _lines(rest):
-                console.print(line)
+            parts += [table, *_lines(rest)]
+    console = Console()
+    for part in parts:
+        console.print(part)
+    buffer = io.StringIO()
+    plain = Console(file=buffer, width=console.width, color_system=None, force_terminal=False)
+    for part in parts:
+        plain.print(part)
+    to_log_files(buffer.getvalue().rstrip())
+
+
+def to_log_files(message: str) -> None:
+    """``message`` in the run's log files only (the root logger's file handlers: Hydra's job
+    log), not the console, which has already shown it."""
+    record = results_log.makeRecord(results_log.name, logging.INFO, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def bad_sample_counts(trainer) -> dict[str, float]:
+    """``data/bad_samples/<split>``: the records each split left out under ``data.on_bad_sample=skip``
+    (`RetrievalDataModule.bad_samples`); none under ``error``, where a bad record stops the run."""
+    counts = getattr(getattr(trainer, "datamodule", None), "bad_samples", None) or {}
+    return {f"data/bad_samples/{split}": float(n) for split, n in sorted(counts.items())}
+
+
+def summarise_in_wandb(trainer, values: dict[str, float]) -> None:
+    """``values`` in the summary of the run's W&B run (beside its best and final metrics)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers if values else []:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(values)
 
 
 def finish_evaluation(
     trainer, model, cfg, split: str, title: str, meta: dict | None = None, extra: dict[str, float] | None = None
 ) -> dict[str, float]:
     """After ``trainer.test``/``validate``: the split's metrics (plus ``extra``, e.g. the best
-    epoch's val metrics) to ``metrics.json``, how they were computed and the chance levels to
-    ``evaluation.json``, per-query rankings when asked, and the console table. Rank 0 writes."""
+    epoch's val metrics, and the records left out per split) to ``metrics.json``, how they were
+    computed and the chance levels to ``evaluation.json``, per-query rankings when asked, and the
+    console table. Rank 0 writes."""
     metrics = stage_metrics(trainer.callback_metrics, split)
     if not trainer.is_global_zero:
         return metrics
     out_dir = Path(cfg.paths.output_dir)
-    write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {})})
+    bad = bad_sample_counts(trainer)
+    write_metrics(out_dir / "metrics.json", {**metrics, **(extra or {}), **bad})
+    summarise_in_wandb(trainer, bad)
     evaluator = model.evaluators[split]
     chance = model.chance_levels.get(split, {})
     relevance = {"primary": evaluator.primary_relevance, "graded": list(evaluator.relevance)}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlr.data.shards.download import download_shard, is_url
 from vlr.errors import ConfigError, UserError
 from vlr.io import atomic_write
 
@@ -64,13 +65,27 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for option in options for out in expand_braces(head + option + tail)]
 
 
-def resolve_shards(spec: str | list[str], root: Path, option: str) -> list[Path]:
-    """The shard files of a split spec (brace patterns and globs, relative to ``root``), in order."""
+def resolve_shards(
+    spec: str | list[str], root: str | Path, option: str, shard_cache: str | Path | None = None
+) -> list[Path]:
+    """The shard files of a split spec (brace patterns and globs, relative to ``root``), in order.
+    A pattern or ``root`` that is an ``http(s)://`` URL names remote shards (brace patterns only):
+    each is downloaded once into ``shard_cache`` (`vlr.data.shards.download`) and read from there."""
     patterns = [spec] if isinstance(spec, str) else list(spec)
+    base = str(root)
     paths: list[Path] = []
     for pattern in patterns:
         for name in expand_braces(str(pattern)):
-            full = name if os.path.isabs(name) else str(root / name)
+            if is_url(name) or (is_url(base) and not os.path.isabs(name)):
+                url = name if is_url(name) else f"{base.rstrip('/')}/{name}"
+                if glob.has_magic(url.split("?", 1)[0]):
+                    raise ConfigError(
+                        f"data.{option}: {url}: a glob cannot list remote shards; name them with a brace "
+                        "pattern, e.g. train-{000000..000009}.tar"
+                    )
+                paths.append(download_shard(url, shard_cache, option))
+                continue
+            full = name if os.path.isabs(name) else str(Path(base) / name)
             found = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
             if not found or not all(os.path.isfile(p) for p in found):
                 missing = full if not found else next(p for p in found if not os.path.isfile(p))

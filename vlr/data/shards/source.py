@@ -150,18 +150,22 @@ def split_from_index(index: ShardIndex, name: str, source: str, in_memory: bool)
 
 
 class ShardsSource:
-    """Tar shards per split (``data.splits``: brace patterns or globs under ``root``), indexed
-    once and cached in ``index_cache`` (see `vlr.data.shards.index`)."""
+    """Tar shards per split (``data.splits``: brace patterns or globs under ``root``, or
+    ``http(s)://`` URLs downloaded once into ``shard_cache``), indexed once and cached in
+    ``index_cache`` (see `vlr.data.shards.index`)."""
 
     def __init__(
-        self, root: str, splits: dict, on_bad_sample: str = "error", index_cache: str | None = None, annotation=None
+        self,
+        root: str,
+        splits: dict,
+        on_bad_sample: str = "error",
+        index_cache: str | None = None,
+        shard_cache: str | None = None,
+        annotation=None,
     ):
-        self.root, self.splits, self.on_bad_sample, self.index_cache = (
-            Path(root),
-            dict(splits),
-            on_bad_sample,
-            index_cache,
-        )
+        # root stays a string: a URL (https://host/shards) is not a path
+        self.root, self.splits, self.on_bad_sample = str(root), dict(splits), on_bad_sample
+        self.index_cache, self.shard_cache = index_cache, shard_cache
         self.indexes: dict[str, ShardIndex] = {}
 
     def prepare(self) -> None:
@@ -171,9 +175,13 @@ class ShardsSource:
         if split not in self.indexes:
             if not self.splits.get(split):
                 raise ConfigError(f"data.splits has no shards for split '{split}' (it has {sorted(self.splits)})")
-            shards = resolve_shards(self.splits[split], self.root, f"splits.{split}")
+            shards = resolve_shards(self.splits[split], self.root, f"splits.{split}", self.shard_cache)
             self.indexes[split] = cached_index(shards, self.on_bad_sample, self.index_cache)
         return self.indexes[split]
+
+    def bad_records(self, split: str) -> int:
+        """Records of ``split`` the index left out (``on_bad_sample=skip``)."""
+        return self.index(split).bad_samples
 
     def read(self, split: str) -> CaptionSplit:
         return split_from_index(self.index(split), split, f"shards {self.root}", in_memory=split != "train")
