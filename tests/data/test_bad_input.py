@@ -1,13 +1,10 @@
 """Bad images and options: clear errors that name the file, or skipping that says what it skipped."""
 
-import json
 import logging
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.data.test_datamodule import _dm
 from vlr.data import RetrievalDataModule
@@ -29,14 +26,24 @@ def _karpathy_dm(root, **kw):
     """The damaged copy read as plain Karpathy data (the synthetic source would regenerate it)."""
     from vlr.towers import build_tokenizer
 
-    dm = RetrievalDataModule(name="x", source="karpathy", root=str(root), annotation="dataset_synthetic.json",
-                             image_size=64, num_workers=0, max_length=16,
-                             tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200), **kw)
+    dm = RetrievalDataModule(
+        name="x",
+        source="karpathy",
+        root=str(root),
+        annotation="dataset_synthetic.json",
+        image_size=64,
+        num_workers=0,
+        max_length=16,
+        tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200),
+        **kw,
+    )
     return dm
 
 
 def test_missing_image_is_an_error_naming_the_file_before_training(damaged_root):
-    with pytest.raises(ImageLoadError, match=r"1 of 60 train images cannot be used:\n  image file not found: .*train_00002\.png"):
+    with pytest.raises(
+        ImageLoadError, match=r"1 of 60 train images cannot be used:\n  image file not found: .*train_00002\.png"
+    ):
         _karpathy_dm(damaged_root).split("train")
 
 
@@ -45,7 +52,9 @@ def test_truncated_image_is_found_by_verify_and_named_when_loaded(damaged_root):
     loader = dm.val_dataloader()[0]
     with pytest.raises(ImageLoadError, match=r"cannot decode image .*val_00001\.png"):
         next(iter(loader))
-    with pytest.raises(ImageLoadError, match=r"1 of 20 val images cannot be used:\n  cannot decode image .*val_00001\.png"):
+    with pytest.raises(
+        ImageLoadError, match=r"1 of 20 val images cannot be used:\n  cannot decode image .*val_00001\.png"
+    ):
         _karpathy_dm(damaged_root, verify=True).split("val")
 
 
@@ -77,11 +86,14 @@ def test_skip_replaces_an_undetected_bad_training_image_and_keeps_the_batch_full
     assert "train_00004.png" in caplog.text
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("train_sampling", "pairs", r"data.train_sampling must be one of \('caption', 'image'\), got 'pairs'"),
-    ("image_transform", "clip", r"data.image_transform must be one of \('builtin', 'tower'\), got 'clip'"),
-    ("on_bad_image", "ignore", r"data.on_bad_image must be one of \('error', 'skip'\), got 'ignore'"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("train_sampling", "pairs", r"data.train_sampling must be one of \('caption', 'image'\), got 'pairs'"),
+        ("image_transform", "clip", r"data.image_transform must be one of \('builtin', 'tower'\), got 'clip'"),
+        ("on_bad_image", "ignore", r"data.on_bad_image must be one of \('error', 'skip'\), got 'ignore'"),
+    ],
+)
 def test_bad_options_are_named(synthetic_root, option, value, message):
     with pytest.raises(ValueError, match=message):
         _dm(synthetic_root, **{option: value})
@@ -108,9 +120,15 @@ def test_image_sampling_gives_one_item_per_image_with_one_of_its_captions(synthe
 def test_imbalance_weakens_training_data_only(synthetic_root):
     from vlr.imbalance import Imbalance
 
-    dm = _dm(synthetic_root, batch_size=20, shuffle=False, augment=False,
-             imbalance=Imbalance("both", 1.0, text={"attribute_omission": 1.0}, image={"occlusion": 0.25},
-                                 fewer_captions=0.5))
+    dm = _dm(
+        synthetic_root,
+        batch_size=20,
+        shuffle=False,
+        augment=False,
+        imbalance=Imbalance(
+            "both", 1.0, text={"attribute_omission": 1.0}, image={"occlusion": 0.25}, fewer_captions=0.5
+        ),
+    )
     dm.setup("fit")
     train = dm.train_dataloader()
     assert len(train.dataset) == 60 * 3  # ceil(0.5 * 5) captions per image
@@ -120,8 +138,10 @@ def test_imbalance_weakens_training_data_only(synthetic_root):
     x_clean = clean.val_dataloader()[0].dataset[0]["image"]
     assert torch.equal(dm.val_dataloader()[0].dataset[0]["image"], x_clean)  # eval untouched
     assert dm.split("val").captions == clean.split("val").captions
-    grey = (item["image"] * torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-            + torch.tensor([0.485, 0.456, 0.406])[:, None, None])
+    grey = (
+        item["image"] * torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        + torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    )
     assert ((grey - 128 / 255).abs() < 0.01).all(dim=0).float().mean() > 0.2  # the grey square
 
 
@@ -129,10 +149,13 @@ FIXTURE_SPEC = ["data.num_train=60", "data.num_val=20", "data.num_test=20", "dat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage, message", [
-    ("missing_image", r"error: 1 of 60 train images cannot be used:\n  image file not found: .*train_00002\.png"),
-    ("corrupt_in_worker", r"error: cannot decode image .*val_00001\.png: "),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing_image", r"error: 1 of 60 train images cannot be used:\n  image file not found: .*train_00002\.png"),
+        ("corrupt_in_worker", r"error: cannot decode image .*val_00001\.png: "),
+    ],
+)
 def test_cli_ends_with_one_clear_message_and_no_metrics(tmp_path, damaged_root, damage, message):
     import re
 
@@ -141,8 +164,16 @@ def test_cli_ends_with_one_clear_message_and_no_metrics(tmp_path, damaged_root, 
     if damage != "missing_image":  # put a train image back; val_00001.png stays truncated
         shutil.copy(damaged_root / "images" / "train_00003.png", damaged_root / "images" / "train_00002.png")
     run_dir = tmp_path / "run"
-    run = run_vlr("train", f"data.root={damaged_root}", *FIXTURE_SPEC, "data.num_workers=1", "data.batch_size=20",
-                  "trainer.max_epochs=1", "logger=csv", dir=run_dir)
+    run = run_vlr(
+        "train",
+        f"data.root={damaged_root}",
+        *FIXTURE_SPEC,
+        "data.num_workers=1",
+        "data.batch_size=20",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        dir=run_dir,
+    )
     assert run.returncode == 1
     assert re.search(message, run.output), run.output[-2000:]
     assert not (run_dir / "metrics.json").exists()

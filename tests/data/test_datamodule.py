@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from vlr.data import RetrievalDataModule
-from vlr.towers import build_tokenizer
 from vlr.errors import ConfigError
 from vlr.metrics import rouge_l_relevance
+from vlr.towers import build_tokenizer
 
 
 class _FakeTrainer:
@@ -14,9 +14,18 @@ class _FakeTrainer:
 
 def _dm(root, **kw):
     dm = RetrievalDataModule(
-        name="synthetic", source="synthetic", root=str(root), num_train=60, num_val=20, num_test=20,
-        generator_seed=3, image_size=64, num_workers=0,
-        tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200), max_length=16, **kw,
+        name="synthetic",
+        source="synthetic",
+        root=str(root),
+        num_train=60,
+        num_val=20,
+        num_test=20,
+        generator_seed=3,
+        image_size=64,
+        num_workers=0,
+        tokenizer=lambda captions: build_tokenizer(None, captions, vocab_size=200),
+        max_length=16,
+        **kw,
     )
     dm.prepare_data()
     return dm
@@ -46,7 +55,9 @@ def test_paired_captions_carry_another_caption_of_the_same_image(synthetic_root)
         assert item["pair_caption"] in own and item["pair_caption"] != item["caption"] or len(set(own)) == 1
     assert dataset[(7, 0)]["pair_caption"] == dataset[(7, 0)]["pair_caption"]  # seeded by (seed, epoch, index)
     batch = next(iter(dm.train_dataloader()))
-    assert batch["pair_input_ids"].shape[0] == 16 and batch["pair_attention_mask"].shape == batch["pair_input_ids"].shape
+    assert (
+        batch["pair_input_ids"].shape[0] == 16 and batch["pair_attention_mask"].shape == batch["pair_input_ids"].shape
+    )
     plain = _dm(synthetic_root, batch_size=16)
     plain.setup("fit")
     assert "pair_input_ids" not in next(iter(plain.train_dataloader()))
@@ -66,7 +77,9 @@ def test_global_batch_is_divided_by_world_size(synthetic_root):
     assert sorted(firsts) == list(range(16))
     dm = _dm(synthetic_root, batch_size=10)
     dm.trainer = _FakeTrainer(world_size=4)
-    with pytest.raises(ValueError, match="data.batch_size=10 is the global batch and must be divisible by the world size"):
+    with pytest.raises(
+        ValueError, match="data.batch_size=10 is the global batch and must be divisible by the world size"
+    ):
         dm.setup("fit")
 
 
@@ -93,7 +106,10 @@ def test_setup_needs_tokenizer(synthetic_root):
 
 
 def test_unknown_source():
-    with pytest.raises(KeyError, match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, shards, synthetic, vizwiz"):
+    with pytest.raises(
+        KeyError,
+        match="unknown data source 'flickr'; registered: coco_captions, karpathy, lavis, shards, synthetic, vizwiz",
+    ):
         RetrievalDataModule(name="x", source="flickr", root="/nowhere")
 
 

@@ -13,7 +13,12 @@ def _write(tmp_path, images):
 
 
 def _img(name, split, caps, **extra):
-    return {"filename": name, "split": split, "sentences": [{"raw": c, "tokens": c.lower().split()} for c in caps], **extra}
+    return {
+        "filename": name,
+        "split": split,
+        "sentences": [{"raw": c, "tokens": c.lower().split()} for c in caps],
+        **extra,
+    }
 
 
 def test_reads_splits_restval_and_variable_captions(tmp_path):
@@ -51,7 +56,10 @@ def test_labels_single_and_multi(tmp_path):
         (json.dumps({"images": [{"split": "test", "sentences": []}]}), r"images\[0\] has no field 'filename'"),
         (json.dumps({"images": [_img("a", "test", [])]}), r"images\[0\] \(a\) has no sentences"),
         (json.dumps({"images": [_img("a", "test", ["  "])]}), r"images\[0\].sentences\[0\].raw is an empty caption"),
-        (json.dumps({"images": [_img("a", "train", ["x"])]}), r"split 'test' has no images \(splits present: \['train'\]\)"),
+        (
+            json.dumps({"images": [_img("a", "train", ["x"])]}),
+            r"split 'test' has no images \(splits present: \['train'\]\)",
+        ),
         (json.dumps({"images": {"a": 1}}), r"images should be list, got dict"),
     ],
 )

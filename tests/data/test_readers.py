@@ -16,9 +16,17 @@ def _coco(tmp_path, images, annotations, name="captions_val2017.json"):
 
 
 def test_coco_captions_groups_by_image_in_file_order_and_skips_uncaptioned(tmp_path):
-    path = _coco(tmp_path, [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}, {"id": 9, "file_name": "c.jpg"}],
-                 [{"image_id": 3, "caption": "b one "}, {"image_id": 7, "caption": "a one"}, {"image_id": 3, "caption": "b two"},
-                  {"image_id": 7, "caption": "a two"}, {"image_id": 7, "caption": "a three"}])
+    path = _coco(
+        tmp_path,
+        [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}, {"id": 9, "file_name": "c.jpg"}],
+        [
+            {"image_id": 3, "caption": "b one "},
+            {"image_id": 7, "caption": "a one"},
+            {"image_id": 3, "caption": "b two"},
+            {"image_id": 7, "caption": "a two"},
+            {"image_id": 7, "caption": "a three"},
+        ],
+    )
     split = read_coco_captions(path, tmp_path / "val2017", "test")
     assert [p.name for p in split.image_paths] == ["a.jpg", "b.jpg"]  # c.jpg has no caption
     assert split.image_paths[0] == tmp_path / "val2017" / "a.jpg"
@@ -27,23 +35,52 @@ def test_coco_captions_groups_by_image_in_file_order_and_skips_uncaptioned(tmp_p
 
 
 def test_coco_instances_give_multi_hot_labels(tmp_path):
-    path = _coco(tmp_path, [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}],
-                 [{"image_id": 7, "caption": "x"}, {"image_id": 3, "caption": "y"}])
+    path = _coco(
+        tmp_path,
+        [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}],
+        [{"image_id": 7, "caption": "x"}, {"image_id": 3, "caption": "y"}],
+    )
     inst = tmp_path / "instances_val2017.json"
-    inst.write_text(json.dumps({"categories": [{"id": 1}, {"id": 18}, {"id": 90}], "annotations": [
-        {"image_id": 7, "category_id": 18}, {"image_id": 7, "category_id": 18}, {"image_id": 3, "category_id": 1},
-        {"image_id": 3, "category_id": 90}, {"image_id": 99, "category_id": 1}]}))
+    inst.write_text(
+        json.dumps(
+            {
+                "categories": [{"id": 1}, {"id": 18}, {"id": 90}],
+                "annotations": [
+                    {"image_id": 7, "category_id": 18},
+                    {"image_id": 7, "category_id": 18},
+                    {"image_id": 3, "category_id": 1},
+                    {"image_id": 3, "category_id": 90},
+                    {"image_id": 99, "category_id": 1},
+                ],
+            }
+        )
+    )
     labels = read_coco_captions(path, tmp_path, "test", instances_path=inst).labels
     assert labels.tolist() == [[False, True, False], [True, False, True]]
 
 
-@pytest.mark.parametrize("images, annotations, message", [
-    ([{"id": 1}], [], r"images\[0\] has no field 'file_name'"),
-    ([{"id": 1, "file_name": "a"}], [{"image_id": 2, "caption": "x"}], r"annotations\[0\].image_id=2 is not in images\[\]"),
-    ([{"id": 1, "file_name": "a"}], [{"image_id": 1, "caption": " "}], r"annotations\[0\].caption is an empty caption \(a\)"),
-    ([{"id": 1, "file_name": "a"}], [{"image_id": 1, "caption": 5}], r"annotations\[0\].caption should be str, got int"),
-    ([{"id": 1, "file_name": "a"}], [], r"split 'test' has no images with captions"),
-])
+@pytest.mark.parametrize(
+    "images, annotations, message",
+    [
+        ([{"id": 1}], [], r"images\[0\] has no field 'file_name'"),
+        (
+            [{"id": 1, "file_name": "a"}],
+            [{"image_id": 2, "caption": "x"}],
+            r"annotations\[0\].image_id=2 is not in images\[\]",
+        ),
+        (
+            [{"id": 1, "file_name": "a"}],
+            [{"image_id": 1, "caption": " "}],
+            r"annotations\[0\].caption is an empty caption \(a\)",
+        ),
+        (
+            [{"id": 1, "file_name": "a"}],
+            [{"image_id": 1, "caption": 5}],
+            r"annotations\[0\].caption should be str, got int",
+        ),
+        ([{"id": 1, "file_name": "a"}], [], r"split 'test' has no images with captions"),
+    ],
+)
 def test_coco_schema_errors_name_the_json_path(tmp_path, images, annotations, message):
     with pytest.raises(AnnotationError, match=message):
         read_coco_captions(_coco(tmp_path, images, annotations), tmp_path, "test")
@@ -51,26 +88,41 @@ def test_coco_schema_errors_name_the_json_path(tmp_path, images, annotations, me
 
 def test_lavis_eval_and_train_forms(tmp_path):
     test = tmp_path / "coco_karpathy_test.json"
-    test.write_text(json.dumps([{"image": "val2014/a.jpg", "caption": ["a1", "a2"]},
-                                {"image": "val2014/b.jpg", "caption": ["b1", "b2", "b3", "b4", "b5", "b6"]}]))
+    test.write_text(
+        json.dumps(
+            [
+                {"image": "val2014/a.jpg", "caption": ["a1", "a2"]},
+                {"image": "val2014/b.jpg", "caption": ["b1", "b2", "b3", "b4", "b5", "b6"]},
+            ]
+        )
+    )
     split = read_lavis(test, tmp_path, "test")
     assert split.image_paths[1] == tmp_path / "val2014" / "b.jpg"
     assert split.text_to_image.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
     train = tmp_path / "coco_karpathy_train.json"
-    train.write_text(json.dumps([{"image": "x.jpg", "caption": "x1", "image_id": "coco_1"},
-                                 {"image": "y.jpg", "caption": "y1", "image_id": "coco_2"},
-                                 {"image": "x.jpg", "caption": "x2", "image_id": "coco_1"}]))
+    train.write_text(
+        json.dumps(
+            [
+                {"image": "x.jpg", "caption": "x1", "image_id": "coco_1"},
+                {"image": "y.jpg", "caption": "y1", "image_id": "coco_2"},
+                {"image": "x.jpg", "caption": "x2", "image_id": "coco_1"},
+            ]
+        )
+    )
     split = read_lavis(train, tmp_path, "train")
     assert split.captions == ["x1", "x2", "y1"] and split.text_to_image.tolist() == [0, 0, 1]
 
 
-@pytest.mark.parametrize("content, message", [
-    (json.dumps({"images": []}), r"expected a list of \{image, caption\} entries, got dict"),
-    (json.dumps([{"caption": ["a"]}]), r"\[0\] has no field 'image'"),
-    (json.dumps([{"image": "a.jpg", "caption": []}]), r"\[0\].caption is an empty list \(a.jpg\)"),
-    (json.dumps([{"image": "a.jpg", "caption": ["ok", ""]}]), r"\[0\].caption\[1\] is an empty caption"),
-    (json.dumps([]), r"split 'test' has no images"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (json.dumps({"images": []}), r"expected a list of \{image, caption\} entries, got dict"),
+        (json.dumps([{"caption": ["a"]}]), r"\[0\] has no field 'image'"),
+        (json.dumps([{"image": "a.jpg", "caption": []}]), r"\[0\].caption is an empty list \(a.jpg\)"),
+        (json.dumps([{"image": "a.jpg", "caption": ["ok", ""]}]), r"\[0\].caption\[1\] is an empty caption"),
+        (json.dumps([]), r"split 'test' has no images"),
+    ],
+)
 def test_lavis_errors(tmp_path, content, message):
     path = tmp_path / "f.json"
     path.write_text(content)

@@ -11,10 +11,10 @@ from vlr.data.synthetic import (
     POSITION_PHRASE,
     SHAPES,
     SIZES,
+    SceneObject,
     SyntheticSpec,
     generate_synthetic,
     scene_label,
-    SceneObject,
 )
 
 ATTRIBUTE_WORDS = {
@@ -62,11 +62,14 @@ def _tree(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("files, hint", [
-    ({"dataset_flickr30k.json": "{}", "flickr30k-images/1.jpg": "jpeg"}, "data=flickr30k"),
-    ({"annotations/captions_val2017.json": "{}"}, "data=coco_official"),
-    ({"notes.txt": "mine"}, None),
-])
+@pytest.mark.parametrize(
+    "files, hint",
+    [
+        ({"dataset_flickr30k.json": "{}", "flickr30k-images/1.jpg": "jpeg"}, "data=flickr30k"),
+        ({"annotations/captions_val2017.json": "{}"}, "data=coco_official"),
+        ({"notes.txt": "mine"}, None),
+    ],
+)
 def test_a_folder_that_is_not_vlrs_is_never_modified(tmp_path, files, hint):
     root = tmp_path / "user-data"
     for name, text in files.items():
@@ -86,7 +89,9 @@ def test_an_empty_folder_is_filled(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     generate_synthetic(root, SyntheticSpec(num_train=3, num_val=2, num_test=2))
-    assert (root / "dataset_synthetic.json").exists() and json.loads((root / "generator.json").read_text())["generator"] == "vlr.synthetic"
+    assert (root / "dataset_synthetic.json").exists() and json.loads((root / "generator.json").read_text())[
+        "generator"
+    ] == "vlr.synthetic"
 
 
 def test_the_cli_refuses_a_real_dataset_folder_and_leaves_it_alone(tmp_path):
@@ -164,7 +169,10 @@ def test_oracle_reference_encodes_what_each_modality_knows(synthetic_root):
         sims = text @ text.T
         for a in range(0, len(words), 7):
             for b in range(len(words)):
-                assert (sims[a, b] > 1e-6) == bool(words[a] & words[b] & _train_vocab(data)), (cs.captions[a], cs.captions[b])
+                assert (sims[a, b] > 1e-6) == bool(words[a] & words[b] & _train_vocab(data)), (
+                    cs.captions[a],
+                    cs.captions[b],
+                )
 
 
 def _train_vocab(data):

@@ -1,4 +1,5 @@
-"""Data: sources (Karpathy JSON, COCO captions, LAVIS, synthetic), datasets, the datamodule (tokenizers are in `vlr.towers`).
+"""Data: sources (Karpathy JSON, COCO captions, LAVIS, synthetic), datasets, the datamodule
+(tokenizers are in `vlr.towers`).
 
 Add a data format: a reader returning `CaptionSplit` per split, registered in
 `vlr.data.sources` (``@SOURCES.register("name")``), and ``vlr/conf/data/<name>.yaml`` with
@@ -8,6 +9,5 @@ Add a data format: a reader returning `CaptionSplit` per split, registered in
 from vlr.data.corpus import CaptionSplit
 from vlr.data.datamodule import RetrievalDataModule
 from vlr.data.sources import SOURCES
-
 
 __all__ = ["CaptionSplit", "RetrievalDataModule", "SOURCES"]

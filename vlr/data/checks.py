@@ -54,7 +54,10 @@ def check_images(split: CaptionSplit, policy: str, decode: bool) -> CaptionSplit
     if split.name != "train":
         log.warning(
             "!! %s IS NOT THE STANDARD %s SPLIT: %d images were dropped, so its numbers are not comparable "
-            "with published results !!", split.name.upper(), split.name.upper(), len(bad)
+            "with published results !!",
+            split.name.upper(),
+            split.name.upper(),
+            len(bad),
         )
     keep = [i for i in range(split.num_images) if i not in bad]
     if not keep:
@@ -95,10 +98,17 @@ def warn_shared_images(splits: dict[str, CaptionSplit]) -> None:
             counts[str(path)] = counts.get(str(path), 0) + 1
         twice = [p for p, n in counts.items() if n > 1]
         if twice:
-            log.warning("%d image(s) listed more than once in the %s split, e.g. %s", len(twice), name, ", ".join(twice[:3]))
+            log.warning(
+                "%d image(s) listed more than once in the %s split, e.g. %s", len(twice), name, ", ".join(twice[:3])
+            )
         shared = [(p, seen[p]) for p in counts if p in seen]
         if shared:
-            log.warning("%d image(s) of the %s split are also in the %s split, e.g. %s", len(shared), name,
-                        shared[0][1], ", ".join(p for p, _ in shared[:3]))
+            log.warning(
+                "%d image(s) of the %s split are also in the %s split, e.g. %s",
+                len(shared),
+                name,
+                shared[0][1],
+                ", ".join(p for p, _ in shared[:3]),
+            )
         for p in counts:
             seen.setdefault(p, name)

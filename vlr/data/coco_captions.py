@@ -80,7 +80,10 @@ def _instance_labels(path: Path, image_ids: list) -> torch.Tensor:
     row = {image_id: r for r, image_id in enumerate(image_ids)}
     labels = torch.zeros(len(image_ids), len(column), dtype=torch.bool)
     for k, ann in enumerate(field(data, "annotations", "the top level", path, list)):
-        image_id, category = field(ann, "image_id", f"annotations[{k}]", path), field(ann, "category_id", f"annotations[{k}]", path)
+        image_id, category = (
+            field(ann, "image_id", f"annotations[{k}]", path),
+            field(ann, "category_id", f"annotations[{k}]", path),
+        )
         if category not in column:
             raise AnnotationError(f"{path}: annotations[{k}].category_id={category} is not in categories[]")
         if image_id in row:

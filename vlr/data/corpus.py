@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-
-import dataclasses
 
 import torch
 
@@ -42,7 +41,7 @@ class CaptionSplit:
     def num_captions(self) -> int:
         return len(self.captions)
 
-    def keep_images(self, keep: list[int]) -> "CaptionSplit":
+    def keep_images(self, keep: list[int]) -> CaptionSplit:
         """The split restricted to images ``keep`` (in order) and their captions, renumbered."""
         keep_t = torch.tensor(keep, dtype=torch.long)
         new_index = torch.full((self.num_images,), -1, dtype=torch.long)

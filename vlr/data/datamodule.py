@@ -88,7 +88,10 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.name = name
         self.paired_captions = bool(paired_captions)
         self.train_sampling, self.image_transform, self.on_bad_image, self.verify = (
-            train_sampling, image_transform, on_bad_image, verify
+            train_sampling,
+            image_transform,
+            on_bad_image,
+            verify,
         )
         self.root, self.allow_outside_root = root, bool(allow_outside_root)  # vlr.data.checks.check_contained
         self.tower_data_config = dict(tower_data_config) if tower_data_config is not None else None
@@ -166,8 +169,9 @@ class RetrievalDataModule(pl.LightningDataModule):
                 f"data.batch_size={self.batch_size} is the global batch and must be divisible by the "
                 f"world size ({world} processes)"
             )
-        warn_shared_images({name: self.split(name) for name in ("train", "val", "test")
-                            if stage in (None, "fit") or name != "train"})
+        warn_shared_images(
+            {name: self.split(name) for name in ("train", "val", "test") if stage in (None, "fit") or name != "train"}
+        )
         self.per_rank_batch = self.batch_size // world
 
     def eval_targets(self, split_name: str) -> dict:
@@ -220,9 +224,13 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def _train_dataset(self) -> TrainPairs:
         return TrainPairs(
-            self.split("train"), self._transform(True), self._degrader("train"),
-            per_image=self.train_sampling == "image", skip_bad=self.on_bad_image == "skip",
-            paired_captions=self.paired_captions, cache=self._cache("train"),
+            self.split("train"),
+            self._transform(True),
+            self._degrader("train"),
+            per_image=self.train_sampling == "image",
+            skip_bad=self.on_bad_image == "skip",
+            paired_captions=self.paired_captions,
+            cache=self._cache("train"),
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run seed (seed_everything sets it)
         )
 
@@ -289,7 +297,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         return [
             self._loader(
                 EvalImages(split, self._transform(False), self._degrader(split_name), self._cache(split_name)),
-                self.eval_batch_size, False,
+                self.eval_batch_size,
+                False,
             ),
             self._loader(EvalCaptions(split), self.eval_batch_size, False),
         ]
@@ -304,5 +313,3 @@ class RetrievalDataModule(pl.LightningDataModule):
         """The training captions before any imbalance: the tokenizer's vocabulary is then the
         same at every imbalance level of a study."""
         return self.source.read("train").captions
-
-

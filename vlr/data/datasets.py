@@ -7,7 +7,7 @@ its index in the split, so the evaluator can de-duplicate DistributedSampler pad
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset
@@ -44,9 +44,17 @@ class TrainPairs(Dataset):
     caption-to-caption objectives such as CoVLR's consistency term.
     """
 
-    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
-                 per_image: bool = False, skip_bad: bool = False, seed: int = 0, paired_captions: bool = False,
-                 cache: dict | None = None):
+    def __init__(
+        self,
+        split: CaptionSplit,
+        transform: Callable,
+        degrade: Callable | None = None,
+        per_image: bool = False,
+        skip_bad: bool = False,
+        seed: int = 0,
+        paired_captions: bool = False,
+        cache: dict | None = None,
+    ):
         self.split, self.transform, self.degrade, self.skip_bad, self.seed = split, transform, degrade, skip_bad, seed
         self.cache = cache
         captions = split.active_captions if split.active_captions is not None else torch.arange(split.num_captions)
@@ -99,8 +107,9 @@ class TrainPairs(Dataset):
 
 
 class EvalImages(Dataset):
-    def __init__(self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None,
-                 cache: dict | None = None):
+    def __init__(
+        self, split: CaptionSplit, transform: Callable, degrade: Callable | None = None, cache: dict | None = None
+    ):
         self.split, self.transform, self.degrade, self.cache = split, transform, degrade, cache
 
     def __len__(self) -> int:
@@ -143,7 +152,12 @@ class Collate:
             out["input_ids"], out["attention_mask"] = enc["input_ids"], enc["attention_mask"]
             out["caption_idx"] = torch.tensor([it["caption_idx"] for it in items], dtype=torch.long)
         if "pair_caption" in items[0]:
-            enc = self.tokenizer([it["pair_caption"] for it in items], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+            enc = self.tokenizer(
+                [it["pair_caption"] for it in items],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             out["pair_input_ids"], out["pair_attention_mask"] = enc["input_ids"], enc["attention_mask"]
         return out

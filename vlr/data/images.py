@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
 from vlr.errors import UserError
 
 

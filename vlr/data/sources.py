@@ -11,8 +11,8 @@ from vlr.data.corpus import CaptionSplit
 from vlr.data.karpathy import read_karpathy
 from vlr.data.lavis import read_lavis
 from vlr.data.shards.source import ShardsSource
-from vlr.data.vizwiz import read_vizwiz
 from vlr.data.synthetic import ANNOTATION, GENERATOR_VERSION, SyntheticSpec, generate_synthetic
+from vlr.data.vizwiz import read_vizwiz
 from vlr.registry import Registry
 
 SOURCES: Registry = Registry("data source")
@@ -46,7 +46,12 @@ class CocoCaptionsSource:
     ``root / image_dirs[split]``; optional ``instances`` files give multi-hot i2i labels."""
 
     def __init__(self, root: str, annotations: dict, image_dirs: dict, instances: dict | None = None, annotation=None):
-        self.root, self.annotations, self.image_dirs, self.instances = Path(root), annotations, image_dirs, instances or {}
+        self.root, self.annotations, self.image_dirs, self.instances = (
+            Path(root),
+            annotations,
+            image_dirs,
+            instances or {},
+        )
 
     def prepare(self) -> None:
         """Nothing to do for files the user already has."""
@@ -72,7 +77,9 @@ class LavisSource:
         """Nothing to do for files the user already has."""
 
     def read(self, split: str) -> CaptionSplit:
-        return read_lavis(self.root / _per_split("annotations", self.annotations, split), self.root / self.image_root, split)
+        return read_lavis(
+            self.root / _per_split("annotations", self.annotations, split), self.root / self.image_root, split
+        )
 
 
 @SOURCES.register("vizwiz")

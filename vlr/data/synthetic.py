@@ -244,9 +244,12 @@ def write_reference_corpus(spec: SyntheticSpec, directory: Path) -> None:
 MANIFEST = "generator.json"
 # files that say which vlr data preset a folder holds (the user probably meant that preset)
 PRESET_HINTS = (
-    ("dataset_flickr30k.json", "data=flickr30k"), ("dataset_coco.json", "data=coco"),
-    ("dataset_flickr8k.json", "data=flickr8k"), ("captions_*2017.json", "data=coco_official"),
-    ("annotations/captions_*2017.json", "data=coco_official"), ("coco_karpathy_*.json", "data=coco_lavis"),
+    ("dataset_flickr30k.json", "data=flickr30k"),
+    ("dataset_coco.json", "data=coco"),
+    ("dataset_flickr8k.json", "data=flickr8k"),
+    ("captions_*2017.json", "data=coco_official"),
+    ("annotations/captions_*2017.json", "data=coco_official"),
+    ("coco_karpathy_*.json", "data=coco_lavis"),
     ("flickr30k_*.json", "data=flickr30k_lavis"),
 )
 
@@ -336,7 +339,9 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
         # a field newer than the manifest has its default value there; a manifest without a version
         # was written when version 2 was the only (and default) one
         default = {**asdict(SyntheticSpec()), "version": 2}
-        differs = {k: (manifest.get(k, default[k]), v) for k, v in asdict(spec).items() if manifest.get(k, default[k]) != v}
+        differs = {
+            k: (manifest.get(k, default[k]), v) for k, v in asdict(spec).items() if manifest.get(k, default[k]) != v
+        }
         if differs:
             shown = ", ".join(f"{k} {old} (wanted {new})" for k, (old, new) in differs.items())
             raise AnnotationError(
@@ -345,8 +350,11 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
             )
         damaged = [name for name, digest in manifest.get("sha256", {}).items() if _digest(root / name) != digest]
         if damaged:
-            log.warning("synthetic data %s is damaged (%s differ from the recorded checksums); rebuilding it",
-                        root, ", ".join(damaged))
+            log.warning(
+                "synthetic data %s is damaged (%s differ from the recorded checksums); rebuilding it",
+                root,
+                ", ".join(damaged),
+            )
             return False
         return True
 

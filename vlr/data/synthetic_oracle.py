@@ -63,7 +63,9 @@ def write_oracle_reference(images: list[dict], directory, shapes, colours, posit
         by_split.setdefault(entry["split"], []).append(entry)
     tfidf = TfIdf([s["tokens"] for e in by_split.get("train", []) for s in e["sentences"]])
     meta = {
-        "image_encoder": "synthetic oracle: size-weighted one-hots of every object's shape, colour, shape+colour, position",
+        "image_encoder": (
+            "synthetic oracle: size-weighted one-hots of every object's shape, colour, shape+colour, position"
+        ),
         "text_encoder": "synthetic oracle: TF-IDF of caption words (training-caption vocabulary)",
     }
     for split, entries in by_split.items():

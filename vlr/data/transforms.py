@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torchvision import transforms as T
 
@@ -37,8 +37,10 @@ def tower_transform(config: dict, train: bool):
         return timm.data.create_transform(**config, is_training=False)
     size = config["input_size"][-2:]
     mode = T.InterpolationMode(config.get("interpolation", "bicubic"))
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=mode, antialias=True),
-        T.ToTensor(),
-        T.Normalize(config["mean"], config["std"]),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=mode, antialias=True),
+            T.ToTensor(),
+            T.Normalize(config["mean"], config["std"]),
+        ]
+    )
