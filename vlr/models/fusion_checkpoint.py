@@ -78,7 +78,8 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the one line says which file and why
-        raise ConfigError(f"model.fusion.checkpoint={path}: not a readable torch checkpoint ({err})") from err
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"model.fusion.checkpoint={path}: not a readable torch checkpoint ({first})") from err
     for key in ("model", "state_dict"):
         if isinstance(raw, dict) and isinstance(raw.get(key), dict):
             raw = raw[key]
