@@ -64,8 +64,12 @@ def test_the_config_option_loads_it_into_the_run_model(tmp_path, synthetic_root)
     cfg = compose_config(*small_run(synthetic_root, "fusion=default"), run_dir=tmp_path / "a", root=tmp_path)
     _, model = build_data_and_model(cfg)
     g = torch.Generator().manual_seed(2)
-    sd = {f"text_encoder.encoder.layer.{6 + int(k.split('.')[1])}.{k.split('.', 2)[2]}": torch.randn(v.shape, generator=g)
-          for k, v in model.fusion.state_dict().items() if k.startswith("layer.")}  # fmt: skip
+    own = model.fusion.state_dict()
+    sd = {
+        f"text_encoder.encoder.layer.{6 + int(k.split('.')[1])}.{k.split('.', 2)[2]}": torch.randn(v.shape, generator=g)
+        for k, v in own.items()
+        if k.startswith("layer.")
+    }
     sd |= {
         k: torch.randn(v.shape, generator=g) for k, v in model.fusion.state_dict().items() if k.startswith("itm_head")
     }
