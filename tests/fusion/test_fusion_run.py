@@ -28,6 +28,14 @@ def test_fusion_trains_with_the_objective_and_reports_rerank_beside_plain(tmp_pa
     table = capsys.readouterr().out
     # the console's table of the re-ranked numbers comes after the plain one, with its rsum
     assert "test [rerank gallery]" in table and f"rsum = {metrics['test/rerank/rsum']:.2f}" in table
+    if objective == "infonce":  # vlr.eval re-ranks a trained run's test split with its own k
+        again = run_vlr("eval", f"ckpt_path={run.dir / 'checkpoints' / 'best.ckpt'}", "eval.rerank.k=3",
+                        "logger=none", dir=tmp_path / "eval")  # fmt: skip
+        assert again.returncode == 0, again.output
+        evaluated = again.json()
+        assert evaluated["test/rsum"] == pytest.approx(metrics["test/rsum"], abs=1e-6)
+        assert json.loads((again.dir / "evaluation.json").read_text())["rerank"]["k"] == 3
+        assert evaluated["test/rerank/rsum"] != metrics["test/rerank/rsum"]  # k=3, not the run's 8
 
 
 def test_itm_is_a_named_loss_term_weighted_by_objective_itm_weight(tmp_path, synthetic_root):
