@@ -60,7 +60,7 @@ def test_itm_is_a_named_loss_term_weighted_by_objective_itm_weight(tmp_path, syn
             model.encoder, model.objective, model.reference, model.fusion, model.fusion_options, batch,
             negatives_generator(0, 0, 0),
         )  # fmt: skip
-        terms[weight] = {k: float(v) for k, v in out.items()}
+        terms[weight] = {k: float(v.detach()) for k, v in out.items()}
     assert set(terms[2.0]) == {"itc_i2t", "itc_t2i", "itm"}
     assert terms[2.0]["itm"] == pytest.approx(4 * terms[0.5]["itm"], rel=1e-6) and terms[2.0]["itm"] > 0
     assert terms[2.0]["itc_i2t"] == pytest.approx(terms[0.5]["itc_i2t"], rel=1e-6)
