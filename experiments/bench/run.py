@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import eval_bench, loader_bench, real_towers, shards_bench, train_bench
+from experiments.bench import eval_bench, loader_bench, real_towers, rerank_bench, shards_bench, train_bench
 
 OUT = Path(__file__).resolve().parent / "latest.json"
 # ratio -> (bound, inclusive): the targets the issues set; met or not is recorded and printed
@@ -53,6 +53,7 @@ SECTIONS = {
     "real_towers": real_towers.run,
     "real_towers_memory": real_towers.run_memory,
     "shards": shards_bench.run,
+    "rerank": lambda tmp: rerank_bench.run(),
 }
 
 

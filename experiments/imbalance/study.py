@@ -420,6 +420,20 @@ def parse_strengths(values: list[str]) -> dict[str, float] | None:
     return out
 
 
+def with_fusion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--fusion K``: the fusion overrides joined to every cell's, and folders of its own (so a
+    study with fusion never reuses, or overwrites, the cells and report of one without)."""
+    if args.fusion is None:
+        return
+    if args.fusion < 0:
+        parser.error(f"--fusion K needs K >= 0 (0: the fusion encoder without re-ranking), got {args.fusion}")
+    args.override = [*args.override, "fusion=default", f"eval.rerank.k={args.fusion}"]
+    if args.out == OUT:
+        args.out = OUT / "fusion"
+    if args.runs == RUNS:
+        args.runs = RUNS.parent / "runs_fusion"
+
+
 def main(argv: list[str] | None = None) -> None:
     from experiments.imbalance.analysis import analyse
     from experiments.imbalance.report import write_report
@@ -445,11 +459,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--preset", default=PRESET, help="every cell's experiment preset (flickr30k_clip: real data)")
     parser.add_argument("--override", nargs="*", default=[], help="overrides for every cell")
+    parser.add_argument(
+        "--fusion",
+        type=int,
+        metavar="K",
+        default=None,
+        help="every cell trains with the fusion encoder and ITM (fusion=default) and re-ranks each test query's "
+        "ITC top K by ITM (eval.rerank.k=K): the cells' test metrics then hold rerank/... beside the plain ones "
+        "(docs/fusion.md); e.g. --arms infonce covlr --fusion 16. Its own --out and --runs unless given",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--runs", type=Path, default=RUNS, help="where the cells' run directories go")
     parser.add_argument("--no-reproduce", action="store_true", help="skip the empty-cache re-run of one cell")
     args = parser.parse_args(argv)
+    with_fusion(args, parser)
     if "infonce" not in args.arms:
         parser.error("--arms must include infonce: every comparison is against it")
     design = replace(

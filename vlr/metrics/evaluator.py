@@ -8,7 +8,7 @@ process, whatever the world size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torchmetrics import Metric
@@ -16,6 +16,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from vlr.metrics.overlap import neighbourhood_overlap
 from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties, top_k_gallery
+from vlr.metrics.rerank import reranked_metrics
 from vlr.metrics.retrieval import as_relevances, retrieval_metrics
 
 
@@ -91,6 +92,11 @@ class RetrievalEvaluator(Metric):
         # human ratings (vlr.metrics.relevance.cxc.CxCRatings): scored on the whole split only
         self.cxc = cxc
         self.folds, self.ks, self.ndcg_ks, self.overlap_ks = folds, tuple(ks), tuple(ndcg_ks), tuple(overlap_ks)
+        # re-ranking (eval.rerank.k > 0, set by the module that owns the pair scorer): ITC's top
+        # ``rerank_k`` of every i2t/t2i query re-scored by ``pair_scorer(direction, query dataset
+        # indices [Q], candidate dataset indices [Q, k]) -> [Q, k]``; keys ``rerank/...``
+        self.rerank_k = 0
+        self.pair_scorer: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         for name in ("image_emb", "image_idx", "image_ref", "text_emb", "text_idx", "text_ref"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -187,6 +193,7 @@ class RetrievalEvaluator(Metric):
             keep_i, keep_t, targets = self._seen_targets(image_idx, text_idx)
             images, image_ref = images[keep_i], None if image_ref is None else image_ref[keep_i]
             texts, text_ref = texts[keep_t], None if text_ref is None else text_ref[keep_t]
+            image_idx, text_idx = image_idx[keep_i], text_idx[keep_t]
             self.last_coverage = (images.shape[0], self.num_images, texts.shape[0], self.text_to_image.numel())
             if images.shape[0] < 2 or texts.shape[0] < 1:
                 raise RuntimeError(
@@ -198,6 +205,9 @@ class RetrievalEvaluator(Metric):
             _check_complete(text_idx, self.text_to_image.numel(), "texts")
         record: dict | None = {} if self.save_rankings and targets is None else None
         out = self._metrics(images, texts, record, targets)
+        if self.rerank_k > 0:
+            t2i = (targets or {"text_to_image": self.text_to_image})["text_to_image"]
+            out |= self._reranked(images, texts, t2i, image_idx, text_idx)
         if record is not None:
             k, t2i = self.save_rankings, self.text_to_image.to(images.device)
             self_t, self_i = (
@@ -218,6 +228,32 @@ class RetrievalEvaluator(Metric):
         if self.cxc is not None and targets is None:
             out |= self.cxc.metrics(images, texts, self.ks, ties=self.ties, tolerance=self.tie_tolerance)
         return out
+
+    def _reranked(self, images, texts, t2i, image_idx, text_idx) -> dict[str, float]:
+        """``rerank/...`` metrics over the whole gallery (tiers and folds are not re-ranked)."""
+        scorer = self.pair_scorer
+        if scorer is None:
+            raise RuntimeError("rerank_k > 0 but no pair_scorer was given to the evaluator")
+
+        def score(direction: str, candidates: torch.Tensor) -> torch.Tensor:
+            if direction == "i2t":
+                return scorer(direction, image_idx, text_idx[candidates])
+            return scorer(direction, text_idx, image_idx[candidates])
+
+        return reranked_metrics(images, texts, t2i, self.rerank_k, score, self.ks, self.ties, self.tie_tolerance)
+
+    @property
+    def rerank_info(self) -> dict | None:
+        """What evaluation.json says of re-ranking (None when off)."""
+        if self.rerank_k <= 0:
+            return None
+        return {
+            "k": self.rerank_k,
+            "metrics": "{stage}/rerank/{i2t,t2i}/R@k, medr, meanr and {stage}/rerank/rsum: ITC's top k re-scored "
+            "by the ITM log-odds; the plain names are ITC alone",
+            "single_modal": "i2i, t2t, NDCG, overlap and CxC metrics are on the ITC embeddings (never re-ranked)",
+            "gallery": "the whole split (tiers and folds are not re-ranked)",
+        }
 
     @property
     def primary_relevance(self) -> str | None:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlr.models.tokens import image_tokens, text_tokens
+
 
 def tower_dim(tower: nn.Module) -> int:
     """A tower's output size (its ``out_dim``: the one attribute every tower declares)."""
@@ -42,6 +44,19 @@ class DualEncoder(nn.Module):
     def tower_features(self, images, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """The towers' outputs before the projections (what ``forward`` projects and normalises)."""
         return self.image_tower(images), self.text_tower(input_ids, attention_mask)
+
+    def encode_with_tokens(self, images, input_ids, attention_mask) -> dict[str, torch.Tensor]:
+        """``forward``'s embeddings (``image_emb``, ``text_emb``) with the towers' token states
+        (``image_tokens``, ``text_tokens``) from the same pass, for the fusion encoder."""
+        return {**self.image_with_tokens(images), **self.text_with_tokens(input_ids, attention_mask)}
+
+    def image_with_tokens(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled, tokens = image_tokens(self.image_tower, images)
+        return {"image_emb": F.normalize(self.image_proj(pooled), dim=-1), "image_tokens": tokens}
+
+    def text_with_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled, tokens = text_tokens(self.text_tower, input_ids, attention_mask)
+        return {"text_emb": F.normalize(self.text_proj(pooled), dim=-1), "text_tokens": tokens}
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image_tower(images)), dim=-1)

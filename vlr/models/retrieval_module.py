@@ -24,7 +24,9 @@ from vlr.metrics import RetrievalEvaluator, build_evaluator
 from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties
 from vlr.models.encoder import DualEncoder
 from vlr.models.nonfinite import NonFiniteGuard
+from vlr.models.rerank import TokenStore, pair_scorer
 from vlr.models.schedules import parameter_groups, total_training_steps
+from vlr.models.with_fusion import FusionOptions, build_fusion, negatives_generator, training_terms_with_itm
 from vlr.objectives import Objective
 from vlr.reference import Reference, lifecycle
 
@@ -55,6 +57,7 @@ class RetrievalModule(pl.LightningModule):
         skip_nonfinite: bool = False,
         grad_checkpointing: bool = False,
         compile: bool = False,
+        fusion: dict | None = None,
     ):
         super().__init__()
         # plain data only, so checkpoints load with weights_only=True; the full config lives in .hydra/
@@ -91,6 +94,21 @@ class RetrievalModule(pl.LightningModule):
         self.save_rankings = 0  # > 0: a final evaluation keeps per-query rankings (set by the entry points)
         self.evaluators = nn.ModuleDict()
         self.nonfinite = NonFiniteGuard(skip_nonfinite)
+        self._setup_fusion(fusion, dict(evaluation.get("rerank") or {}))
+
+    def _setup_fusion(self, fusion: dict | None, rerank: dict) -> None:
+        """``model.fusion`` (`vlr.models.with_fusion`): the fusion encoder and ITM head; with
+        ``eval.rerank.k`` > 0, evaluations also re-rank each query's ITC top k by ITM."""
+        self.fusion_options = None if fusion is None else FusionOptions(dict(fusion))
+        if self.fusion_options is not None:
+            self.fusion = build_fusion(self.fusion_options, self.encoder.image_tower, self.encoder.text_tower)
+        self.rerank_k = int(rerank.get("k") or 0)
+        self.rerank_batch_size = int(rerank.get("batch_size") or 256)
+        if self.rerank_k < 0 or self.rerank_batch_size < 1:
+            raise ConfigError(f"eval.rerank.k must be >= 0 and eval.rerank.batch_size >= 1, got {rerank}")
+        if self.rerank_k and self.fusion_options is None:
+            raise ConfigError(f"eval.rerank.k={self.rerank_k} re-ranks with the ITM head: it needs model.fusion")
+        self.token_stores: dict[str, TokenStore] = {}
 
     def _compile_towers(self, objective: Objective) -> None:
         """``model.compile=true``: `torch.compile` each tower in place (``nn.Module.compile``),
@@ -119,7 +137,13 @@ class RetrievalModule(pl.LightningModule):
 
     # -- training -----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        terms = self.objective.batch_terms(self.encoder, batch, self.reference)
+        if self.fusion_options is None:
+            terms = self.objective.batch_terms(self.encoder, batch, self.reference)
+        else:
+            generator = negatives_generator(self.fusion_options.seed, self.global_step, batch_idx)
+            terms = training_terms_with_itm(
+                self.encoder, self.objective, self.reference, self.fusion, self.fusion_options, batch, generator
+            )
         loss = torch.stack(list(terms.values())).sum()
         n = batch["image_idx"].shape[0]
 
@@ -205,6 +229,9 @@ class RetrievalModule(pl.LightningModule):
     @torch.no_grad()
     def _eval_step(self, split: str, batch: dict) -> None:
         evaluator = self._evaluator(split)
+        if self.rerank_k:
+            self._eval_step_with_tokens(split, batch)
+            return
         if "images" in batch:
             images = batch["images"]
             evaluator.update(
@@ -220,12 +247,39 @@ class RetrievalModule(pl.LightningModule):
                 text_ref=self.reference.embed("text", split, batch),
             )
 
+    def _eval_step_with_tokens(self, split: str, batch: dict) -> None:
+        """``_eval_step`` when re-ranking: the same embeddings, from the pass that also keeps the
+        token states the ITM head re-scores with."""
+        evaluator, store = self._evaluator(split), self.token_stores.setdefault(split, TokenStore())
+        if "images" in batch:
+            out = self.encoder.image_with_tokens(batch["images"])
+            evaluator.update(
+                image_emb=out["image_emb"],
+                image_idx=batch["image_idx"],
+                image_ref=self.reference.embed("image", split, batch),
+            )
+            store.add_images(batch["image_idx"], out["image_tokens"])
+        else:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            out = self.encoder.text_with_tokens(ids, mask)
+            evaluator.update(
+                text_emb=out["text_emb"],
+                text_idx=batch["caption_idx"],
+                text_ref=self.reference.embed("text", split, batch),
+            )
+            store.add_texts(batch["caption_idx"], out["text_tokens"], mask)
+
     def _evaluator(self, split: str) -> RetrievalEvaluator:
         return cast(RetrievalEvaluator, self.evaluators[split])
 
     def _log_evaluation(self, split: str) -> None:
         evaluator = self._evaluator(split)
         evaluator.allow_partial = self._loader_limited(split)
+        if self.rerank_k:
+            store = self.token_stores.setdefault(split, TokenStore())
+            evaluator.rerank_k = self.rerank_k
+            evaluator.pair_scorer = pair_scorer(self.fusion.match_score, store.gathered(), self.rerank_batch_size)
+            store.reset()
         metrics = evaluator.compute()  # already global: every rank holds the same numbers
         if evaluator.last_coverage is not None:
             log.warning(

@@ -46,6 +46,7 @@ def reference_rows(reference: Any, batch: dict, dtype: torch.dtype) -> dict[str,
 
 class Objective(nn.Module):
     needs_reference: bool = False  # True: forward also receives the batch's reference embeddings
+    itm_weight: float = 2.0  # the ITM term's weight when model.fusion is on (the SAD release's)
 
     def forward(
         self,
@@ -63,6 +64,13 @@ class Objective(nn.Module):
         """The loss terms of a training batch for ``encoder`` (a `DualEncoder`), with ``reference``
         (the run's reference, see `vlr.reference`)."""
         image_emb, text_emb = encoder(batch["images"], batch["input_ids"], batch["attention_mask"])
+        return self.embedding_terms(image_emb, text_emb, batch, reference)
+
+    def embedding_terms(
+        self, image_emb: torch.Tensor, text_emb: torch.Tensor, batch: dict, reference: Any
+    ) -> dict[str, torch.Tensor]:
+        """The base ``batch_terms`` after its one forward pass (a caller that already embedded the
+        batch, the fusion step, starts here)."""
         rows = None
         if self.needs_reference:
             if reference is None:
@@ -122,6 +130,16 @@ def create_objective(name: str, cls: str | None = None, **kwargs) -> Objective:
     ``cls``: an `Objective` subclass by dotted path (``mypkg.losses.MyObjective``), for an
     objective that lives in your own package; ``name`` then only names the runs."""
     check_loss_options(kwargs)
+    # the ITM term's weight (model.fusion only; `vlr.models.with_fusion`): kept on the objective,
+    # not a constructor argument, so every objective takes it
+    itm_weight = kwargs.pop("itm_weight", None)
+    objective = _create(name, cls, **kwargs)
+    if itm_weight is not None:
+        objective.itm_weight = float(itm_weight)
+    return objective
+
+
+def _create(name: str, cls: str | None, **kwargs) -> Objective:
     if cls is None:
         if kwargs.get("local_loss") and not _takes(OBJECTIVES.get(name), "local_loss"):
             raise ConfigError(

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vlr.io import atomic_write, atomic_write_text
@@ -124,7 +125,7 @@ def print_metrics_table(
     plain text, to the run's log file (Hydra's ``train.log`` / ``eval.log``)."""
     parts: list = []
     for tier, group in _split_tiers(metrics).items():
-        suffix = f" [{tier} gallery]" if tier else ""
+        suffix = escape(f" [{tier} gallery]") if tier else ""  # escaped: rich would read [...] as markup
         table, rest = _table(group, title + suffix + (f", ties={ties}" if ties else ""))
         parts += [table, *_lines(rest)]
         chance_group = _split_tiers(chance).get(tier) if chance else None
@@ -192,6 +193,7 @@ def finish_evaluation(
         "tiers": evaluator.tiers,
         # which relevance graded each NDCG; rsum_single is i2i + t2t NDCG@10 under the primary one
         "relevance": relevance,
+        **({"rerank": evaluator.rerank_info} if getattr(evaluator, "rerank_info", None) else {}),
         **(meta or {}),
         "chance": chance,
     }
