@@ -349,7 +349,7 @@ def tiny_clip(tmp_path_factory, tiny_pretrained) -> dict:
             intermediate_size=64,
             num_hidden_layers=1,
             num_attention_heads=2,
-            max_position_embeddings=40,
+            max_position_embeddings=77,  # CLIP's context length: version-3 captions run to 57 tokens
             eos_token_id=tokenizer.sep_token_id,
             bos_token_id=tokenizer.cls_token_id,
             pad_token_id=tokenizer.pad_token_id,

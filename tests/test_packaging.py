@@ -99,10 +99,10 @@ def test_console_scripts_train_evaluate_and_help(tmp_path, synthetic_root, insta
     )
     assert features.returncode == 0, features.stderr[-2000:]
     assert "out_dir: " in features.stdout and "/features/vit_small_patch14_dinov2" in features.stdout
-    for name in ("vlr-train", "vlr-eval"):
+    for name, example in (("vlr-train", "vlr-train experiment=smoke"), ("vlr-eval", "vlr-eval ckpt_path=")):
         helped = script(name, "--help")
         assert helped.returncode == 0 and "Traceback" not in helped.stderr, helped.stderr[-2000:]
-        assert "vision-language retrieval" in helped.stdout and "vlr-train experiment=smoke" in helped.stdout
+        assert "vision-language retrieval" in helped.stdout and example in helped.stdout
     run_dir = work / "run"
     trained = script(
         "vlr-train",

@@ -128,3 +128,19 @@ def test_nonfinite_embeddings_end_an_evaluation_in_one_line():
         "image_emb has non-finite values (rows [1]...): the model's outputs overflowed; lower the learning rate, "
         "or evaluate an earlier checkpoint"
     )
+
+
+def test_only_persistent_buffers_count_as_broken_weights():
+    """A BatchNorm's overflowed running statistics are broken weights; a constant built with the
+    module and kept out of its state dict (open_clip's causal mask: -inf above the diagonal) is not."""
+    import torch
+
+    from vlr.runs.finite import nonfinite_state
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    module.register_buffer("attn_mask", torch.full((4, 4), float("-inf")).triu(1), persistent=False)
+    assert nonfinite_state(module) == []
+    module[1].running_var[0] = float("inf")
+    assert nonfinite_state(module) == ["1.running_var"]
+    module[0].weight.data[0, 0] = float("nan")
+    assert nonfinite_state(module) == ["0.weight", "1.running_var"]

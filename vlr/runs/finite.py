@@ -22,10 +22,13 @@ def nonfinite_parameters(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]
 
 
 def nonfinite_state(module: torch.nn.Module) -> list[str]:
-    """The parameters and floating-point buffers of ``module`` that hold a NaN or an infinity:
-    a BatchNorm's running statistics overflow while every parameter is still finite, and an
-    evaluation (eval mode) then embeds everything as NaN."""
-    buffers = ((name, b) for name, b in module.named_buffers() if b.is_floating_point())
+    """The parameters and persistent floating-point buffers of ``module`` that hold a NaN or an
+    infinity: a BatchNorm's running statistics overflow while every parameter is still finite,
+    and an evaluation (eval mode) then embeds everything as NaN. Non-persistent buffers (those
+    not in the state dict) are constants built with the module, such as open_clip's causal
+    attention mask, whose -inf entries are meant."""
+    persistent = module.state_dict(keep_vars=True)
+    buffers = ((name, b) for name, b in module.named_buffers() if name in persistent and b.is_floating_point())
     return nonfinite_parameters(module.named_parameters()) + nonfinite_parameters(buffers)
 
 
