@@ -115,7 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if ckpt is not None and cfg.from_run:
         adopt_run_config(cfg, ckpt)
     check_options(cfg)  # every option's type and range (the run's adopted ones too), before any work
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # a refusal after it stays one line
     datamodule, model = build_data_and_model(cfg)
     if checkpoint is not None and ckpt is not None:
         check_state_fits(model, checkpoint["state_dict"], ckpt)

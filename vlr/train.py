@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_options(cfg)  # every option's type and range, before any work
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # a refusal after it stays one line
     run = Run(cfg)  # checked and locked; its name, W&B run id and DDP children settled before anything is built
     try:
         datamodule, model = build_data_and_model(cfg)

@@ -378,3 +378,18 @@ def test_a_damaged_zip_is_refused_in_one_whole_line(tmp_path, damage, reason):
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(path)
     assert str(err.value) == f"ckpt_path={path} is not a readable checkpoint: {reason}"
+
+
+def test_resume_false_starts_another_wandb_run(tmp_path, synthetic_root):
+    """The folder's W&B id belongs to the run moved aside: a resumed start continues it, a
+    ``resume=false`` start gets its own (written once the start is accepted)."""
+    from vlr.runs.resume import WANDB_ID_FILE, pin_wandb_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / WANDB_ID_FILE).write_text("0ld0ld00\n")
+    resumed = _cfg(run_dir, synthetic_root, "logger=wandb")
+    assert pin_wandb_run(resumed) is None and resumed.logger.wandb.id == "0ld0ld00"
+    again = _cfg(run_dir, synthetic_root, "logger=wandb", "resume=false")
+    assert pin_wandb_run(again) == run_dir / WANDB_ID_FILE
+    assert len(again.logger.wandb.id) == 8 and again.logger.wandb.id != "0ld0ld00"

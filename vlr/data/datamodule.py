@@ -16,6 +16,7 @@ from vlr.data.datasets import Collate, EvalCaptions, EvalImages, TrainPairs
 from vlr.data.sampler import EpochSampler
 from vlr.data.sources import SOURCES
 from vlr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, tower_transform
+from vlr.data.workers import WorkerInit
 from vlr.errors import ConfigError
 
 TRAIN_SAMPLING = ("caption", "image")
@@ -208,6 +209,8 @@ class RetrievalDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=Collate(self.tokenizer, self.max_length),
+            # workers leave SIGTERM/SIGINT to the main process (a scheduler signals the whole group)
+            worker_init_fn=WorkerInit(self.trainer.global_rank if self.trainer is not None else 0),
             # worker seeds from their own generator, not the global RNG dropout draws from
             generator=torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))),
         )

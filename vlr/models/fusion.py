@@ -113,7 +113,7 @@ class FusionEncoder(nn.Module):
         if itm_head not in ITM_HEADS:
             raise ValueError(f"model.fusion.itm_head must be one of {ITM_HEADS}, got {itm_head!r}")
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
+            torch.random.default_generator.manual_seed(init_seed)  # the CPU generator alone: CUDA untouched
             inner = intermediate_size or 4 * width
             self.layer = nn.ModuleList(
                 FusionLayer(width, image_width, heads, inner, dropout, layer_norm_eps) for _ in range(layers)

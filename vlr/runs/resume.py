@@ -42,7 +42,9 @@ def pin_wandb_run(cfg: DictConfig) -> Path | None:
     if not logger or "wandb" not in logger or not logger.wandb:
         return None
     path = Path(cfg.paths.output_dir) / WANDB_ID_FILE
-    if path.exists():
+    # resume=false starts another run (the old one is moved aside with its id): a new W&B id.
+    # DDP children always read the file: rank 0 wrote this run's id there before they started.
+    if path.exists() and (cfg.get("resume", True) or not _is_rank_zero()):
         run_id, to_write = path.read_text().strip(), None
     else:
         run_id = secrets.token_hex(4)  # W&B's id shape (8 of [a-z0-9]); secrets leaves the seeded RNGs alone
