@@ -137,7 +137,8 @@ def design_section(results: dict) -> str:
             "cost;",
             f"- statistics: paired t (two-sided, 95% intervals) with the exact sign-flip p-value (all 2^n sign "
             f"assignments) beside it; Holm over the {len(results['primary'])} hypotheses (alpha {results['alpha']}); "
-            "the premise and the teacher contrasts are Holm-corrected within their own families;",
+            "the premise and the teacher contrasts are Holm-corrected within their own families; a verdict is the "
+            "Holm-adjusted paired t's (two-sided), the sign-flip p a robustness check shown beside it;",
             f"- collapse: test rsum below {results['rules']['collapse_factor']:g}x chance, or a final InfoNCE loss "
             f"above {results['rules']['plateau_fraction']:g} ln(batch); such cells are listed, never averaged in.",
         ]
@@ -337,7 +338,7 @@ def reference_table(results: dict) -> str:
         return "(not measured)"
     table = (
         [g, *(f"{m[k]:.1f}" if k in m else "–" for k in keys)]
-        for g, m in sorted(rows.items(), key=lambda kv: str(kv[0]))
+        for g, m in sorted(rows.items(), key=lambda kv: (len(str(kv[0])), str(kv[0])))  # 0, 1, ..., 9, 100
     )
     return "\n".join(_table(["generator seed", *keys], table))
 
