@@ -141,23 +141,16 @@ class Collate:
         if "image" in items[0]:
             out["images"] = torch.stack([it["image"] for it in items])
             out["image_idx"] = torch.tensor([it["image_idx"] for it in items], dtype=torch.long)
+        for field, prefix in (("caption", ""), ("pair_caption", "pair_")):  # a batch's captions, and their pairs
+            if field in items[0]:
+                enc = self.tokenizer(
+                    [it[field] for it in items],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                out[f"{prefix}input_ids"], out[f"{prefix}attention_mask"] = enc["input_ids"], enc["attention_mask"]
         if "caption" in items[0]:
-            enc = self.tokenizer(
-                [it["caption"] for it in items],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            out["input_ids"], out["attention_mask"] = enc["input_ids"], enc["attention_mask"]
             out["caption_idx"] = torch.tensor([it["caption_idx"] for it in items], dtype=torch.long)
-        if "pair_caption" in items[0]:
-            enc = self.tokenizer(
-                [it["pair_caption"] for it in items],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            out["pair_input_ids"], out["pair_attention_mask"] = enc["input_ids"], enc["attention_mask"]
         return out

@@ -49,10 +49,18 @@ def check_tie_tolerance(tolerance: float) -> float:
     return value
 
 
-def _chunks(num_queries: int, num_gallery: int):
+def query_chunks(num_queries: int, num_gallery: int):
+    """Query index blocks whose score rows together hold about `CHUNK_ELEMENTS` scores."""
     step = max(1, min(num_queries, CHUNK_ELEMENTS // max(1, num_gallery)))
     for start in range(0, num_queries, step):
         yield torch.arange(start, min(start + step, num_queries))
+
+
+def rank_counters(num_queries: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zeroed per-query counts of a best-positive rank (`BestPositiveRanks`' fields): items
+    above, negatives and positives tied with it, and whether the query has a positive."""
+    above, tied_neg, tied_pos = (torch.zeros(num_queries, dtype=torch.long, device=device) for _ in range(3))
+    return above, tied_neg, tied_pos, torch.zeros(num_queries, dtype=torch.bool, device=device)
 
 
 def padded_groups(group_of: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -138,9 +146,8 @@ def best_positive_rank(
     """
     num_q, num_g = queries.shape[0], gallery.shape[0]
     dev = queries.device
-    above, tied_neg, tied_pos = (torch.zeros(num_q, dtype=torch.long, device=dev) for _ in range(3))
-    valid = torch.zeros(num_q, dtype=torch.bool, device=dev)
-    for idx in _chunks(num_q, num_g):
+    above, tied_neg, tied_pos, valid = rank_counters(num_q, dev)
+    for idx in query_chunks(num_q, num_g):
         idx = idx.to(dev)
         rows = torch.arange(idx.numel(), device=dev)
         scores = queries[idx] @ gallery.T
@@ -248,7 +255,7 @@ def ndcg(
     k_max = min(max(ks), num_g - 1)
     out = {k: torch.empty(num_q, dtype=torch.float64, device=queries.device) for k in ks}
     discount = 1.0 / torch.log2(torch.arange(k_max, device=queries.device, dtype=torch.float64) + 2.0)
-    for idx in _chunks(num_q, num_g):
+    for idx in query_chunks(num_q, num_g):
         idx = idx.to(queries.device)
         rows = torch.arange(idx.numel(), device=queries.device)
         scores = queries[idx] @ gallery.T
@@ -288,7 +295,7 @@ def expected_shared_neighbours(
     n = emb.shape[0]
     k = min(k, n - 1)
     out = torch.empty(n, dtype=torch.float64, device=emb.device)
-    for idx in _chunks(n, n):
+    for idx in query_chunks(n, n):
         idx = idx.to(emb.device)
         rows = torch.arange(idx.numel(), device=emb.device)
         a, b = emb[idx] @ emb.T, reference_emb[idx] @ reference_emb.T
@@ -307,7 +314,7 @@ def top_k_gallery(
     num_q, num_g = queries.shape[0], gallery.shape[0]
     k = min(k, num_g - (self_index is not None))
     out = torch.empty(num_q, k, dtype=torch.long, device=queries.device)
-    for idx in _chunks(num_q, num_g):
+    for idx in query_chunks(num_q, num_g):
         idx = idx.to(queries.device)
         scores = queries[idx] @ gallery.T
         if self_index is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from vlr.metrics.ranking import CHUNK_ELEMENTS, TIE_TOLERANCE, BestPositiveRanks, padded_groups
+from vlr.metrics.ranking import TIE_TOLERANCE, BestPositiveRanks, padded_groups, query_chunks, rank_counters
 from vlr.metrics.retrieval import _recall_summary, _rsum_part
 
 PREFIX = "rerank"
@@ -31,18 +31,13 @@ PairScorer = Callable[[str, torch.Tensor], torch.Tensor]
 ``i2t`` (queries images, gallery captions) or ``t2i``."""
 
 
-def _chunk_rows(num_queries: int, num_gallery: int):
-    step = max(1, min(num_queries, CHUNK_ELEMENTS // max(1, num_gallery)))
-    return [torch.arange(s, min(s + step, num_queries)) for s in range(0, num_queries, step)]
-
-
 @torch.no_grad()
 def top_k_candidates(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> torch.Tensor:
     """[Q, min(k, G)] gallery rows of each query's ITC top k, best first (a stable sort: among
     equal scores the lower index first)."""
     k = min(k, gallery.shape[0])
     out = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
-    for idx in _chunk_rows(queries.shape[0], gallery.shape[0]):
+    for idx in query_chunks(queries.shape[0], gallery.shape[0]):
         idx = idx.to(queries.device)
         scores = queries[idx] @ gallery.T
         out[idx] = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
@@ -66,9 +61,8 @@ def reranked_best_positive_rank(
     (`vlr.metrics.ranking.TIE_TOLERANCE`)."""
     num_q, num_g = queries.shape[0], gallery.shape[0]
     dev = queries.device
-    above, tied_neg, tied_pos = (torch.zeros(num_q, dtype=torch.long, device=dev) for _ in range(3))
-    valid = torch.zeros(num_q, dtype=torch.bool, device=dev)
-    for idx in _chunk_rows(num_q, num_g):
+    above, tied_neg, tied_pos, valid = rank_counters(num_q, dev)
+    for idx in query_chunks(num_q, num_g):
         idx = idx.to(dev)
         rows = torch.arange(idx.numel(), device=dev)[:, None]
         itc = queries[idx] @ gallery.T
