@@ -148,7 +148,20 @@ def check_options(cfg: DictConfig) -> None:
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
     check_run_length(cfg)
+    check_rerank(cfg)
     check_data_root(cfg)
+
+
+def check_rerank(cfg: DictConfig) -> None:
+    """``eval.rerank.k`` re-ranks with the ITM head of a fusion encoder: a model without one
+    (a run trained without ``fusion=default``) is refused rather than evaluated without it."""
+    _, k = _select(cfg, "eval.rerank.k")
+    _, fusion = _select(cfg, "model.fusion")
+    if k and fusion is None:
+        raise ConfigError(
+            f"eval.rerank.k={k} re-ranks with the ITM head of a fusion encoder, and this model has none: "
+            "train with fusion=default (docs/fusion.md), or leave eval.rerank.k at 0"
+        )
 
 
 def check_run_length(cfg: DictConfig) -> None:
