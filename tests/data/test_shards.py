@@ -565,3 +565,38 @@ def test_the_shards_preset_downloads_into_the_cache_root(shard_root, shard_serve
     assert run.returncode == 0, run.output[-3000:]
     assert len(list((tmp_path / "data" / "cache" / "shard_downloads").glob("*.tar"))) == len(asked) == 5
     assert run.metrics["test/i2t/R@1"] >= 0
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("000.json", json.dumps({"captions": []}).encode())],
+        [("000.json", json.dumps({"captions": ["fine", " "]}).encode())],
+        [("000.json", json.dumps({"caption": ""}).encode())],
+        [("000.txt", b"")],
+    ],
+    ids=["empty list", "blank caption", "empty caption", "empty txt"],
+)
+def test_a_record_without_a_usable_caption_is_named_or_skipped(tmp_path, members):
+    """An empty caption list (or blank text) is a bad record: named with its shard and key, or
+    skipped and counted; never a caption-less image that breaks evaluation later."""
+    _tar(tmp_path / "s-0.tar", [("000.jpg", _jpeg("red")), *members, ("001.jpg", _jpeg("blue")), ("001.txt", b"ok")])
+    source = SOURCES.create("shards", root=str(tmp_path), splits={"train": "s-0.tar"})
+    with pytest.raises(BadSampleError, match=r"s-0.tar, key 000: no caption"):
+        source.read("train")
+    skipping = SOURCES.create("shards", root=str(tmp_path), splits={"train": "s-0.tar"}, on_bad_sample="skip")
+    assert list(skipping.read("train").captions) == ["ok"] and skipping.index("train").bad_samples == 1
+
+
+def test_writing_into_a_folder_that_holds_shards_is_refused(tmp_path):
+    """A second write with another shard size would leave the first write's extra shards
+    beside the new ones, and ``<split>-*.tar`` would read both: refused, nothing touched."""
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "val-000002.tar").write_bytes(b"an earlier write")
+    cfg = OmegaConf.create({"out": str(out), "splits": ["val"], "shard_size": 10, "data": {}})
+    with pytest.raises(ConfigError, match=r"already holds shards \(val-000002.tar\)"):
+        write_shards(cfg)
+    assert (out / "val-000002.tar").read_bytes() == b"an earlier write"

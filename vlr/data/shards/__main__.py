@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 def write_shards(cfg: DictConfig) -> Path:
     if not cfg.get("out"):
         raise ConfigError("out= must name the folder the shards go to")
+    # shards of an earlier write would be read with the new ones (data=shards globs <split>-*.tar)
+    present = sorted(p.name for name in cfg.splits for p in Path(cfg.out).glob(f"{name}-*.tar"))
+    if present:
+        raise ConfigError(
+            f"out={cfg.out} already holds shards ({', '.join(present[:3])}{', ...' if len(present) > 3 else ''}): "
+            "a split's shards would mix two writes; choose an empty folder or remove them"
+        )
     datamodule: RetrievalDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     out = Path(cfg.out)

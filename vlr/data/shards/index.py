@@ -179,15 +179,18 @@ def _captions_in(shard: str, key: str, members: dict) -> tuple[tuple[int, int, i
             raise BadSampleError(f"shard {shard}, key {key}: its .json is not an object")
         image_id = str(meta["image_id"]) if "image_id" in meta else None
         captions = meta.get("captions")
-        if isinstance(captions, list) and all(isinstance(c, str) for c in captions):
+        if isinstance(captions, list) and captions and all(isinstance(c, str) and c.strip() for c in captions):
             return (offset, size, JSON_LIST), len(captions), image_id
-        if "txt" not in members and isinstance(meta.get("caption"), str):
+        caption = meta.get("caption")
+        if "txt" not in members and isinstance(caption, str) and caption.strip():
             return (offset, size, JSON_CAPTION), 1, image_id
     else:
         image_id = None
-    if "txt" in members:
+    if "txt" in members and members["txt"][1] > 0:
         return (*members["txt"], TXT), 1, image_id
-    raise BadSampleError(f"shard {shard}, key {key}: no caption (.txt, or .json with 'caption'/'captions')")
+    raise BadSampleError(
+        f"shard {shard}, key {key}: no caption (a non-empty .txt, or .json with a non-empty 'caption'/'captions')"
+    )
 
 
 def _scan(shard: str):
