@@ -72,7 +72,10 @@ def test_rerank_without_fusion_is_one_line(tmp_path, synthetic_root):
     run = run_vlr("train", *small_run(synthetic_root, "fusion=default", "eval.rerank.k=4", "~model.fusion"),
                   dir=tmp_path / "run")  # fmt: skip
     assert run.returncode == 1
-    assert run.error == "error: eval.rerank.k=4 re-ranks with the ITM head: it needs model.fusion"
+    assert run.error == (
+        "error: eval.rerank.k=4 re-ranks with the ITM head of a fusion encoder, and this model has none: "
+        "train with fusion=default (docs/fusion.md), or leave eval.rerank.k at 0"
+    )
 
 
 def test_a_default_run_builds_no_fusion(tmp_path, synthetic_root):
@@ -80,7 +83,7 @@ def test_a_default_run_builds_no_fusion(tmp_path, synthetic_root):
     from vlr.build import build_data_and_model
 
     cfg = compose_config(*small_run(synthetic_root), run_dir=tmp_path / "run", root=tmp_path)
-    assert "fusion" not in cfg.model and "eval" not in cfg and "itm_weight" not in cfg.objective
+    assert "fusion" not in cfg.model and cfg.eval.rerank.k == 0 and "itm_weight" not in cfg.objective
     _, model = build_data_and_model(cfg)
     assert model.fusion_options is None and model.rerank_k == 0
     assert not any(k.startswith("fusion.") for k in model.state_dict())
