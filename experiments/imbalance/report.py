@@ -445,34 +445,33 @@ def write_figures(results: dict, out: Path) -> dict[str, Path]:
 
     paths: dict[str, Path] = {}
 
-    def figure(name: str, rows: list[dict], labels: list[str], color: str, ylabel: str, title: str, width: float):
+    def figure(rows: list[dict], labels: list[str], color: str, ylabel: str, title: str, width: float):
         """One interval plot (every figure: pairs as dots, 95% CI); returns its axes for extras."""
         fig, ax = plt.subplots(figsize=(1.8 + width * len(rows), 4.2))
         _interval_plot(ax, rows, labels, color)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} (dots: pairs; 95% CI)", fontsize=9)
-        paths[name] = out / f"{name}.png"
         return fig, ax
 
     def save(fig, name: str) -> None:
         fig.tight_layout()
+        paths[name] = out / f"{name}.png"
         fig.savefig(paths[name], dpi=110)
         plt.close(fig)
 
     prem = results["premise"]
     labels = [f"{r['direction']}\n{r['metric']}" for r in prem]
     ylabel = "infonce: imbalanced − balanced (points)"
-    save(figure("premise", prem, labels, "C0", ylabel, "Premise: strong-side ground-truth NDCG@10", 2.2)[0], "premise")
+    save(figure(prem, labels, "C0", ylabel, "Premise: strong-side ground-truth NDCG@10", 2.2)[0], "premise")
 
     prim = results["primary"]
     labels = [f"{h['id']} {h['arm']}\n{h['direction']}" for h in prim]
     title = "Primary outcome: (arm − infonce) imbalanced − balanced"
-    fig, _ = figure("interaction", prim, labels, "C3", "interaction on strong-side NDCG@10 (points)", title, 1.6)
-    save(fig, "interaction")
+    save(figure(prim, labels, "C3", "interaction on strong-side NDCG@10 (points)", title, 1.6)[0], "interaction")
 
     cm = results["cross_modal"]
     labels = [f"{r['arm']}\n{r['level']}" for r in cm["rows"]]
-    fig, ax = figure("cross_modal", cm["rows"], labels, "C2", "arm − infonce rsum", "Cross-modal cost", 1.2)
+    fig, ax = figure(cm["rows"], labels, "C2", "arm − infonce rsum", "Cross-modal cost", 1.2)
     if not math.isnan(cm["margin"]):
         ax.axhspan(-cm["margin"], cm["margin"], color="grey", alpha=0.15, label=f"±{cm['margin']:.1f} (margin)")
         ax.legend(fontsize=8)
@@ -484,7 +483,7 @@ def write_figures(results: dict, out: Path) -> dict[str, Path]:
         labels = [f"{r['arm']}\n{r['teacher']}" for r in rows]
         ylabel = f"arm − infonce {results['teacher']['metric']}"
         title = f"Teacher quality under {results['teacher']['direction']}"
-        save(figure("teacher", effects, labels, "C1", ylabel, title, 1.4)[0], "teacher")
+        save(figure(effects, labels, "C1", ylabel, title, 1.4)[0], "teacher")
     return paths
 
 
