@@ -1,34 +1,108 @@
-"""Loader workers leave SIGTERM and SIGINT to the main process (a scheduler signals the whole
-process group; a worker dying of it broke the main loop before Lightning could save)."""
+"""Loader workers leave stopping to the main process: a scheduler's SIGTERM to the whole process
+group must not kill them before Lightning saves, yet the main process's own SIGTERM (PyTorch's
+loader shutdown, ``multiprocessing`` at interpreter exit) must still end them."""
 
+import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
+import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from vlr.data.workers import WorkerInit
 
+needs_sigwaitinfo = pytest.mark.skipif(
+    not (hasattr(signal, "sigwaitinfo") and Path("/proc/self/stat").exists()), reason="sigwaitinfo and /proc"
+)
 
-class SignalDispositions(Dataset):
-    """Each item: whether the worker ignores SIGTERM and SIGINT."""
+
+class WorkerState(Dataset):
+    """Each item: the worker's pid, whether it ignores SIGINT, whether SIGTERM is blocked."""
 
     def __len__(self):
-        return 2
+        return 1000
 
     def __getitem__(self, i):
-        return [signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, signal.getsignal(signal.SIGINT) == signal.SIG_IGN]
+        blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        return os.getpid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN, blocked
 
 
-def test_workers_ignore_stop_signals_and_keep_lightnings_seeding(monkeypatch):
-    loader = DataLoader(SignalDispositions(), num_workers=1, worker_init_fn=WorkerInit(3), collate_fn=list)
-    assert [item for batch in loader for item in batch] == [[True, True], [True, True]]
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped (Linux: /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_sigwaitinfo
+def test_a_worker_outlives_a_group_sigterm_and_obeys_its_parents():
+    loader = DataLoader(
+        WorkerState(), num_workers=1, worker_init_fn=WorkerInit(), persistent_workers=True, collate_fn=list
+    )
+    batches = iter(loader)
+    pid, ignores_sigint, term_blocked = next(batches)[0]
+    assert pid != os.getpid() and ignores_sigint and term_blocked
     assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # the main process keeps its own
 
+    # from another process (as `kill -- -PGID`, SLURM or `timeout` would send it): ignored
+    subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({pid}, signal.SIGTERM)"], check=True)
+    time.sleep(0.5)
+    assert _alive(pid)
+    assert next(batches)[0][0] == pid  # still serving batches
+
+    # from its parent, as PyTorch's shutdown or multiprocessing's exit would send it: obeyed
+    os.kill(pid, signal.SIGTERM)
+    assert _wait_gone(pid), "the worker did not obey its parent's SIGTERM"
+    del batches  # the loader's own shutdown of a worker that is already gone
+
+
+def test_an_interpreter_holding_persistent_workers_exits(tmp_path):
+    """The process boundary is what is tested: ``multiprocessing`` terminates and joins live
+    workers at exit; a worker that ignored that SIGTERM hung the interpreter forever."""
+    script = tmp_path / "hold_workers.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from torch.utils.data import DataLoader
+            from vlr.data.workers import WorkerInit
+            loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, persistent_workers=True,
+                                worker_init_fn=WorkerInit())
+            batches = iter(loader)
+            next(batches)
+            print("served", flush=True)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "served"
+    assert "Error" not in done.stderr, done.stderr
+
+
+def test_workers_keep_lightnings_seeding(monkeypatch):
     seeds = []
     monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    monkeypatch.setattr("vlr.data.workers.leave_stop_signals_to_parent", lambda: None)  # not in this process
     monkeypatch.setattr("vlr.data.workers.pl_worker_init_function", lambda wid, rank=None: seeds.append((wid, rank)))
-    WorkerInit(3)(5)  # as a worker would call it (here: in this process, handlers restored below)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    WorkerInit(3)(5)
+    assert seeds == [(5, 3)]
+    monkeypatch.setenv("PL_SEED_WORKERS", "0")
+    WorkerInit(3)(6)
     assert seeds == [(5, 3)]
 
 
