@@ -4,15 +4,17 @@ A scheduler stops a job by signalling its whole process group (SLURM's time limi
 ``scancel``, ``timeout``, ``kill -- -PGID``). A loader worker that dies of that SIGTERM makes
 the main process's loop fail ("DataLoader worker ... is killed by signal") before Lightning's
 handler can stop between two steps and save ``last.ckpt``. So a worker leaves stopping to the
-main process: it ignores SIGINT, and obeys a SIGTERM only when the main process sent it.
+main process: it ignores SIGINT, and ignores SIGTERM until the main process is exiting.
 
-The parent test matters. The main process itself stops its workers with SIGTERM: PyTorch's
-loader when a worker does not leave in time, and ``multiprocessing`` at interpreter exit, which
-terminates and then *joins* every live daemonic child (the persistent workers of a loader that
-is still referenced). A worker that ignored every SIGTERM made that join wait forever, so the
-interpreter never exited after its work was done. The sender is known only to
-``sigwaitinfo``: SIGTERM is blocked in the worker and a daemon thread waits for it. Where
-``sigwaitinfo`` does not exist (macOS, Windows) a worker keeps the default SIGTERM.
+The exception matters. At interpreter exit ``multiprocessing`` terminates every live daemonic
+child with SIGTERM and then *joins* it: the persistent workers of any loader still referenced
+(a Trainer a notebook or a test keeps). A worker that ignored every SIGTERM made that join
+wait forever: the work was done and the interpreter never exited. So the main process marks
+its exit in shared memory (an ``atexit`` hook, which runs before ``multiprocessing``'s own
+because it is registered after it) and a worker's SIGTERM handler exits once it is marked.
+
+The mark is inherited by forked workers (Linux's default start method). A worker started
+another way (``spawn``, ``forkserver``) keeps the default SIGTERM.
 
 Then Lightning's worker seeding, exactly as Lightning adds it to a loader that has no
 ``worker_init_fn`` of its own (``seed_everything(workers=True)``).
@@ -20,11 +22,22 @@ Then Lightning's worker seeding, exactly as Lightning adds it to a loader that h
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # noqa: F401  (its exit hook first, so ours runs before it)
 import os
 import signal
-import threading
 
 from lightning.fabric.utilities.seed import pl_worker_init_function
+
+_MAIN_PID = os.getpid()  # the process that owns the mark: a forked worker inherits both
+_MAIN_EXITING = multiprocessing.RawValue("b", 0)
+
+
+@atexit.register
+def _mark_main_exiting() -> None:
+    if os.getpid() == _MAIN_PID:
+        _MAIN_EXITING.value = 1
 
 
 class WorkerInit:
@@ -32,29 +45,25 @@ class WorkerInit:
 
     def __init__(self, rank: int = 0):
         self.rank = rank
+        self.main_pid = os.getpid()
 
     def __call__(self, worker_id: int) -> None:
-        leave_stop_signals_to_parent()
+        leave_stop_signals_to_main(self.main_pid)
         if int(os.environ.get("PL_SEED_WORKERS", 0)):
             pl_worker_init_function(worker_id, rank=self.rank)
 
 
-def leave_stop_signals_to_parent() -> None:
-    """In a worker: ignore SIGINT; act on a SIGTERM only when the parent process sent it."""
+def leave_stop_signals_to_main(main_pid: int) -> None:
+    """In a worker forked from ``main_pid``: ignore SIGINT, and SIGTERM until main is exiting."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
-    if not hasattr(signal, "sigwaitinfo"):
+    if main_pid != _MAIN_PID:  # not forked from the process that marks its exit
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         return
-    # blocked before the thread starts, so every thread of this worker blocks it
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    waiter = threading.Thread(target=_obey_sigterm_from, args=(os.getppid(),), name="vlr-worker-sigterm", daemon=True)
-    waiter.start()
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def _obey_sigterm_from(parent: int) -> None:
-    while True:
-        info = signal.sigwaitinfo({signal.SIGTERM})
-        if info.si_pid == parent:
-            # at once, as the default action would, but with status 0: the loader's SIGCHLD
-            # handler in the parent reports a worker killed by a signal as a failed worker
-            os._exit(0)
+def _on_sigterm(signum, frame) -> None:
+    if _MAIN_EXITING.value:
+        # at once, as the default action would, but with status 0: the loader's SIGCHLD
+        # handler in the main process reports a worker killed by a signal as a failed worker
+        os._exit(0)
