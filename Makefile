@@ -27,11 +27,16 @@ train: venv                        ## default job on the embedded synthetic data
 eval: venv                         ## make eval ARGS="ckpt_path=outputs/.../checkpoints/best.ckpt"
 	$(PY) -m vlr.eval $(ARGS)
 
+# one pytest worker per core, at most 4 (each holds torch and its runs in memory); a test file's
+# tests stay in one worker (its module fixtures run once). PYTEST_WORKERS=0: in this process.
+PYTEST_WORKERS ?= auto
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile)
+
 test: venv                         ## the whole suite, slow tests included (what CI runs)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 test-fast: venv                    ## skip training runs and the few real processes (-m 'not slow')
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(ARGS)
 
 lint: venv                         ## ruff lint + format check + mypy on vlr/ (what CI runs before the tests)
 	$(VENV)/bin/ruff check .

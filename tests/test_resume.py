@@ -117,10 +117,10 @@ def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, 
 
 # each: the faults of successive runs of the same command, then one run that completes
 FAULTS = {
-    # dies right after the first best.ckpt, before that epoch's last.ckpt: last.ckpt is a mid-epoch one
-    "between_best_and_last": [{"VLR_TEST_DIE_AFTER": "best.ckpt:1"}],
-    # (a death half-way through writing last.ckpt, $TMPDIR on tmpfs, is the second fault of "repeated")
-    # killed again while resuming: after best.ckpt, then mid-write of the resumed run's 3rd last.ckpt
+    # dies right after the first best.ckpt, before that epoch's last.ckpt (last.ckpt is then a
+    # mid-epoch one); killed again while resuming, half-way through writing the resumed run's 3rd
+    # last.ckpt ($TMPDIR on tmpfs). (A separate "dies after best.ckpt, then completes" case was its
+    # first half: each fault's own assertions run after it.)
     "repeated": [{"VLR_TEST_DIE_AFTER": "best.ckpt:1"}, {"VLR_TEST_DIE_WRITING": "last.ckpt:3", "TMPDIR": "/dev/shm"}],
 }
 

@@ -70,6 +70,7 @@ def test_a_worker_outlives_sigterm_until_the_main_process_exits(monkeypatch):
     del batches  # the loader's own shutdown of a worker that is already gone
 
 
+@pytest.mark.slow
 def test_an_interpreter_holding_persistent_workers_exits(tmp_path):
     """The process boundary is what is tested: ``multiprocessing`` terminates and joins live
     workers at exit; a worker that ignored that SIGTERM hung the interpreter forever."""

@@ -4,13 +4,18 @@
 right after the n-th complete write of that file through `vlr.io.atomic_write`.
 ``VLR_TEST_DIE_WRITING=<file name>:<n>``: it dies in the middle of the n-th write of that
 file, after half of the bytes reached the temporary file.
+``VLR_TEST_WAIT_AFTER=<file name>:<n>:<flag path>``: right after the n-th complete write of that
+file, the process waits (idle, at most 10 minutes) until the flag path exists, then goes on: a
+run that stays alive, mid-run, for as long as a test needs it to.
 """
 
 import os
 
 _after, _writing = os.environ.get("VLR_TEST_DIE_AFTER"), os.environ.get("VLR_TEST_DIE_WRITING")
-if _after or _writing:
+_wait = os.environ.get("VLR_TEST_WAIT_AFTER")
+if _after or _writing or _wait:
     import io
+    import time
     from pathlib import Path
 
     import vlr.io
@@ -40,6 +45,12 @@ if _after or _writing:
         out = _real(path, write, what)
         if _after and _target(_after) == (name, _counts[name]):
             os._exit(137)
+        if _wait:
+            file, n, flag = _wait.split(":", 2)
+            if (file, int(n)) == (name, _counts[name]):
+                deadline = time.monotonic() + 600
+                while not Path(flag).exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
         return out
 
     vlr.io.atomic_write = atomic_write

@@ -6,12 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from tests.conftest import REPO
 from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy
 
 LR = "model.optimizer.lr"
@@ -83,14 +85,18 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
         live.wait()
 
 
-def _worker(tmp_path, sweep_dir, **kwargs):
-    """A sweep of one long-enough trial (the same search in every worker), into its own folder."""
+def _worker(tmp_path, sweep_dir, hold_until: Path | None = None, **kwargs):
+    """A sweep of one trial (the same search in every worker), into its own folder. ``hold_until``:
+    the trial waits, idle, after its first last.ckpt until that file exists (it stays RUNNING)."""
     from tests.test_optuna_resume import TINY
 
-    args = [a for a in TINY if not a.startswith(("hydra.sweeper.n_trials=", "trainer.max_epochs="))]
-    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *args, "trainer.max_epochs=15",
-           "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    args = [a for a in TINY if not a.startswith("hydra.sweeper.n_trials=")]
+    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *args, "hydra.sweeper.n_trials=1",
+           f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    if hold_until is not None:
+        env["VLR_TEST_WAIT_AFTER"] = f"last.ckpt:1:{hold_until}"
+        env["PYTHONPATH"] = f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}"
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
 
 
@@ -103,7 +109,8 @@ def test_two_workers_on_one_storage_both_finish(tmp_path):
     from tests.test_optuna_resume import _trials
 
     db = tmp_path / "multirun" / "optuna.db"
-    first = _worker(tmp_path, "a", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    go_on = tmp_path / "go-on"  # the first's trial runs until the second has run its own
+    first = _worker(tmp_path, "a", go_on, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while (0, "RUNNING") not in _trials(db):
         assert first.poll() is None, first.stderr.read()[-3000:]
@@ -116,6 +123,8 @@ def test_two_workers_on_one_storage_both_finish(tmp_path):
         time.sleep(0.1)
     second = _worker(tmp_path, "b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out_second = second.communicate(timeout=600)[0]
+    assert first.poll() is None  # still in its trial
+    go_on.touch()
     _, err_first = first.communicate(timeout=600)
     assert first.returncode == 0, err_first[-3000:]
     assert second.returncode == 0, out_second[-3000:]
