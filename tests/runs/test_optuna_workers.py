@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy
+from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy, set_system_attr
 
 LR = "model.optimizer.lr"
 
@@ -65,8 +65,9 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
         "dead": {"host": socket.gethostname(), "pid": dead.pid},
     }
     writer = _fresh(tmp_path)  # as each worker's job records itself, in its own process
+    writer_storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     for name, worker in workers.items():
-        writer._storage.set_trial_system_attr(trials[name]._trial_id, WORKER, worker)
+        set_system_attr(writer_storage, writer, trials[name].number, WORKER, worker)
     try:
         ResumeOptunaStudy().on_multirun_start(_config(tmp_path))  # a second worker's launch
         states = {name: _fresh(tmp_path).get_trials()[t.number] for name, t in trials.items()}

@@ -61,6 +61,13 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(storage.removeprefix("sqlite:///"))
 
 
+def set_system_attr(storage, study, number: int, key: str, value) -> None:
+    """Set a system attribute of trial ``number`` of ``study`` from outside the trial, through the
+    storage's public API (``Trial`` objects only set their own, while they run)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    storage.set_trial_system_attr(storage.get_trial_id_from_study_id_trial_number(study_id, number), key, value)
+
+
 class ResumeOptunaStudy(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweeper = config.hydra.sweeper
@@ -75,8 +82,9 @@ class ResumeOptunaStudy(Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "A new study created" INFO line
         settings = search_settings(config)
+        store = optuna.storages.RDBStorage(str(storage))  # its public API: trials' state and attributes
         try:
-            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+            study = optuna.load_study(study_name=sweeper.study_name, storage=store)
         except KeyError:  # a new study: created here with the search it is for (the sweeper then loads it)
             self._own_job_folders(config, f"{sweeper.study_name}-0")
             direction = settings["direction"]
@@ -104,8 +112,8 @@ class ResumeOptunaStudy(Callback):
             log.info(f"{len(running) - len(interrupted)} trials of {sweeper.study_name!r} run in other live workers")
         requeued = 0
         for trial in interrupted:
-            study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
-            study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            set_system_attr(store, study, trial.number, INTERRUPTED, True)
+            study.tell(trial.number, state=TrialState.FAIL)
             if trial.params:  # a trial killed before its parameters were drawn has nothing to re-run
                 study.enqueue_trial(trial.params)
                 requeued += 1
@@ -136,15 +144,16 @@ class ResumeOptunaStudy(Callback):
         import optuna
         from optuna.trial import TrialState
 
+        store = optuna.storages.RDBStorage(str(storage))
         try:
-            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+            study = optuna.load_study(study_name=sweeper.study_name, storage=store)
         except KeyError:
             return
         given = dict(str(o).split("=", 1) for o in config.hydra.overrides.task if "=" in str(o))
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.params and WORKER not in trial.system_attrs and _same_params(trial.params, given):
                 worker = {"host": socket.gethostname(), "pid": os.getpid()}
-                study._storage.set_trial_system_attr(trial._trial_id, WORKER, worker)
+                set_system_attr(store, study, trial.number, WORKER, worker)
                 return
 
     @staticmethod
