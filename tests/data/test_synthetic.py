@@ -277,6 +277,21 @@ def test_a_manifest_of_an_earlier_generator_is_one_error_naming_both_versions(tm
     assert _tree(root) == before  # nothing read into a run, nothing deleted
 
 
+def test_a_marked_manifest_missing_a_field_is_another_spec_not_a_default(tmp_path):
+    """No field is read as its default (that was a migration of earlier manifests): a missing one
+    is named, and the folder is left as it is."""
+    root = tmp_path / "d"
+    spec = SyntheticSpec(num_train=3, num_val=2, num_test=2)
+    generate_synthetic(root, spec)
+    manifest = json.loads((root / "generator.json").read_text())
+    del manifest["version"]
+    (root / "generator.json").write_text(json.dumps(manifest))
+    before = _tree(root)
+    with pytest.raises(AnnotationError, match=rf"another spec \(version missing \(wanted {spec.version}\)\)"):
+        generate_synthetic(root, spec)
+    assert _tree(root) == before
+
+
 def test_the_reader_keeps_each_images_scene_for_scene_relevance(synthetic_root):
     from vlr.data.karpathy import read_karpathy
     from vlr.metrics import scene_relevance

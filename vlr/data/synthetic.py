@@ -336,11 +336,9 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
             if any(root.iterdir()):
                 _refuse_foreign(root)
             return False
-        # a field newer than the manifest has its default value there; a manifest without a version
-        # was written when version 2 was the only (and default) one
-        default = {**asdict(SyntheticSpec()), "version": 2}
+        # a field the manifest lacks is a difference too (no defaults read into older manifests)
         differs = {
-            k: (manifest.get(k, default[k]), v) for k, v in asdict(spec).items() if manifest.get(k, default[k]) != v
+            k: (manifest.get(k, "missing"), v) for k, v in asdict(spec).items() if manifest.get(k, "missing") != v
         }
         if differs:
             shown = ", ".join(f"{k} {old} (wanted {new})" for k, (old, new) in differs.items())
