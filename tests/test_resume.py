@@ -28,17 +28,22 @@ ARGS = [
     "callbacks.last_checkpoint.every_n_steps=3",
     "logger=[csv,wandb]",
     "seed=3",
+    "data.num_workers=2",
 ]  # augmentation and dropout on
 
 
-def _kill_mid_epoch(tmp_path, run_dir):
+def _kill_mid_epoch(tmp_path, run_dir, how=signal.SIGKILL):
+    """Signals the run's whole process group (loader workers included) in the middle of the
+    second epoch; returns the step of the last.ckpt it left. SIGKILL: it dies where it is;
+    SIGTERM (a scheduler's stop): it saves between two steps and exits with status 143."""
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -50,9 +55,12 @@ def _kill_mid_epoch(tmp_path, run_dir):
             except Exception:  # not written yet, or being written
                 continue
             if step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH:  # in the middle of the second epoch
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return step
+                os.killpg(proc.pid, how)
+                _, err = proc.communicate(timeout=300)
+                assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 128 + how), err[-3000:]
+                if how == signal.SIGTERM:
+                    assert "training stopped by a signal" in err and "DataLoader worker" not in err, err[-3000:]
+                return torch.load(last, weights_only=True)["global_step"]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -99,9 +107,12 @@ def _assert_same_run(whole, resumed):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, whole):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, whole, how):
+    """``data.num_workers=2``: a group SIGTERM reaches the loader workers too, which must leave
+    stopping to the main process (vlr/data/workers.py)."""
     resumed = tmp_path / "resumed"
-    killed_at = _kill_mid_epoch(tmp_path, resumed)
+    killed_at = _kill_mid_epoch(tmp_path, resumed, how)
     assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH
     assert not (resumed / "metrics.json").exists()
     run_id = (resumed / "wandb_run_id").read_text().strip()
