@@ -9,6 +9,7 @@ from pathlib import Path
 from experiments.compare.collect import cells_from_dirs, cells_from_wandb, cells_from_wandb_offline
 from experiments.compare.comparable import check_comparable
 from experiments.compare.outputs import log_to_wandb, write_outputs
+from experiments.paired import MARGIN
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +38,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--online", action="store_true", help="with --log-wandb: log to the W&B server")
     p.add_argument(
+        "--margin",
+        type=float,
+        default=MARGIN,
+        help=f"rsum points: 'no cross-modal cost' needs the whole rsum interval inside ±MARGIN (default {MARGIN:g}); "
+        "an unresolved verdict says the smallest rsum difference its seeds can detect",
+    )
+    p.add_argument(
         "--paired",
         nargs=2,
         type=Path,
@@ -49,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     cli = parser()
     args = cli.parse_args(argv)
+    if not args.margin > 0:
+        cli.error(f"--margin must be > 0 rsum points, got {args.margin}")
     if args.paired:
         from experiments.paired import paired_table
 
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cells = cells_from_wandb(args.wandb_project, args.wandb_entity)
     check_comparable(cells, tuple(args.ignore))
-    write_outputs(cells, args.out, args.title)
+    write_outputs(cells, args.out, args.title, margin=args.margin)
     written = [f for f in ("report.md", "tradeoff.png", "results.json") if (args.out / f).is_file()]
     print(f"{len(cells)} runs -> {args.out}/{', '.join(written)}")
     if args.log_wandb:

@@ -9,12 +9,13 @@ from pathlib import Path
 from experiments.compare.figures import tradeoff_plot
 from experiments.compare.pooled import summarize
 from experiments.compare.tables import report, results_table
+from experiments.paired import MARGIN
 
 
-def write_outputs(cells: list[dict], out: Path, title: str, notes: str = "") -> None:
+def write_outputs(cells: list[dict], out: Path, title: str, notes: str = "", margin: float = MARGIN) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"cells": cells}, indent=1))
-    (out / "report.md").write_text(report(cells, title, notes))
+    (out / "report.md").write_text(report(cells, title, notes, margin))
     tradeoff_plot(summarize(cells), out / "tradeoff.png")
 
 

@@ -10,6 +10,7 @@ import re
 
 from experiments.compare.pooled import Summary, ordered, summarize
 from experiments.compare.verdict import verdict
+from experiments.paired import MARGIN
 from vlr.sweeps.summary import SINGLE_MODAL_NDCG
 
 CROSS = ["i2t/R@1", "t2i/R@1", "rsum"]
@@ -35,7 +36,7 @@ def table(summary: Summary, metrics: list[str]) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def report(cells: list[dict], title: str, notes: str = "") -> str:
+def report(cells: list[dict], title: str, notes: str = "", margin: float = MARGIN) -> str:
     """report.md: the three tables and the verdict."""
     summary = summarize(cells)
     seeds = sorted({c["seed"] for c in cells})
@@ -49,7 +50,7 @@ def report(cells: list[dict], title: str, notes: str = "") -> str:
         "## Structure preservation (overlap@10 with the reference neighbourhoods)",
         table(summary, OVERLAP),
         "## Does structure preservation raise single-modal retrieval without costing cross-modal retrieval?",
-        verdict(summary, cells) or "(needs infonce and relation_kd/covlr/sad runs at the same level)",
+        verdict(summary, cells, margin) or "(needs infonce and relation_kd/covlr/sad runs at the same level)",
     ]
     if notes:
         parts += [notes.strip()]

@@ -11,10 +11,13 @@ above 0, and "no cross-modal cost" needs the whole rsum interval inside ±``marg
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
+
 from experiments.compare.pooled import STRUCTURE, Key, Summary, difference
-from experiments.paired import MARGIN, load_rankings, seeds_and_queries_difference, status
+from experiments.paired import MARGIN, load_rankings, seeds_and_queries_difference, smallest_detectable, status
 from vlr.sweeps.summary import SINGLE_MODAL_NDCG
 
 
@@ -41,7 +44,10 @@ def _welch_line(summary: Summary, key: Key, primary: str, margin: float) -> str 
     if single is None or cross is None:
         return None
     seeds = min(summary[key][primary][2], summary[base][primary][2])
-    answer = _answer(status(_welch_interval(single, seeds), _welch_interval(cross, seeds), margin), margin, seeds)
+    detectable = smallest_detectable(cross[1] * math.sqrt(seeds), seeds) if seeds >= 2 else math.nan
+    answer = _answer(
+        status(_welch_interval(single, seeds), _welch_interval(cross, seeds), margin), margin, seeds, detectable
+    )
     other = difference(summary, key, base, "rsum_single") if primary == SINGLE_MODAL_NDCG else None
     aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
     return (
@@ -54,8 +60,10 @@ def _welch_interval(diff: tuple[float, float], seeds: int) -> dict:
     return {"difference": diff[0], "low": diff[0] - 2 * diff[1], "high": diff[0] + 2 * diff[1], "seeds": seeds}
 
 
-def _answer(verdict_: dict, margin: float, seeds: int) -> str:
-    """The verdict (`experiments.paired.status`) in words."""
+def _answer(verdict_: dict, margin: float, seeds: int, detectable: float = math.nan) -> str:
+    """The verdict (`experiments.paired.status`) in words. ``detectable``: the smallest rsum
+    difference a paired t-test over these seeds detects (alpha 0.05, 80% power), said where a
+    cross-modal cost beyond the margin is not excluded: a margin far below it needs more seeds."""
     if seeds < 2:
         return "not resolved: one seed (no spread across seeds to judge a difference by)"
     if verdict_["claim"] == "reproduces":
@@ -66,7 +74,10 @@ def _answer(verdict_: dict, margin: float, seeds: int) -> str:
         )
     if verdict_["single"] != "up":
         return "not resolved: a single-modal rise is not resolved"
-    return f"not resolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
+    said = f"not resolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
+    if math.isfinite(detectable):
+        said += f" ({seeds} seeds detect rsum differences of {detectable:.2f} or more)"
+    return said
 
 
 def _paired_rankings(cells: list[dict], key: Key, base: Key) -> list[tuple[dict, dict]]:
@@ -86,7 +97,10 @@ def _paired_rankings(cells: list[dict], key: Key, base: Key) -> list[tuple[dict,
 def _paired_line(pairs: list[tuple[dict, dict]], key: Key, primary: str, margin: float) -> str:
     single = seeds_and_queries_difference(pairs, primary)
     cross = seeds_and_queries_difference(pairs, "rsum")
-    answer = _answer(status(single, cross, margin), margin, single["seeds"])
+    per_seed = np.asarray(cross["per_seed"], dtype=float)
+    n = len(per_seed)
+    detectable = smallest_detectable(float(per_seed.std(ddof=1)), n) if n >= 2 else math.nan
+    answer = _answer(status(single, cross, margin), margin, single["seeds"], detectable)
 
     def fmt(d: dict) -> str:
         return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"

@@ -17,6 +17,7 @@ from experiments.compare import (
     verdict,
     write_outputs,
 )
+from experiments.paired import smallest_detectable
 
 
 def _cell(objective, strength, seed, rsum, single):
@@ -40,9 +41,16 @@ def test_summary_difference_and_verdict():
     d, se = difference(summary, ("covlr", "text_weak", 0.5), ("infonce", "text_weak", 0.5), "rsum_single")
     assert d == 30 and abs(se - (2 * 4 / 3) ** 0.5) < 1e-9
     lines = verdict(summary).splitlines()
-    # covlr: NDCG +30 (resolved), rsum 0 ± 2 x 1.29: the interval reaches past ±2, so no equivalence
+    # covlr: NDCG +30 (resolved), rsum 0 ± 2 x 1.29: the interval reaches past ±2, so no equivalence;
+    # the s.e. sqrt(1/3 + 4/3) over 3 seeds is a pair s.d. of sqrt(5): what 3 seeds can detect
     assert "covlr vs infonce" in lines[0] and "(mean ± 2 s.e.: no per-query rankings)" in lines[0]
-    assert "**not resolved: single-modal rises, but a cross-modal cost beyond ±2 is not excluded**" in lines[0]
+    detectable = smallest_detectable(5**0.5, 3)
+    assert 5**0.5 < detectable < 10 * 5**0.5
+    assert (
+        "**not resolved: single-modal rises, but a cross-modal cost beyond ±2 is not excluded "
+        f"(3 seeds detect rsum differences of {detectable:.2f} or more)**"
+    ) in lines[0]
+    assert "covlr vs infonce" in verdict(summary, margin=5.0) and "**yes**" in verdict(summary, margin=5.0)
     assert "sad vs infonce" in lines[1] and "**no: it costs cross-modal retrieval**" in lines[1]
     tight = [_cell("infonce", 0.5, s, 100 + d, 200) for s, d in enumerate([0, 0.2, -0.2])]
     tight += [_cell("covlr", 0.5, s, 100 + d, 230) for s, d in enumerate([0.1, 0.3, -0.1])]
@@ -192,6 +200,8 @@ def test_with_rankings_the_verdict_uses_paired_intervals_and_an_equivalence_marg
     assert "(3 paired seeds)" in lines["covlr"] and "bootstrap over seeds and test images" in lines["covlr"]
     assert "rsum -15.00 [-15.00, -15.00] → **no: it costs cross-modal retrieval**" in lines["sad"]
     assert "rsum +0.30 [-5.70, +6.30] → **not resolved: single-modal rises" in lines["relation_kd"]
+    # per-seed rsum differences -5.7, +0.3, +6.3: s.d. 6
+    assert f"(3 seeds detect rsum differences of {smallest_detectable(6.0, 3):.2f} or more)" in lines["relation_kd"]
 
 
 def test_one_seed_per_arm_is_never_a_resolved_difference():
@@ -237,3 +247,11 @@ def test_the_single_modal_table_shows_the_ndcg_columns_the_runs_logged_whatever_
     assert columns[:4] == ["i2i/R@1", "t2t/R@1", "i2i/scene_NDCG@10", "t2t/rouge_l_NDCG@10"]  # no mixed (i2x)
     row = report(cells, "T").split("## Single-modal retrieval")[1].splitlines()[4]
     assert row.startswith("| text_weak | 0 | infonce | 2 | – | – | 70.00 ± 0.00 | 60.50 ± 0.71 |")
+
+
+def test_the_margin_is_an_option_and_must_be_positive(tmp_path, capsys):
+    from experiments.compare.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--margin", "0"])
+    assert stop.value.code == 2 and "--margin must be > 0 rsum points, got 0.0" in capsys.readouterr().err
