@@ -25,6 +25,34 @@ SMALL = [
 CROSS = ["i2t", "t2i"]
 
 
+def _brute_force_test_metrics(run_dir, root) -> dict:
+    """The run's best checkpoint, rebuilt in this process from the run's own command line (its
+    ``.hydra/overrides.yaml``), embeds the test split; the brute-force reference
+    (tests/metrics/brute_force.py: full score matrices, argsort per query) scores it. An
+    independent computation of what the CLI wrote."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tests.conftest import compose_config
+    from tests.metrics.brute_force import brute_force_metrics
+    from vlr.build import build_data_and_model
+
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    try:
+        datamodule, model = build_data_and_model(compose_config(*overrides, run_dir=run_dir, root=root))
+    finally:
+        HydraConfig.instance().cfg = None
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    model.load_state_dict(model.loadable_state_dict(state))
+    model.eval()
+    datamodule.setup("test")
+    images, captions = datamodule.test_dataloader()
+    with torch.no_grad():
+        img = torch.cat([model.embed_images(b["images"]) for b in images])
+        txt = torch.cat([model.embed_texts(b["input_ids"], b["attention_mask"]) for b in captions])
+    t2i = datamodule.eval_targets("test")["text_to_image"]
+    return brute_force_metrics(img.numpy(), txt.numpy(), t2i.numpy())
+
+
 def _check_metrics(metrics: dict, n_test: int):
     for d in CROSS:
         assert 0.0 <= metrics[f"test/{d}/R@1"] <= metrics[f"test/{d}/R@5"] <= metrics[f"test/{d}/R@10"] <= 100.0
@@ -61,6 +89,9 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     assert all(k.startswith(("test/", "val/")) for k in written)
     metrics = {k: v for k, v in written.items() if k.startswith("test/")}
     _check_metrics(metrics, 15)
+    reference = _brute_force_test_metrics(run_dir, tmp_path)
+    for key in ("i2t/R@1", "i2t/R@5", "i2t/R@10", "t2i/R@1", "t2i/R@5", "t2i/R@10", "i2t/medr", "t2i/medr", "rsum"):
+        assert metrics[f"test/{key}"] == pytest.approx(reference[key], abs=1e-3), key
     info = json.loads((run_dir / "evaluation.json").read_text())
     assert info["ties"] == "expected" and info["split"] == "test"
     assert info["chance"]["test/t2i/R@1"] == pytest.approx(100 / 15)  # a constant model on 15 images
