@@ -48,9 +48,17 @@ def _wait_gone(pid: int, seconds: float = 15.0) -> bool:
 
 
 @needs_proc
-def test_a_worker_outlives_sigterm_until_the_main_process_exits(monkeypatch):
+@pytest.mark.parametrize(
+    "context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)]
+)  # spawn: macOS's default; the worker gets the mark through its pickled worker_init_fn
+def test_a_worker_outlives_sigterm_until_the_main_process_exits(monkeypatch, context):
     loader = DataLoader(
-        WorkerState(), num_workers=1, worker_init_fn=WorkerInit(), persistent_workers=True, collate_fn=list
+        WorkerState(),
+        num_workers=1,
+        worker_init_fn=WorkerInit(),
+        persistent_workers=True,
+        collate_fn=list,
+        multiprocessing_context=context,
     )
     batches = iter(loader)
     pid, ignores_sigint = next(batches)[0]
@@ -64,10 +72,42 @@ def test_a_worker_outlives_sigterm_until_the_main_process_exits(monkeypatch):
     assert next(batches)[0][0] == pid  # still serving batches
 
     # once the main process is exiting (multiprocessing's terminate-and-join at exit): obeyed
-    monkeypatch.setattr(workers._MAIN_EXITING, "value", 1)
+    monkeypatch.setattr(workers._MARKS.own, "value", 1)  # what this process's exit finalizer sets
     os.kill(pid, signal.SIGTERM)
     assert _wait_gone(pid), "the worker ignored SIGTERM after the main process marked its exit"
     del batches  # the loader's own shutdown of a worker that is already gone
+
+
+def _rank_holding_workers(build_init_here: bool, init) -> None:
+    """A process ``multiprocessing`` forked (as a forked DDP rank): its loader's persistent workers
+    are still referenced when it ends."""
+    loader = DataLoader(
+        list(range(8)),
+        batch_size=2,
+        num_workers=1,
+        persistent_workers=True,
+        worker_init_fn=WorkerInit() if build_init_here else init,
+    )
+    global _HELD
+    _HELD = iter(loader)
+    next(_HELD)
+
+
+@pytest.mark.parametrize("build_init_here", [True, False], ids=["init_in_rank", "init_in_parent"])
+def test_a_forked_process_holding_persistent_workers_ends(build_init_here):
+    """``multiprocessing`` ends its children through the same terminate-and-join of their daemonic
+    children, without ``atexit``: each process's own mark is set there too."""
+    import multiprocessing
+
+    rank = multiprocessing.get_context("fork").Process(
+        target=_rank_holding_workers, args=(build_init_here, WorkerInit())
+    )
+    rank.start()
+    rank.join(60)
+    alive = rank.is_alive()
+    if alive:
+        rank.kill()
+    assert not alive and rank.exitcode == 0
 
 
 @pytest.mark.slow
@@ -97,7 +137,7 @@ def test_an_interpreter_holding_persistent_workers_exits(tmp_path):
 def test_workers_keep_lightnings_seeding(monkeypatch):
     seeds = []
     monkeypatch.setenv("PL_SEED_WORKERS", "1")
-    monkeypatch.setattr("vlr.data.workers.leave_stop_signals_to_main", lambda main_pid: None)  # not in this process
+    monkeypatch.setattr("vlr.data.workers.leave_stop_signals_to_parent", lambda mark: None)  # not in this process
     monkeypatch.setattr("vlr.data.workers.pl_worker_init_function", lambda wid, rank=None: seeds.append((wid, rank)))
     WorkerInit(3)(5)
     assert seeds == [(5, 3)]
