@@ -19,7 +19,7 @@ import lightning
 import pytest
 
 VLR = Path(__file__).resolve().parent.parent / "vlr"
-LIBRARIES = ("lightning", "lightning_fabric", "pytorch_lightning", "hydra", "torch")
+LIBRARIES = ("lightning", "lightning_fabric", "pytorch_lightning", "hydra", "torch", "optuna")
 LIGHTNING = ("lightning", "lightning_fabric", "pytorch_lightning")
 # public attribute names through which only Lightning's internals are reached
 INTERNALS = {"fit_loop", "validate_loop", "test_loop", "predict_loop", "epoch_loop", "batch_progress", "epoch_progress"}

@@ -37,18 +37,20 @@ def _kill_mid_epoch(tmp_path, run_dir, how=signal.SIGKILL):
     second epoch; returns the step of the last.ckpt it left. SIGKILL: it dies where it is;
     SIGTERM (a scheduler's stop): it saves between two steps and exits with status 143."""
     env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    errors = tmp_path / f"{run_dir.name}.stderr"  # a file, not a pipe nobody reads while it trains
+    with open(errors, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            start_new_session=True,
+        )
     last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
     try:
-        while proc.poll() is None:
+        while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
             try:
                 step = torch.load(last, weights_only=True)["global_step"]
@@ -56,7 +58,8 @@ def _kill_mid_epoch(tmp_path, run_dir, how=signal.SIGKILL):
                 continue
             if step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH:  # in the middle of the second epoch
                 os.killpg(proc.pid, how)
-                _, err = proc.communicate(timeout=300)
+                proc.wait(timeout=300)
+                err = errors.read_text()
                 assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 128 + how), err[-3000:]
                 if how == signal.SIGTERM:
                     assert "training stopped by a signal" in err and "DataLoader worker" not in err, err[-3000:]

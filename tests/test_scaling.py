@@ -2,6 +2,7 @@
 strategy, and torchrun over two "nodes" giving the 2-process weights."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,9 @@ def test_torchrun_on_two_nodes_gives_the_two_process_weights(tmp_path):
     launches = {  # all at once: the runs are mostly start-up, so together they take little more than one
         "two": [sys.executable, "-m", "vlr.train", *RUN, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}"],
     }
-    port = 29500 + os.getpid() % 1000
+    with socket.socket() as s:  # a free port (two suites, or two pytest workers, never share one)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     for rank in (0, 1):
         launches[f"node{rank}"] = [
             *(sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"),

@@ -3,6 +3,7 @@ launch marks only trials of gone workers interrupted; a live worker's trial (her
 host) is left RUNNING (before, it was marked FAIL and its worker's result lost)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy, set_system_attr
+from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy, trial_key
 
 LR = "model.optimizer.lr"
 
@@ -47,7 +48,8 @@ def test_a_job_records_its_worker_on_its_own_trial(tmp_path):
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     (other, _), (mine, value) = _ask(study), _ask(study)
     ResumeOptunaStudy().on_job_start(_config(tmp_path, f"{LR}={value}", "seed=1"))
-    attrs = {t.number: t.system_attrs.get(WORKER) for t in _fresh(tmp_path).get_trials()}
+    study = _fresh(tmp_path)
+    attrs = {t.number: study.user_attrs.get(trial_key(WORKER, t.number)) for t in study.get_trials()}
     assert attrs == {other.number: None, mine.number: {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
@@ -65,9 +67,8 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
         "dead": {"host": socket.gethostname(), "pid": dead.pid},
     }
     writer = _fresh(tmp_path)  # as each worker's job records itself, in its own process
-    writer_storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     for name, worker in workers.items():
-        set_system_attr(writer_storage, writer, trials[name].number, WORKER, worker)
+        writer.set_user_attr(trial_key(WORKER, trials[name].number), worker)
     try:
         ResumeOptunaStudy().on_multirun_start(_config(tmp_path))  # a second worker's launch
         states = {name: _fresh(tmp_path).get_trials()[t.number] for name, t in trials.items()}
@@ -77,7 +78,9 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
             "dead": TrialState.FAIL,
             "never_started": TrialState.FAIL,
         }
-        assert all(states[name].system_attrs.get(INTERRUPTED) for name in ("dead", "never_started"))
+        recorded = _fresh(tmp_path).user_attrs
+        assert all(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("dead", "never_started"))
+        assert not any(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("live", "remote"))
         # the live worker can still finish its trial
         study.tell(trials["live"].number, 1.0)
         assert _fresh(tmp_path).get_trials()[trials["live"].number].state == TrialState.COMPLETE
@@ -111,23 +114,34 @@ def test_two_workers_on_one_storage_both_finish(tmp_path):
 
     db = tmp_path / "multirun" / "optuna.db"
     go_on = tmp_path / "go-on"  # the first's trial runs until the second has run its own
-    first = _worker(tmp_path, "a", go_on, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while (0, "RUNNING") not in _trials(db):
-        assert first.poll() is None, first.stderr.read()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    for _ in range(200):  # until its job has recorded its worker (old code: never; go on after 20 s)
-        with sqlite3.connect(db) as con:
-            if con.execute("SELECT count(*) FROM trial_system_attributes WHERE key = ?", (WORKER,)).fetchone()[0]:
-                break
-        time.sleep(0.1)
-    second = _worker(tmp_path, "b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out_second = second.communicate(timeout=600)[0]
-    assert first.poll() is None  # still in its trial
-    go_on.touch()
-    _, err_first = first.communicate(timeout=600)
-    assert first.returncode == 0, err_first[-3000:]
+    first_log = tmp_path / "first.log"  # a file, not a pipe nobody reads while it runs
+    with open(first_log, "w") as log:
+        first = _worker(tmp_path, "a", go_on, stdout=subprocess.DEVNULL, stderr=log)
+    second = None
+    try:
+        deadline = time.time() + 300
+        while (0, "RUNNING") not in _trials(db):
+            assert first.poll() is None, first_log.read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        for _ in range(200):  # until its job has recorded its worker (old code: never; go on after 20 s)
+            with sqlite3.connect(db) as con:
+                query = "SELECT count(*) FROM study_user_attributes WHERE key = ?"
+                if con.execute(query, (f"{WORKER}/0",)).fetchone()[0]:
+                    break
+            time.sleep(0.1)
+        second = _worker(tmp_path, "b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out_second = second.communicate(timeout=600)[0]
+        assert first.poll() is None  # still in its trial
+        go_on.touch()
+        first.wait(timeout=600)
+    finally:  # nothing left behind when an assertion fails: both run in sessions of their own
+        go_on.touch()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert first.returncode == 0, first_log.read_text()[-3000:]
     assert second.returncode == 0, out_second[-3000:]
     assert "0 of 1 trials finished, 0 interrupted" in out_second, out_second[-3000:]
     assert "1 trials of 'vlr-optuna-infonce-synthetic' run in other live workers" in out_second

@@ -34,8 +34,10 @@ from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "vlr_interrupted"  # system attribute of a trial marked FAIL because its sweep was stopped
-WORKER = "vlr_worker"  # system attribute of a trial: {"host", "pid"} of the process running its job
+# what vlr records of a trial from outside it: study user attributes "<key>/<trial number>" (Optuna's
+# public API sets a trial's own attributes only from inside that trial, while it runs)
+INTERRUPTED = "vlr_interrupted"  # True: the trial was marked FAIL because its sweep was stopped
+WORKER = "vlr_worker"  # {"host", "pid"} of the process running the trial's job
 SETTINGS = "vlr_search"  # study user attribute: the search the study was created for (see search_settings)
 
 
@@ -61,11 +63,9 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(storage.removeprefix("sqlite:///"))
 
 
-def set_system_attr(storage, study, number: int, key: str, value) -> None:
-    """Set a system attribute of trial ``number`` of ``study`` from outside the trial, through the
-    storage's public API (``Trial`` objects only set their own, while they run)."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    storage.set_trial_system_attr(storage.get_trial_id_from_study_id_trial_number(study_id, number), key, value)
+def trial_key(key: str, number: int) -> str:
+    """The study user attribute that holds ``key`` (`WORKER`, `INTERRUPTED`) of trial ``number``."""
+    return f"{key}/{number}"
 
 
 class ResumeOptunaStudy(Callback):
@@ -82,9 +82,8 @@ class ResumeOptunaStudy(Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "A new study created" INFO line
         settings = search_settings(config)
-        store = optuna.storages.RDBStorage(str(storage))  # its public API: trials' state and attributes
         try:
-            study = optuna.load_study(study_name=sweeper.study_name, storage=store)
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
         except KeyError:  # a new study: created here with the search it is for (the sweeper then loads it)
             self._own_job_folders(config, f"{sweeper.study_name}-0")
             direction = settings["direction"]
@@ -96,7 +95,8 @@ class ResumeOptunaStudy(Callback):
             study.set_user_attr(SETTINGS, settings)
             log.info(f"Optuna study {sweeper.study_name!r} starts in {storage}")
             return
-        stored = study.user_attrs.get(SETTINGS)
+        attrs = study.user_attrs
+        stored = attrs.get(SETTINGS)
         if stored is not None and stored != settings:
             shown = _difference(stored, settings)
             # SystemExit: Hydra turns a callback's exceptions into warnings and would sweep on
@@ -105,14 +105,14 @@ class ResumeOptunaStudy(Callback):
                 "re-launch its own command to resume it, or choose another hydra.sweeper.study_name"
             )
         trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state.is_finished() and not t.system_attrs.get(INTERRUPTED)]
+        finished = [t for t in trials if t.state.is_finished() and not attrs.get(trial_key(INTERRUPTED, t.number))]
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        interrupted = [t for t in running if not worker_alive(t.system_attrs.get(WORKER))]
+        interrupted = [t for t in running if not worker_alive(attrs.get(trial_key(WORKER, t.number)))]
         if len(running) > len(interrupted):
             log.info(f"{len(running) - len(interrupted)} trials of {sweeper.study_name!r} run in other live workers")
         requeued = 0
         for trial in interrupted:
-            set_system_attr(store, study, trial.number, INTERRUPTED, True)
+            study.set_user_attr(trial_key(INTERRUPTED, trial.number), True)
             study.tell(trial.number, state=TrialState.FAIL)
             if trial.params:  # a trial killed before its parameters were drawn has nothing to re-run
                 study.enqueue_trial(trial.params)
@@ -144,16 +144,16 @@ class ResumeOptunaStudy(Callback):
         import optuna
         from optuna.trial import TrialState
 
-        store = optuna.storages.RDBStorage(str(storage))
         try:
-            study = optuna.load_study(study_name=sweeper.study_name, storage=store)
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
         except KeyError:
             return
         given = dict(str(o).split("=", 1) for o in config.hydra.overrides.task if "=" in str(o))
+        attrs = study.user_attrs
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.params and WORKER not in trial.system_attrs and _same_params(trial.params, given):
-                worker = {"host": socket.gethostname(), "pid": os.getpid()}
-                set_system_attr(store, study, trial.number, WORKER, worker)
+            key = trial_key(WORKER, trial.number)
+            if trial.params and key not in attrs and _same_params(trial.params, given):
+                study.set_user_attr(key, {"host": socket.gethostname(), "pid": os.getpid()})
                 return
 
     @staticmethod
