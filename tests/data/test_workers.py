@@ -47,35 +47,57 @@ def _wait_gone(pid: int, seconds: float = 15.0) -> bool:
     return False
 
 
+def _sigterm_scenario(context: str, report) -> None:
+    """In a forked process (its own loader, its own exit mark): a worker ignores SIGTERM while
+    this process works, and obeys it once this process's exit mark is set. Ends with os._exit,
+    as a process at its exit does: the loader is never shut down by hand (its shutdown would wait
+    on a lock the killed worker may hold; PyTorch skips it at interpreter exit)."""
+    try:
+        loader = DataLoader(
+            WorkerState(),
+            num_workers=1,
+            worker_init_fn=WorkerInit(),
+            persistent_workers=True,
+            collate_fn=list,
+            multiprocessing_context=context,
+        )
+        batches = iter(loader)
+        pid, ignores_sigint = next(batches)[0]
+        # a group SIGTERM (`kill -- -PGID`, SLURM, `timeout`) while this process still works
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        survived = _alive(pid) and next(batches)[0][0] == pid
+        workers._MARKS.own.value = 1  # what this process's exit finalizer sets
+        os.kill(pid, signal.SIGTERM)
+        report.put({"worker": pid != os.getpid(), "sigint": ignores_sigint, "survived": survived,
+                    "obeyed": _wait_gone(pid)})  # fmt: skip
+    except BaseException as err:  # noqa: BLE001 (reported, not lost in the child)
+        report.put({"error": repr(err)})
+    finally:
+        report.close()
+        report.join_thread()  # the report reaches the pipe before this process ends
+        os._exit(0)
+
+
 @needs_proc
 @pytest.mark.parametrize(
     "context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)]
 )  # spawn: macOS's default; the worker gets the mark through its pickled worker_init_fn
-def test_a_worker_outlives_sigterm_until_the_main_process_exits(monkeypatch, context):
-    loader = DataLoader(
-        WorkerState(),
-        num_workers=1,
-        worker_init_fn=WorkerInit(),
-        persistent_workers=True,
-        collate_fn=list,
-        multiprocessing_context=context,
-    )
-    batches = iter(loader)
-    pid, ignores_sigint = next(batches)[0]
-    assert pid != os.getpid() and ignores_sigint
-    assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # the main process keeps its own
+def test_a_worker_outlives_sigterm_until_its_parent_exits(context):
+    import multiprocessing
 
-    # a group SIGTERM (`kill -- -PGID`, SLURM, `timeout`) while the main process still works
-    os.kill(pid, signal.SIGTERM)
-    time.sleep(0.5)
-    assert _alive(pid)
-    assert next(batches)[0][0] == pid  # still serving batches
-
-    # once the main process is exiting (multiprocessing's terminate-and-join at exit): obeyed
-    monkeypatch.setattr(workers._MARKS.own, "value", 1)  # what this process's exit finalizer sets
-    os.kill(pid, signal.SIGTERM)
-    assert _wait_gone(pid), "the worker ignored SIGTERM after the main process marked its exit"
-    del batches  # the loader's own shutdown of a worker that is already gone
+    fork = multiprocessing.get_context("fork")
+    report = fork.Queue()
+    scenario = fork.Process(target=_sigterm_scenario, args=(context, report))
+    scenario.start()
+    try:
+        result = report.get(timeout=120)
+    finally:
+        scenario.join(30)
+        if scenario.is_alive():
+            scenario.kill()
+    assert result == {"worker": True, "sigint": True, "survived": True, "obeyed": True}
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # this process keeps its own
 
 
 def _rank_holding_workers(build_init_here: bool, init) -> None:
