@@ -44,10 +44,10 @@ def _welch_line(summary: Summary, key: Key, primary: str, margin: float) -> str 
     if single is None or cross is None:
         return None
     seeds = min(summary[key][primary][2], summary[base][primary][2])
-    detectable = smallest_detectable(cross[1] * math.sqrt(seeds), seeds) if seeds >= 2 else math.nan
-    answer = _answer(
-        status(_welch_interval(single, seeds), _welch_interval(cross, seeds), margin), margin, seeds, detectable
-    )
+    # the s.e. of a difference of seed means, as the s.d. of that many paired differences
+    cross_sd = cross[1] * math.sqrt(seeds)
+    judged = status(_welch_interval(single, seeds), _welch_interval(cross, seeds), margin)
+    answer = _answer(judged, margin, seeds, cross_sd)
     other = difference(summary, key, base, "rsum_single") if primary == SINGLE_MODAL_NDCG else None
     aside = f"; rsum_single {other[0]:+.2f} (± {other[1]:.2f})" if other else ""
     return (
@@ -60,10 +60,11 @@ def _welch_interval(diff: tuple[float, float], seeds: int) -> dict:
     return {"difference": diff[0], "low": diff[0] - 2 * diff[1], "high": diff[0] + 2 * diff[1], "seeds": seeds}
 
 
-def _answer(verdict_: dict, margin: float, seeds: int, detectable: float = math.nan) -> str:
-    """The verdict (`experiments.paired.status`) in words. ``detectable``: the smallest rsum
-    difference a paired t-test over these seeds detects (alpha 0.05, 80% power), said where a
-    cross-modal cost beyond the margin is not excluded: a margin far below it needs more seeds."""
+def _answer(verdict_: dict, margin: float, seeds: int, cross_sd: float = math.nan) -> str:
+    """The verdict (`experiments.paired.status`) in words. ``cross_sd``: the s.d. of the per-seed
+    rsum differences; where a cross-modal cost beyond the margin is not excluded, the line gives
+    the smallest rsum difference a paired t-test over these seeds detects (alpha 0.05, 80% power):
+    a margin far below it needs more seeds."""
     if seeds < 2:
         return "not resolved: one seed (no spread across seeds to judge a difference by)"
     if verdict_["claim"] == "reproduces":
@@ -75,8 +76,8 @@ def _answer(verdict_: dict, margin: float, seeds: int, detectable: float = math.
     if verdict_["single"] != "up":
         return "not resolved: a single-modal rise is not resolved"
     said = f"not resolved: single-modal rises, but a cross-modal cost beyond ±{margin:g} is not excluded"
-    if math.isfinite(detectable):
-        said += f" ({seeds} seeds detect rsum differences of {detectable:.2f} or more)"
+    if math.isfinite(cross_sd):  # seeds >= 2 here
+        said += f" ({seeds} seeds detect rsum differences of {smallest_detectable(cross_sd, seeds):.2f} or more)"
     return said
 
 
@@ -98,9 +99,8 @@ def _paired_line(pairs: list[tuple[dict, dict]], key: Key, primary: str, margin:
     single = seeds_and_queries_difference(pairs, primary)
     cross = seeds_and_queries_difference(pairs, "rsum")
     per_seed = np.asarray(cross["per_seed"], dtype=float)
-    n = len(per_seed)
-    detectable = smallest_detectable(float(per_seed.std(ddof=1)), n) if n >= 2 else math.nan
-    answer = _answer(status(single, cross, margin), margin, single["seeds"], detectable)
+    cross_sd = float(per_seed.std(ddof=1)) if len(per_seed) >= 2 else math.nan
+    answer = _answer(status(single, cross, margin), margin, single["seeds"], cross_sd)
 
     def fmt(d: dict) -> str:
         return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
