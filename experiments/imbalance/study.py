@@ -67,7 +67,9 @@ class Cell:
     stage: str = "study"  # study | tuning | gate
 
     def block_key(self) -> tuple:
-        return (self.stage, self.arm, self.level, self.strength, self.teacher, self.extra)
+        # the gate's two long runs are blocks of their own, so they run side by side
+        seed = (self.seed,) if self.stage == "gate" else ()
+        return (self.stage, self.arm, self.level, self.strength, self.teacher, self.extra, *seed)
 
     @property
     def name(self) -> str:
@@ -113,6 +115,20 @@ def _short(override: str) -> str:
     return key.split(".")[-1] + value
 
 
+def code_digest() -> str:
+    """A digest of what a cell runs: vlr's Python sources and its configs. A finished cell is
+    reused only when this is unchanged, so a study resumed after the code or a preset changed
+    (another schedule, a fixed bug) runs its cells again instead of mixing old and new."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    package = REPO / "vlr"
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
+        if "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def cell_env(root: str | None = None) -> dict[str, str]:
     """Cells run single-threaded, with their data and caches under VLR_ROOT (the repository unless set)."""
     return {
@@ -131,9 +147,10 @@ class Runner:
     def __init__(self, preset: str, user: tuple[str, ...], runs: Path, jobs: int, log=print):
         self.preset, self.user, self.runs, self.jobs, self.log = preset, user, runs, jobs, log
         self.timings: list[dict] = []
+        self.code = code_digest()
 
     def request(self, cell: Cell) -> dict:
-        return {"overrides": [*cell.overrides(self.preset, self.user), f"seed={cell.seed}"]}
+        return {"overrides": [*cell.overrides(self.preset, self.user), f"seed={cell.seed}"], "code": self.code}
 
     def done(self, cell: Cell) -> bool:
         d = REPO / cell.directory(self.runs)
@@ -248,16 +265,17 @@ class Study:
 
         def one(g) -> tuple[str, dict]:
             out = REPO / self.runner.runs / "data" / ("data" if g is None else f"g{g}") / "reference_alone.json"
-            request = out.with_suffix(".request.json")  # reused only for the same overrides
+            request = out.with_suffix(".request.json")  # reused only for the same overrides and code
             overrides = [f"experiment={self.runner.preset}", *([] if g is None else [f"data.generator_seed={g}"])]
             overrides += self.runner.user
-            if not (out.is_file() and request.is_file() and json.loads(request.read_text()) == overrides):
+            asked = {"overrides": overrides, "code": self.runner.code}
+            if not (out.is_file() and request.is_file() and json.loads(request.read_text()) == asked):
                 out.unlink(missing_ok=True)
                 cmd = [sys.executable, "-m", "experiments.imbalance.reference_alone", "--out", str(out), *overrides]
                 proc = subprocess.run(cmd, cwd=REPO, env=cell_env(), capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"reference alone failed for generator seed {g}:\n{proc.stderr[-3000:]}")
-                request.write_text(json.dumps(overrides))
+                request.write_text(json.dumps(asked))
             return str(g), json.loads(out.read_text())
 
         with ThreadPoolExecutor(self.runner.jobs) as pool:
@@ -270,7 +288,11 @@ class Study:
         if not self.generated:
             raise SystemExit("--strengths is required on data that is not generated (no scene annotations to probe)")
         out = REPO / self.runner.runs / "probe.json"
-        request = {"directions": list(self.design.directions), "strengths": list(self.design.probe_strengths)}
+        request = {
+            "directions": list(self.design.directions),
+            "strengths": list(self.design.probe_strengths),
+            "code": self.runner.code,
+        }
         if out.is_file() and json.loads(out.read_text()).get("request") == request:
             return json.loads(out.read_text())
         cmd = [sys.executable, "-m", "experiments.imbalance.probe", "--out", str(out)]

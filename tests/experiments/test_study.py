@@ -251,6 +251,37 @@ def test_a_finished_cell_is_reused_only_when_its_recorded_request_is_the_same(tm
     assert not other.done(cell)  # same directory, another request: run again
 
 
+def test_a_finished_cell_is_run_again_when_vlr_code_or_a_preset_changed(tmp_path, monkeypatch):
+    import experiments.imbalance.study as study
+
+    monkeypatch.setattr(study, "REPO", tmp_path)
+    preset = tmp_path / "vlr" / "conf" / "experiment" / "imbalance_study.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_text("trainer:\n  max_epochs: 6\n")
+    (tmp_path / "vlr" / "objective.py").write_text("BETA = 1\n")
+    cell = Cell("infonce", "balanced", 0.0, 3, 3)
+    runner = Runner("imbalance_study", (), Path("runs"), 1)
+    d = tmp_path / cell.directory(runner.runs)
+    d.mkdir(parents=True)
+    (d / "request.json").write_text(json.dumps(runner.request(cell)))
+    (d / "metrics.json").write_text("{}")
+    assert Runner("imbalance_study", (), Path("runs"), 1).done(cell)  # nothing changed: reused
+    preset.write_text("trainer:\n  max_epochs: 12\n")  # the same overrides now mean another schedule
+    assert not Runner("imbalance_study", (), Path("runs"), 1).done(cell)
+    preset.write_text("trainer:\n  max_epochs: 6\n")
+    (tmp_path / "vlr" / "objective.py").write_text("BETA = 2\n")
+    assert not Runner("imbalance_study", (), Path("runs"), 1).done(cell)
+
+
+def test_the_gates_two_runs_are_blocks_of_their_own_and_tuning_seeds_share_one():
+    gate = [Cell("infonce", "balanced", 0.0, 100, s, extra=("trainer.max_epochs=24",), stage="gate") for s in (1, 2)]
+    tuning = [
+        Cell("infonce", "balanced", 0.0, 100, s, extra=("objective.temperature=0.1",), stage="tuning") for s in (1, 2)
+    ]
+    assert gate[0].block_key() != gate[1].block_key()
+    assert tuning[0].block_key() == tuning[1].block_key()
+
+
 TINY = [
     "data.num_train=30",
     "data.num_val=10",
