@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: venv train test test-fast lint format typecheck bench eval study clean
+.PHONY: venv train test test-fast coverage lint format typecheck bench eval study clean
 
 venv: $(STAMP)                     ## make venv CPU=1: CPU-only torch wheels
 
@@ -38,6 +38,15 @@ test: venv                         ## the whole suite, slow tests included (what
 test-fast: venv                    ## skip training runs and the few real processes (-m 'not slow')
 	$(PY) -m pytest -m "not slow" $(XDIST) $(ARGS)
 
+# every process the suite starts is measured too (pytest workers, CLI runs, DDP ranks, loader
+# workers): [tool.coverage.run] in pyproject.toml
+coverage: venv                     ## line coverage of vlr/ over the whole suite: a table, and htmlcov/
+	rm -rf .coverage .coverage.* htmlcov
+	$(PY) -m coverage run -m pytest $(XDIST) -q $(ARGS)
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --skip-covered --sort=cover
+	$(PY) -m coverage html -q
+
 lint: venv                         ## ruff lint + format check + mypy on vlr/ (what CI runs before the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -57,4 +66,4 @@ study: venv                        ## imbalance study (issue 27; resumable): exp
 	$(PY) -m experiments.imbalance.study $(ARGS)
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache .coverage .coverage.* htmlcov

@@ -68,6 +68,19 @@ def test_a_sweep_of_ddp_jobs_equals_one_process_and_writes_one_directory_per_job
     assert "val/rsum" in single.metrics
     for key, value in single.metrics.items():
         assert float(logged[key]) == pytest.approx(value, abs=1e-4), key
+    # `vlr.eval` itself on 2 ranks (the odd-sized val split divides unevenly between them): every
+    # metric equals the 1-process evaluation's, and both ranks write into one eval folder
+    eval_dir = tmp_path / "eval2"
+    ckpt = two_dir / "checkpoints" / "last.ckpt"
+    ranks = run_cli(
+        "vlr.eval", f"ckpt_path={ckpt}", "split=val", "trainer=ddp_cpu", f"hydra.run.dir={eval_dir}", cwd=tmp_path
+    )
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists()
+    on_two = json.loads((eval_dir / "metrics.json").read_text())
+    assert on_two.keys() == single.metrics.keys()
+    for key, value in single.metrics.items():
+        assert on_two[key] == pytest.approx(value, abs=1e-3), key
     tested = json.loads((two_dir / "metrics.json").read_text())
     want = sum(tested[f"test/{d}/R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
     assert tested["test/rsum"] == pytest.approx(want, abs=1e-3)

@@ -53,7 +53,11 @@ def _wheel(tmp_path: Path) -> Path:
 
 
 def test_the_wheel_carries_the_configs(tmp_path):
-    names = set(zipfile.ZipFile(_wheel(tmp_path)).namelist())
+    wheel = zipfile.ZipFile(_wheel(tmp_path))
+    names = set(wheel.namelist())
+    metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
+    assert {"loggers", "optuna", "cluster", "shards", "dev"} <= extras  # pip install '.[shards]' works
     for config in (
         "vlr/conf/__init__.py",
         "vlr/conf/train.yaml",

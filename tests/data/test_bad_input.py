@@ -177,3 +177,34 @@ def test_cli_ends_with_one_clear_message_and_no_metrics(tmp_path, damaged_root, 
     assert run.returncode == 1
     assert re.search(message, run.output), run.output[-2000:]
     assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_training_images_that_fail_in_loader_workers_are_counted_in_the_run_summary(tmp_path, damaged_root):
+    """Under skip, a training image that only decoding finds bad is replaced in a loader worker;
+    each batch carries its count and the run totals them (`vlr.callbacks.SkippedImages`), also
+    across a resume. train_00004.png is image 4, captions 20-24: item 20 skips 5 captions to reach
+    caption 25, item 21 skips 4, ... so one epoch over every caption skips 5+4+3+2+1 = 15."""
+    import json
+
+    from tests.conftest import run_vlr
+
+    for name, good in (("train_00002.png", "train_00003.png"), ("val_00001.png", "val_00002.png")):
+        shutil.copy(damaged_root / "images" / good, damaged_root / "images" / name)  # only train_00004 is bad
+    (damaged_root / "images" / "train_00004.png").write_bytes(b"not a png")
+    args = [f"data.root={damaged_root}", *FIXTURE_SPEC, "data.on_bad_image=skip", "data.num_workers=2"]
+    args += ["data.batch_size=20", "logger=csv"]  # 300 captions: 15 full batches, every item drawn each epoch
+
+    whole = run_vlr("train", *args, "trainer.max_epochs=2", dir=tmp_path / "whole")
+    assert whole.returncode == 0, whole.output[-3000:]
+    assert whole.metrics["data/skipped_images/train"] == 2 * 15
+    assert whole.metrics["data/bad_samples/train"] == 0  # nothing left out up front: only decoding finds it
+
+    first = run_vlr("train", *args, "trainer.max_epochs=1", dir=tmp_path / "resumed")
+    assert first.returncode == 0, first.output[-3000:]
+    assert first.metrics["data/skipped_images/train"] == 15
+    again = run_vlr(
+        "train", *args, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]", dir=tmp_path / "resumed"
+    )
+    assert again.returncode == 0, again.output[-3000:]
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["data/skipped_images/train"] == 30

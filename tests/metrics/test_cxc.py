@@ -194,3 +194,63 @@ def test_relevance_cxc_builds_an_evaluator_that_reports_people_and_rouge_l(tmp_p
     assert {k: out[k] for k in want} == pytest.approx(want)
     assert {"t2t/cxc_spearman", "i2i/cxc_R@1", "t2i/cxc_R@10"} <= set(out)
     assert ev.cxc.describe()["pairs_in_split"] == {"sts": 4, "sis": 3, "sits": 5}
+
+
+def _tiny_sentence_encoder(directory):
+    """A random 1-layer BERT with a WordPiece vocabulary, saved as sentence-transformers ships
+    one (config, model.safetensors, tokenizer files): a local stand-in for all-MiniLM-L6-v2."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "a red bus on street parked driving down the cat sofa two dogs in park sleeping couch".split()
+    (directory / "vocab.txt").parent.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+        config.intermediate_size = 32
+        BertModel(config).save_pretrained(directory, safe_serialization=True)
+
+
+def test_the_caption_only_command_scores_the_tiny_tower_and_a_local_sentence_encoder(tmp_path):
+    """The optional ceiling read from a local directory (its weights' SHA-256 reported) and the
+    frozen-initial tiny tower; rho of the encoder against an independent mean-pooled cosine."""
+    import hashlib
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from vlr.cxc_captions import main
+
+    _write(tmp_path, "val")
+    _write(tmp_path, "test")
+    rated = {11: "a red bus on a street", 12: "a bus parked", 21: "a red bus driving down the street"}
+    rated |= {22: "a cat on a sofa", 31: "two dogs in a park", 41: "a cat sleeping on a couch", 42: "a sleeping cat"}
+    spare = {500 + k: text for k, text in enumerate(["a red bus", "a bus on a street", "a cat on a couch", "a cat"])}
+    annotations = [{"id": c, "image_id": 1000 + c // 10, "caption": t} for c, t in {**rated, **spare}.items()]
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": [], "annotations": annotations}))
+    encoder = tmp_path / "minilm"
+    _tiny_sentence_encoder(encoder)
+    before = torch.random.get_rng_state()
+    args = ["--captions", str(path), "--cxc", str(tmp_path), "--sentence-encoder", str(encoder)]
+    out = main([*args, "--only", "frozen_init_tiny", "sentence_encoder"])
+    assert torch.equal(torch.random.get_rng_state(), before)  # the tiny tower's weights: a private RNG
+    assert set(out["spearman"]) == {"frozen_init_tiny", "sentence_encoder"}
+    weights = (encoder / "model.safetensors").read_bytes()
+    assert out["sentence_encoder_sha256"] == hashlib.sha256(weights).hexdigest()
+
+    pairs = rated_caption_pairs(path, tmp_path)
+    tokenizer, model = AutoTokenizer.from_pretrained(encoder), AutoModel.from_pretrained(encoder).eval()
+
+    def pooled(texts):
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return (hidden * mask).sum(1) / mask.sum(1)
+
+    cosine = torch.nn.functional.cosine_similarity(pooled(pairs["a"]), pooled(pairs["b"])).numpy()
+    assert out["spearman"]["sentence_encoder"] == pytest.approx(spearmanr(cosine, pairs["score"]).statistic)
+    again = main([*args, "--only", "frozen_init_tiny"])  # the same seed: the same tower, the same rho
+    assert again["spearman"]["frozen_init_tiny"] == out["spearman"]["frozen_init_tiny"]
+    assert -1.0 <= out["spearman"]["frozen_init_tiny"] <= 1.0

@@ -88,6 +88,9 @@ class TrainPairs(Dataset):
             return self._item(k)
 
     def _item(self, k: int):
+        """Item ``k``; under ``data.on_bad_image=skip`` the next loadable one, with the number of
+        items skipped to reach it (``skipped``: this may run in a loader worker, whose logs and
+        counters the run never sees, so the count travels with the batch)."""
         for attempt in range(len(self)):
             c = self._caption((k + attempt) % len(self))
             i = int(self.split.text_to_image[c])
@@ -99,6 +102,8 @@ class TrainPairs(Dataset):
                 log.warning("skipping a training image (data.on_bad_image=skip): %s", err)
                 continue
             item = {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
+            if self.skip_bad:
+                item["skipped"] = attempt
             if self.image_captions is not None:
                 others = [int(o) for o in self.image_captions[i] if int(o) != c] or [c]
                 item["pair_caption"] = self.split.captions[others[int(torch.randint(len(others), (1,)))]]
@@ -153,4 +158,6 @@ class Collate:
                 out[f"{prefix}input_ids"], out[f"{prefix}attention_mask"] = enc["input_ids"], enc["attention_mask"]
         if "caption" in items[0]:
             out["caption_idx"] = torch.tensor([it["caption_idx"] for it in items], dtype=torch.long)
+        if "skipped" in items[0]:  # training items skipped for an image that could not be loaded
+            out["skipped_images"] = sum(it["skipped"] for it in items)
         return out

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from vlr.callbacks import ObjectiveSchedule, TorchRNGState
+from vlr.callbacks import ObjectiveSchedule, SkippedImages, TorchRNGState
 from vlr.errors import ConfigError
 from vlr.metrics import RetrievalEvaluator, build_evaluator
 from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties
@@ -126,7 +126,7 @@ class RetrievalModule(pl.LightningModule):
         """The loop's bookkeeping every run needs; once per trainer (a ``trainer.test`` after
         ``trainer.fit`` finds them attached already)."""
         present = {type(c) for c in getattr(self.trainer, "callbacks", [])}
-        return [cb() for cb in (ObjectiveSchedule, TorchRNGState) if cb not in present]
+        return [cb() for cb in (ObjectiveSchedule, TorchRNGState, SkippedImages) if cb not in present]
 
     # -- embedding ----------------------------------------------------------------------
     def embed_images(self, images):

@@ -153,9 +153,18 @@ def to_log_files(message: str) -> None:
 
 def bad_sample_counts(trainer) -> dict[str, float]:
     """``data/bad_samples/<split>``: the records each split left out under ``data.on_bad_sample=skip``
-    (`RetrievalDataModule.bad_samples`); none under ``error``, where a bad record stops the run."""
+    (`RetrievalDataModule.bad_samples`); none under ``error``, where a bad record stops the run.
+    ``data/skipped_images/train``: the training draws whose image failed to load while training
+    (``data.on_bad_image=skip``, `vlr.callbacks.SkippedImages`), for a run that trained."""
+    from vlr.callbacks.skipped_images import skipped_images
+
     counts = getattr(getattr(trainer, "datamodule", None), "bad_samples", None) or {}
-    return {f"data/bad_samples/{split}": float(n) for split, n in sorted(counts.items())}
+    out = {f"data/bad_samples/{split}": float(n) for split, n in sorted(counts.items())}
+    drawn = skipped_images(trainer)
+    skip = getattr(getattr(trainer, "datamodule", None), "on_bad_image", None) == "skip"
+    if drawn is not None and skip:
+        out["data/skipped_images/train"] = float(drawn)
+    return out
 
 
 def summarise_in_wandb(trainer, values: dict[str, float]) -> None:
