@@ -462,7 +462,12 @@ def test_a_run_counts_the_bad_records_it_skipped_in_metrics_json(shard_root, tmp
     )
     assert run.returncode == 0, run.output[-3000:]
     counts = {k: v for k, v in run.metrics.items() if k.startswith("data/")}
-    assert counts == {"data/bad_samples/train": 0, "data/bad_samples/val": 2, "data/bad_samples/test": 2}
+    assert counts == {
+        "data/bad_samples/train": 0,
+        "data/bad_samples/val": 2,
+        "data/bad_samples/test": 2,
+        "data/skipped_images/train": 0,  # every training image decoded
+    }
     assert run.metrics["test/i2t/R@1"] >= 0  # the 20 good images were evaluated
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     evaluated = run_vlr("eval", f"ckpt_path={ckpt}", "split=val", "data.on_bad_sample=skip", dir=tmp_path / "eval")
