@@ -57,7 +57,7 @@ class Design:
     seeds: tuple[int, ...] = tuple(range(10))
     # matched directions: the probe's grid; the study's strength per direction is chosen from it.
     # It stops below 1.0: at full strength, text_weak infonce (default lr and temperature,
-    # generator seed 100) ends at 2.4x chance test rsum, a collapsed baseline by the rule below.
+    # generator seed 100) ends at 2.8x chance test rsum, a collapsed baseline by the rule below.
     probe_strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 0.85)
     strengths: dict[str, float] | None = None  # given: skip the probe's choice (real data: required)
     # tuning: its own data (a generator seed no pair uses) and seeds no pair uses

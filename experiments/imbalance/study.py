@@ -122,10 +122,14 @@ def code_digest() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    package = REPO / "vlr"
-    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
-        if "__pycache__" not in path.parts:
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    package, stages = REPO / "vlr", REPO / "experiments" / "imbalance"
+    # the package, and the study's own stages whose outputs are cached (the probe, the reference alone)
+    files = [*package.rglob("*.py"), *package.rglob("*.yaml"), stages / "probe.py", stages / "reference_alone.py"]
+    for path in sorted(files):
+        # editor droppings and caches are not code: hidden names, __pycache__, links that lead nowhere
+        hidden = any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(REPO).parts)
+        if not hidden and path.is_file():
+            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -568,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
         reference_alone=reference_alone,
         reproduced=reproduced,
         timings={"stages_s": {k: round(v) for k, v in stages.items()}, "blocks": runner.timings},
+        code_digest=runner.code,  # the cells' code (study.code_digest): compare with a checkout's
         duration_s=round(time.time() - start),
         command=" ".join(
             ["python -m experiments.imbalance.study", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]

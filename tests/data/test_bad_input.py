@@ -183,8 +183,8 @@ def test_cli_ends_with_one_clear_message_and_no_metrics(tmp_path, damaged_root, 
 def test_training_images_that_fail_in_loader_workers_are_counted_in_the_run_summary(tmp_path, damaged_root):
     """Under skip, a training image that only decoding finds bad is replaced in a loader worker;
     each batch carries its count and the run totals them (`vlr.callbacks.SkippedImages`), also
-    across a resume. train_00004.png is image 4, captions 20-24: item 20 skips 5 captions to reach
-    caption 25, item 21 skips 4, ... so one epoch over every caption skips 5+4+3+2+1 = 15."""
+    across a resume. train_00004.png is image 4, captions 20-24: each of those 5 items is replaced
+    by the next loadable one, so one epoch over every caption replaces 5 draws."""
     import json
 
     from tests.conftest import run_vlr
@@ -197,14 +197,21 @@ def test_training_images_that_fail_in_loader_workers_are_counted_in_the_run_summ
 
     whole = run_vlr("train", *args, "trainer.max_epochs=2", dir=tmp_path / "whole")
     assert whole.returncode == 0, whole.output[-3000:]
-    assert whole.metrics["data/skipped_images/train"] == 2 * 15
+    assert whole.metrics["data/skipped_images/train"] == 2 * 5
     assert whole.metrics["data/bad_samples/train"] == 0  # nothing left out up front: only decoding finds it
 
     first = run_vlr("train", *args, "trainer.max_epochs=1", dir=tmp_path / "resumed")
     assert first.returncode == 0, first.output[-3000:]
-    assert first.metrics["data/skipped_images/train"] == 15
+    assert first.metrics["data/skipped_images/train"] == 5
     again = run_vlr(
         "train", *args, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]", dir=tmp_path / "resumed"
     )
     assert again.returncode == 0, again.output[-3000:]
-    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["data/skipped_images/train"] == 30
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["data/skipped_images/train"] == 10
+    # the same command once more: training is complete, Lightning skips the loop, and the total
+    # is the checkpoint's
+    done = run_vlr(
+        "train", *args, "trainer.max_epochs=2", "resume_allow_changes=[trainer.max_epochs]", dir=tmp_path / "resumed"
+    )
+    assert done.returncode == 0, done.output[-3000:]
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["data/skipped_images/train"] == 10

@@ -271,6 +271,10 @@ def test_a_finished_cell_is_run_again_when_vlr_code_or_a_preset_changed(tmp_path
     preset.write_text("trainer:\n  max_epochs: 6\n")
     (tmp_path / "vlr" / "objective.py").write_text("BETA = 2\n")
     assert not Runner("imbalance_study", (), Path("runs"), 1).done(cell)
+    (d / "request.json").write_text(json.dumps(Runner("imbalance_study", (), Path("runs"), 1).request(cell)))
+    (preset.parent / ".scratch.yaml").write_text("x: 1\n")  # an editor's droppings are not code
+    (tmp_path / "vlr" / ".#objective.py").symlink_to(tmp_path / "nowhere")
+    assert Runner("imbalance_study", (), Path("runs"), 1).done(cell)
 
 
 def test_the_gates_two_runs_are_blocks_of_their_own_and_tuning_seeds_share_one():

@@ -134,3 +134,40 @@ def test_errors_are_clear():
         retrieval_metrics(img, txt, torch.tensor([0, 0, 1, 1, 3, 3]))
     with pytest.raises(ValueError, match="non-finite"):
         retrieval_metrics(img, txt * float("nan"), torch.tensor([0, 0, 1, 2, 3, 3]))
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(image_emb=torch.zeros(4)), ValueError, r"image_emb must be 2-D \[items, dim\], got shape \(4,\)"),
+        (dict(text_emb=torch.zeros(8, 3, dtype=torch.long)), TypeError, "text_emb must be floating point, got torch.int64"),
+        (dict(text_emb=torch.zeros(8, 5)), ValueError, "embedding dimensions differ: image_emb has dim 3, text_emb has dim 5"),
+        (dict(image_labels=torch.zeros(3, dtype=torch.long)), ValueError, "image_labels has 3 rows but there are 4 images"),
+        (dict(image_labels=torch.zeros(4, 2, 2)), ValueError, "image_labels must be 1-D class ids or a 2-D multi-hot matrix, got 3-D"),
+    ],
+)  # fmt: skip
+def test_inputs_of_the_wrong_shape_or_type_are_named(change, error, message):
+    args = dict(image_emb=torch.randn(4, 3), text_emb=torch.randn(8, 3), text_to_image=torch.arange(4).repeat(2))
+    args |= change
+    with pytest.raises(error, match=message):
+        retrieval_metrics(args.pop("image_emb"), args.pop("text_emb"), args.pop("text_to_image"), **args)
+
+
+def test_half_precision_embeddings_score_as_float32_and_a_bare_tensor_is_rouge_l():
+    """fp16/bf16 embeddings (autocast) are scored in float32: the same numbers as the float32
+    copy; a bare [captions, images] relevance tensor is named rouge_l, and without 10 among the
+    NDCG cut-offs only rsum_single keeps NDCG@10 (here, and in the per-query record)."""
+    gen = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(4, 3, generator=gen), torch.randn(8, 3, generator=gen)
+    t2i = torch.arange(4).repeat(2)
+    relevance = torch.rand(8, 4, generator=gen)
+    record: dict = {}
+    half = retrieval_metrics(img.half(), txt.bfloat16(), t2i, relevance=relevance, ndcg_ks=(20,), record=record)
+    full = retrieval_metrics(img.half().float(), txt.bfloat16().float(), t2i, relevance=relevance, ndcg_ks=(20,))
+    assert half == full
+    assert "t2t/rouge_l_NDCG@20" in half and not any(k.endswith("NDCG@10") for k in half)
+    assert not any(k.endswith("NDCG@10") for k in record)
+    tenth = retrieval_metrics(img, txt, t2i, relevance=relevance, ndcg_ks=(10,))
+    assert half["rsum_single"] != 0 and tenth["rsum_single"] == pytest.approx(
+        tenth["i2i/rouge_l_NDCG@10"] + tenth["t2t/rouge_l_NDCG@10"]
+    )

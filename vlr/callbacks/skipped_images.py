@@ -1,9 +1,10 @@
-"""`SkippedImages`: how many training draws hit an image that could not be loaded.
+"""`SkippedImages`: how many training draws were replaced because their image could not be loaded.
 
 Under ``data.on_bad_image=skip`` a training item whose image fails to decode is replaced by the
 next loadable one (`vlr.data.datasets.TrainCaptions`). That happens inside loader workers, other
-processes whose logs and counters the run never sees, so each batch carries its own count
-(``batch["skipped_images"]``, summed by `vlr.data.datasets.Collate`) and this callback adds them
+processes whose logs and counters the run never sees, so each batch carries its own count of
+replaced draws (``batch["skipped_images"]``, one per item whose own image failed, summed by
+`vlr.data.datasets.Collate`) and this callback adds them
 up across steps and ranks. The total is ``data/skipped_images/train`` in ``metrics.json`` and the
 W&B summary (`vlr.tracking.reporting.bad_sample_counts`): never a silent skip.
 
@@ -35,14 +36,16 @@ class SkippedImages(Callback):
             self.local += int(batch[KEY])
 
     def _summed(self) -> int:
-        """``before`` plus every rank's ``local`` (a collective under DDP)."""
-        local = torch.tensor(float(self.local))
+        """``before`` plus every rank's ``local`` (a collective under DDP; integers, exact at any count)."""
+        local = torch.tensor(self.local, dtype=torch.long)
         if self.strategy is not None and getattr(self.strategy, "world_size", 1) > 1:
             device = getattr(self.strategy, "root_device", local.device)  # NCCL reduces CUDA tensors only
             local = self.strategy.reduce(local.to(device), reduce_op="sum").cpu()
-        return self.before + int(round(float(local)))
+        return self.before + int(local)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # on every rank at the end of fit, also when a finished run is started again and
+        # Lightning skips the loop (the total is then the checkpoint's)
         self.total = self._summed()
 
     def state_dict(self) -> dict:

@@ -88,9 +88,10 @@ class TrainPairs(Dataset):
             return self._item(k)
 
     def _item(self, k: int):
-        """Item ``k``; under ``data.on_bad_image=skip`` the next loadable one, with the number of
-        items skipped to reach it (``skipped``: this may run in a loader worker, whose logs and
-        counters the run never sees, so the count travels with the batch)."""
+        """Item ``k``; under ``data.on_bad_image=skip`` the next loadable one, and ``skipped``: 1
+        when item ``k``'s own image failed and another item replaced it (this may run in a
+        loader worker, whose logs and counters the run never sees, so the count travels with the
+        batch)."""
         for attempt in range(len(self)):
             c = self._caption((k + attempt) % len(self))
             i = int(self.split.text_to_image[c])
@@ -103,7 +104,7 @@ class TrainPairs(Dataset):
                 continue
             item = {"image": image, "caption": self.split.captions[c], "image_idx": i, "caption_idx": c}
             if self.skip_bad:
-                item["skipped"] = attempt
+                item["skipped"] = int(attempt > 0)
             if self.image_captions is not None:
                 others = [int(o) for o in self.image_captions[i] if int(o) != c] or [c]
                 item["pair_caption"] = self.split.captions[others[int(torch.randint(len(others), (1,)))]]
