@@ -445,12 +445,15 @@ def write_figures(results: dict, out: Path) -> dict[str, Path]:
 
     paths: dict[str, Path] = {}
 
-    def figure(rows: list[dict], labels: list[str], color: str, ylabel: str, title: str, width: float):
-        """One interval plot (every figure: pairs as dots, 95% CI); returns its axes for extras."""
+    def figure(
+        rows: list[dict], labels: list[str], color: str, ylabel: str, title: str, width: float, bars: str = "95% CI"
+    ):
+        """One interval plot (every figure: pairs as dots, the rows' low-high as bars); returns
+        its axes for extras."""
         fig, ax = plt.subplots(figsize=(1.8 + width * len(rows), 4.2))
         _interval_plot(ax, rows, labels, color)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title} (dots: pairs; 95% CI)", fontsize=9)
+        ax.set_title(f"{title} (dots: pairs; {bars})", fontsize=9)
         return fig, ax
 
     def save(fig, name: str) -> None:
@@ -477,10 +480,7 @@ def write_figures(results: dict, out: Path) -> dict[str, Path]:
     ]
     labels = [f"{r['arm']}\n{r['level']}\n{r['non_inferiority']['verdict']}" for r in cm["rows"]]
     title = "Cross-modal cost: one-sided 95% bounds"
-    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(rows), 4.2))
-    _interval_plot(ax, rows, labels, "C2")
-    ax.set_ylabel("arm − infonce rsum")
-    ax.set_title(f"{title} (dots: pairs; bars: 90% CI)", fontsize=9)
+    fig, ax = figure(rows, labels, "C2", "arm − infonce rsum", title, 1.2, bars="bars: 90% CI")
     if not math.isnan(cm["margin"]):
         ax.axhline(-cm["margin"], color="C3", linestyle="--", label=f"−{cm['margin']:.1f} (non-inferiority margin)")
         ax.legend(fontsize=8)

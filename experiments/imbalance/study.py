@@ -31,6 +31,7 @@ run as one Hydra multirun over the pairs (two such processes at a time, one thre
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -119,8 +120,6 @@ def code_digest() -> str:
     """A digest of what a cell runs: vlr's Python sources and its configs. A finished cell is
     reused only when this is unchanged, so a study resumed after the code or a preset changed
     (another schedule, a fixed bug) runs its cells again instead of mixing old and new."""
-    import hashlib
-
     digest = hashlib.sha256()
     package, stages = REPO / "vlr", REPO / "experiments" / "imbalance"
     # the package, and the study's own stages whose outputs are cached (the probe, the reference alone)

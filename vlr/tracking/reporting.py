@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vlr.callbacks.skipped_images import skipped_images
 from vlr.io import atomic_write, atomic_write_text
 
 results_log = logging.getLogger("vlr.results")
@@ -156,13 +157,11 @@ def bad_sample_counts(trainer) -> dict[str, float]:
     (`RetrievalDataModule.bad_samples`); none under ``error``, where a bad record stops the run.
     ``data/skipped_images/train``: the training draws whose image failed to load while training
     (``data.on_bad_image=skip``, `vlr.callbacks.SkippedImages`), for a run that trained."""
-    from vlr.callbacks.skipped_images import skipped_images
-
-    counts = getattr(getattr(trainer, "datamodule", None), "bad_samples", None) or {}
+    datamodule = getattr(trainer, "datamodule", None)
+    counts = getattr(datamodule, "bad_samples", None) or {}
     out = {f"data/bad_samples/{split}": float(n) for split, n in sorted(counts.items())}
     drawn = skipped_images(trainer)
-    skip = getattr(getattr(trainer, "datamodule", None), "on_bad_image", None) == "skip"
-    if drawn is not None and skip:
+    if drawn is not None and getattr(datamodule, "on_bad_image", None) == "skip":
         out["data/skipped_images/train"] = float(drawn)
     return out
 
