@@ -17,6 +17,10 @@ interval and the exact sign-flip p-value beside it (`experiments.paired`).
 - cross-modal cost: (arm − infonce) rsum per level, non-inferiority against a margin equal to
   the smallest effect the design detects (alpha, 80% power) at the pooled s.d. of those pair
   differences;
+- with a re-ranker (a ``--fusion K`` study, whose cells carry ``rerank/rsum``): the cross-modal
+  cost again on the re-ranked rsum, and per arm and level what re-ranking itself changes
+  (re-ranked − ITC rsum of the same cell); the single-modal outcomes stay on the ITC
+  embeddings, which the re-ranker does not touch;
 - teacher factor (secondary, its own Holm family): per teacher, (arm − infonce) under the
   teacher direction (and the interaction where the teacher also ran on balanced data); each
   control teacher against the learned one: (arm with it − arm with the learned teacher) on the
@@ -31,7 +35,8 @@ import statistics
 from experiments.imbalance.design import CROSS, Design, strong_metric
 from experiments.paired import compare_pairs, holm, non_inferiority, smallest_detectable
 
-SHOWN_SUFFIXES = ("rsum", "i2t/R@1", "t2i/R@1", "i2i/{r}_NDCG@10", "t2t/{r}_NDCG@10", "i2t/{r}_NDCG@10")
+RERANKED = "rerank/rsum"  # ITM re-ranking of ITC's top k (cells of a --fusion K study)
+SHOWN_SUFFIXES = ("rsum", RERANKED, "i2t/R@1", "t2i/R@1", "i2i/{r}_NDCG@10", "t2t/{r}_NDCG@10", "i2t/{r}_NDCG@10")
 
 
 def shown_metrics(relevance: str) -> list[str]:
@@ -152,14 +157,14 @@ def primary(table: dict, design: Design) -> list[dict]:
     return rows
 
 
-def cross_modal(table: dict, design: Design) -> dict:
+def cross_modal(table: dict, design: Design, metric: str = CROSS) -> dict:
     """(arm − infonce) rsum per arm and level; the non-inferiority margin is the smallest effect
     the design detects at the pooled pair s.d."""
     rows = []
     for arm in design.structure_arms:
         for level in ("balanced", *design.directions):
             terms = [(1.0, (arm, level, "learned")), (-1.0, ("infonce", level, "learned"))]
-            diffs, used, dropped = contrast(table, terms, CROSS)
+            diffs, used, dropped = contrast(table, terms, metric)
             rows.append({"arm": arm, "level": level, **_test(diffs, used, dropped)})
     variances = [r["sd"] ** 2 for r in rows if r["n"] >= 2]
     n = min((r["n"] for r in rows if r["n"] >= 2), default=0)
@@ -171,7 +176,7 @@ def cross_modal(table: dict, design: Design) -> dict:
         else:
             r["non_inferiority"] = {"verdict": "not measured"}
     return {
-        "metric": CROSS,
+        "metric": metric,
         "pooled_sd": sd,
         "pairs": n,
         "alpha": design.alpha,
@@ -179,6 +184,28 @@ def cross_modal(table: dict, design: Design) -> dict:
         "margin": margin,
         "rows": rows,
     }
+
+
+def reranking(table: dict, design: Design, cells: list[dict]) -> dict | None:
+    """A --fusion study's cross-modal outcomes after ITM re-ranking: the cross-modal cost on the
+    re-ranked rsum, and per arm and level the re-ranker's own change (re-ranked − ITC rsum of
+    each pair's cell: paired within the cell). None when no cell was re-ranked."""
+    if not any(RERANKED in c["test"] for c in cells if c.get("stage", "study") == "study"):
+        return None
+    gain = []
+    for arm in design.arms:
+        for level in ("balanced", *design.directions):
+            members = table.get((arm, level, "learned"), {})
+            diffs, used, dropped = [], [], []
+            for pair, cell in sorted(members.items(), key=lambda kv: str(kv[0])):
+                after, before = _usable(cell, RERANKED), _usable(cell, CROSS)
+                if after is None or before is None:
+                    dropped.append(list(pair))
+                    continue
+                diffs.append(after - before)
+                used.append(list(pair))
+            gain.append({"arm": arm, "level": level, **_test(diffs, used, dropped)})
+    return {"cross_modal": cross_modal(table, design, RERANKED), "gain": gain}
 
 
 def teacher_factor(table: dict, design: Design) -> dict:
@@ -265,6 +292,7 @@ def analyse(cells: list[dict], design: Design) -> dict:
         "premise": premise(table, design),
         "primary": primary(table, design),
         "cross_modal": cross_modal(table, design),
+        **({"rerank": rr} if (rr := reranking(table, design, cells)) else {}),
         "teacher": teacher_factor(table, design),
         "summary": summarize(cells, design),
         "chance": chance_levels(cells, design),

@@ -120,13 +120,8 @@ def test_the_interaction_and_premise_are_paired_tests_over_pairs():
     assert contrast["verdict"] == "below the learned teacher"
 
 
-def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_averaged(tmp_path):
-    cells = _cells(premise_image_weak=+4.0, collapse_pair=3)
-    results = analyse(cells, DESIGN)
-    [collapsed] = results["collapsed"]
-    assert (collapsed["arm"], collapsed["level"], collapsed["generator_seed"]) == ("relation_kd", "text_weak", 3)
-    h1 = results["primary"][0]
-    assert h1["n"] == 9 and h1["dropped"] == [[3, 3]]
+def _complete(results: dict, cells: list[dict], overrides: tuple[str, ...] = ()) -> None:
+    """What the study adds to `analyse`'s output before the report reads it."""
     results.update(
         design={
             "arms": list(DESIGN.arms),
@@ -134,7 +129,7 @@ def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_aver
             "strengths": {"text_weak": 1.0, "image_weak": 1.0},
             "pairs": list(PAIRS),
             "preset": "imbalance_study",
-            "overrides": [],
+            "overrides": list(overrides),
             "teacher_arms": ["relation_kd"],
             "teacher_direction": "text_weak",
             "teachers": {"learned": [], "shuffled": ["reference=shuffled"]},
@@ -165,7 +160,7 @@ def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_aver
                 "infonce": {
                     "rows": [{"point": {"lr": 0.001, "temperature": 0.07}, "score": 300.0, "per_seed": [290.0, 310.0]}],
                     "chosen": {"lr": 0.001, "temperature": 0.07},
-                    "overrides": [],
+                    "overrides": list(overrides),
                 },
                 "relation_kd": {
                     "rows": [{"point": {"weight": 0.1}, "score": 310.0, "per_seed": [300.0, 320.0]}],
@@ -195,6 +190,16 @@ def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_aver
         command="python -m experiments.imbalance.study",
         cells=cells,
     )
+
+
+def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_averaged(tmp_path):
+    cells = _cells(premise_image_weak=+4.0, collapse_pair=3)
+    results = analyse(cells, DESIGN)
+    [collapsed] = results["collapsed"]
+    assert (collapsed["arm"], collapsed["level"], collapsed["generator_seed"]) == ("relation_kd", "text_weak", 3)
+    h1 = results["primary"][0]
+    assert h1["n"] == 9 and h1["dropped"] == [[3, 3]]
+    _complete(results, cells)
     out = tmp_path / "out"
     out.mkdir()
     write_report(json.loads(json.dumps(results)), out)  # through JSON, as the report reads it
@@ -215,6 +220,49 @@ def test_a_failing_premise_is_said_first_and_collapsed_cells_are_listed_not_aver
     assert "20.0 s per cell" in text
     for name in ("premise", "interaction", "cross_modal", "teacher"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and f"]({name}.png)" in text
+    assert "rerank" not in results and "re-rank" not in text and not (out / "cross_modal_rerank.png").exists()
+
+
+def test_a_fusion_studys_report_gives_the_cross_modal_outcomes_after_re_ranking(tmp_path):
+    """Cells of a ``--fusion K`` study carry ``rerank/rsum``: here re-ranking adds 6 (+ noise) to
+    infonce's rsum and 2 to relation_kd's, so after re-ranking relation_kd trails by about 9."""
+    rng = np.random.default_rng(1)
+    cells = _cells()
+    for c in cells:
+        c["test"]["rerank/rsum"] = c["test"]["rsum"] + (6.0 if c["arm"] == "infonce" else 2.0) + rng.normal(0, 1)
+    results = analyse(cells, DESIGN)
+    rerank = results["rerank"]
+    for g in rerank["gain"]:
+        want = [
+            _value(cells, g["arm"], g["level"], p, "rerank/rsum") - _value(cells, g["arm"], g["level"], p, "rsum")
+            for p in PAIRS
+        ]
+        assert g["n"] == 10 and g["mean"] == pytest.approx(np.mean(want))
+        assert g["p"] == pytest.approx(stats.ttest_1samp(want, 0.0).pvalue)
+    assert [(g["arm"], g["level"]) for g in rerank["gain"]] == [
+        (a, lv) for a in ("infonce", "relation_kd") for lv in ("balanced", "text_weak", "image_weak")
+    ]
+    after = {(r["arm"], r["level"]): r for r in rerank["cross_modal"]["rows"]}
+    for level in ("balanced", "text_weak", "image_weak"):
+        want = [
+            _value(cells, "relation_kd", level, p, "rerank/rsum") - _value(cells, "infonce", level, p, "rerank/rsum")
+            for p in PAIRS
+        ]
+        assert after[("relation_kd", level)]["mean"] == pytest.approx(np.mean(want))
+    assert rerank["cross_modal"]["metric"] == "rerank/rsum" and results["cross_modal"]["metric"] == "rsum"
+    _complete(results, cells, overrides=("fusion=default", "eval.rerank.k=16"))
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(json.loads(json.dumps(results)), out)
+    text = (out / "report.md").read_text()
+    answer = text.split("## Answer\n\n", 1)[1].split("\n## ", 1)[0]
+    assert "each query's ITC top 16" in answer and "cannot change them" in answer
+    tw = after[("relation_kd", "text_weak")]
+    assert f"relation_kd text_weak {tw['mean']:+.2f} [{tw['low']:+.2f}, {tw['high']:+.2f}]" in answer
+    section = text.split("## With a re-ranker\n\n", 1)[1].split("\n## ", 1)[0]
+    assert "| arm | level | re-ranked − ITC rsum [95% CI] |" in section
+    assert "| arm | level | arm − infonce re-ranked rsum [95% CI] |" in section
+    assert (out / "cross_modal_rerank.png").read_bytes()[:4] == b"\x89PNG" and "](cross_modal_rerank.png)" in text
 
 
 def test_hypotheses_are_at_most_six():
