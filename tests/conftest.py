@@ -3,9 +3,13 @@
 Runs are in-process by default: `run_vlr("train" | "eval" | "write_features", *overrides, dir=...)`
 composes the config as the command line would and calls the entry point's own ``main(cfg)``;
 `run_main` runs ``main()`` with a whole command line (``-m`` sweeps, sweepers); `compose_config`
-only composes. A test starts a process (`run_cli`) only where the process boundary is what it
-tests: the entry points themselves (tests/test_train_e2e.py), the one DDP run
-(tests/test_ddp_exactness.py), kills (tests/test_resume.py), packaging (tests/test_packaging.py).
+only composes. A test starts a process that runs vlr (`run_cli`) only where the process
+boundary is what it tests, five in all, marked slow: the entry points themselves, their output a
+pipe (tests/test_train_e2e.py), the one multi-process run (tests/test_ddp_exactness.py: Lightning's
+2-process launch, torchrun over two "nodes", `vlr.eval` on 2 ranks), kills (tests/test_resume.py),
+the install path (tests/test_packaging.py), and the study end to end at its smallest size
+(tests/experiments/test_study.py). A process another process "holds" (a run folder's lock, an
+Optuna trial) is `live_pid`; a dead one `dead_pid`.
 """
 
 import contextlib
@@ -92,6 +96,25 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
         text=True,
         timeout=timeout,
     )
+
+
+def dead_pid() -> int:
+    """A process id of this host that no process has now (for stale locks and leftovers), found
+    without starting a process: the highest free one below the kernel's ``pid_max`` (new
+    processes take low ids first, so it stays free for the test's few seconds)."""
+    from vlr.runs.leftovers import process_alive
+
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    except OSError:
+        pid_max = 99_999  # macOS
+    return next(pid for pid in range(pid_max - 1, 1, -1) if not process_alive(pid))
+
+
+def live_pid() -> int:
+    """A live process of this host and user that is not this one: the process that started pytest
+    (or the pytest-xdist controller), alive for the whole session."""
+    return os.getppid()
 
 
 CONF_DIR = REPO / "vlr" / "conf"

@@ -52,8 +52,8 @@ def _wheel(tmp_path: Path) -> Path:
     return next(wheels.glob("vlr-*.whl"))
 
 
-def test_the_wheel_carries_the_configs(tmp_path):
-    wheel = zipfile.ZipFile(_wheel(tmp_path))
+def _check_wheel_contents(wheel_path: Path) -> None:
+    wheel = zipfile.ZipFile(wheel_path)
     names = set(wheel.namelist())
     metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
@@ -69,12 +69,22 @@ def test_the_wheel_carries_the_configs(tmp_path):
         assert config in names, config
 
 
-@pytest.mark.parametrize("install", ["editable", "wheel"])
-def test_console_scripts_train_evaluate_and_help(tmp_path, synthetic_root, install):
-    bin_dir = _venv_on_these_dependencies(tmp_path / "venv")
-    _pip_install(bin_dir, "--no-build-isolation", "-e", str(REPO)) if install == "editable" else _pip_install(
-        bin_dir, str(_wheel(tmp_path))
-    )
+def test_the_wheel_and_the_editable_install_give_working_console_scripts(tmp_path, synthetic_root):
+    """The suite's one test of the install path: a wheel (its contents, then its console scripts
+    train and evaluate) and an editable install (`make venv`: its console scripts run this tree)."""
+    wheel = _wheel(tmp_path)
+    _check_wheel_contents(wheel)
+    installs = {"wheel": str(wheel), "editable": str(REPO)}
+    for install, target in installs.items():
+        bin_dir = _venv_on_these_dependencies(tmp_path / install / "venv")
+        if install == "editable":
+            _pip_install(bin_dir, "--no-build-isolation", "-e", target)
+        else:
+            _pip_install(bin_dir, target)
+        _check_console_scripts(tmp_path / install, bin_dir, synthetic_root, install)
+
+
+def _check_console_scripts(tmp_path: Path, bin_dir: Path, synthetic_root: Path, install: str) -> None:
     work = tmp_path / "work"  # not the repository: only the installed vlr
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

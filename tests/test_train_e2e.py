@@ -1,5 +1,6 @@
 """A few-step training run through the real CLI, as a user types it: ``python -m vlr.train``, then
-``python -m vlr.eval`` of its best checkpoint (the suite's two runs of the entry points as processes)."""
+``python -m vlr.eval`` of its best checkpoint (the suite's two runs of the entry points as processes;
+their output goes to a pipe, as under nohup or SLURM)."""
 
 import csv
 import json
@@ -11,6 +12,7 @@ import torch
 import yaml
 
 from tests.conftest import run_cli
+from tests.test_following_runs import EPOCH_LINE
 from vlr.tracking.wandb_files import read_run
 
 SMALL = [
@@ -96,6 +98,12 @@ def test_train_writes_run_directory_and_eval_reproduces_it(tmp_path):
     assert info["ties"] == "expected" and info["split"] == "test"
     assert info["chance"]["test/t2i/R@1"] == pytest.approx(100 / 15)  # a constant model on 15 images
     assert "rsum_single" in proc.stdout and "i2t" in proc.stdout  # the console table
+    # stdout is a pipe, not a terminal (nohup, SLURM): one plain line per epoch, the run folder at
+    # the start and where the results are at the end, the same lines in Hydra's train.log
+    for text in (proc.stdout, (run_dir / "train.log").read_text()):
+        assert len(EPOCH_LINE.findall(text)) == 2, text[-3000:]
+        assert f"run folder: {run_dir.resolve()}" in text
+        assert f"done: metrics {run_dir.resolve() / 'metrics.json'}" in text
 
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     val = [r for r in rows if r.get("val/rsum")]

@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from vlr.runs import leftovers, lock
+from tests.conftest import dead_pid
+from vlr.runs import leftovers
 from vlr.runs.leftovers import QUIET_S, clean_leftovers, dead_leftovers
 from vlr.runs.lock import RunFolderInUse, RunLock
 
@@ -17,24 +18,17 @@ def _denied(pid, sig):
     raise PermissionError(1, "Operation not permitted")
 
 
-@pytest.mark.parametrize("module", [leftovers, lock])
-def test_a_process_of_another_user_counts_as_alive(monkeypatch, module):
+def test_a_process_of_another_user_counts_as_alive(monkeypatch):
     monkeypatch.setattr(os, "kill", _denied)  # what kill(pid, 0) raises for another user's process
-    assert module.process_alive(12345) is True
+    assert leftovers.process_alive(12345) is True
 
 
 def test_pid_zero_or_negative_is_no_process():
     assert leftovers.process_alive(0) is False and leftovers.process_alive(-3) is False
 
 
-def _dead_pid() -> int:
-    pid = 2**22 - 7  # above the usual pid_max of containers: no such process
-    assert not leftovers.process_alive(pid)
-    return pid
-
-
 def test_a_leftover_that_cannot_be_removed_is_named_and_kept(tmp_path, monkeypatch, caplog):
-    entry = tmp_path / f"synthetic.tmp{_dead_pid()}"
+    entry = tmp_path / f"synthetic.tmp{dead_pid()}"
     entry.mkdir()
     old = entry.stat().st_mtime - QUIET_S - 1
     os.utime(entry, (old, old))
@@ -51,7 +45,7 @@ def test_a_leftover_that_cannot_be_removed_is_named_and_kept(tmp_path, monkeypat
 
 def test_an_unreadable_folder_or_entry_has_no_leftovers(tmp_path, monkeypatch):
     assert dead_leftovers(tmp_path / "missing") == []
-    entry = tmp_path / f"data.tmp{_dead_pid()}"
+    entry = tmp_path / f"data.tmp{dead_pid()}"
     entry.write_text("x")
     real = type(entry).lstat
 

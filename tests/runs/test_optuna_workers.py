@@ -3,18 +3,14 @@ launch marks only trials of gone workers interrupted; a live worker's trial (her
 host) is left RUNNING (before, it was marked FAIL and its worker's result lost)."""
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from tests.conftest import REPO
+from tests.conftest import dead_pid, live_pid, run_main
 from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy, trial_key
 
 LR = "model.optimizer.lr"
@@ -57,92 +53,63 @@ def test_a_launch_marks_only_trials_of_gone_workers_interrupted(tmp_path):
     ResumeOptunaStudy().on_multirun_start(_config(tmp_path))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.load_study(study_name="study", storage=storage)
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     trials = {name: _ask(study)[0] for name in ("live", "remote", "dead", "never_started")}
     workers = {
-        "live": {"host": socket.gethostname(), "pid": live.pid},
+        "live": {"host": socket.gethostname(), "pid": live_pid()},
         "remote": {"host": "another-host", "pid": 1},
-        "dead": {"host": socket.gethostname(), "pid": dead.pid},
+        "dead": {"host": socket.gethostname(), "pid": dead_pid()},
     }
     writer = _fresh(tmp_path)  # as each worker's job records itself, in its own process
     for name, worker in workers.items():
         writer.set_user_attr(trial_key(WORKER, trials[name].number), worker)
-    try:
-        ResumeOptunaStudy().on_multirun_start(_config(tmp_path))  # a second worker's launch
-        states = {name: _fresh(tmp_path).get_trials()[t.number] for name, t in trials.items()}
-        assert {name: t.state for name, t in states.items()} == {
-            "live": TrialState.RUNNING,
-            "remote": TrialState.RUNNING,
-            "dead": TrialState.FAIL,
-            "never_started": TrialState.FAIL,
-        }
-        recorded = _fresh(tmp_path).user_attrs
-        assert all(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("dead", "never_started"))
-        assert not any(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("live", "remote"))
-        # the live worker can still finish its trial
-        study.tell(trials["live"].number, 1.0)
-        assert _fresh(tmp_path).get_trials()[trials["live"].number].state == TrialState.COMPLETE
-    finally:
-        live.kill()
-        live.wait()
+    ResumeOptunaStudy().on_multirun_start(_config(tmp_path))  # a second worker's launch
+    states = {name: _fresh(tmp_path).get_trials()[t.number] for name, t in trials.items()}
+    assert {name: t.state for name, t in states.items()} == {
+        "live": TrialState.RUNNING,
+        "remote": TrialState.RUNNING,
+        "dead": TrialState.FAIL,
+        "never_started": TrialState.FAIL,
+    }
+    recorded = _fresh(tmp_path).user_attrs
+    assert all(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("dead", "never_started"))
+    assert not any(recorded.get(trial_key(INTERRUPTED, trials[name].number)) for name in ("live", "remote"))
+    # the live worker can still finish its trial
+    study.tell(trials["live"].number, 1.0)
+    assert _fresh(tmp_path).get_trials()[trials["live"].number].state == TrialState.COMPLETE
 
 
-def _worker(tmp_path, sweep_dir, hold_until: Path | None = None, **kwargs):
-    """A sweep of one trial (the same search in every worker), into its own folder. ``hold_until``:
-    the trial waits, idle, after its first last.ckpt until that file exists (it stays RUNNING)."""
-    from tests.test_optuna_resume import TINY
-
-    args = [a for a in TINY if not a.startswith("hydra.sweeper.n_trials=")]
-    cmd = [sys.executable, "-m", "vlr.train", "hparams_search=optuna", *args, "hydra.sweeper.n_trials=1",
-           f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
-    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    if hold_until is not None:
-        env["VLR_TEST_WAIT_AFTER"] = f"last.ckpt:1:{hold_until}"
-        env["PYTHONPATH"] = f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}"
-    return subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, start_new_session=True, **kwargs)
-
-
-@pytest.mark.slow
-def test_two_workers_on_one_storage_both_finish(tmp_path):
-    """Real sweeps (a process boundary: a second worker launched while the first's trial runs)."""
-    import sqlite3
-    import time
-
-    from tests.test_optuna_resume import _trials
+def test_a_second_worker_runs_its_own_trial_and_leaves_a_live_workers_trial_running(tmp_path):
+    """Two workers on one storage, in this process: the first is stopped inside its trial (its
+    process is the only one that could finish it), its trial then recorded as another live
+    process's; a second worker launched meanwhile runs a trial of its own to its end and leaves
+    the first's RUNNING, not interrupted, and the first can still finish it."""
+    import vlr.train
+    from tests.test_optuna_resume import TINY, _Died, _trials
 
     db = tmp_path / "multirun" / "optuna.db"
-    go_on = tmp_path / "go-on"  # the first's trial runs until the second has run its own
-    first_log = tmp_path / "first.log"  # a file, not a pipe nobody reads while it runs
-    with open(first_log, "w") as log:
-        first = _worker(tmp_path, "a", go_on, stdout=subprocess.DEVNULL, stderr=log)
-    second = None
-    try:
-        deadline = time.time() + 300
-        while (0, "RUNNING") not in _trials(db):
-            assert first.poll() is None, first_log.read_text()[-3000:]
-            assert time.time() < deadline
-            time.sleep(0.05)
-        for _ in range(200):  # until its job has recorded its worker (old code: never; go on after 20 s)
-            with sqlite3.connect(db) as con:
-                query = "SELECT count(*) FROM study_user_attributes WHERE key = ?"
-                if con.execute(query, (f"{WORKER}/0",)).fetchone()[0]:
-                    break
-            time.sleep(0.1)
-        second = _worker(tmp_path, "b", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out_second = second.communicate(timeout=600)[0]
-        assert first.poll() is None  # still in its trial
-        go_on.touch()
-        first.wait(timeout=600)
-    finally:  # nothing left behind when an assertion fails: both run in sessions of their own
-        go_on.touch()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    assert first.returncode == 0, first_log.read_text()[-3000:]
-    assert second.returncode == 0, out_second[-3000:]
-    assert "0 of 1 trials finished, 0 interrupted" in out_second, out_second[-3000:]
-    assert "1 trials of 'vlr-optuna-infonce-synthetic' run in other live workers" in out_second
-    assert _trials(db) == [(0, "COMPLETE"), (1, "COMPLETE")]  # each worker ran its trial
+    args = ["hparams_search=optuna", *(a for a in TINY if not a.startswith("hydra.sweeper.n_trials=")),
+            "hydra.sweeper.n_trials=1"]  # fmt: skip
+
+    def stops_inside_its_trial(cfg):
+        raise _Died
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vlr.train, "train", stops_inside_its_trial)
+        with pytest.raises(_Died):
+            run_main("train", *args, "hydra.sweep.dir=a", cwd=tmp_path)
+    assert _trials(db) == [(0, "RUNNING")]
+    study = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}")
+    mine = {"host": socket.gethostname(), "pid": os.getpid()}
+    assert study.user_attrs[trial_key(WORKER, 0)] == mine  # recorded by its job
+    study.set_user_attr(trial_key(WORKER, 0), {**mine, "pid": live_pid()})  # as if it ran on, elsewhere
+
+    second = run_main("train", *args, "hydra.sweep.dir=b", cwd=tmp_path)
+    assert second.returncode == 0, second.output[-3000:]
+    assert "0 of 1 trials finished, 0 interrupted" in second.output, second.output[-3000:]
+    assert "1 trials of 'vlr-optuna-infonce-synthetic' run in other live workers" in second.output
+    assert _trials(db) == [(0, "RUNNING"), (1, "COMPLETE")]  # its own trial, the first's left alone
+    reread = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}")
+    assert not reread.user_attrs.get(trial_key(INTERRUPTED, 0))
+    assert (tmp_path / "b" / "0" / "metrics.json").is_file() and not (tmp_path / "a" / "0" / "metrics.json").exists()
+    study.tell(0, 1.0)  # the first worker ends its trial
+    assert _trials(db) == [(0, "COMPLETE"), (1, "COMPLETE")]

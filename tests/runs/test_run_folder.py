@@ -9,14 +9,12 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import SYNTHETIC_ROOT_SPEC
+from tests.conftest import SYNTHETIC_ROOT_SPEC, dead_pid, live_pid
 from tests.test_run_bookkeeping import compose_run
 from vlr.errors import report_user_errors
 from vlr.runs import CheckpointError, read_checkpoint
@@ -116,17 +114,12 @@ def _lock(run_dir, pid, host=None):
 
 
 def test_a_folder_in_use_by_a_live_process_is_refused(tmp_path, synthetic_root):
-    run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        _lock(run_dir, holder.pid)
-        with pytest.raises(RunFolderInUse) as err:
-            _train(run_dir, synthetic_root)
-    finally:
-        holder.kill()
-        holder.wait()
+    run_dir, holder = tmp_path / "run", live_pid()
+    _lock(run_dir, holder)
+    with pytest.raises(RunFolderInUse) as err:
+        _train(run_dir, synthetic_root)
     assert str(err.value) == (
-        f"{run_dir} is in use by process {holder.pid} on {socket.gethostname()} (lock {run_dir / 'run.lock'}); "
+        f"{run_dir} is in use by process {holder} on {socket.gethostname()} (lock {run_dir / 'run.lock'}); "
         f"wait for it to end, use another hydra.run.dir, or delete {run_dir / 'run.lock'} if that process is gone"
     )
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]  # nothing of this start was written
@@ -139,13 +132,11 @@ def test_a_lock_of_another_host_is_refused(tmp_path, synthetic_root):
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, synthetic_root, caplog):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    run_dir = tmp_path / "run"
-    _lock(run_dir, dead.pid)
+    dead, run_dir = dead_pid(), tmp_path / "run"
+    _lock(run_dir, dead)
     with caplog.at_level("WARNING", logger="vlr.runs.lock"):
         _train(run_dir, synthetic_root)
-    assert f"process {dead.pid} of {socket.gethostname()} is gone; taking over its run folder" in caplog.text
+    assert f"process {dead} of {socket.gethostname()} is gone; taking over its run folder" in caplog.text
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "run.lock").exists()  # released
 
 
@@ -167,15 +158,10 @@ def test_the_lock_is_held_while_training_and_ddp_ranks_join_it(tmp_path, synthet
     train(cfg)
     assert seen == [{"pid": os.getpid(), "host": socket.gethostname()}]
     # a DDP child (LOCAL_RANK > 0) joins the folder its rank 0 holds
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        _lock(tmp_path / "run", holder.pid)
-        monkeypatch.setenv("LOCAL_RANK", "1")
-        Run(_cfg(tmp_path / "run", synthetic_root)).close()  # no refusal
-        assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == holder.pid  # left alone
-    finally:
-        holder.kill()
-        holder.wait()
+    _lock(tmp_path / "run", live_pid())
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    Run(_cfg(tmp_path / "run", synthetic_root)).close()  # no refusal
+    assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == live_pid()  # left alone
 
 
 # ---- checksums

@@ -21,6 +21,7 @@ import socket
 from pathlib import Path
 
 from vlr.errors import UserError
+from vlr.runs.leftovers import process_alive
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "run.lock"
@@ -34,17 +35,6 @@ class RunFolderInUse(UserError, RuntimeError):
 def is_launched_rank() -> bool:
     """Whether this process is a non-zero rank another process of the same run started."""
     return any(int(os.environ.get(key, "0") or 0) > 0 for key in ("LOCAL_RANK", "RANK"))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a process of another user
-        return True
-    return True
 
 
 class RunLock:
@@ -74,7 +64,7 @@ class RunLock:
                     continue  # released meanwhile
                 pid, host = holder.get("pid"), holder.get("host")
                 mine = pid == me["pid"] and self.path.resolve() not in _HELD  # pid reused, e.g. a requeued container
-                gone = isinstance(pid, int) and pid != me["pid"] and not process_alive(pid)
+                gone = isinstance(pid, int) and pid > 0 and pid != me["pid"] and not process_alive(pid)
                 if host == me["host"] and isinstance(pid, int) and (mine or gone):
                     log.warning("%s: process %d of %s is gone; taking over its run folder", self.path, pid, host)
                     self.path.unlink(missing_ok=True)

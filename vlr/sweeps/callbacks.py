@@ -171,7 +171,7 @@ class ResumeOptunaStudy(Callback):
 def worker_alive(worker) -> bool:
     """Whether the worker recorded for a trial may still run it: a live process of this host, or
     any process of another host (not checkable from here). None (no worker recorded): no."""
-    from vlr.runs.lock import process_alive
+    from vlr.runs.leftovers import process_alive
 
     if not isinstance(worker, dict) or not isinstance(worker.get("pid"), int):
         return False
