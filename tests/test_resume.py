@@ -1,9 +1,11 @@
-"""Fault tolerance: a run killed with SIGKILL in the middle of an epoch (or at the worst moments:
-between two checkpoint writes, half-way through one) and started again with the same command
-ends with the same weights and metrics as an uninterrupted run (bit-exact on CPU), continuing
-the same W&B run; these need a real process to kill. Then, in-process: a mid-epoch max_steps
-checkpoint, a corrupt or unwritable checkpoint, resume=false."""
+"""Fault tolerance, in one real-process test (processes are what it kills): one run folder, the
+same command started again and again, each process interrupted in another way (dead right after
+a checkpoint write, dead half-way through one, a group SIGTERM in the middle of an epoch with
+loader workers, a group SIGKILL in the middle of an epoch), then completed: it ends with the same
+weights and metrics as an uninterrupted run (bit-exact on CPU), continuing one W&B run. Then,
+in-process: a mid-epoch max_steps checkpoint, a corrupt or unwritable checkpoint, resume=false."""
 
+import contextlib
 import csv
 import json
 import os
@@ -16,7 +18,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
 
 STEPS_PER_EPOCH = 20  # 40 images x 5 captions / batch 10
 ARGS = [
@@ -30,53 +32,48 @@ ARGS = [
     "seed=3",
     "data.num_workers=2",
 ]  # augmentation and dropout on
+FAULT_INJECTION = REPO / "tests" / "fault_injection"  # its sitecustomize.py: VLR_TEST_DIE_AFTER, VLR_TEST_DIE_WRITING
 
 
-def _kill_mid_epoch(tmp_path, run_dir, how=signal.SIGKILL):
-    """Signals the run's whole process group (loader workers included) in the middle of the
-    second epoch; returns the step of the last.ckpt it left. SIGKILL: it dies where it is;
-    SIGTERM (a scheduler's stop): it saves between two steps and exits with status 143."""
-    env = {**os.environ, "VLR_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    errors = tmp_path / f"{run_dir.name}.stderr"  # a file, not a pipe nobody reads while it trains
-    with open(errors, "w") as err_file:
-        proc = subprocess.Popen(
+def _start(cwd, run_dir, log, **env):
+    """``python -m vlr.train ARGS hydra.run.dir=<run_dir>`` in ``cwd`` (``VLR_ROOT``), in a process
+    group of its own (its loader workers with it), everything it prints to the file ``log`` (not a
+    pipe nobody reads while it trains); ``env``: fault injection."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "VLR_ROOT": str(cwd), **env}
+    full_env.pop("WANDB_SERVICE", None)  # never a wandb service this test process started
+    with open(log, "w") as out:
+        return subprocess.Popen(
             [sys.executable, "-m", "vlr.train", *ARGS, f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err_file,
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    last = run_dir / "checkpoints" / "last.ckpt"
+
+
+def _last_step(run_dir):
+    """The step of the run's last.ckpt, which must load: whole."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
+def _signal_mid_epoch(proc, run_dir, after, how, signalled):
+    """Signals the run's whole process group once it has saved a last.ckpt past step ``after``
+    in the middle of the second epoch (a resumed run starts from a checkpoint there already),
+    creating the file ``signalled`` just before; returns the exit status. SIGKILL: it dies where
+    it is; SIGTERM (a scheduler's stop): it saves between two steps and exits with status 143."""
     deadline = time.monotonic() + 600
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-            try:
-                step = torch.load(last, weights_only=True)["global_step"]
-            except Exception:  # not written yet, or being written
-                continue
-            if step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH:  # in the middle of the second epoch
-                os.killpg(proc.pid, how)
-                proc.wait(timeout=300)
-                err = errors.read_text()
-                assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 128 + how), err[-3000:]
-                if how == signal.SIGTERM:
-                    assert "training stopped by a signal" in err and "DataLoader worker" not in err, err[-3000:]
-                return torch.load(last, weights_only=True)["global_step"]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("the run ended before it could be interrupted")
-
-
-@pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    """The uninterrupted reference run every kill test compares with."""
-    tmp_path = tmp_path_factory.mktemp("whole")
-    proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp_path / "run"
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        try:
+            step = _last_step(run_dir)
+        except Exception:  # not written yet
+            continue
+        if step > after and step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH:
+            signalled.touch()  # on the checkpoints' clock: a file written after the signal is not older
+            os.killpg(proc.pid, how)
+            return proc.wait(timeout=300)
+    pytest.fail(f"the run ended before it could be interrupted (exit status {proc.poll()})")
 
 
 def _csv_rows(run_dir):
@@ -110,48 +107,93 @@ def _assert_same_run(whole, resumed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_killed_run_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path, whole, how):
-    """``data.num_workers=2``: a group SIGTERM reaches the loader workers too, which must leave
-    stopping to the main process (vlr/data/workers.py)."""
-    resumed = tmp_path / "resumed"
-    killed_at = _kill_mid_epoch(tmp_path, resumed, how)
-    assert STEPS_PER_EPOCH < killed_at < 2 * STEPS_PER_EPOCH
-    assert not (resumed / "metrics.json").exists()
-    run_id = (resumed / "wandb_run_id").read_text().strip()
-    proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path)  # the same command again
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming from {resumed / 'checkpoints' / 'last.ckpt'}" in proc.stdout + proc.stderr
-    _assert_same_run(whole, resumed)
-    # the resumed process continued the W&B run of the killed one
-    assert (resumed / "wandb_run_id").read_text().strip() == run_id
-    runs = sorted(p.name for p in (resumed / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
+def test_a_run_interrupted_every_way_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path):
+    """The same command, five times in one run folder (``every_n_steps=3``: last.ckpt at steps
+    3, 6, ..., at each epoch's end, and when a stop signal stops it):
 
+    1. dies (as if SIGKILLed) right after the first best.ckpt (epoch 0's validation), before that
+       epoch's last.ckpt: the last.ckpt left is the mid-epoch one of step 18;
+    2. resumes, and dies half-way through writing its 3rd last.ckpt (steps 20, 21, then 24),
+       ``$TMPDIR`` on another filesystem (tmpfs): step 21's is left, whole;
+    3. resumes, and its process group gets SIGTERM in the middle of epoch 1, its 2 loader workers
+       included (which must leave stopping to the main process, vlr/data/workers.py): it saves
+       between two steps and exits with 143;
+    4. resumes, and its process group gets SIGKILL in the middle of epoch 1;
+    5. resumes and completes, with everything an uninterrupted run of the same command (started
+       with the first, in another folder) leaves, and one W&B run."""
+    whole_root, root = tmp_path / "whole", tmp_path / "interrupted"
+    whole_root.mkdir()
+    root.mkdir()
+    whole, resumed = whole_root / "run", root / "run"
+    last = resumed / "checkpoints" / "last.ckpt"
+    procs = []  # every process group started, killed in the end whatever happens
 
-# each: the faults of successive runs of the same command, then one run that completes
-FAULTS = {
-    # dies right after the first best.ckpt, before that epoch's last.ckpt (last.ckpt is then a
-    # mid-epoch one); killed again while resuming, half-way through writing the resumed run's 3rd
-    # last.ckpt ($TMPDIR on tmpfs). (A separate "dies after best.ckpt, then completes" case was its
-    # first half: each fault's own assertions run after it.)
-    "repeated": [{"VLR_TEST_DIE_AFTER": "best.ckpt:1"}, {"VLR_TEST_DIE_WRITING": "last.ckpt:3", "TMPDIR": "/dev/shm"}],
-}
+    def run(log, **env):
+        proc = _start(root, resumed, root / log, **env)
+        procs.append(proc)
+        return proc
 
+    def interrupted(log, status, expected, after):
+        """The process that wrote ``log`` exited with ``expected``, leaving a whole last.ckpt past
+        step ``after`` and before the end (its step returned), no metrics, the W&B run id kept."""
+        out = (root / log).read_text()
+        assert status == expected, out[-3000:]
+        step = _last_step(resumed)
+        assert after < step < 2 * STEPS_PER_EPOCH, out[-3000:]
+        assert not (resumed / "metrics.json").exists()
+        assert (resumed / "wandb_run_id").read_text().strip() == run_id
+        return out, step
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_kills_at_the_worst_moments_resume_to_the_same_run(tmp_path, whole, fault):
-    resumed = tmp_path / "resumed"
-    for faults in FAULTS[fault]:
-        inject = {**faults, "PYTHONPATH": f"{REPO / 'tests' / 'fault_injection'}:{os.environ.get('PYTHONPATH', '')}"}
-        proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path, env=inject)
-        assert proc.returncode == 137, proc.stderr[-3000:]  # it really died there
-        last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)  # the previous one, whole
-        assert 0 < last["global_step"] < 2 * STEPS_PER_EPOCH
-    proc = run_cli("vlr.train", *ARGS, f"hydra.run.dir={resumed}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_run(whole, resumed)
+    inject = {"PYTHONPATH": f"{FAULT_INJECTION}:{os.environ.get('PYTHONPATH', '')}"}
+    resuming = f"resuming from {last}"
+    try:
+        reference = _start(whole_root, whole, whole_root / "whole.log")  # meanwhile, in its own folder
+        procs.append(reference)
+
+        # 1. dies right after the first best.ckpt
+        status = run("1-after-best.log", VLR_TEST_DIE_AFTER="best.ckpt:1", **inject).wait(timeout=600)
+        run_id = (resumed / "wandb_run_id").read_text().strip()
+        out, step = interrupted("1-after-best.log", status, 137, after=0)
+        assert resuming not in out
+        assert step == STEPS_PER_EPOCH - 2  # the epoch's last mid-epoch last.ckpt, not its end's
+
+        # 2. dies half-way through writing a last.ckpt
+        faults = dict(VLR_TEST_DIE_WRITING="last.ckpt:3", TMPDIR="/dev/shm", **inject)
+        status = run("2-writing-last.log", **faults).wait(timeout=600)
+        out, step = interrupted("2-writing-last.log", status, 137, after=step)
+        assert resuming in out, out[-3000:]
+        assert step == STEPS_PER_EPOCH + 1  # the one before the half-written one
+
+        # 3. a group SIGTERM in the middle of an epoch, loader workers running
+        signalled = root / "sigterm-sent"
+        status = _signal_mid_epoch(run("3-sigterm.log"), resumed, step, signal.SIGTERM, signalled)
+        out, step = interrupted("3-sigterm.log", status, 128 + signal.SIGTERM, after=step)
+        assert resuming in out and "training stopped by a signal" in out, out[-3000:]
+        assert "DataLoader worker" not in out, out[-3000:]
+        assert last.stat().st_mtime_ns >= signalled.stat().st_mtime_ns  # saved as it stopped
+        assert step % STEPS_PER_EPOCH
+
+        # 4. a group SIGKILL in the middle of an epoch
+        status = _signal_mid_epoch(run("4-sigkill.log"), resumed, step, signal.SIGKILL, root / "sigkill-sent")
+        out, step = interrupted("4-sigkill.log", status, -signal.SIGKILL, after=step)
+        assert resuming in out, out[-3000:]
+
+        # 5. the same command completes
+        status = run("5-completes.log").wait(timeout=600)
+        out = (root / "5-completes.log").read_text()
+        assert status == 0, out[-3000:]
+        assert resuming in out, out[-3000:]
+        assert reference.wait(timeout=600) == 0, (whole_root / "whole.log").read_text()[-3000:]
+        _assert_same_run(whole, resumed)
+        # every process continued the W&B run of the first: one offline-run folder each
+        assert (resumed / "wandb_run_id").read_text().strip() == run_id
+        runs = sorted(p.name for p in (resumed / "wandb").glob("offline-run-*"))
+        assert len(runs) == 5 and all(r.endswith(run_id) for r in runs), runs
+    finally:
+        for proc in procs:  # nothing left running, loader workers included
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 # Ctrl-C and SIGTERM, and a run that died with an error, in-process: tests/test_run_bookkeeping.py
