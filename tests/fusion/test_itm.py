@@ -16,7 +16,8 @@ IDS = torch.tensor([0, 1, 1, 2, 3, 3, 3, 4])  # duplicates straddle the rank bou
 def _batch(seed=1):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([3, 6, 4, 5, 2, 6, 3, 4])  # one padded length on both ranks (the simulated
-    # ranks cannot agree on shapes that depend on another rank's: different lengths: test_itm_gloo.py)
+    # ranks cannot agree on shapes that depend on another rank's; different lengths: torchrun in
+    # tests/test_ddp_exactness.py)
     mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
     return {
         "v": F.normalize(torch.randn(B, 4, generator=g, dtype=torch.float64), dim=-1),
