@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="every cell trains with the fusion encoder and ITM (fusion=default) and re-ranks each test query's "
         "ITC top K by ITM (eval.rerank.k=K): the cells' test metrics then hold rerank/... beside the plain ones "
-        "(docs/fusion.md); e.g. --arms infonce covlr --fusion 16. Its own --out and --runs unless given",
+        "(docs/fusion.md); e.g. --arms infonce relation_kd --fusion 16. Its own --out and --runs unless given",
     )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
