@@ -8,8 +8,11 @@ boundary is what it tests, five in all, marked slow: the entry points themselves
 pipe (tests/test_train_e2e.py), the one multi-process run (tests/test_ddp_exactness.py: Lightning's
 2-process launch, torchrun over two "nodes", `vlr.eval` on 2 ranks), kills (tests/test_resume.py),
 the install path (tests/test_packaging.py), and the study end to end at its smallest size
-(tests/experiments/test_study.py). A process another process "holds" (a run folder's lock, an
-Optuna trial) is `live_pid`; a dead one `dead_pid`.
+(tests/experiments/test_study.py). Other processes are started only where they are the subject:
+loader workers (tests/data/test_workers.py: forked, spawned, and an interpreter's exit) and W&B's
+offline writer, whose files are whole only once its process ended (tests/test_wandb_files.py,
+tests/experiments/test_compare.py). A process another one "holds" (a run folder's lock, an Optuna
+trial) is `live_pid`, a gone one `dead_pid`; a process dying inside a run here raises `Died`.
 """
 
 import contextlib
@@ -100,8 +103,9 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, env: di
 
 def dead_pid() -> int:
     """A process id of this host that no process has now (for stale locks and leftovers), found
-    without starting a process: the highest free one below the kernel's ``pid_max`` (new
-    processes take low ids first, so it stays free for the test's few seconds)."""
+    without starting a process: the highest free one below the kernel's ``pid_max`` (Linux hands
+    out ids in turn, from low to ``pid_max``, so one this high is taken again only after that many
+    new processes)."""
     from vlr.runs.leftovers import process_alive
 
     try:
@@ -112,9 +116,28 @@ def dead_pid() -> int:
 
 
 def live_pid() -> int:
-    """A live process of this host and user that is not this one: the process that started pytest
-    (or the pytest-xdist controller), alive for the whole session."""
-    return os.getppid()
+    """A live process of this host that is not this one: the process that started pytest (or the
+    pytest-xdist controller), alive for the whole session; where pytest has none (it is a
+    container's first process), a sleeping child started once for the session."""
+    parent = os.getppid()
+    if parent > 1:
+        return parent
+    if not _SLEEPER:
+        import atexit
+        import subprocess
+
+        _SLEEPER.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"]))
+        atexit.register(_SLEEPER[0].kill)
+    return _SLEEPER[0].pid
+
+
+_SLEEPER: list = []
+
+
+class Died(BaseException):
+    """A process dying where it is, raised inside a run in this process: nothing in vlr or
+    Lightning swallows a BaseException (Lightning runs its ``on_exception`` hooks, vlr's
+    last-checkpoint one included, and raises it on)."""
 
 
 CONF_DIR = REPO / "vlr" / "conf"

@@ -43,7 +43,6 @@ import torch
 
 from experiments.ddp_drift import DETERMINISTIC
 from tests.conftest import compose_config, run_vlr
-from vlr.data.sampler import EpochSampler
 
 # 60 captions / batch 20 = 3 steps an epoch; stage 2 starts at epoch 1
 ARGS = [
@@ -62,7 +61,6 @@ FUSION = [
     "eval.rerank.k=4",
     "trainer.precision=64-true",
 ]
-BATCH = next(int(o.split("=")[1]) for o in DETERMINISTIC if o.startswith("data.batch_size="))
 WAIT = 900  # seconds a launch may take: generous, the machine may be busy with other tests
 
 
@@ -85,9 +83,7 @@ def test_a_sweep_of_ddp_jobs_and_a_torchrun_job_equal_one_process(tmp_path):
         one = run_vlr("train", *ARGS, "seed=5", "test=false", dir=tmp_path / "one")
         assert one.returncode == 0, one.output[-3000:]
         initial = _initial_weights(tmp_path)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(EpochSampler, "order", _in_the_gather_order(EpochSampler.order))
-            fused_one = run_vlr("train", *FUSION, dir=tmp_path / "fused_one")
+        fused_one = run_vlr("train", *FUSION, dir=tmp_path / "fused_one")
         assert fused_one.returncode == 0, fused_one.output[-3000:]
         lengths, fused_initial = _padded_lengths_on_two_ranks(tmp_path)
         # the ranks' loaders pad their captions to different lengths (each to its own batch's
@@ -174,24 +170,6 @@ def _check_the_torchrun_job(nodes: Path, one, initial: dict) -> None:
     assert metrics.keys() == want.keys()
     for key, value in want.items():
         assert metrics[key] == pytest.approx(value, abs=1e-4), key
-
-
-def _in_the_gather_order(order):
-    """`EpochSampler.order` for a 1-process run that gives each global batch's rows in the order
-    2 ranks gather them: rank 0's shard of the batch, then rank 1's."""
-
-    def gathered(self):
-        if self.num_replicas != 1:
-            return order(self)
-        shards = []
-        for rank in (0, 1):
-            sampler = EpochSampler(self.dataset, self.shuffle, self.seed, num_replicas=2, rank=rank)
-            sampler.set_epoch(self.epoch)
-            shards.append(order(sampler))
-        half = BATCH // 2
-        return [i for start in range(0, len(shards[0]), half) for shard in shards for i in shard[start : start + half]]
-
-    return gathered
 
 
 def _padded_lengths_on_two_ranks(tmp_path) -> tuple[dict[int, list[int]], dict]:

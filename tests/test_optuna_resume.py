@@ -1,6 +1,6 @@
 """``hparams_search=optuna`` keeps its study in multirun/optuna.db and a re-launched sweep finishes it.
 The sweeps run in-process (`run_main`: Hydra's whole command-line path); a sweep killed in its
-second trial is one whose process dies there (`_Died`, which nothing catches): the study file is
+second trial is one whose process dies there (`Died`, which nothing swallows): the study file is
 left as a SIGKILL leaves it, that trial RUNNING with its parameters drawn."""
 
 import json
@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import run_main
+from tests.conftest import Died, run_main
 
 TINY = [
     "hydra.sweeper.n_trials=2",
@@ -20,10 +20,6 @@ TINY = [
     "trainer.max_epochs=1",
     "logger=csv",
 ]
-
-
-class _Died(BaseException):
-    """The sweep's process dying (nothing in Hydra, the sweeper or vlr catches a BaseException)."""
 
 
 def _launch(tmp_path, *extra):
@@ -65,12 +61,12 @@ def test_an_interrupted_sweep_resumes_and_reruns_the_interrupted_trial(tmp_path)
     def dies_in_the_second_trial(cfg):
         started.append(cfg.seed)
         if len(started) == 2:
-            raise _Died
+            raise Died
         return real(cfg)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vlr.train, "train", dies_in_the_second_trial)
-        with pytest.raises(_Died):
+        with pytest.raises(Died):
             _launch(tmp_path)
     # killed while running its second trial, its parameters drawn
     assert _trials(db) == [(0, "COMPLETE"), (1, "RUNNING")] and _has_params(db, 1)

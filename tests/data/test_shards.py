@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import REPO, Died
 from vlr.data import RetrievalDataModule
 from vlr.data.images import ImageLoadError, load_rgb
 from vlr.data.shards import BadSampleError, expand_braces, write_split
@@ -326,10 +326,6 @@ def test_the_command_writes_shards_that_data_shards_reads(synthetic_root, tmp_pa
 
 
 # -- a run on shards stopped mid-epoch and resumed ----------------------------------------------
-class _Stopped(BaseException):
-    """The process dying where it is (nothing in vlr or Lightning catches a BaseException)."""
-
-
 def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch):
     """10 steps an epoch (20 images x 5 captions / batch 10), stopped at step 13 of the second
     epoch, its last.ckpt from step 12; the same command again ends bit-equal to an uninterrupted
@@ -352,7 +348,7 @@ def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(synthetic
     class StopAt13(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step == 13:
-                raise _Stopped
+                raise Died
 
     real = vlr.train.instantiate_group
 
@@ -361,7 +357,7 @@ def test_a_run_on_shards_stopped_mid_epoch_resumes_to_the_same_weights(synthetic
 
     with monkeypatch.context() as patch:
         patch.setattr(vlr.train, "instantiate_group", with_stop)
-        with pytest.raises(_Stopped):
+        with pytest.raises(Died):
             run_vlr("train", *args, dir=tmp_path / "resumed")
     last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 12  # mid-epoch 2

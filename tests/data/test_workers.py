@@ -4,6 +4,9 @@ process exits must still end them (ignoring it hung the interpreter at exit)."""
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -116,8 +119,8 @@ def _rank_holding_workers(build_init_here: bool, init) -> None:
 def test_a_forked_process_holding_persistent_workers_ends(build_init_here):
     """``multiprocessing`` ends a process it started with the function an interpreter's exit runs
     from ``atexit`` (``util._exit_function``: finalizers, then terminate and join the daemonic
-    children), so this covers a plain interpreter's exit too: each process's own mark is set
-    there, and a worker that ignored that SIGTERM would hang the join."""
+    children): each process's own mark is set there too. (A forked child renews its mark after
+    the fork, so the main interpreter's own needs the test below.)"""
     import multiprocessing
 
     rank = multiprocessing.get_context("fork").Process(
@@ -129,6 +132,30 @@ def test_a_forked_process_holding_persistent_workers_ends(build_init_here):
     if alive:
         rank.kill()
     assert not alive and rank.exitcode == 0
+
+
+@pytest.mark.slow
+def test_an_interpreter_holding_persistent_workers_exits(tmp_path):
+    """The process boundary is what is tested: ``multiprocessing`` terminates and joins live
+    workers at exit; a worker that ignored that SIGTERM hung the interpreter forever."""
+    script = tmp_path / "hold_workers.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from torch.utils.data import DataLoader
+            from vlr.data.workers import WorkerInit
+            loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, persistent_workers=True,
+                                worker_init_fn=WorkerInit())
+            batches = iter(loader)
+            next(batches)
+            print("served", flush=True)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "served"
+    assert "Error" not in done.stderr, done.stderr
 
 
 def test_workers_keep_lightnings_seeding(monkeypatch):

@@ -118,15 +118,21 @@ def test_unlike_runs_are_never_pooled_and_the_differing_keys_are_named(tmp_path)
 
 
 def test_offline_wandb_runs_are_read_from_their_files(tmp_path):
-    import wandb
+    # written by another process, as a training run writes them: W&B's service may still be
+    # writing a run's last records when finish() returns in the process that logged them
+    import subprocess
+    import sys
 
     from experiments.compare import cells_from_wandb_offline
 
-    config = {"objective": {"name": "covlr", "alpha": 0.01}, "imbalance": {"name": "text_weak", "strength": 0.5}}
-    run = wandb.init(project="t", dir=str(tmp_path), mode="offline", config={**config, "seed": 3})
-    run.log({"val/rsum": 1.0})
-    run.log({"test/rsum": 123.5, "test/rsum_single": 45.0})
-    run.finish()
+    writer = (
+        "import sys, wandb\n"
+        "run = wandb.init(project='t', dir=sys.argv[1], mode='offline', config={'objective': {'name': 'covlr', "
+        "'alpha': 0.01}, 'imbalance': {'name': 'text_weak', 'strength': 0.5}, 'seed': 3})\n"
+        "run.log({'val/rsum': 1.0}); run.log({'test/rsum': 123.5, 'test/rsum_single': 45.0})\n"
+        "run.finish()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path)], check=True, capture_output=True, timeout=300)
     (cell,) = cells_from_wandb_offline([tmp_path])
     assert (cell["objective"], cell["imbalance"], cell["strength"], cell["seed"]) == ("covlr", "text_weak", 0.5, 3)
     assert cell["metrics"] == {"test/rsum": 123.5, "test/rsum_single": 45.0}

@@ -59,7 +59,7 @@ def _fusion():
     return FusionEncoder(WIDTH, IMG_WIDTH, layers=2, heads=4, dropout=0.0).double()
 
 
-def _loss(fusion, part, ids, seed):
+def _loss(fusion, part, ids, seed, keys=None):
     return itm_loss(
         fusion,
         part["v"],
@@ -69,6 +69,7 @@ def _loss(fusion, part, ids, seed):
         part["mask"],
         ids,
         torch.Generator().manual_seed(seed),
+        keys=keys,
     )
 
 
@@ -114,4 +115,48 @@ def test_two_ranks_equal_one_process(monkeypatch):
         # each rank's loss is its share x W, so its gradient is W x the global loss's
         assert torch.allclose(tokens / 2, want_grads[i], atol=1e-12), name
     for j, w in enumerate(want_grads[2:], start=2):
+        assert torch.allclose((results[0][1][j] + results[1][1][j]) / 2, w, atol=1e-12)
+
+
+KEYS = torch.tensor([40, 11, 12, 23, 34, 35, 36, 47])  # the rows' caption indices, not in row order
+
+
+def test_with_keys_the_negatives_follow_the_rows_not_their_order():
+    """A permutation of the batch permutes the drawn negatives with it (each row keeps its
+    negative caption and image), and the loss is the same. (A high temperature: near-uniform
+    draws, where the order of the random numbers decides.)"""
+    sim = torch.randn(B, B, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    perm = torch.tensor([5, 2, 7, 0, 3, 6, 1, 4])
+    neg_t, neg_i = sample_hard_negatives(sim, IDS, torch.Generator().manual_seed(9), 10.0, KEYS)
+    p_t, p_i = sample_hard_negatives(sim[perm][:, perm], IDS[perm], torch.Generator().manual_seed(9), 10.0, KEYS[perm])
+    assert torch.equal(perm[p_t], neg_t[perm]) and torch.equal(perm[p_i], neg_i[perm])
+    assert (IDS[neg_t] != IDS).all() and (IDS[neg_i] != IDS).all()
+    # without keys the draw goes by position: the same permutation gives other negatives
+    plain = sample_hard_negatives(sim, IDS, torch.Generator().manual_seed(9), 10.0)
+    moved = sample_hard_negatives(sim[perm][:, perm], IDS[perm], torch.Generator().manual_seed(9), 10.0)
+    assert not torch.equal(perm[moved[0]], plain[0][perm])
+    fusion, batch = _fusion(), _batch()
+    shuffled = {k: v[perm] for k, v in batch.items()}
+    want = _loss(fusion, batch, IDS, seed=4, keys=KEYS)
+    assert _loss(fusion, shuffled, IDS[perm], seed=4, keys=KEYS[perm]).item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_two_ranks_given_interleaved_rows_equal_one_process(monkeypatch):
+    """DDP's sampler gives rank r the rows r, r + 2, ... of one process's batch, so the gathered
+    batch is that batch reordered; with the caption keys, loss and gradients still equal one
+    process's on the batch in its own order."""
+    fusion, full = _fusion(), _batch()
+    want = _loss(fusion, full, IDS, seed=13, keys=KEYS)
+    want_grads = torch.autograd.grad(want, list(fusion.parameters()))
+    world = simulated_world(monkeypatch, 2)
+
+    def rank_step(rank):
+        rows = torch.arange(rank, B, 2)
+        part = {k: v[rows] for k, v in full.items()}
+        loss = _loss(fusion, part, IDS[rows], seed=13, keys=KEYS[rows])
+        return loss.detach(), torch.autograd.grad(loss, list(fusion.parameters()))
+
+    results = world.run(rank_step)
+    assert torch.stack([r[0] for r in results]).mean().item() == pytest.approx(want.item(), rel=1e-10)
+    for j, w in enumerate(want_grads):
         assert torch.allclose((results[0][1][j] + results[1][1][j]) / 2, w, atol=1e-12)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import Died
 from vlr.objectives import create_objective
 from vlr.objectives.base import Stages
 
@@ -217,10 +218,6 @@ def test_two_stage_schedule_trains_itc_first_then_all_terms_from_the_best_checkp
     assert metrics["val/rsum"] == pytest.approx(float(next(r for r in val if int(r["epoch"]) == 2)["val/rsum"]))
 
 
-class _Died(BaseException):
-    """A process death, in-process: nothing in vlr catches it (unlike an Exception)."""
-
-
 @pytest.mark.slow
 def test_a_run_resumed_in_the_middle_of_stage_2_stays_in_stage_2(tmp_path, monkeypatch):
     """Lightning runs no epoch-start hook for an epoch resumed in its middle: the schedule must
@@ -251,11 +248,11 @@ def test_a_run_resumed_in_the_middle_of_stage_2_stays_in_stage_2(tmp_path, monke
         out = real(path, write, what)
         written.append(path)
         if sum(str(p).endswith("last.ckpt") for p in written) == 5:
-            raise _Died
+            raise Died
         return out
 
     monkeypatch.setattr(last_checkpoint, "atomic_write", dies_after_the_5th_last_ckpt)
-    with pytest.raises(_Died):
+    with pytest.raises(Died):
         run_vlr("train", *args, dir=resumed)
     monkeypatch.undo()
     assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12

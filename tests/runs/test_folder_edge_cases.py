@@ -27,6 +27,23 @@ def test_pid_zero_or_negative_is_no_process():
     assert leftovers.process_alive(0) is False and leftovers.process_alive(-3) is False
 
 
+@pytest.mark.parametrize("pid", [0, -3])
+def test_a_lock_naming_no_process_is_refused_as_of_an_unknown_one(tmp_path, pid):
+    """Not a process id (0 is kill()'s whole group, a negative one a group): never taken over."""
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    with pytest.raises(RunFolderInUse, match=r"^\S+ is in use by an unknown process \(lock "):
+        RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == pid
+
+
+@pytest.mark.parametrize("pid", [0, -3])
+def test_an_optuna_worker_recorded_without_a_process_is_gone(pid):
+    from vlr.sweeps.callbacks import worker_alive
+
+    assert worker_alive({"host": socket.gethostname(), "pid": pid}) is False
+    assert worker_alive({"host": "another-host", "pid": pid}) is True  # another host's: not checkable
+
+
 def test_a_leftover_that_cannot_be_removed_is_named_and_kept(tmp_path, monkeypatch, caplog):
     entry = tmp_path / f"synthetic.tmp{dead_pid()}"
     entry.mkdir()

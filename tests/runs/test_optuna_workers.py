@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from tests.conftest import dead_pid, live_pid, run_main
+from tests.conftest import Died, dead_pid, live_pid, run_main
 from vlr.sweeps.callbacks import INTERRUPTED, WORKER, ResumeOptunaStudy, trial_key
 
 LR = "model.optimizer.lr"
@@ -84,18 +84,18 @@ def test_a_second_worker_runs_its_own_trial_and_leaves_a_live_workers_trial_runn
     process's; a second worker launched meanwhile runs a trial of its own to its end and leaves
     the first's RUNNING, not interrupted, and the first can still finish it."""
     import vlr.train
-    from tests.test_optuna_resume import TINY, _Died, _trials
+    from tests.test_optuna_resume import TINY, _trials
 
     db = tmp_path / "multirun" / "optuna.db"
     args = ["hparams_search=optuna", *(a for a in TINY if not a.startswith("hydra.sweeper.n_trials=")),
             "hydra.sweeper.n_trials=1"]  # fmt: skip
 
     def stops_inside_its_trial(cfg):
-        raise _Died
+        raise Died
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vlr.train, "train", stops_inside_its_trial)
-        with pytest.raises(_Died):
+        with pytest.raises(Died):
             run_main("train", *args, "hydra.sweep.dir=a", cwd=tmp_path)
     assert _trials(db) == [(0, "RUNNING")]
     study = optuna.load_study(study_name="vlr-optuna-infonce-synthetic", storage=f"sqlite:///{db}")

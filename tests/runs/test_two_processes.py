@@ -8,14 +8,10 @@ import socket
 
 import pytest
 
-from tests.conftest import live_pid, run_main
+from tests.conftest import Died, live_pid, run_main
 
 ARGS = ["data.num_train=40", "data.num_val=10", "data.num_test=10", "data.batch_size=10", "data.num_workers=0",
         "trainer.max_epochs=50", "logger=csv", "test=false"]  # fmt: skip
-
-
-class _Died(BaseException):
-    """The first process's training, cut off here (nothing in vlr or Lightning catches it)."""
 
 
 def test_a_second_process_refuses_a_folder_in_use(tmp_path, monkeypatch):
@@ -24,11 +20,11 @@ def test_a_second_process_refuses_a_folder_in_use(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
 
     def trains_on(self, *args, **kwargs):
-        raise _Died
+        raise Died
 
     with monkeypatch.context() as patch:
         patch.setattr(pl.Trainer, "fit", trains_on)
-        with pytest.raises(_Died):
+        with pytest.raises(Died):
             run_main("train", *ARGS, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     lock, first = run_dir / "run.lock", live_pid()
     lock.write_text(json.dumps({"pid": first, "host": socket.gethostname()}))

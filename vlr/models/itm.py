@@ -8,7 +8,10 @@ negative caption, caption with a negative image) as matched / not matched.
 
 Sampling draws from a private `torch.Generator` (the caller seeds it from the training step,
 so a resumed run draws the same negatives) over the gathered batch, identically on every
-rank; each rank then scores only its own rows' pairs (open_clip's ``local_loss``), the sum
+rank, with the rows taken in the order of their keys (the captions' dataset indices): the
+draw follows the rows, not where they sit in the batch, so 2 ranks (whose gather lists rank 0's
+rows, then rank 1's, where one process interleaves them) draw what one process draws for the
+same global batch. Each rank then scores only its own rows' pairs (open_clip's ``local_loss``), the sum
 normalised by the global pair count, so DDP's gradient average gives the single-process
 gradient of the global loss (`vlr.objectives.distributed.gather_with_grad`).
 """
@@ -43,15 +46,22 @@ def gather_padded_tokens(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torc
 
 @torch.no_grad()
 def sample_hard_negatives(
-    sim: torch.Tensor, image_ids: torch.Tensor, generator: torch.Generator, temperature: float
+    sim: torch.Tensor,
+    image_ids: torch.Tensor,
+    generator: torch.Generator,
+    temperature: float,
+    keys: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(negative caption of each row's image, negative image of each row's caption), row indices
     into the batch, -1 where a row has no negative (everything in the batch shows its image).
 
     ``sim[i, j]``: ITC similarity of row i's image and row j's caption. Drawn on the CPU in
-    float64 from ``generator``, so every device and rank draws the same."""
-    sim = sim.detach().double().cpu()
-    ids = image_ids.detach().cpu()
+    float64 from ``generator``, so every device and rank draws the same; with ``keys`` (one per
+    row, e.g. the captions' dataset indices) the rows are drawn in the order of their keys, so a
+    permutation of the batch permutes the negatives with it."""
+    order = torch.arange(sim.shape[0]) if keys is None else torch.argsort(keys.detach().cpu(), stable=True)
+    sim = sim.detach().double().cpu()[order][:, order]
+    ids = image_ids.detach().cpu()[order]
     same = ids[:, None] == ids[None, :]
 
     def draw(scores: torch.Tensor) -> torch.Tensor:
@@ -62,9 +72,13 @@ def sample_hard_negatives(
             out[has] = torch.multinomial(weights[has], 1, generator=generator).squeeze(1)
         return out
 
-    negative_text = draw(sim)  # for each image: a caption
-    negative_image = draw(sim.T)  # for each caption: an image
-    return negative_text.to(image_ids.device), negative_image.to(image_ids.device)
+    def back(drawn: torch.Tensor) -> torch.Tensor:
+        """Drawn in key order -> batch rows: row order[i] gets column order[drawn[i]]."""
+        out = torch.full_like(drawn, -1)
+        out[order] = torch.where(drawn >= 0, order[drawn.clamp(min=0)], drawn)
+        return out.to(image_ids.device)
+
+    return back(draw(sim)), back(draw(sim.T))  # for each image a caption, for each caption an image
 
 
 def itm_loss(
@@ -77,15 +91,18 @@ def itm_loss(
     image_ids: torch.Tensor,
     generator: torch.Generator,
     temperature: float = 0.07,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ITM cross-entropy of this rank's rows (their sum over the global pair count times the
-    world size: the ranks' mean is the global batch's mean loss). Rank-local inputs."""
+    world size: the ranks' mean is the global batch's mean loss). Rank-local inputs; ``keys``:
+    each row's caption index (`sample_hard_negatives`)."""
     rows = local_rows(image_emb.shape[0])
     v, t = gather_no_grad(image_emb.detach()), gather_no_grad(text_emb.detach())
     ids = gather_no_grad(image_ids)
     images = gather_with_grad(image_tokens)
     texts, masks = gather_padded_tokens(text_tokens, text_mask)
-    negative_text, negative_image = sample_hard_negatives(v @ t.T, ids, generator, temperature)
+    keys = None if keys is None else gather_no_grad(keys)
+    negative_text, negative_image = sample_hard_negatives(v @ t.T, ids, generator, temperature, keys)
 
     mine = torch.arange(v.shape[0], device=v.device)[rows]
     has_t, has_i = negative_text[mine] >= 0, negative_image[mine] >= 0

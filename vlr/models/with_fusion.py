@@ -93,5 +93,6 @@ def training_terms_with_itm(
         batch["image_idx"],
         generator,
         options.negative_temperature,
+        batch.get("caption_idx"),  # negatives drawn in caption order: the same on any number of ranks
     )
     return {**terms, "itm": itm_weight(objective) * loss}

@@ -69,7 +69,7 @@ class RunLock:
                     log.warning("%s: process %d of %s is gone; taking over its run folder", self.path, pid, host)
                     self.path.unlink(missing_ok=True)
                     continue
-                where = f"process {pid} on {host}" if pid else "an unknown process"
+                where = f"process {pid} on {host}" if isinstance(pid, int) and pid > 0 else "an unknown process"
                 raise RunFolderInUse(
                     f"{self.path.parent} is in use by {where} (lock {self.path}); wait for it to end, "
                     f"use another hydra.run.dir, or delete {self.path} if that process is gone"

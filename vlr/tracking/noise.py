@@ -22,7 +22,7 @@ WARNINGS = (
     ),
     (
         r"Using `DistributedSampler` with the dataloaders. During `trainer\.(test|validate)\(\)`",
-        "RetrievalEvaluator keeps one row per dataset index (tests: 2 processes score exactly as 1)",
+        "RetrievalEvaluator keeps one row per dataset index (tests: 2 processes score as 1)",
     ),
     (
         r"Checkpoint directory .* exists and is not empty",
