@@ -19,10 +19,9 @@ which every rank must restore. Shuffling, augmentation and dropout are off, so b
 same data. SGD with momentum, not AdamW: some parameters (the key part of a ViT's qkv bias) have an
 exactly zero true gradient, and Adam normalises the remaining float rounding noise into full-size
 steps. The fusion job runs in float64 (`experiments.ddp_drift`: rounding then shrinks by ~1e-9, so
-its weights and metrics must agree almost exactly). ITM draws each row's negatives in turn from one
-generator, so the rows' order within the global batch matters: the ranks' gather puts rank 0's
-rows (the sampler's even positions) before rank 1's, and the 1-process reference is given its
-batches in that order (a plain 1-process run draws other negatives for the same rows).
+its weights and metrics must agree almost exactly). The ranks' gather lists rank 0's rows (the
+sampler's even positions) before rank 1's, where one process interleaves them; ITM draws its
+negatives in the order of the captions' indices, so the reference is a plain 1-process run.
 What crosses ranks inside each objective is checked exactly, in one process, by
 `tests/objectives/test_gather_ddp.py` and `tests/fusion/test_itm.py`; the evaluator's sync by
 `tests/metrics/test_evaluator.py`; the re-ranking's by `tests/fusion/test_rerank_ddp.py`.

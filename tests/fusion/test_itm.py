@@ -135,6 +135,8 @@ def test_with_keys_the_negatives_follow_the_rows_not_their_order():
     plain = sample_hard_negatives(sim, IDS, torch.Generator().manual_seed(9), 10.0)
     moved = sample_hard_negatives(sim[perm][:, perm], IDS[perm], torch.Generator().manual_seed(9), 10.0)
     assert not torch.equal(perm[moved[0]], plain[0][perm])
+    with pytest.raises(ValueError, match=r"^keys: one per row, 8 rows, got shape \(7,\)$"):
+        sample_hard_negatives(sim, IDS, torch.Generator(), 0.07, KEYS[:7])
     fusion, batch = _fusion(), _batch()
     shuffled = {k: v[perm] for k, v in batch.items()}
     want = _loss(fusion, batch, IDS, seed=4, keys=KEYS)

@@ -59,6 +59,10 @@ def sample_hard_negatives(
     float64 from ``generator``, so every device and rank draws the same; with ``keys`` (one per
     row, e.g. the captions' dataset indices) the rows are drawn in the order of their keys, so a
     permutation of the batch permutes the negatives with it."""
+    if keys is not None and keys.shape != sim.shape[:1]:
+        raise ValueError(f"keys: one per row, {sim.shape[0]} rows, got shape {tuple(keys.shape)}")
+    # equal keys (a caption drawn twice in one global batch: a replaced bad image, a tiny split's
+    # padding) keep their batch order, the one place where the rank layout can still show
     order = torch.arange(sim.shape[0]) if keys is None else torch.argsort(keys.detach().cpu(), stable=True)
     sim = sim.detach().double().cpu()[order][:, order]
     ids = image_ids.detach().cpu()[order]
