@@ -78,17 +78,19 @@ def _usable(cell: dict | None, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def contrast(table: dict, terms: list[tuple[float, tuple]], metric: str) -> tuple[list[float], list, list]:
+def contrast(table: dict, terms: list[tuple], metric: str) -> tuple[list[float], list, list]:
     """Per pair: sum of coefficient x metric over ``terms`` ((coefficient, (arm, level,
-    teacher))); pairs where a term is missing or collapsed are left out and returned apart."""
-    pairs = sorted(set.union(*(set(table.get(t, {})) for _, t in terms)), key=str)
+    teacher)), or (coefficient, key, metric) for a term read on its own metric: a difference of
+    two metrics within one cell); pairs where a term is missing or collapsed are left out and
+    returned apart."""
+    pairs = sorted(set.union(*(set(table.get(t[1], {})) for t in terms)), key=str)
     diffs, used, dropped = [], [], []
     for p in pairs:
-        values = [_usable(table.get(t, {}).get(p), metric) for _, t in terms]
+        values = [_usable(table.get(t[1], {}).get(p), t[2] if len(t) > 2 else metric) for t in terms]
         if any(v is None for v in values):
             dropped.append(list(p))
             continue
-        diffs.append(sum(k * v for (k, _), v in zip(terms, values, strict=True)))  # type: ignore[operator]
+        diffs.append(sum(t[0] * v for t, v in zip(terms, values, strict=True)))  # type: ignore[operator]
         used.append(list(p))
     return diffs, used, dropped
 
@@ -195,15 +197,8 @@ def reranking(table: dict, design: Design, cells: list[dict]) -> dict | None:
     gain = []
     for arm in design.arms:
         for level in ("balanced", *design.directions):
-            members = table.get((arm, level, "learned"), {})
-            diffs, used, dropped = [], [], []
-            for pair, cell in sorted(members.items(), key=lambda kv: str(kv[0])):
-                after, before = _usable(cell, RERANKED), _usable(cell, CROSS)
-                if after is None or before is None:
-                    dropped.append(list(pair))
-                    continue
-                diffs.append(after - before)
-                used.append(list(pair))
+            key = (arm, level, "learned")
+            diffs, used, dropped = contrast(table, [(1.0, key, RERANKED), (-1.0, key)], CROSS)
             gain.append({"arm": arm, "level": level, **_test(diffs, used, dropped)})
     return {"cross_modal": cross_modal(table, design, RERANKED), "gain": gain}
 
