@@ -62,14 +62,15 @@ class RunLock:
                 holder = self._holder()
                 if holder is None:
                     continue  # released meanwhile
-                pid, host = holder.get("pid"), holder.get("host")
+                raw, host = holder.get("pid"), holder.get("host")
+                pid = raw if isinstance(raw, int) and raw > 0 else None  # 0 and negative ids name process groups
                 mine = pid == me["pid"] and self.path.resolve() not in _HELD  # pid reused, e.g. a requeued container
-                gone = isinstance(pid, int) and pid > 0 and pid != me["pid"] and not process_alive(pid)
-                if host == me["host"] and isinstance(pid, int) and (mine or gone):
+                gone = pid is not None and pid != me["pid"] and not process_alive(pid)
+                if host == me["host"] and pid is not None and (mine or gone):
                     log.warning("%s: process %d of %s is gone; taking over its run folder", self.path, pid, host)
                     self.path.unlink(missing_ok=True)
                     continue
-                where = f"process {pid} on {host}" if isinstance(pid, int) and pid > 0 else "an unknown process"
+                where = f"process {pid} on {host}" if pid is not None else "an unknown process"
                 raise RunFolderInUse(
                     f"{self.path.parent} is in use by {where} (lock {self.path}); wait for it to end, "
                     f"use another hydra.run.dir, or delete {self.path} if that process is gone"
