@@ -445,6 +445,13 @@ def parse_strengths(values: list[str]) -> dict[str, float] | None:
     return out
 
 
+FUSION_OVERRIDES = ("fusion=default", "model.fusion.negative_temperature_start=100")
+"""The fusion study's cells: the fusion encoder, its negatives annealed from near-uniform to
+ALBEF's hard ones over the first half of training. From scratch at the tiny preset, hard
+negatives from the first step leave the ITM head at the class prior for the study's 12 epochs
+(docs/fusion.md, "The study with a re-ranker")."""
+
+
 def with_fusion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``--fusion K``: the fusion overrides joined to every cell's, and folders of its own (so a
     study with fusion never reuses, or overwrites, the cells and report of one without)."""
@@ -452,7 +459,7 @@ def with_fusion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         return
     if args.fusion < 0:
         parser.error(f"--fusion K needs K >= 0 (0: the fusion encoder without re-ranking), got {args.fusion}")
-    args.override = [*args.override, "fusion=default", f"eval.rerank.k={args.fusion}"]
+    args.override = [*args.override, *FUSION_OVERRIDES, f"eval.rerank.k={args.fusion}"]
     if args.out == OUT:
         args.out = OUT / "fusion"
     if args.runs == RUNS:

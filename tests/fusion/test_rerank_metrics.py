@@ -55,7 +55,10 @@ def _explicit_rank(query_scores, candidates, cand_scores, positives):
     return min(ranked.index(p) for p in positives)
 
 
-def test_rerank_matches_an_explicit_resort():
+@pytest.mark.parametrize("itc_weight", [0.0, 1.5])
+def test_rerank_matches_an_explicit_resort(itc_weight):
+    """The re-ranked order is the sort of pair score + itc_weight x ITC (BLIP's sum at weight 1),
+    built here by hand."""
     g = torch.Generator().manual_seed(5)
     n_img = 15
     t2i = torch.repeat_interleave(torch.arange(n_img), torch.randint(1, 4, (n_img,), generator=g))
@@ -68,15 +71,17 @@ def test_rerank_matches_an_explicit_resort():
         return itm[rows, candidates] if direction == "i2t" else itm.T[rows, candidates]
 
     k = 4
-    got = reranked_metrics(img, txt, t2i, k, score, ks=(1, 5, 10))
+    got = reranked_metrics(img, txt, t2i, k, score, ks=(1, 5, 10), itc_weight=itc_weight)
     sims = img @ txt.T
+    combined = itm + itc_weight * sims
     ranks = {"i2t": [], "t2i": []}
     for i in range(n_img):
         cand = top_k_candidates(img[i : i + 1], txt, k)[0]
-        ranks["i2t"].append(_explicit_rank(sims[i], cand, itm[i, cand], (t2i == i).nonzero().flatten().tolist()))
+        positives = (t2i == i).nonzero().flatten().tolist()
+        ranks["i2t"].append(_explicit_rank(sims[i], cand, combined[i, cand], positives))
     for c in range(t2i.numel()):
         cand = top_k_candidates(txt[c : c + 1], img, k)[0]
-        ranks["t2i"].append(_explicit_rank(sims[:, c], cand, itm[cand, c], [int(t2i[c])]))
+        ranks["t2i"].append(_explicit_rank(sims[:, c], cand, combined[cand, c], [int(t2i[c])]))
     for d, r in ranks.items():
         r = torch.tensor(r, dtype=torch.float64)
         for kk in (1, 5, 10):
@@ -84,6 +89,8 @@ def test_rerank_matches_an_explicit_resort():
         assert got[f"rerank/{d}/meanr"] == pytest.approx(float(r.mean()) + 1, abs=1e-9)
     plain = retrieval_metrics(img, txt, t2i)
     assert got["rerank/i2t/R@1"] != plain["i2t/R@1"]  # re-ranking changed something
+    if itc_weight:  # and the ITC term changed the order of the pair score alone
+        assert got != reranked_metrics(img, txt, t2i, k, score, ks=(1, 5, 10))
 
 
 def test_evaluator_reports_rerank_beside_plain_with_dataset_indices():
@@ -108,3 +115,8 @@ def test_evaluator_reports_rerank_beside_plain_with_dataset_indices():
     assert rer and all(v == out[k.removeprefix("rerank/")] for k, v in rer.items())
     assert not any(k.startswith("rerank/t2t") or k.startswith("rerank/i2i") for k in out)
     assert ev.rerank_info["k"] == 10_000 and "ITC" in ev.rerank_info["single_modal"]
+    assert ev.rerank_info["itc_weight"] == 0.0 and "itc_weight" not in ev.rerank_info["metrics"]
+    ev.rerank_itc_weight = 2.0  # a scorer that returns ITC, plus 2 x ITC: the same order again
+    out = ev.compute()
+    assert all(out[k] == v for k, v in rer.items())
+    assert ev.rerank_info["itc_weight"] == 2.0 and "itc_weight x the ITC score" in ev.rerank_info["metrics"]

@@ -96,6 +96,7 @@ class RetrievalEvaluator(Metric):
         # ``rerank_k`` of every i2t/t2i query re-scored by ``pair_scorer(direction, query dataset
         # indices [Q], candidate dataset indices [Q, k]) -> [Q, k]``; keys ``rerank/...``
         self.rerank_k = 0
+        self.rerank_itc_weight = 0.0  # the re-ranking score: pair score + this x the ITC score
         self.pair_scorer: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         for name in ("image_emb", "image_idx", "image_ref", "text_emb", "text_idx", "text_ref"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -240,7 +241,9 @@ class RetrievalEvaluator(Metric):
                 return scorer(direction, image_idx, text_idx[candidates])
             return scorer(direction, text_idx, image_idx[candidates])
 
-        return reranked_metrics(images, texts, t2i, self.rerank_k, score, self.ks, self.ties, self.tie_tolerance)
+        return reranked_metrics(
+            images, texts, t2i, self.rerank_k, score, self.ks, self.ties, self.tie_tolerance, self.rerank_itc_weight
+        )
 
     @property
     def rerank_info(self) -> dict | None:
@@ -249,8 +252,11 @@ class RetrievalEvaluator(Metric):
             return None
         return {
             "k": self.rerank_k,
+            "itc_weight": self.rerank_itc_weight,
             "metrics": "{stage}/rerank/{i2t,t2i}/R@k, medr, meanr and {stage}/rerank/rsum: ITC's top k re-scored "
-            "by the ITM log-odds; the plain names are ITC alone",
+            "by the ITM log-odds"
+            + (" + itc_weight x the ITC score" if self.rerank_itc_weight else "")
+            + "; the plain names are ITC alone",
             "single_modal": "i2i, t2t, NDCG, overlap and CxC metrics are on the ITC embeddings (never re-ranked)",
             "gallery": "the whole split (tiers and folds are not re-ranked)",
         }

@@ -106,10 +106,15 @@ def reranked_metrics(
     ks=(1, 5, 10),
     ties: str = "expected",
     tolerance: float = TIE_TOLERANCE,
+    itc_weight: float = 0.0,
 ) -> dict[str, float]:
     """i2t and t2i recall, medr, meanr and rsum after re-ranking each query's ITC top ``k`` with
     ``score_pairs``, keys prefixed ``rerank/`` (VSE's protocol otherwise: i2t's rank is its best
-    caption's)."""
+    caption's).
+
+    ``itc_weight`` > 0 re-scores with the pair score plus that weight times the pair's ITC score
+    (BLIP's evaluation adds the ITC cosine, weight 1, to the ITM logit; ALBEF's and X-VLM's, and
+    the SAD release's, use the ITM score alone: weight 0)."""
     t2i = text_to_image.long().to(image_emb.device)
     text_emb = text_emb.to(image_emb.device, image_emb.dtype)
     captions_of = padded_groups(t2i, image_emb.shape[0])
@@ -125,6 +130,9 @@ def reranked_metrics(
             raise ValueError(
                 f"the {direction} pair scorer returned shape {tuple(scores.shape)}, wanted {tuple(candidates.shape)}"
             )
+        if itc_weight:
+            itc = (queries[:, None, :] * gallery[candidates]).sum(-1)
+            scores = scores.to(queries.device, queries.dtype) + itc_weight * itc
         ranks[direction] = reranked_best_positive_rank(
             queries, gallery, positives, candidates, scores.to(queries.device), tolerance
         )

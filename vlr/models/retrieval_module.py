@@ -25,7 +25,7 @@ from vlr.metrics.ranking import TIE_TOLERANCE, check_tie_tolerance, check_ties
 from vlr.models.encoder import DualEncoder
 from vlr.models.nonfinite import NonFiniteGuard
 from vlr.models.rerank import TokenStore, pair_scorer
-from vlr.models.schedules import parameter_groups, total_training_steps
+from vlr.models.schedules import parameter_groups, scale_learning_rates, total_training_steps
 from vlr.models.with_fusion import FusionOptions, build_fusion, negatives_generator, training_terms_with_itm
 from vlr.objectives import Objective
 from vlr.reference import Reference, lifecycle
@@ -104,8 +104,11 @@ class RetrievalModule(pl.LightningModule):
             self.fusion = build_fusion(self.fusion_options, self.encoder.image_tower, self.encoder.text_tower)
         self.rerank_k = int(rerank.get("k") or 0)
         self.rerank_batch_size = int(rerank.get("batch_size") or 256)
-        if self.rerank_k < 0 or self.rerank_batch_size < 1:
-            raise ConfigError(f"eval.rerank.k must be >= 0 and eval.rerank.batch_size >= 1, got {rerank}")
+        self.rerank_itc_weight = float(rerank.get("itc_weight") or 0.0)
+        if self.rerank_k < 0 or self.rerank_batch_size < 1 or self.rerank_itc_weight < 0:
+            raise ConfigError(
+                f"eval.rerank.k and eval.rerank.itc_weight must be >= 0 and eval.rerank.batch_size >= 1, got {rerank}"
+            )
         if self.rerank_k and self.fusion_options is None:
             raise ConfigError(f"eval.rerank.k={self.rerank_k} re-ranks with the ITM head: it needs model.fusion")
         self.token_stores: dict[str, TokenStore] = {}
@@ -140,9 +143,13 @@ class RetrievalModule(pl.LightningModule):
         if self.fusion_options is None:
             terms = self.objective.batch_terms(self.encoder, batch, self.reference)
         else:
-            generator = negatives_generator(self.fusion_options.seed, self.global_step, batch_idx)
+            options = self.fusion_options
+            generator = negatives_generator(options.seed, self.global_step, batch_idx)
+            annealed = options.negative_temperature_start is not None
+            total = total_training_steps(self.trainer) if annealed else 0
+            temperature = options.temperature_at(self.global_step, total)
             terms = training_terms_with_itm(
-                self.encoder, self.objective, self.reference, self.fusion, self.fusion_options, batch, generator
+                self.encoder, self.objective, self.reference, self.fusion, options, batch, generator, temperature
             )
         loss = torch.stack(list(terms.values())).sum()
         n = batch["image_idx"].shape[0]
@@ -189,7 +196,8 @@ class RetrievalModule(pl.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("model.optimizer is not set")
-        optimizer = self.optimizer_factory(params=parameter_groups(self))
+        scales = {} if self.fusion_options is None else {"fusion.": self.fusion_options.lr_scale}
+        optimizer = scale_learning_rates(self.optimizer_factory(params=parameter_groups(self, scales)))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=total_training_steps(self.trainer))
@@ -277,7 +285,7 @@ class RetrievalModule(pl.LightningModule):
         evaluator.allow_partial = self._loader_limited(split)
         if self.rerank_k:
             store = self.token_stores.setdefault(split, TokenStore())
-            evaluator.rerank_k = self.rerank_k
+            evaluator.rerank_k, evaluator.rerank_itc_weight = self.rerank_k, self.rerank_itc_weight
             evaluator.pair_scorer = pair_scorer(self.fusion.match_score, store.gathered(), self.rerank_batch_size)
             store.reset()
         metrics = evaluator.compute()  # already global: every rank holds the same numbers

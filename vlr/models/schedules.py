@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -38,12 +39,35 @@ def total_training_steps(trainer: Any) -> int:
     return max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
 
 
-def parameter_groups(module) -> list[dict]:
+def parameter_groups(module, lr_scales: dict[str, float] | None = None) -> list[dict]:
     """Trainable parameters in two groups: matrices decay, vectors (biases, norms,
-    temperatures) do not."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    # named, so the learning-rate monitor logs lr-<optimizer>/decay and lr-<optimizer>/no_decay
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "name": "decay"},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": "no_decay"},
-    ]
+    temperatures) do not.
+
+    ``lr_scales`` {parameter-name prefix: factor}: the parameters under a prefix whose factor is
+    not 1 get their own two groups, named after the prefix, with ``lr_scale`` = the factor
+    (`scale_learning_rates` applies it; e.g. a fusion encoder trained from scratch on
+    pretrained towers)."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    scaled = {prefix: f for prefix, f in (lr_scales or {}).items() if f != 1.0}
+    owner = {n: next((prefix for prefix in scaled if n.startswith(prefix)), None) for n, _ in named}
+    groups = []
+    for prefix in (None, *scaled):
+        params = [p for n, p in named if owner[n] == prefix]
+        if prefix is not None and not params:
+            continue
+        tag = "" if prefix is None else prefix.rstrip(".") + "/"
+        extra = {} if prefix is None else {"lr_scale": scaled[prefix]}
+        # named, so the learning-rate monitor logs lr-<optimizer>/decay, lr-<optimizer>/fusion/decay, ...
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "name": f"{tag}decay", **extra},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": f"{tag}no_decay", **extra},
+        ]
+    return groups
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Multiply each parameter group's learning rate by its ``lr_scale`` (`parameter_groups`),
+    before a scheduler records the groups' initial rates."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+    return optimizer

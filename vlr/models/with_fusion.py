@@ -23,11 +23,13 @@ from vlr.models.tokens import token_width
 from vlr.objectives import Objective
 
 ARCHITECTURE = ("layers", "heads", "intermediate_size", "dropout", "layer_norm_eps", "itm_head", "init_seed")
-OPTIONS = (*ARCHITECTURE, "checkpoint", "checkpoint_layout", "checkpoint_first_layer", "negative_temperature", "seed")
+NEGATIVES = ("negative_temperature", "negative_temperature_start", "negative_anneal_fraction", "seed")
+OPTIONS = (*ARCHITECTURE, "checkpoint", "checkpoint_layout", "checkpoint_first_layer", *NEGATIVES, "lr_scale")
 
 
 class FusionOptions:
-    """``model.fusion``: the encoder's architecture, its checkpoint, and how ITM samples negatives."""
+    """``model.fusion``: the encoder's architecture, its checkpoint, its learning rate, and how
+    ITM samples negatives."""
 
     def __init__(self, options: dict):
         unknown = sorted(set(options) - set(OPTIONS))
@@ -38,9 +40,33 @@ class FusionOptions:
         self.checkpoint_layout = options.get("checkpoint_layout") or "albef"
         self.checkpoint_first_layer = options.get("checkpoint_first_layer")
         self.negative_temperature = float(options.get("negative_temperature", 0.07))
-        if self.negative_temperature <= 0:
-            raise ConfigError(f"model.fusion.negative_temperature must be > 0, got {self.negative_temperature}")
+        start = options.get("negative_temperature_start")
+        self.negative_temperature_start = None if start is None else float(start)
+        self.negative_anneal_fraction = float(options.get("negative_anneal_fraction", 0.5))
+        self.lr_scale = float(options.get("lr_scale", 1.0))
+        for name in ("negative_temperature", "negative_temperature_start", "lr_scale"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"model.fusion.{name} must be > 0, got {value}")
+        if not 0 < self.negative_anneal_fraction <= 1:
+            raise ConfigError(
+                f"model.fusion.negative_anneal_fraction must be in (0, 1], got {self.negative_anneal_fraction}"
+            )
         self.seed = int(options.get("seed", 0))
+
+    def temperature_at(self, step: int, total_steps: int) -> float:
+        """The negatives' temperature at optimizer step ``step`` of ``total_steps``.
+
+        Without ``negative_temperature_start``: ``negative_temperature`` throughout (ALBEF, X-VLM).
+        With it: geometric from the start to ``negative_temperature`` over the first
+        ``negative_anneal_fraction`` of training, then constant. A fusion encoder trained from
+        scratch on the hardest negatives from its first step stays at the class prior (it never
+        learns the easy distinctions the hard ones build on; docs/fusion.md); near-uniform
+        negatives first let it."""
+        if self.negative_temperature_start is None:
+            return self.negative_temperature
+        progress = min(1.0, step / max(1.0, self.negative_anneal_fraction * total_steps))
+        return self.negative_temperature_start ** (1 - progress) * self.negative_temperature**progress
 
 
 def build_fusion(options: FusionOptions, image_tower: nn.Module, text_tower: nn.Module) -> FusionEncoder:
@@ -74,8 +100,10 @@ def training_terms_with_itm(
     options: FusionOptions,
     batch: dict,
     generator: torch.Generator,
+    temperature: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The objective's terms plus ``itm`` for one training batch."""
+    """The objective's terms plus ``itm`` for one training batch, its negatives drawn at
+    ``temperature`` (`FusionOptions.temperature_at`; None: ``model.fusion.negative_temperature``)."""
     images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
     if type(objective).batch_terms is Objective.batch_terms:  # one tower pass serves both
         out = encoder.encode_with_tokens(images, ids, mask)
@@ -92,7 +120,7 @@ def training_terms_with_itm(
         mask,
         batch["image_idx"],
         generator,
-        options.negative_temperature,
+        options.negative_temperature if temperature is None else temperature,
         batch.get("caption_idx"),  # negatives drawn in caption order: the same on any number of ranks
     )
     return {**terms, "itm": itm_weight(objective) * loss}
