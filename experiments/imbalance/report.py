@@ -229,8 +229,22 @@ def rerank_answer(results: dict) -> str:
         "embeddings of these fusion-trained towers: the re-ranker scores image–caption pairs only and cannot "
         f"change them. After re-ranking, the cross-modal cost (arm − infonce re-ranked rsum under imbalance; margin "
         f"{_num(rr['cross_modal']['margin'], 1, False)}): {cost}. What re-ranking itself changes (re-ranked − ITC "
-        f"rsum of the same cells): {gain}."
+        f"rsum of the same cells): {gain}. {reranker_verdict(rr['gain'])}"
     )
+
+
+def reranker_verdict(gains: list[dict]) -> str:
+    """Whether the re-ranker helps at all: a re-ranker that lowers rsum everywhere is one nobody
+    would deploy, and the cost measured after it says what such a re-ranker keeps, not what a
+    useful one would."""
+    if all(g["high"] < 0 for g in gains):
+        return (
+            "**Re-ranking lowers rsum in every arm and level** (every interval below 0): this ITM head is weaker "
+            "than ITC alone, so the re-ranked cross-modal cost describes a re-ranker that hurts, not a useful one."
+        )
+    if all(g["low"] > 0 for g in gains):
+        return "Re-ranking raises rsum in every arm and level (every interval above 0)."
+    return "Re-ranking does not change rsum in the same direction in every arm and level."
 
 
 def rerank_section(results: dict) -> str:

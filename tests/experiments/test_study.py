@@ -257,12 +257,24 @@ def test_a_fusion_studys_report_gives_the_cross_modal_outcomes_after_re_ranking(
     text = (out / "report.md").read_text()
     answer = text.split("## Answer\n\n", 1)[1].split("\n## ", 1)[0]
     assert "each query's ITC top 16" in answer and "cannot change them" in answer
+    assert "Re-ranking raises rsum in every arm and level" in answer
     tw = after[("relation_kd", "text_weak")]
     assert f"relation_kd text_weak {tw['mean']:+.2f} [{tw['low']:+.2f}, {tw['high']:+.2f}]" in answer
     section = text.split("## With a re-ranker\n\n", 1)[1].split("\n## ", 1)[0]
     assert "| arm | level | re-ranked − ITC rsum [95% CI] |" in section
     assert "| arm | level | arm − infonce re-ranked rsum [95% CI] |" in section
     assert (out / "cross_modal_rerank.png").read_bytes()[:4] == b"\x89PNG" and "](cross_modal_rerank.png)" in text
+
+
+def test_a_re_ranker_that_lowers_rsum_everywhere_is_called_so():
+    from experiments.imbalance.report import reranker_verdict
+
+    def gain(low, high):
+        return {"arm": "infonce", "level": "balanced", "low": low, "high": high}
+
+    assert reranker_verdict([gain(-120, -90), gain(-80, -1)]).startswith("**Re-ranking lowers rsum in every arm")
+    assert reranker_verdict([gain(1, 9), gain(0.5, 3)]).startswith("Re-ranking raises rsum in every arm")
+    assert reranker_verdict([gain(-120, -90), gain(-3, 2)]).startswith("Re-ranking does not change rsum in the same")
 
 
 def test_hypotheses_are_at_most_six():
