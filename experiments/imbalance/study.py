@@ -459,7 +459,8 @@ def with_fusion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         return
     if args.fusion < 0:
         parser.error(f"--fusion K needs K >= 0 (0: the fusion encoder without re-ranking), got {args.fusion}")
-    args.override = [*args.override, *FUSION_OVERRIDES, f"eval.rerank.k={args.fusion}"]
+    # the user's overrides last: they can still change the fusion settings (e.g. no curriculum)
+    args.override = [*FUSION_OVERRIDES, f"eval.rerank.k={args.fusion}", *args.override]
     if args.out == OUT:
         args.out = OUT / "fusion"
     if args.runs == RUNS:

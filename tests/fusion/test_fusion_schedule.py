@@ -1,15 +1,19 @@
 """How the fusion encoder trains: the negatives' temperature curriculum
 (``model.fusion.negative_temperature_start``) and its own learning rate (``model.fusion.lr_scale``)."""
 
+import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.conftest import run_vlr, small_run
+from tests.conftest import compose_config, run_vlr, small_run
+from vlr.data import RetrievalDataModule
 from vlr.errors import ConfigError
-from vlr.models.schedules import parameter_groups, scale_learning_rates
+from vlr.models.schedules import parameter_groups, scale_learning_rates, total_training_steps
 from vlr.models.with_fusion import FusionOptions
+from vlr.runs.options import check_options
 
 
 def test_without_a_start_the_temperature_is_constant():
@@ -44,6 +48,33 @@ def test_bad_values_are_one_line_naming_the_option(option, value, message):
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.fusion.lr_scale=abc", "model.fusion.lr_scale must be a finite number > 0, got 'abc'"),
+        ("model.fusion.negative_temperature_start=true",
+         "model.fusion.negative_temperature_start must be a finite number > 0, got True"),
+        ("model.fusion.negative_anneal_fraction=1.5",
+         "model.fusion.negative_anneal_fraction must be a finite number > 0 and <= 1, got 1.5"),
+        ("eval.rerank.itc_weight=-1", "eval.rerank.itc_weight must be a finite number >= 0, got -1"),
+    ],
+)  # fmt: skip
+def test_the_command_line_checks_name_the_option(tmp_path, override, message):
+    with pytest.raises(ConfigError) as err:
+        check_options(compose_config("fusion=default", override, run_dir=tmp_path / "run"))
+    assert str(err.value) == message
+
+
+def test_the_run_length_is_whichever_limit_ends_it_first():
+    def trainer(max_steps, max_epochs=2):
+        data = SimpleNamespace(train_batches_per_epoch=lambda: 3)
+        return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, accumulate_grad_batches=1, datamodule=data)
+
+    assert total_training_steps(trainer(-1)) == 6
+    assert total_training_steps(trainer(50)) == 6  # 2 epochs of 3 end it before step 50
+    assert total_training_steps(trainer(4)) == 4
+
+
 def test_scaled_parameters_get_their_own_named_groups_at_the_scaled_rate():
     module = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 4), "fusion": torch.nn.Linear(4, 2)})
     optimizer = scale_learning_rates(
@@ -73,6 +104,14 @@ def test_a_run_draws_its_negatives_at_the_annealed_temperature_and_trains_fusion
         return real(*args, **kwargs)
 
     monkeypatch.setattr(with_fusion, "itm_loss", recording)
+    counted = []
+    per_epoch = RetrievalDataModule.train_batches_per_epoch
+
+    def counting(self):
+        counted.append(1)
+        return per_epoch(self)
+
+    monkeypatch.setattr(RetrievalDataModule, "train_batches_per_epoch", counting)
     run = run_vlr(
         "train",
         *small_run(
@@ -84,13 +123,16 @@ def test_a_run_draws_its_negatives_at_the_annealed_temperature_and_trains_fusion
             "model.fusion.lr_scale=4",
             "+trainer.limit_train_batches=2",
             "trainer.max_epochs=2",
-            "test=false",
+            "eval.rerank.k=4",
+            "eval.rerank.itc_weight=0.5",
         ),
         dir=tmp_path / "run",
     )
     assert run.returncode == 0, run.output
     # 4 steps, annealed over the first 2: 100, sqrt(100 x 0.07), then 0.07
     assert drawn == pytest.approx([100.0, math.sqrt(100 * 0.07), 0.07, 0.07], rel=1e-12)
+    assert len(counted) <= 2  # the run's length is counted for the schedule and once for the curriculum
+    assert json.loads((run.dir / "evaluation.json").read_text())["rerank"]["itc_weight"] == 0.5
     state = torch.load(run.dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     groups = {g["name"]: g for g in state["optimizer_states"][0]["param_groups"]}
     assert groups["fusion/decay"]["initial_lr"] == pytest.approx(4 * groups["decay"]["initial_lr"], rel=1e-12)

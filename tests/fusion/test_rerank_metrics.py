@@ -120,3 +120,31 @@ def test_evaluator_reports_rerank_beside_plain_with_dataset_indices():
     out = ev.compute()
     assert all(out[k] == v for k, v in rer.items())
     assert ev.rerank_info["itc_weight"] == 2.0 and "itc_weight x the ITC score" in ev.rerank_info["metrics"]
+
+
+def test_the_evaluator_re_ranks_with_its_itc_weight():
+    """A pair score that is not ITC: the evaluator's metrics at weight w are the re-ranking of
+    pair score + w x ITC, and differ from weight 0's."""
+    g = torch.Generator().manual_seed(7)
+    n_img = 12
+    t2i = torch.repeat_interleave(torch.arange(n_img), 3)
+    img = torch.randn(n_img, 6, generator=g, dtype=torch.float64)
+    txt = img[t2i] * 0.4 + torch.randn(t2i.numel(), 6, generator=g, dtype=torch.float64)
+    itm = torch.randn(n_img, t2i.numel(), generator=g, dtype=torch.float64)
+
+    def by_index(direction, queries, candidates):
+        scores = itm if direction == "i2t" else itm.T
+        return scores[queries[:, None], candidates]
+
+    def rows(direction, candidates):
+        return by_index(direction, torch.arange(candidates.shape[0]), candidates)
+
+    out = {}
+    for weight in (0.0, 3.0):
+        ev = RetrievalEvaluator(t2i)
+        ev.update(image_emb=img, image_idx=torch.arange(n_img))
+        ev.update(text_emb=txt, text_idx=torch.arange(t2i.numel()))
+        ev.rerank_k, ev.pair_scorer, ev.rerank_itc_weight = 5, by_index, weight
+        out[weight] = {k: v for k, v in ev.compute().items() if k.startswith("rerank/")}
+        assert out[weight] == reranked_metrics(img, txt, t2i, 5, rows, itc_weight=weight)
+    assert out[0.0] != out[3.0]

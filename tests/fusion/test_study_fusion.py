@@ -23,7 +23,7 @@ def _args(*argv):
 def test_fusion_adds_its_overrides_and_its_own_folders():
     args = _args("--fusion", "16", "--override", "trainer.max_epochs=2")
     assert args.override == [
-        "trainer.max_epochs=2", "fusion=default", "model.fusion.negative_temperature_start=100", "eval.rerank.k=16",
+        "fusion=default", "model.fusion.negative_temperature_start=100", "eval.rerank.k=16", "trainer.max_epochs=2",
     ]  # fmt: skip
     assert args.out == study.OUT / "fusion" and args.runs == study.RUNS.parent / "runs_fusion"
     plain = _args("--override", "trainer.max_epochs=2")
@@ -40,3 +40,7 @@ def test_a_fusion_cell_composes_with_the_study_preset(tmp_path, arm):
     assert cfg.model.fusion.layers == 2 and cfg.model.evaluation.rerank.k == 16 and cfg.objective.itm_weight == 2.0
     assert cfg.objective.name == arm and cfg.imbalance.strength == 0.5
     assert cfg.model.fusion.negative_temperature_start == 100 and cfg.model.fusion.negative_temperature == 0.07
+    # the user's own overrides come last: a fusion study without the curriculum
+    plain = _args("--fusion", "16", "--override", "model.fusion.negative_temperature_start=null").override
+    cfg = compose_config(*cell.overrides(study.PRESET, tuple(plain)), run_dir=tmp_path, root=tmp_path)
+    assert cfg.model.fusion.negative_temperature_start is None

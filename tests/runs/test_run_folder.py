@@ -379,3 +379,62 @@ def test_resume_false_starts_another_wandb_run(tmp_path, synthetic_root):
     again = _cfg(run_dir, synthetic_root, "logger=wandb", "resume=false")
     assert pin_wandb_run(again) == run_dir / WANDB_ID_FILE
     assert len(again.logger.wandb.id) == 8 and again.logger.wandb.id != "0ld0ld00"
+
+
+def _recorded_before_the_option_existed(run_dir, cfg, *keys):
+    """The folder as a run started before vlr had ``keys``: its record lacks them, and Hydra's
+    files of its accepted start hold the command line it was started with."""
+    from hydra.core.hydra_config import HydraConfig
+
+    record = OmegaConf.load(run_dir / "run_config.yaml")
+    for key in keys:
+        parent, name = key.rsplit(".", 1)
+        del OmegaConf.select(record, parent)[name]
+    (run_dir / "run_config.yaml").write_text(OmegaConf.to_yaml(record))
+    accepted = run_dir / ".hydra" / "accepted" / "overrides.yaml"
+    accepted.write_text(OmegaConf.to_yaml(OmegaConf.create(list(HydraConfig.get().overrides.task))))
+
+
+def test_options_added_since_the_run_began_resume_at_their_defaults_and_are_recorded(finished, synthetic_root):
+    cfg = _cfg(finished, synthetic_root)
+    _recorded_before_the_option_existed(finished, cfg, "eval.rerank.itc_weight")
+    train(cfg)  # the same command: accepted
+    record = OmegaConf.to_container(OmegaConf.load(finished / "config_changes.yaml"))
+    assert record[0]["changes"] == {"eval.rerank.itc_weight": {"before": "<unset>", "now": 0.0}}
+    assert OmegaConf.load(finished / "run_config.yaml").eval.rerank.itc_weight == 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        (("eval.rerank.itc_weight=1.0",), "eval.rerank.itc_weight ('<unset>' -> 1.0)"),  # set on this command line
+        (("fusion=default",), ",model.fusion.layers,"),  # a new group choice sets it (listed, not shown)
+    ],
+)
+def test_a_new_option_this_start_sets_is_still_refused(finished, synthetic_root, extra, refused):
+    _recorded_before_the_option_existed(finished, _cfg(finished, synthetic_root), "eval.rerank.itc_weight")
+    with pytest.raises(RunConfigMismatch) as err:
+        _train(finished, synthetic_root, *extra)
+    assert "holds a run of another configuration" in str(err.value) and refused in str(err.value)
+
+
+def test_without_the_earlier_command_line_no_new_option_is_admitted(finished, synthetic_root):
+    cfg = _cfg(finished, synthetic_root)
+    _recorded_before_the_option_existed(finished, cfg, "eval.rerank.itc_weight")
+    (finished / ".hydra" / "accepted" / "overrides.yaml").unlink()
+    with pytest.raises(RunConfigMismatch, match=r"1 settings differ: eval.rerank.itc_weight \('<unset>' -> 0.0\)"):
+        train(cfg)
+
+
+def test_the_fusion_learning_rate_cannot_change_on_resume_even_when_allowed(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    _train(run_dir, synthetic_root, "fusion=default")
+    before = _snapshot(run_dir)
+    with pytest.raises(RunConfigMismatch) as err:
+        _train(run_dir, synthetic_root, "fusion=default", "model.fusion.lr_scale=4",
+               "resume_allow_changes=[model.fusion.lr_scale]")  # fmt: skip
+    assert str(err.value) == (
+        f"{run_dir}: model.fusion.lr_scale cannot change when a run resumes (1.0 -> 4): it sets the optimizer's "
+        "parameter groups and their rates, which the checkpoint's optimizer state holds; use another hydra.run.dir"
+    )
+    assert _snapshot(run_dir) == before

@@ -45,6 +45,17 @@ def top_k_candidates(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> to
 
 
 @torch.no_grad()
+def candidate_itc(queries: torch.Tensor, gallery: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """[Q, k] ITC scores of each query's candidates, a block of queries at a time (never a
+    [Q, k, width] tensor)."""
+    out = torch.empty(candidates.shape, dtype=queries.dtype, device=queries.device)
+    for idx in query_chunks(queries.shape[0], gallery.shape[0]):
+        idx = idx.to(queries.device)
+        out[idx] = (queries[idx] @ gallery.T).gather(1, candidates[idx])
+    return out
+
+
+@torch.no_grad()
 def reranked_best_positive_rank(
     queries: torch.Tensor,
     gallery: torch.Tensor,
@@ -112,9 +123,9 @@ def reranked_metrics(
     ``score_pairs``, keys prefixed ``rerank/`` (VSE's protocol otherwise: i2t's rank is its best
     caption's).
 
-    ``itc_weight`` > 0 re-scores with the pair score plus that weight times the pair's ITC score
-    (BLIP's evaluation adds the ITC cosine, weight 1, to the ITM logit; ALBEF's and X-VLM's, and
-    the SAD release's, use the ITM score alone: weight 0)."""
+    ``itc_weight`` > 0 re-scores with the pair score plus that weight times the pair's ITC score,
+    in the manner of BLIP's evaluation (which adds the ITC cosine to the ITM match logit);
+    ALBEF's, X-VLM's and the SAD release's use the ITM score alone (weight 0)."""
     t2i = text_to_image.long().to(image_emb.device)
     text_emb = text_emb.to(image_emb.device, image_emb.dtype)
     captions_of = padded_groups(t2i, image_emb.shape[0])
@@ -131,8 +142,7 @@ def reranked_metrics(
                 f"the {direction} pair scorer returned shape {tuple(scores.shape)}, wanted {tuple(candidates.shape)}"
             )
         if itc_weight:
-            itc = (queries[:, None, :] * gallery[candidates]).sum(-1)
-            scores = scores.to(queries.device, queries.dtype) + itc_weight * itc
+            scores = scores.to(queries.device, queries.dtype) + itc_weight * candidate_itc(queries, gallery, candidates)
         ranks[direction] = reranked_best_positive_rank(
             queries, gallery, positives, candidates, scores.to(queries.device), tolerance
         )

@@ -105,13 +105,15 @@ class RetrievalModule(pl.LightningModule):
         self.rerank_k = int(rerank.get("k") or 0)
         self.rerank_batch_size = int(rerank.get("batch_size") or 256)
         self.rerank_itc_weight = float(rerank.get("itc_weight") or 0.0)
-        if self.rerank_k < 0 or self.rerank_batch_size < 1 or self.rerank_itc_weight < 0:
-            raise ConfigError(
-                f"eval.rerank.k and eval.rerank.itc_weight must be >= 0 and eval.rerank.batch_size >= 1, got {rerank}"
-            )
+        for name, value, low in (("k", self.rerank_k, 0), ("batch_size", self.rerank_batch_size, 1)):
+            if value < low:
+                raise ConfigError(f"eval.rerank.{name} must be >= {low}, got {value}")
+        if self.rerank_itc_weight < 0:
+            raise ConfigError(f"eval.rerank.itc_weight must be >= 0, got {self.rerank_itc_weight}")
         if self.rerank_k and self.fusion_options is None:
             raise ConfigError(f"eval.rerank.k={self.rerank_k} re-ranks with the ITM head: it needs model.fusion")
         self.token_stores: dict[str, TokenStore] = {}
+        self._total_steps: int | None = None  # the curriculum's step count (`_curriculum_steps`)
 
     def _compile_towers(self, objective: Objective) -> None:
         """``model.compile=true``: `torch.compile` each tower in place (``nn.Module.compile``),
@@ -139,15 +141,25 @@ class RetrievalModule(pl.LightningModule):
         return self.encoder.embed_texts(input_ids, attention_mask)
 
     # -- training -----------------------------------------------------------------------
+    def _curriculum_steps(self) -> int:
+        """The run's optimizer steps, for the negatives' curriculum: counted once per fit (the
+        count builds the training set's pairs), 0 when there is no curriculum."""
+        if self.fusion_options is None or self.fusion_options.negative_temperature_start is None:
+            return 0
+        if self._total_steps is None:
+            self._total_steps = total_training_steps(self.trainer)
+        return self._total_steps
+
+    def on_fit_start(self) -> None:
+        self._total_steps = None  # this fit's trainer decides it (`_curriculum_steps`)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if self.fusion_options is None:
             terms = self.objective.batch_terms(self.encoder, batch, self.reference)
         else:
             options = self.fusion_options
             generator = negatives_generator(options.seed, self.global_step, batch_idx)
-            annealed = options.negative_temperature_start is not None
-            total = total_training_steps(self.trainer) if annealed else 0
-            temperature = options.temperature_at(self.global_step, total)
+            temperature = options.temperature_at(self.global_step, self._curriculum_steps())
             terms = training_terms_with_itm(
                 self.encoder, self.objective, self.reference, self.fusion, options, batch, generator, temperature
             )

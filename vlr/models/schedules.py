@@ -29,14 +29,15 @@ def total_training_steps(trainer: Any) -> int:
 
     Lightning's ``estimated_stepping_batches`` would iterate the loader before a resume
     restores the loop state (and the resumed epoch would restart from its first batch), so
-    the count comes from the datamodule's ``train_batches_per_epoch`` where it has one."""
+    the count comes from the datamodule's ``train_batches_per_epoch`` where it has one. With
+    both ``max_steps`` and ``max_epochs``, the run ends at whichever comes first, and so does this."""
     datamodule: Any = getattr(trainer, "datamodule", None)
-    if trainer.max_steps is not None and trainer.max_steps > 0:
-        return trainer.max_steps
+    max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
     if not hasattr(datamodule, "train_batches_per_epoch") or trainer.max_epochs is None or trainer.max_epochs < 0:
-        return int(trainer.estimated_stepping_batches)
+        return max_steps or int(trainer.estimated_stepping_batches)
     per_epoch = datamodule.train_batches_per_epoch()  # within trainer.limit_train_batches
-    return max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
+    by_epochs = max(1, math.ceil(per_epoch / trainer.accumulate_grad_batches) * trainer.max_epochs)
+    return by_epochs if max_steps is None else min(max_steps, by_epochs)  # whichever ends the run first
 
 
 def parameter_groups(module, lr_scales: dict[str, float] | None = None) -> list[dict]:

@@ -117,6 +117,42 @@ def _allowed(key: str, allowed: list[str]) -> bool:
     return any(key == a or key.startswith(f"{a}.") for a in allowed)
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# settings no resume can change, even when allowed: the checkpoint's optimizer state holds what they set
+FIXED_ON_RESUME = {
+    "model.fusion.lr_scale": "it sets the optimizer's parameter groups and their rates, which the "
+    "checkpoint's optimizer state holds",
+}
+
+
+def _touches(override: str) -> str | None:
+    """The key a command-line override sets; None for a config group's choice (``fusion=default``,
+    ``model=tiny``), which may set any key."""
+    key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+    return None if (CONF_DIR / key).is_dir() else key
+
+
+def options_added_since(
+    changes: Mapping[str, tuple[Any, Any]], earlier_overrides: list[str] | None, overrides: list[str]
+) -> set[str]:
+    """The changed keys that are options vlr gained after the run began, at their defaults: the
+    run's record lacks them, and nothing this start's command line adds to the run's own (no new
+    override of that key or above it, no new config group choice) set them. Resuming with them
+    is resuming the same run; unknown earlier overrides (a folder without Hydra's files) or a new
+    group choice admit none."""
+    if earlier_overrides is None:
+        return set()
+    new = [o for o in overrides if o not in earlier_overrides]
+    keys = [_touches(o) for o in new]
+    if None in keys:
+        return set()
+    return {
+        k
+        for k, (before, _) in changes.items()
+        if before == "<unset>" and not any(k == t or k.startswith(f"{t}.") for t in keys if t)
+    }
+
+
 class RunFolder:
     """The run folder's own record of its run, and the checks a start passes before writing."""
 
@@ -159,8 +195,17 @@ class RunFolder:
         if before is None:
             return {}
         changes = changed_keys(before, resolved(self.cfg))
+        added = options_added_since(changes, self._earlier_overrides(), self._overrides())
         allowed = [str(k) for k in self.cfg.get("resume_allow_changes") or []]
-        refused = {k: v for k, v in changes.items() if not _allowed(k, allowed)}
+        refused = {k: v for k, v in changes.items() if not _allowed(k, allowed) and k not in added}
+        fixed = sorted(k for k in changes if k in FIXED_ON_RESUME and k not in added)
+        if fixed and not refused:
+            self.restore_hydra_files()
+            a, b = changes[fixed[0]]
+            raise RunConfigMismatch(
+                f"{self.dir}: {fixed[0]} cannot change when a run resumes ({a!r} -> {b!r}): "
+                f"{FIXED_ON_RESUME[fixed[0]]}; use another hydra.run.dir"
+            )
         if refused:
             self.restore_hydra_files()
             shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in list(refused.items())[:8])
@@ -170,6 +215,18 @@ class RunFolder:
                 f"use another hydra.run.dir, or resume_allow_changes=[{','.join(refused)}] to continue with them"
             )
         return changes
+
+    def _earlier_overrides(self) -> list[str] | None:
+        """The command-line overrides of the folder's accepted start (None: not recorded)."""
+        path = None if self.hydra_dir is None else self.hydra_dir / ACCEPTED_HYDRA / "overrides.yaml"
+        if path is None or not path.is_file():
+            return None
+        return [str(o) for o in OmegaConf.load(path)]
+
+    def _overrides(self) -> list[str]:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
     def restore_hydra_files(self) -> None:
         """Put back Hydra's files of the folder's accepted start over those this start wrote."""

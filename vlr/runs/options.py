@@ -50,9 +50,23 @@ SCHEMA: dict[str, tuple[str, float | None, float | None, bool]] = {
     "trainer.log_every_n_steps": ("int", 1, None, False),
     "trainer.check_val_every_n_epoch": ("int", 1, None, True),
     "callbacks.last_checkpoint.every_n_steps": ("int", 0, None, False),
+    "eval.rerank.k": ("int", 0, None, False),
+    "eval.rerank.batch_size": ("int", 1, None, False),
+    "eval.rerank.itc_weight": ("float", 0, None, False),
+    "model.fusion.negative_temperature": ("float", 0, None, False),
+    "model.fusion.negative_temperature_start": ("float", 0, None, True),  # null: no curriculum
+    "model.fusion.negative_anneal_fraction": ("float", 0, 1, False),
+    "model.fusion.lr_scale": ("float", 0, None, False),
 }
-# a learning rate of exactly 0 trains nothing: refused, unlike the other lower bounds
-EXCLUSIVE_LOWER = {"model.optimizer.lr"}
+# a learning rate, a temperature, a share of training or a rate factor of exactly 0 is no
+# setting at all: refused, unlike the other lower bounds
+EXCLUSIVE_LOWER = {
+    "model.optimizer.lr",
+    "model.fusion.negative_temperature",
+    "model.fusion.negative_temperature_start",
+    "model.fusion.negative_anneal_fraction",
+    "model.fusion.lr_scale",
+}
 
 
 def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
