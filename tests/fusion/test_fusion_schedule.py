@@ -91,6 +91,7 @@ def test_scaled_parameters_get_their_own_named_groups_at_the_scaled_rate():
     assert [g["name"] for g in parameter_groups(module, {"fusion.": 1.0})] == ["decay", "no_decay"]
 
 
+@pytest.mark.slow  # a 4-step fusion run with re-ranked evaluations
 def test_a_run_draws_its_negatives_at_the_annealed_temperature_and_trains_fusion_faster(
     tmp_path, synthetic_root, monkeypatch
 ):

@@ -395,6 +395,7 @@ def _recorded_before_the_option_existed(run_dir, cfg, *keys):
     accepted.write_text(OmegaConf.to_yaml(OmegaConf.create(list(HydraConfig.get().overrides.task))))
 
 
+@pytest.mark.slow  # trains a run, then resumes it
 def test_options_added_since_the_run_began_resume_at_their_defaults_and_are_recorded(finished, synthetic_root):
     cfg = _cfg(finished, synthetic_root)
     _recorded_before_the_option_existed(finished, cfg, "eval.rerank.itc_weight")
@@ -404,6 +405,7 @@ def test_options_added_since_the_run_began_resume_at_their_defaults_and_are_reco
     assert OmegaConf.load(finished / "run_config.yaml").eval.rerank.itc_weight == 0.0
 
 
+@pytest.mark.slow  # trains a run, then resumes it
 @pytest.mark.parametrize(
     ("extra", "refused"),
     [
@@ -418,6 +420,7 @@ def test_a_new_option_this_start_sets_is_still_refused(finished, synthetic_root,
     assert "holds a run of another configuration" in str(err.value) and refused in str(err.value)
 
 
+@pytest.mark.slow  # trains a run, then resumes it
 def test_without_the_earlier_command_line_no_new_option_is_admitted(finished, synthetic_root):
     cfg = _cfg(finished, synthetic_root)
     _recorded_before_the_option_existed(finished, cfg, "eval.rerank.itc_weight")
@@ -426,6 +429,7 @@ def test_without_the_earlier_command_line_no_new_option_is_admitted(finished, sy
         train(cfg)
 
 
+@pytest.mark.slow  # trains a run, then resumes it
 def test_the_fusion_learning_rate_cannot_change_on_resume_even_when_allowed(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
     _train(run_dir, synthetic_root, "fusion=default")
